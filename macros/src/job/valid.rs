@@ -1,0 +1,97 @@
+//! Rules that relate several options, or options and the function, each in one small function.
+
+use crate::ctxt::{did_you_mean, Ctxt};
+use crate::job::ast::JobFn;
+use crate::job::attr::{JobAttr, UniqueStrategy};
+use crate::job::template::{self, Segment};
+
+/// Runs every check, recording failures in `cx`. Returns the parsed key template when there is
+/// one and it is valid.
+pub(crate) fn check(cx: &Ctxt, attr: &JobAttr, job: &JobFn) -> Option<Vec<Segment>> {
+    unique_needs_key(cx, attr);
+    until_expired_needs_unique_for(cx, attr);
+    uniqueness_options_need_unique(cx, attr);
+    key_template(cx, attr, job)
+}
+
+/// A unique job is unique *by its key*: without one there is nothing to compare.
+fn unique_needs_key(cx: &Ctxt, attr: &JobAttr) {
+    if let (Some(unique), None) = (&attr.unique, &attr.key) {
+        cx.syn_error(syn::Error::new(
+            unique.span,
+            "`unique` needs a `key` to compare jobs by; add e.g. `key = \"charge-<order_id>\"`",
+        ));
+    }
+}
+
+/// `until_expired` holds the key for a fixed time, so the time must be given.
+fn until_expired_needs_unique_for(cx: &Ctxt, attr: &JobAttr) {
+    if let Some(unique) = &attr.unique {
+        if unique.value == UniqueStrategy::UntilExpired && attr.unique_for.is_none() {
+            cx.syn_error(syn::Error::new(
+                unique.span,
+                "`unique = \"until_expired\"` needs `unique_for` to say when the key expires; add e.g. `unique_for = \"24h\"`",
+            ));
+        }
+    }
+}
+
+/// `unique_for` and `on_conflict` only mean something for a unique job.
+fn uniqueness_options_need_unique(cx: &Ctxt, attr: &JobAttr) {
+    if attr.unique.is_some() {
+        return;
+    }
+    if let Some(d) = &attr.unique_for {
+        cx.syn_error(syn::Error::new(
+            d.span,
+            "`unique_for` has no effect without `unique`; add e.g. `unique = \"until_executed\"`",
+        ));
+    }
+    if let Some(c) = &attr.on_conflict {
+        cx.syn_error(syn::Error::new(
+            c.span,
+            "`on_conflict` has no effect without `unique`; add e.g. `unique = \"until_executed\"`",
+        ));
+    }
+}
+
+/// Every placeholder names a job argument (not the `&Context`).
+fn key_template(cx: &Ctxt, attr: &JobAttr, job: &JobFn) -> Option<Vec<Segment>> {
+    let lit = attr.key.as_ref()?;
+    let segments = match template::parse(&lit.value()) {
+        Ok(s) => s,
+        Err(msg) => {
+            cx.error_spanned_by(lit, msg);
+            return None;
+        }
+    };
+    let names: Vec<String> = job.params.iter().map(|p| p.ident.to_string()).collect();
+    let mut ok = true;
+    for segment in &segments {
+        let Segment::Placeholder(path) = segment else {
+            continue;
+        };
+        let param = &path[0];
+        if names.iter().any(|n| n == param) {
+            continue;
+        }
+        ok = false;
+        let hint = match did_you_mean(param, names.iter().map(String::as_str)) {
+            Some(s) => format!("; did you mean `<{s}>`?"),
+            None if names.is_empty() => "; the function takes no job arguments".to_owned(),
+            None => format!(
+                "; its arguments are {}",
+                crate::ctxt::one_of(&names.iter().map(String::as_str).collect::<Vec<_>>())
+            ),
+        };
+        cx.error_spanned_by(
+            lit,
+            format!(
+                "`<{}>` names no parameter of `{}`{hint}",
+                path.join("."),
+                job.ident()
+            ),
+        );
+    }
+    ok.then_some(segments)
+}

@@ -1,0 +1,34 @@
+//! Attribute keys, named once so that parsers, checks and messages agree on their spelling.
+
+/// `#[job(...)]` options, in the order the docs list them.
+pub(crate) const QUEUE: &str = "queue";
+pub(crate) const RETRY: &str = "retry";
+pub(crate) const BACKOFF: &str = "backoff";
+pub(crate) const UNIQUE: &str = "unique";
+pub(crate) const UNIQUE_FOR: &str = "unique_for";
+pub(crate) const ON_CONFLICT: &str = "on_conflict";
+pub(crate) const KEY: &str = "key";
+pub(crate) const PRIORITY: &str = "priority";
+pub(crate) const TIMEOUT: &str = "timeout";
+pub(crate) const NAME: &str = "name";
+
+/// Every `#[job]` option, for "expected one of" messages and suggestions.
+pub(crate) const JOB_OPTIONS: &[&str] = &[
+    QUEUE,
+    RETRY,
+    BACKOFF,
+    UNIQUE,
+    UNIQUE_FOR,
+    ON_CONFLICT,
+    KEY,
+    PRIORITY,
+    TIMEOUT,
+    NAME,
+];
+
+/// `#[derive(JobError)]` attributes.
+pub(crate) const TRANSIENT: &str = "transient";
+pub(crate) const PERMANENT: &str = "permanent";
+pub(crate) const RETRY_AFTER: &str = "retry_after";
+pub(crate) const JOB_ERROR: &str = "job_error";
+pub(crate) const DEFAULT: &str = "default";

@@ -1,0 +1,147 @@
+//! The errors errand's API returns. Each says which job, which store and which operation.
+
+use crate::job::JobId;
+
+/// An error from the client, a store or a worker.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The database URL cannot be used.
+    #[error("invalid database URL `{url}`: {reason}")]
+    InvalidUrl {
+        /// The URL, with any password removed.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The database could not be opened or reached.
+    #[error("cannot connect to the {store} database at `{url}`: {source}")]
+    Connect {
+        /// `"sqlite"` or `"postgres"`.
+        store: &'static str,
+        /// The URL, with any password removed.
+        url: String,
+        /// The driver's error.
+        source: sqlx::Error,
+    },
+    /// Bringing the database's schema up to date failed.
+    #[error("migrating the {store} database to version {version} failed: {source}")]
+    Migrate {
+        /// `"sqlite"` or `"postgres"`.
+        store: &'static str,
+        /// The migration that failed.
+        version: i64,
+        /// The driver's error.
+        source: sqlx::Error,
+    },
+    /// A store operation failed.
+    #[error("{store} store failed to {op}: {source}")]
+    Store {
+        /// `"sqlite"` or `"postgres"`.
+        store: &'static str,
+        /// What it was doing, e.g. `"enqueue a charge_order job"`.
+        op: String,
+        /// The driver's error.
+        source: sqlx::Error,
+    },
+    /// The database holds something errand cannot read back.
+    #[error("job {id} in the {store} store is corrupt: {reason}")]
+    Corrupt {
+        /// `"sqlite"`, `"postgres"` or `"memory"`.
+        store: &'static str,
+        /// The job.
+        id: JobId,
+        /// What could not be read.
+        reason: String,
+    },
+    /// A job's arguments could not be serialized.
+    #[error("cannot serialize the arguments of a `{kind}` job: {source}")]
+    Serialize {
+        /// The job's kind.
+        kind: &'static str,
+        /// serde_json's error.
+        source: serde_json::Error,
+    },
+    /// A job's serialized arguments exceed the client's limit.
+    #[error("the arguments of a `{kind}` job are {size} bytes, over the limit of {limit} bytes; store large data elsewhere and pass its id")]
+    ArgsTooLarge {
+        /// The job's kind.
+        kind: &'static str,
+        /// The serialized size.
+        size: usize,
+        /// The limit ([`Config::max_args_bytes`](crate::Config::max_args_bytes)).
+        limit: usize,
+    },
+    /// A queue name is not `[a-z0-9_-]{1,64}`.
+    #[error("invalid queue name `{queue}`: {reason}")]
+    InvalidQueue {
+        /// The name as given.
+        queue: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A priority is not `0..=9`.
+    #[error(
+        "priority {priority} for a `{kind}` job is out of range; expected 0 (first) to 9 (last)"
+    )]
+    InvalidPriority {
+        /// The job's kind.
+        kind: &'static str,
+        /// The priority as given.
+        priority: u8,
+    },
+    /// Two `#[job]` functions linked into one binary have the same kind name.
+    #[error("two jobs are registered as `{kind}`; give one of them `#[job(name = \"...\")]`")]
+    DuplicateKind {
+        /// The kind name.
+        kind: String,
+    },
+    /// A worker was configured in a way that cannot run.
+    #[error("invalid worker configuration: {0}")]
+    InvalidWorker(String),
+    /// The in-memory test client could not finish draining its jobs.
+    #[error("drain stopped after {steps} runs with jobs still pending; a job may snooze or retry forever")]
+    DrainLimit {
+        /// How many runs were made.
+        steps: usize,
+    },
+}
+
+/// Removes the password from a URL, for messages and logs.
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}{tail}")
+            } else {
+                format!("{scheme}://{user}@{host}{tail}")
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/jobs"),
+            "postgres://app:***@db:5432/jobs"
+        );
+        assert_eq!(redact("postgres://app@db/jobs"), "postgres://app@db/jobs");
+        assert_eq!(
+            redact("sqlite://jobs.db?mode=rwc"),
+            "sqlite://jobs.db?mode=rwc"
+        );
+        assert_eq!(redact("sqlite::memory:"), "sqlite::memory:");
+    }
+}

@@ -1,0 +1,125 @@
+//! What is known of a stored job: [`JobInfo`] and its history of [`AttemptError`]s.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::classify::FailureKind;
+use crate::job::{JobId, JobState};
+
+/// A stored job, as returned by [`Client::job`](crate::Client::job).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct JobInfo {
+    /// The job's id.
+    pub id: JobId,
+    /// Its kind name.
+    pub kind: String,
+    /// Its queue.
+    pub queue: String,
+    /// Its arguments, as stored.
+    pub args: serde_json::Value,
+    /// Where it is in its life.
+    pub state: JobState,
+    /// Attempts spent so far (a snooze or a graceful shutdown spends none).
+    pub attempt: u32,
+    /// The most attempts it gets.
+    pub max_attempts: u32,
+    /// 0 (first) to 9 (last).
+    pub priority: u8,
+    /// Its rendered key, for a job with a `key` template.
+    pub key: Option<String>,
+    /// When it was enqueued.
+    pub created_at: SystemTime,
+    /// When it runs (next, or last).
+    pub scheduled_at: SystemTime,
+    /// When its latest attempt started.
+    pub attempted_at: Option<SystemTime>,
+    /// When it completed, was cancelled or died.
+    pub finished_at: Option<SystemTime>,
+    /// Every failed attempt, oldest first.
+    pub errors: Vec<AttemptError>,
+}
+
+impl JobInfo {
+    /// Decodes the arguments, e.g. into a job's `Args`.
+    pub fn args_as<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        T::deserialize(&self.args)
+    }
+}
+
+/// One failed attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AttemptError {
+    /// The attempt's number, from 1.
+    pub attempt: u32,
+    /// Why it failed.
+    pub kind: FailureKind,
+    /// The error's message.
+    pub message: String,
+    /// When the attempt ended.
+    pub at: SystemTime,
+    /// How long the attempt ran.
+    pub duration: Duration,
+    /// The worker that ran it.
+    pub worker: String,
+}
+
+/// [`AttemptError`] as stored: a JSON object in the job's `errors` array.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct StoredAttempt {
+    pub attempt: u32,
+    pub kind: FailureKind,
+    pub message: String,
+    pub at: i64,
+    pub duration_ms: i64,
+    pub worker: String,
+}
+
+impl From<&AttemptError> for StoredAttempt {
+    fn from(e: &AttemptError) -> Self {
+        StoredAttempt {
+            attempt: e.attempt,
+            kind: e.kind,
+            message: e.message.clone(),
+            at: to_millis(e.at),
+            duration_ms: i64::try_from(e.duration.as_millis()).unwrap_or(i64::MAX),
+            worker: e.worker.clone(),
+        }
+    }
+}
+
+impl From<StoredAttempt> for AttemptError {
+    fn from(s: StoredAttempt) -> Self {
+        AttemptError {
+            attempt: s.attempt,
+            kind: s.kind,
+            message: s.message,
+            at: from_millis(s.at),
+            duration: Duration::from_millis(u64::try_from(s.duration_ms).unwrap_or(0)),
+            worker: s.worker,
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, as stored.
+pub(crate) fn to_millis(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(before) => -i64::try_from(before.duration().as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
+pub(crate) fn from_millis(ms: i64) -> SystemTime {
+    if ms >= 0 {
+        UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs())
+    } else {
+        UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
+    }
+}
+
+pub(crate) fn duration_millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}

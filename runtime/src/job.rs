@@ -1,0 +1,239 @@
+//! What a job is: the [`Job`] trait that `#[job]` implements, its [`JobOptions`], its id, its
+//! states, and the [`Outcome`] a run can end with.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::context::Context;
+use crate::retry::Backoff;
+
+/// A background job: implemented by `#[job]` on an `async fn`, never by hand.
+///
+/// The macro writes, beside the function, a struct of the same name that implements this trait,
+/// so `charge_order::with(..)` and `Job` methods are reached through the function's name.
+pub trait Job: Sized + Send + Sync + 'static {
+    /// The function's parameters (all but `&Context`), stored as JSON by name.
+    type Args: Serialize + DeserializeOwned + Send + 'static;
+    /// The stable name stored with each job: the function's name, or `#[job(name = "...")]`.
+    const KIND: &'static str;
+    /// The options given in `#[job(...)]`.
+    const OPTIONS: JobOptions;
+
+    /// The rendered `key` template for these arguments, if the job has one.
+    fn key(args: &Self::Args) -> Option<String>;
+
+    /// Runs the job's function. Called by the worker.
+    #[doc(hidden)]
+    fn run(ctx: Context, args: Self::Args) -> crate::registry::JobFuture;
+}
+
+/// The options of a job kind, as written in `#[job(...)]`.
+///
+/// ```
+/// use errand::{Backoff, JobOptions};
+/// let options = JobOptions { queue: "critical", retry: 5, ..JobOptions::DEFAULT };
+/// assert_eq!(options.max_attempts(), 6);
+/// assert!(matches!(options.backoff, Backoff::Exponential));
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct JobOptions {
+    /// The queue jobs of this kind go to unless a request says otherwise.
+    pub queue: &'static str,
+    /// Attempts after the first; `retry = false` is 0.
+    pub retry: u32,
+    /// How long to wait before each retry.
+    pub backoff: Backoff,
+    /// Uniqueness by key, if any.
+    pub unique: Option<Unique>,
+    /// 0 runs first, 9 last, within a queue.
+    pub priority: u8,
+    /// A run that takes longer fails with a transient timeout error.
+    pub timeout: Option<Duration>,
+}
+
+impl JobOptions {
+    /// The defaults: queue `default`, 25 retries, exponential backoff, priority 5, no timeout.
+    pub const DEFAULT: JobOptions = JobOptions {
+        queue: "default",
+        retry: 25,
+        backoff: Backoff::Exponential,
+        unique: None,
+        priority: 5,
+        timeout: None,
+    };
+
+    /// The first attempt plus the retries.
+    pub const fn max_attempts(&self) -> u32 {
+        self.retry.saturating_add(1)
+    }
+}
+
+impl Default for JobOptions {
+    fn default() -> Self {
+        JobOptions::DEFAULT
+    }
+}
+
+/// `#[job(unique = ..., unique_for = ..., on_conflict = ...)]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unique {
+    /// While the key is held.
+    pub strategy: UniqueStrategy,
+    /// The longest the key is held, if bounded.
+    pub unique_for: Option<Duration>,
+    /// What an enqueue of a duplicate does.
+    pub on_conflict: OnConflict,
+}
+
+/// While a unique job's key refuses duplicates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UniqueStrategy {
+    /// Until the job starts running.
+    UntilExecuting,
+    /// Until the job completes, is cancelled or dies.
+    UntilExecuted,
+    /// Never refused, but two jobs with the key never run at once.
+    WhileExecuting,
+    /// Until `unique_for` has passed since the first enqueue.
+    UntilExpired,
+}
+
+/// What enqueuing a duplicate of a unique job does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnConflict {
+    /// Return the existing job in [`Enqueued::duplicate_of`](crate::Enqueued::duplicate_of).
+    Skip,
+    /// Replace the arguments and schedule of a duplicate that has not started.
+    Replace,
+    /// Fail with an error naming the existing job.
+    Reject,
+}
+
+/// A job's id, unique within its store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(i64);
+
+impl JobId {
+    /// The id as stored.
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+
+    pub(crate) const fn new(id: i64) -> Self {
+        JobId(id)
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Where a job is in its life.
+///
+/// ```text
+/// scheduled ─┐
+/// available ─┼─> running ─┬─> completed
+/// retryable ─┘      │     ├─> retryable (transient failure, attempts left)
+///                   │     ├─> scheduled (snoozed: no attempt spent)
+///                   │     ├─> cancelled
+///                   │     └─> dead      (permanent failure, or no attempts left)
+///                   └─> available       (put back by a graceful shutdown)
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Waits for its run time.
+    Scheduled,
+    /// Ready to run.
+    Available,
+    /// A worker holds it.
+    Running,
+    /// Failed; will run again at its run time.
+    Retryable,
+    /// Finished successfully.
+    Completed,
+    /// Stopped on purpose; will not run.
+    Cancelled,
+    /// Failed for good; kept in the dead set.
+    Dead,
+    /// Waits for other jobs to finish.
+    Pending,
+}
+
+impl JobState {
+    /// Every state, in the order of a job's life.
+    pub const ALL: [JobState; 8] = [
+        JobState::Pending,
+        JobState::Scheduled,
+        JobState::Available,
+        JobState::Running,
+        JobState::Retryable,
+        JobState::Completed,
+        JobState::Cancelled,
+        JobState::Dead,
+    ];
+
+    /// The state's stored name, e.g. `"retryable"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            JobState::Scheduled => "scheduled",
+            JobState::Available => "available",
+            JobState::Running => "running",
+            JobState::Retryable => "retryable",
+            JobState::Completed => "completed",
+            JobState::Cancelled => "cancelled",
+            JobState::Dead => "dead",
+            JobState::Pending => "pending",
+        }
+    }
+
+    /// Whether the job will never run again on its own.
+    pub const fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Completed | JobState::Cancelled | JobState::Dead
+        )
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<JobState> {
+        JobState::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a run ended, for jobs that return `Result<Outcome, E>`.
+///
+/// ```
+/// use std::time::Duration;
+/// use errand::{job, Outcome};
+///
+/// #[job]
+/// async fn poll_export(export_id: i64) -> Result<Outcome, std::io::Error> {
+///     let ready = export_id % 2 == 0;
+///     if !ready {
+///         // Not an error: look again in a minute, without spending an attempt.
+///         return Ok(Outcome::Snooze(Duration::from_secs(60)));
+///     }
+///     Ok(Outcome::Done)
+/// }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The job is complete.
+    Done,
+    /// Run again after this long, without spending an attempt.
+    Snooze(Duration),
+    /// Stop for good with this reason: the job is `cancelled` and not retried.
+    Cancel(String),
+}

@@ -1,0 +1,121 @@
+//! errand: background jobs that are safe to run twice.
+//!
+//! A job is an ordinary `async fn` with one attribute. `#[job]` makes it a typed, registered,
+//! serializable job with an idempotency key, a retry policy and an error classification; a
+//! [`Worker`] runs it from a database, retries what is transient, buries what is permanent, and
+//! rescues what a crashed worker left behind.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use errand::{job, Client, Context, JobError, Worker};
+//!
+//! #[derive(Debug, thiserror::Error, JobError)]
+//! pub enum ChargeError {
+//!     #[error("payment gateway timed out")]
+//!     #[transient]
+//!     GatewayTimeout,
+//!     #[error("rate limited")]
+//!     #[transient]
+//!     RateLimited { #[retry_after] wait: Duration },
+//!     #[error("card declined: {0}")]
+//!     #[permanent]
+//!     Declined(String),
+//! }
+//!
+//! #[job(queue = "critical", retry = 5, key = "charge-<order_id>")]
+//! async fn charge_order(ctx: &Context, order_id: i64, amount_cents: i64) -> Result<(), ChargeError> {
+//!     let _key = ctx.idempotency_key(); // "charge-42": pass it to the payment API
+//!     Ok(())
+//! }
+//!
+//! # async fn demo() -> Result<(), errand::Error> {
+//! let client = Client::connect("sqlite://jobs.db").await?;
+//! charge_order::with(42, 2500).delay(Duration::from_secs(30)).enqueue(&client).await?;
+//! assert_eq!(charge_order::key(&42), "charge-42");
+//!
+//! Worker::new(client).queues([("critical", 10), ("default", 1)]).run().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # `#[job]` options
+//!
+//! | option | values | default |
+//! | --- | --- | --- |
+//! | `queue` | name of `[a-z0-9_-]`, 1 to 64 characters | `"default"` |
+//! | `retry` | attempts after the first, `0..=100`, or `false` | `25` |
+//! | `backoff` | `"exponential"` (with jitter), `"linear"`, `"constant"`, or a path to `fn(u32) -> Duration` ([`Backoff`]) | `"exponential"` |
+//! | `unique` | `"until_executing"`, `"until_executed"`, `"while_executing"`, `"until_expired"` (needs `key`) | none |
+//! | `unique_for` | duration, `"90s"`, `"24h"`; required by `until_expired` | none |
+//! | `on_conflict` | `"skip"`, `"replace"`, `"reject"` | `"skip"` |
+//! | `key` | template of text and `<param>` or `<param.field>` placeholders | none |
+//! | `priority` | `0..=9`, lower runs first within a queue | `5` |
+//! | `timeout` | duration; a run past it fails transiently | none |
+//! | `name` | stable kind name stored with the job | the fn's name |
+//!
+//! The uniqueness options are checked and stored with the job's options in this release; the
+//! store does not yet refuse duplicates.
+//!
+//! # What `#[job]` generates
+//!
+//! Beside the function, which stays callable as written, a struct of the same name with:
+//! `with(args..)` returning a typed [`Request`]; `enqueue(&client, args..)`; `key(&args..)`
+//! (for a job with a `key` template: the same function the runtime uses, taking the parameters
+//! the template names, in the function's order); the [`Job`] impl; and a registration, so every
+//! [`Worker`] in the binary knows the job with no list to keep.
+//!
+//! # Errors and retries
+//!
+//! A job returns `Result<(), E>` or `Result<`[`Outcome`]`, E>` where `E:` [`Classify`]. A transient
+//! error is retried after the job's [`Backoff`] (or the error's `#[retry_after]`), until the job
+//! runs out of attempts; a permanent error makes it dead at once. A panic and a timeout are
+//! transient. Every attempt's error is kept on the job ([`Client::job`]).
+//!
+//! # Testing
+//!
+//! [`testing::TestClient`] needs no database: it records what was enqueued and runs jobs inline.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod classify;
+mod client;
+mod context;
+mod error;
+mod info;
+mod job;
+mod registry;
+mod request;
+mod retry;
+mod store;
+pub mod testing;
+mod worker;
+
+pub use errand_macros::{job, JobError};
+
+pub use crate::classify::{Classify, ErrorClass, FailureKind};
+pub use crate::client::{Client, Config};
+pub use crate::context::Context;
+pub use crate::error::Error;
+pub use crate::info::{AttemptError, JobInfo};
+pub use crate::job::{
+    Job, JobId, JobOptions, JobState, OnConflict, Outcome, Unique, UniqueStrategy,
+};
+pub use crate::request::{Enqueued, Request, Transaction};
+pub use crate::retry::Backoff;
+pub use crate::worker::Worker;
+
+/// For macro expansions only, not public API: may change in any release.
+#[doc(hidden)]
+pub mod __private {
+    pub use inventory;
+    pub use serde;
+    pub use serde_json;
+
+    pub use crate::registry::check::{assert_job_arg, assert_send, RetryAfter};
+    pub use crate::registry::{Failure, IntoOutcome, JobFuture, Registration};
+
+    /// `my_job::with(..)`'s body.
+    pub fn new_request<J: crate::Job>(args: J::Args) -> crate::Request<J> {
+        crate::Request::new(args)
+    }
+}

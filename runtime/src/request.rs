@@ -1,0 +1,231 @@
+//! [`Request`]: a typed, not-yet-enqueued job, built by `my_job::with(args..)`.
+
+use std::marker::PhantomData;
+use std::time::{Duration, SystemTime};
+
+use crate::client::{Client, Config};
+use crate::error::Error;
+use crate::job::{Job, JobId};
+use crate::store::{NewJob, RunAt, Store};
+
+/// A job with its arguments, ready to enqueue. `#[job]` generates `my_job::with(args..)` to
+/// build one; the arguments' types are checked by the compiler.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use errand::{job, Client};
+///
+/// #[job(queue = "mail")]
+/// async fn send_receipt(order_id: i64, email: String) -> Result<(), std::io::Error> {
+///     Ok(())
+/// }
+///
+/// # async fn demo(client: Client) -> Result<(), errand::Error> {
+/// let enqueued = send_receipt::with(42, "ada@example.com".to_owned())
+///     .delay(Duration::from_secs(30))
+///     .priority(1)
+///     .enqueue(&client)
+///     .await?;
+/// println!("job {}", enqueued.id);
+/// # Ok(()) }
+/// ```
+#[must_use = "a request does nothing until it is enqueued"]
+pub struct Request<J: Job> {
+    args: J::Args,
+    run_at: RunAt,
+    priority: Option<u8>,
+    queue: Option<String>,
+    job: PhantomData<fn() -> J>,
+}
+
+/// The result of an enqueue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Enqueued {
+    /// The job that will run.
+    pub id: JobId,
+    /// For a unique job whose key was taken: the job that holds it (then `id` is that job too).
+    pub duplicate_of: Option<JobId>,
+}
+
+impl<J: Job> Request<J> {
+    pub(crate) fn new(args: J::Args) -> Request<J> {
+        Request {
+            args,
+            run_at: RunAt::Now,
+            priority: None,
+            queue: None,
+            job: PhantomData,
+        }
+    }
+
+    /// Run no sooner than `delay` from now.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.run_at = RunAt::After(delay);
+        self
+    }
+
+    /// Run no sooner than `time`.
+    pub fn at(mut self, time: SystemTime) -> Self {
+        self.run_at = RunAt::At(time);
+        self
+    }
+
+    /// Override the job's priority: 0 runs first, 9 last.
+    pub fn priority(mut self, priority: u8) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+
+    /// Send to this queue instead of the job's own.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
+        self
+    }
+
+    /// The arguments.
+    pub fn args(&self) -> &J::Args {
+        &self.args
+    }
+
+    /// The job's key for these arguments, if it has a `key` template.
+    pub fn key(&self) -> Option<String> {
+        J::key(&self.args)
+    }
+
+    /// Stores the job; a worker of its queue runs it.
+    pub async fn enqueue(self, client: &Client) -> Result<Enqueued, Error> {
+        let job = self.into_new_job(client.config().max_args_bytes_limit())?;
+        let id = client.store().enqueue(&job).await?;
+        client.notify_enqueued();
+        Ok(Enqueued {
+            id,
+            duplicate_of: None,
+        })
+    }
+
+    /// Stores the job inside the caller's transaction (the transactional outbox): if the
+    /// transaction rolls back, the job never existed; once it commits, the job runs.
+    ///
+    /// The transaction must be on the database the workers use. Workers notice the job at
+    /// their next poll.
+    ///
+    /// ```no_run
+    /// # use errand::job;
+    /// # #[job] async fn send_receipt(order_id: i64) -> Result<(), std::io::Error> { Ok(()) }
+    /// # async fn demo(pool: sqlx::SqlitePool) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut tx = pool.begin().await?;
+    /// sqlx::query("UPDATE orders SET paid = 1 WHERE id = ?").bind(42).execute(&mut *tx).await?;
+    /// send_receipt::with(42).enqueue_tx(&mut tx).await?;
+    /// tx.commit().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn enqueue_tx<T: Transaction>(self, tx: &mut T) -> Result<Enqueued, Error> {
+        let job = self.into_new_job(Config::DEFAULT_MAX_ARGS_BYTES)?;
+        let id = tx.insert_job(&job).await?;
+        Ok(Enqueued {
+            id,
+            duplicate_of: None,
+        })
+    }
+
+    fn into_new_job(self, max_args_bytes: usize) -> Result<NewJob, Error> {
+        let kind = J::KIND;
+        let args = serde_json::to_string(&self.args)
+            .map_err(|source| Error::Serialize { kind, source })?;
+        if args.len() > max_args_bytes {
+            return Err(Error::ArgsTooLarge {
+                kind,
+                size: args.len(),
+                limit: max_args_bytes,
+            });
+        }
+        let queue = self.queue.unwrap_or_else(|| J::OPTIONS.queue.to_owned());
+        check_queue_name(&queue)?;
+        let priority = self.priority.unwrap_or(J::OPTIONS.priority);
+        if priority > 9 {
+            return Err(Error::InvalidPriority { kind, priority });
+        }
+        Ok(NewJob {
+            kind,
+            queue,
+            key: J::key(&self.args),
+            args,
+            priority,
+            max_attempts: J::OPTIONS.max_attempts(),
+            run_at: self.run_at,
+        })
+    }
+}
+
+impl<J: Job> std::fmt::Debug for Request<J>
+where
+    J::Args: std::fmt::Debug,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("kind", &J::KIND)
+            .field("args", &self.args)
+            .field("run_at", &self.run_at)
+            .field("priority", &self.priority)
+            .field("queue", &self.queue)
+            .finish()
+    }
+}
+
+/// Queue names are `[a-z0-9_-]{1,64}`, as `#[job(queue = ...)]` checks at compile time.
+pub(crate) fn check_queue_name(queue: &str) -> Result<(), Error> {
+    let reason = if queue.is_empty() || queue.len() > 64 {
+        format!("expected 1 to 64 characters, found {}", queue.len())
+    } else if let Some(c) = queue
+        .chars()
+        .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '_' | '-'))
+    {
+        format!("`{c}` is not allowed; use lowercase letters, digits, `_` and `-`")
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidQueue {
+        queue: queue.to_owned(),
+        reason,
+    })
+}
+
+/// A database transaction a job can be enqueued in: `sqlx::Transaction<'_, Sqlite>` or a
+/// `SqliteConnection`.
+pub trait Transaction: sealed::Sealed + Send {}
+
+mod sealed {
+    use std::future::Future;
+
+    use crate::error::Error;
+    use crate::job::JobId;
+    use crate::store::NewJob;
+
+    pub trait Sealed {
+        fn insert_job(&mut self, job: &NewJob)
+            -> impl Future<Output = Result<JobId, Error>> + Send;
+    }
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite_tx {
+    use super::{sealed, Transaction};
+    use crate::error::Error;
+    use crate::job::JobId;
+    use crate::store::{sqlite, NewJob};
+
+    impl Transaction for sqlx::Transaction<'_, sqlx::Sqlite> {}
+    impl sealed::Sealed for sqlx::Transaction<'_, sqlx::Sqlite> {
+        async fn insert_job(&mut self, job: &NewJob) -> Result<JobId, Error> {
+            sqlite::insert(self, job).await
+        }
+    }
+
+    impl Transaction for sqlx::SqliteConnection {}
+    impl sealed::Sealed for sqlx::SqliteConnection {
+        async fn insert_job(&mut self, job: &NewJob) -> Result<JobId, Error> {
+            sqlite::insert(self, job).await
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! The in-memory store behind [`testing::TestClient`](crate::testing::TestClient): the same
+//! semantics as the SQL stores, held in a map under a mutex, with a clock the test can move
+//! forward so that retries and scheduled jobs run without real waiting.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use crate::classify::FailureKind;
+use crate::error::Error;
+use crate::info::{duration_millis, from_millis, to_millis, AttemptError, JobInfo};
+use crate::job::{JobId, JobState};
+use crate::store::{Claimed, Finish, NewJob, RunAt, Store, LEASE_LOST_AFTER, LEASE_LOST_BEFORE};
+
+#[derive(Clone, Debug, Default)]
+pub(crate) struct MemoryStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    next_id: i64,
+    jobs: BTreeMap<i64, Row>,
+    /// How far the test has moved the clock past real time.
+    skew_ms: i64,
+}
+
+#[derive(Clone, Debug)]
+struct Row {
+    info: JobInfo,
+    args: String,
+    fence: i64,
+    lease_until: Option<i64>,
+    worker: Option<String>,
+}
+
+impl Inner {
+    fn now(&self) -> i64 {
+        to_millis(SystemTime::now()).saturating_add(self.skew_ms)
+    }
+}
+
+impl MemoryStore {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding this lock leaves plain data behind, still consistent per job.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The earliest run time of a job that has not finished and is not running, if any.
+    pub(crate) fn next_run_at(&self) -> Option<i64> {
+        let inner = self.lock();
+        inner
+            .jobs
+            .values()
+            .filter(|r| {
+                matches!(
+                    r.info.state,
+                    JobState::Scheduled | JobState::Available | JobState::Retryable
+                )
+            })
+            .map(|r| to_millis(r.info.scheduled_at))
+            .min()
+    }
+
+    /// Moves the clock forward so that a job due at `at_ms` is due now.
+    pub(crate) fn advance_to(&self, at_ms: i64) {
+        let mut inner = self.lock();
+        let now = inner.now();
+        if at_ms > now {
+            inner.skew_ms = inner.skew_ms.saturating_add(at_ms - now);
+        }
+    }
+
+    /// The queues that hold jobs.
+    pub(crate) fn queues(&self) -> Vec<String> {
+        let inner = self.lock();
+        let mut queues: Vec<String> = inner.jobs.values().map(|r| r.info.queue.clone()).collect();
+        queues.sort();
+        queues.dedup();
+        queues
+    }
+
+    pub(crate) fn clear(&self) {
+        self.lock().jobs.clear();
+    }
+}
+
+impl Store for MemoryStore {
+    async fn enqueue(&self, job: &NewJob) -> Result<JobId, Error> {
+        let mut inner = self.lock();
+        let now = inner.now();
+        let run_at = match job.run_at {
+            RunAt::Now => now,
+            RunAt::After(d) => now.saturating_add(duration_millis(d)),
+            RunAt::At(t) => to_millis(t),
+        };
+        inner.next_id += 1;
+        let id = JobId::new(inner.next_id);
+        let args = serde_json::from_str(&job.args).map_err(|e| Error::Corrupt {
+            store: "memory",
+            id,
+            reason: format!("arguments are not JSON: {e}"),
+        })?;
+        let info = JobInfo {
+            id,
+            kind: job.kind.to_owned(),
+            queue: job.queue.clone(),
+            args,
+            state: if run_at > now {
+                JobState::Scheduled
+            } else {
+                JobState::Available
+            },
+            attempt: 0,
+            max_attempts: job.max_attempts,
+            priority: job.priority,
+            key: job.key.clone(),
+            created_at: from_millis(now),
+            scheduled_at: from_millis(run_at),
+            attempted_at: None,
+            finished_at: None,
+            errors: Vec::new(),
+        };
+        let row = Row {
+            info,
+            args: job.args.clone(),
+            fence: 0,
+            lease_until: None,
+            worker: None,
+        };
+        inner.jobs.insert(id.get(), row);
+        Ok(id)
+    }
+
+    async fn claim(
+        &self,
+        queue: &str,
+        limit: usize,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Vec<Claimed>, Error> {
+        let mut inner = self.lock();
+        let now = inner.now();
+        let mut due: Vec<(u8, i64, i64)> = inner
+            .jobs
+            .values()
+            .filter(|r| {
+                r.info.queue == queue
+                    && matches!(
+                        r.info.state,
+                        JobState::Scheduled | JobState::Available | JobState::Retryable
+                    )
+                    && to_millis(r.info.scheduled_at) <= now
+            })
+            .map(|r| {
+                (
+                    r.info.priority,
+                    to_millis(r.info.scheduled_at),
+                    r.info.id.get(),
+                )
+            })
+            .collect();
+        due.sort_unstable();
+        let mut claimed = Vec::new();
+        for (_, _, id) in due.into_iter().take(limit) {
+            let Some(row) = inner.jobs.get_mut(&id) else {
+                continue;
+            };
+            row.info.state = JobState::Running;
+            row.info.attempt += 1;
+            row.info.attempted_at = Some(from_millis(now));
+            row.fence += 1;
+            row.lease_until = Some(now.saturating_add(duration_millis(lease)));
+            row.worker = Some(worker.to_owned());
+            claimed.push(Claimed {
+                id: row.info.id,
+                kind: row.info.kind.clone(),
+                queue: row.info.queue.clone(),
+                args: row.args.clone(),
+                attempt: row.info.attempt,
+                max_attempts: row.info.max_attempts,
+                key: row.info.key.clone(),
+                fence: row.fence,
+            });
+        }
+        Ok(claimed)
+    }
+
+    async fn finish(&self, id: JobId, fence: i64, finish: &Finish) -> Result<bool, Error> {
+        let mut inner = self.lock();
+        let now = inner.now();
+        let Some(row) = inner.jobs.get_mut(&id.get()) else {
+            return Ok(false);
+        };
+        if row.fence != fence || row.info.state != JobState::Running {
+            return Ok(false);
+        }
+        row.info.state = finish.state;
+        if let Some(d) = finish.run_after {
+            row.info.scheduled_at = from_millis(now.saturating_add(duration_millis(d)));
+        }
+        if finish.refund_attempt {
+            row.info.attempt = row.info.attempt.saturating_sub(1);
+        }
+        row.info.finished_at = finish.state.is_final().then(|| from_millis(now));
+        row.lease_until = None;
+        if let Some(error) = &finish.error {
+            row.info.errors.push(error.clone());
+        }
+        Ok(true)
+    }
+
+    async fn renew(&self, worker: &str, ids: &[JobId], lease: Duration) -> Result<(), Error> {
+        let mut inner = self.lock();
+        let until = inner.now().saturating_add(duration_millis(lease));
+        for id in ids {
+            if let Some(row) = inner.jobs.get_mut(&id.get()) {
+                if row.info.state == JobState::Running && row.worker.as_deref() == Some(worker) {
+                    row.lease_until = Some(until);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn release(&self, worker: &str, ids: &[JobId]) -> Result<(), Error> {
+        let mut inner = self.lock();
+        for id in ids {
+            if let Some(row) = inner.jobs.get_mut(&id.get()) {
+                if row.info.state == JobState::Running && row.worker.as_deref() == Some(worker) {
+                    row.info.state = JobState::Available;
+                    row.info.attempt = row.info.attempt.saturating_sub(1);
+                    row.lease_until = None;
+                    row.worker = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn rescue(&self) -> Result<u64, Error> {
+        let mut inner = self.lock();
+        let now = inner.now();
+        let mut rescued = 0;
+        for row in inner.jobs.values_mut() {
+            if row.info.state != JobState::Running
+                || row.lease_until.is_none_or(|until| until >= now)
+            {
+                continue;
+            }
+            let worker = row.worker.clone().unwrap_or_else(|| "?".to_owned());
+            let started = row.info.attempted_at.map_or(now, to_millis);
+            row.info.errors.push(AttemptError {
+                attempt: row.info.attempt,
+                kind: FailureKind::LeaseLost,
+                message: format!("{LEASE_LOST_BEFORE}{worker}{LEASE_LOST_AFTER}"),
+                at: from_millis(now),
+                duration: Duration::from_millis(u64::try_from(now - started).unwrap_or(0)),
+                worker,
+            });
+            let dead = row.info.attempt >= row.info.max_attempts;
+            row.info.state = if dead {
+                JobState::Dead
+            } else {
+                JobState::Retryable
+            };
+            row.info.finished_at = dead.then(|| from_millis(now));
+            row.info.scheduled_at = from_millis(now);
+            row.lease_until = None;
+            rescued += 1;
+        }
+        Ok(rescued)
+    }
+
+    async fn job(&self, id: JobId) -> Result<Option<JobInfo>, Error> {
+        Ok(self.lock().jobs.get(&id.get()).map(|r| r.info.clone()))
+    }
+
+    async fn jobs(&self, kind: Option<&str>) -> Result<Vec<JobInfo>, Error> {
+        let inner = self.lock();
+        Ok(inner
+            .jobs
+            .values()
+            .filter(|r| kind.is_none_or(|k| r.info.kind == k))
+            .map(|r| r.info.clone())
+            .collect())
+    }
+}

@@ -1,0 +1,224 @@
+//! Storage: the one module family that knows SQL.
+//!
+//! A [`Store`] keeps jobs and carries out the worker's decisions, each state change in one atomic
+//! statement. The worker decides (complete, retry at, snooze, dead); the store never reads a job,
+//! changes it in Rust and writes it back. [`Backend`] picks the store a [`Client`](crate::Client)
+//! was connected to.
+
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use crate::error::Error;
+use crate::info::{AttemptError, JobInfo};
+use crate::job::{JobId, JobState};
+
+pub(crate) mod memory;
+#[cfg(feature = "sqlite")]
+pub(crate) mod sqlite;
+
+/// A job about to be inserted. `pub` (in this private module) only because the sealed
+/// [`Transaction`](crate::Transaction) trait takes it.
+#[derive(Clone, Debug)]
+pub struct NewJob {
+    pub(crate) kind: &'static str,
+    pub(crate) queue: String,
+    pub(crate) args: String,
+    pub(crate) priority: u8,
+    pub(crate) max_attempts: u32,
+    pub(crate) run_at: RunAt,
+    pub(crate) key: Option<String>,
+}
+
+/// When a new job should first run.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum RunAt {
+    Now,
+    After(Duration),
+    At(SystemTime),
+}
+
+/// A job a worker has just claimed.
+#[derive(Clone, Debug)]
+pub(crate) struct Claimed {
+    pub id: JobId,
+    pub kind: String,
+    pub queue: String,
+    pub args: String,
+    /// This attempt's number, from 1.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub key: Option<String>,
+    /// Bumped on every claim: a write carrying an older fence is from a worker that lost the job.
+    pub fence: i64,
+}
+
+/// The state change that ends a run, decided by the worker.
+#[derive(Clone, Debug)]
+pub(crate) struct Finish {
+    pub state: JobState,
+    /// Run again after this long (retryable, scheduled).
+    pub run_after: Option<Duration>,
+    /// Give back the attempt this run spent (snooze).
+    pub refund_attempt: bool,
+    /// Appended to the job's history.
+    pub error: Option<AttemptError>,
+}
+
+impl Finish {
+    pub(crate) fn completed() -> Finish {
+        Finish {
+            state: JobState::Completed,
+            run_after: None,
+            refund_attempt: false,
+            error: None,
+        }
+    }
+
+    pub(crate) fn retry(delay: Duration, error: AttemptError) -> Finish {
+        Finish {
+            state: JobState::Retryable,
+            run_after: Some(delay),
+            refund_attempt: false,
+            error: Some(error),
+        }
+    }
+
+    pub(crate) fn dead(error: AttemptError) -> Finish {
+        Finish {
+            state: JobState::Dead,
+            run_after: None,
+            refund_attempt: false,
+            error: Some(error),
+        }
+    }
+
+    pub(crate) fn snooze(delay: Duration) -> Finish {
+        Finish {
+            state: JobState::Scheduled,
+            run_after: Some(delay),
+            refund_attempt: true,
+            error: None,
+        }
+    }
+
+    pub(crate) fn cancelled(error: AttemptError) -> Finish {
+        Finish {
+            state: JobState::Cancelled,
+            run_after: None,
+            refund_attempt: false,
+            error: Some(error),
+        }
+    }
+}
+
+/// What every store does. Each method is one atomic operation.
+pub(crate) trait Store: Send + Sync {
+    /// Inserts a job; `scheduled` if it runs later, `available` otherwise.
+    fn enqueue(&self, job: &NewJob) -> impl Future<Output = Result<JobId, Error>> + Send;
+
+    /// Claims up to `limit` due jobs of `queue`, most urgent first, for `worker`, with a lease.
+    fn claim(
+        &self,
+        queue: &str,
+        limit: usize,
+        worker: &str,
+        lease: Duration,
+    ) -> impl Future<Output = Result<Vec<Claimed>, Error>> + Send;
+
+    /// Ends a run, unless the job was taken from this worker (`fence` no longer matches).
+    /// Returns whether the change was made.
+    fn finish(
+        &self,
+        id: JobId,
+        fence: i64,
+        finish: &Finish,
+    ) -> impl Future<Output = Result<bool, Error>> + Send;
+
+    /// Extends the leases of jobs `worker` still runs.
+    fn renew(
+        &self,
+        worker: &str,
+        ids: &[JobId],
+        lease: Duration,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Puts jobs `worker` did not finish back to `available`, refunding the attempt.
+    fn release(
+        &self,
+        worker: &str,
+        ids: &[JobId],
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Makes running jobs whose lease ran out retryable (or dead, with no attempts left).
+    fn rescue(&self) -> impl Future<Output = Result<u64, Error>> + Send;
+
+    /// One job, if it exists.
+    fn job(&self, id: JobId) -> impl Future<Output = Result<Option<JobInfo>, Error>> + Send;
+
+    /// Jobs, oldest first, optionally of one kind.
+    fn jobs(&self, kind: Option<&str>) -> impl Future<Output = Result<Vec<JobInfo>, Error>> + Send;
+}
+
+/// The store a client was connected to.
+#[derive(Clone, Debug)]
+pub(crate) enum Backend {
+    #[cfg(feature = "sqlite")]
+    Sqlite(sqlite::SqliteStore),
+    Memory(memory::MemoryStore),
+}
+
+/// Calls the same method on whichever store `self` holds.
+macro_rules! dispatch {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite($store) => $call,
+            Backend::Memory($store) => $call,
+        }
+    };
+}
+
+impl Store for Backend {
+    async fn enqueue(&self, job: &NewJob) -> Result<JobId, Error> {
+        dispatch!(self, s => s.enqueue(job).await)
+    }
+
+    async fn claim(
+        &self,
+        queue: &str,
+        limit: usize,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Vec<Claimed>, Error> {
+        dispatch!(self, s => s.claim(queue, limit, worker, lease).await)
+    }
+
+    async fn finish(&self, id: JobId, fence: i64, finish: &Finish) -> Result<bool, Error> {
+        dispatch!(self, s => s.finish(id, fence, finish).await)
+    }
+
+    async fn renew(&self, worker: &str, ids: &[JobId], lease: Duration) -> Result<(), Error> {
+        dispatch!(self, s => s.renew(worker, ids, lease).await)
+    }
+
+    async fn release(&self, worker: &str, ids: &[JobId]) -> Result<(), Error> {
+        dispatch!(self, s => s.release(worker, ids).await)
+    }
+
+    async fn rescue(&self) -> Result<u64, Error> {
+        dispatch!(self, s => s.rescue().await)
+    }
+
+    async fn job(&self, id: JobId) -> Result<Option<JobInfo>, Error> {
+        dispatch!(self, s => s.job(id).await)
+    }
+
+    async fn jobs(&self, kind: Option<&str>) -> Result<Vec<JobInfo>, Error> {
+        dispatch!(self, s => s.jobs(kind).await)
+    }
+}
+
+/// The message recorded when a lease runs out is these two around the worker's id; SQL stores
+/// build it in the statement that rescues the job.
+pub(crate) const LEASE_LOST_BEFORE: &str = "worker `";
+pub(crate) const LEASE_LOST_AFTER: &str = "` stopped renewing its lease (killed, or stalled)";

@@ -1,0 +1,407 @@
+//! The SQLite store: errand with no server at all.
+//!
+//! The database runs in WAL mode with a busy timeout, so several workers (in one process or
+//! several) can share one file. Every state change is one statement, and SQLite runs one write
+//! at a time, so a claim (`UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING ...`) can never
+//! hand one job to two workers.
+
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, SqliteConnection, SqlitePool};
+
+use crate::error::{redact, Error};
+use crate::info::{duration_millis, from_millis, to_millis, JobInfo, StoredAttempt};
+use crate::job::{JobId, JobState};
+use crate::store::{Claimed, Finish, NewJob, RunAt, Store, LEASE_LOST_AFTER, LEASE_LOST_BEFORE};
+
+const STORE: &str = "sqlite";
+
+/// Versioned schema changes, applied in order, each once.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_jobs.sql"))];
+
+/// How long a statement waits for another connection's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Debug)]
+pub(crate) struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    pub(crate) async fn connect(url: &str) -> Result<SqliteStore, Error> {
+        let invalid = |reason: String| Error::InvalidUrl {
+            url: redact(url),
+            reason,
+        };
+        let mut options =
+            SqliteConnectOptions::from_str(url).map_err(|e| invalid(e.to_string()))?;
+        // `sqlite://jobs.db` should create the file, as users expect; an explicit `mode=` wins.
+        if !url.contains("mode=") {
+            options = options.create_if_missing(true);
+        }
+        let options = options
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let pool = if in_memory {
+            // Each connection to `:memory:` would be its own empty database: keep exactly one,
+            // forever.
+            SqlitePoolOptions::new()
+                .min_connections(1)
+                .max_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+        } else {
+            SqlitePoolOptions::new().max_connections(4)
+        }
+        .connect_with(options)
+        .await
+        .map_err(|source| Error::Connect {
+            store: STORE,
+            url: redact(url),
+            source,
+        })?;
+        let store = SqliteStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies the migrations this database lacks, under SQLite's write lock so that processes
+    /// starting together apply each one once.
+    pub(crate) async fn migrate(&self) -> Result<(), Error> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| op_error("open a connection to migrate", e))?;
+        let migrate_error = |version| {
+            move |source| Error::Migrate {
+                store: STORE,
+                version,
+                source,
+            }
+        };
+        sqlx::raw_sql("BEGIN IMMEDIATE")
+            .execute(&mut *conn)
+            .await
+            .map_err(migrate_error(0))?;
+        let result = apply_migrations(&mut conn).await;
+        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        let ended = sqlx::raw_sql(end).execute(&mut *conn).await;
+        result?;
+        ended.map_err(migrate_error(0))?;
+        Ok(())
+    }
+}
+
+async fn apply_migrations(conn: &mut SqliteConnection) -> Result<(), Error> {
+    let migrate_error = |version| {
+        move |source| Error::Migrate {
+            store: STORE,
+            version,
+            source,
+        }
+    };
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS errand_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(migrate_error(0))?;
+    let current: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM errand_migrations")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(migrate_error(0))?;
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        sqlx::raw_sql(sql)
+            .execute(&mut *conn)
+            .await
+            .map_err(migrate_error(*version))?;
+        sqlx::query("INSERT INTO errand_migrations (version, applied_at) VALUES (?1, ?2)")
+            .bind(version)
+            .bind(now_ms())
+            .execute(&mut *conn)
+            .await
+            .map_err(migrate_error(*version))?;
+    }
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    to_millis(SystemTime::now())
+}
+
+fn op_error(op: impl Into<String>, source: sqlx::Error) -> Error {
+    Error::Store {
+        store: STORE,
+        op: op.into(),
+        source,
+    }
+}
+
+/// Inserts a job on `conn`: the pool's, or the caller's transaction.
+pub(crate) async fn insert(conn: &mut SqliteConnection, job: &NewJob) -> Result<JobId, Error> {
+    let now = now_ms();
+    let run_at = match job.run_at {
+        RunAt::Now => now,
+        RunAt::After(d) => now.saturating_add(duration_millis(d)),
+        RunAt::At(t) => to_millis(t),
+    };
+    let state = if run_at > now {
+        JobState::Scheduled
+    } else {
+        JobState::Available
+    };
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, idempotency_key, run_at, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         RETURNING id",
+    )
+    .bind(job.kind)
+    .bind(&job.queue)
+    .bind(&job.args)
+    .bind(state.as_str())
+    .bind(i64::from(job.priority))
+    .bind(i64::from(job.max_attempts))
+    .bind(job.key.as_deref())
+    .bind(run_at)
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| op_error(format!("enqueue a `{}` job", job.kind), e))?;
+    Ok(JobId::new(id))
+}
+
+/// A JSON array of ids, for `IN (SELECT value FROM json_each(?))`: one bound value, any length.
+fn id_array(ids: &[JobId]) -> String {
+    let ids: Vec<i64> = ids.iter().map(|id| id.get()).collect();
+    // Serializing a Vec<i64> cannot fail.
+    serde_json::to_string(&ids).unwrap_or_else(|_| "[]".to_owned())
+}
+
+impl Store for SqliteStore {
+    async fn enqueue(&self, job: &NewJob) -> Result<JobId, Error> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| op_error(format!("enqueue a `{}` job", job.kind), e))?;
+        insert(&mut conn, job).await
+    }
+
+    async fn claim(
+        &self,
+        queue: &str,
+        limit: usize,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Vec<Claimed>, Error> {
+        let now = now_ms();
+        let rows = sqlx::query(
+            "UPDATE errand_jobs
+             SET state = 'running', attempt = attempt + 1, fence = fence + 1,
+                 attempted_at = ?1, lease_until = ?2, worker = ?3
+             WHERE id IN (
+                 SELECT id FROM errand_jobs
+                 WHERE queue = ?4 AND state IN ('scheduled', 'available', 'retryable') AND run_at <= ?1
+                 ORDER BY priority, run_at, id
+                 LIMIT ?5)
+             RETURNING id, kind, queue, args, attempt, max_attempts, idempotency_key, fence, priority, run_at",
+        )
+        .bind(now)
+        .bind(now.saturating_add(duration_millis(lease)))
+        .bind(worker)
+        .bind(queue)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| op_error(format!("claim jobs from queue `{queue}`"), e))?;
+        let mut claimed = rows
+            .iter()
+            .map(|row| {
+                let order = (
+                    row.try_get::<i64, _>("priority")?,
+                    row.try_get::<i64, _>("run_at")?,
+                );
+                let job = Claimed {
+                    id: JobId::new(row.try_get("id")?),
+                    kind: row.try_get("kind")?,
+                    queue: row.try_get("queue")?,
+                    args: row.try_get("args")?,
+                    attempt: u32::try_from(row.try_get::<i64, _>("attempt")?).unwrap_or(u32::MAX),
+                    max_attempts: u32::try_from(row.try_get::<i64, _>("max_attempts")?)
+                        .unwrap_or(u32::MAX),
+                    key: row.try_get("idempotency_key")?,
+                    fence: row.try_get("fence")?,
+                };
+                Ok((order, job))
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(|e| op_error(format!("read jobs claimed from queue `{queue}`"), e))?;
+        // RETURNING gives rows in no particular order; start the most urgent first.
+        claimed.sort_by_key(|(order, job)| (*order, job.id));
+        Ok(claimed.into_iter().map(|(_, job)| job).collect())
+    }
+
+    async fn finish(&self, id: JobId, fence: i64, finish: &Finish) -> Result<bool, Error> {
+        let now = now_ms();
+        let error = finish
+            .error
+            .as_ref()
+            .map(|e| serde_json::to_string(&StoredAttempt::from(e)))
+            .transpose();
+        let error = error.map_err(|e| Error::Corrupt {
+            store: STORE,
+            id,
+            reason: format!("cannot encode an attempt error: {e}"),
+        })?;
+        let result = sqlx::query(
+            "UPDATE errand_jobs
+             SET state = ?3,
+                 run_at = COALESCE(?4, run_at),
+                 attempt = attempt - ?5,
+                 finished_at = ?6,
+                 lease_until = NULL,
+                 errors = CASE WHEN ?7 IS NULL THEN errors ELSE json_insert(errors, '$[#]', json(?7)) END
+             WHERE id = ?1 AND fence = ?2 AND state = 'running'",
+        )
+        .bind(id.get())
+        .bind(fence)
+        .bind(finish.state.as_str())
+        .bind(finish.run_after.map(|d| now.saturating_add(duration_millis(d))))
+        .bind(i64::from(finish.refund_attempt))
+        .bind(finish.state.is_final().then_some(now))
+        .bind(error)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| op_error(format!("mark job {id} {}", finish.state), e))?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn renew(&self, worker: &str, ids: &[JobId], lease: Duration) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE errand_jobs SET lease_until = ?1
+             WHERE state = 'running' AND worker = ?2 AND id IN (SELECT value FROM json_each(?3))",
+        )
+        .bind(now_ms().saturating_add(duration_millis(lease)))
+        .bind(worker)
+        .bind(id_array(ids))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| op_error(format!("renew the leases of {} jobs", ids.len()), e))?;
+        Ok(())
+    }
+
+    async fn release(&self, worker: &str, ids: &[JobId]) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE errand_jobs
+             SET state = 'available', attempt = attempt - 1, lease_until = NULL, worker = NULL
+             WHERE state = 'running' AND worker = ?1 AND id IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(worker)
+        .bind(id_array(ids))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| op_error(format!("put back {} unfinished jobs", ids.len()), e))?;
+        Ok(())
+    }
+
+    async fn rescue(&self) -> Result<u64, Error> {
+        let now = now_ms();
+        let result = sqlx::query(
+            "UPDATE errand_jobs
+             SET state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'retryable' END,
+                 finished_at = CASE WHEN attempt >= max_attempts THEN ?1 END,
+                 run_at = ?1,
+                 lease_until = NULL,
+                 errors = json_insert(errors, '$[#]', json_object(
+                     'attempt', attempt, 'kind', 'lease_lost',
+                     'message', ?2 || COALESCE(worker, '?') || ?3,
+                     'at', ?1, 'duration_ms', ?1 - COALESCE(attempted_at, ?1),
+                     'worker', COALESCE(worker, '?')))
+             WHERE state = 'running' AND lease_until < ?1",
+        )
+        .bind(now)
+        .bind(LEASE_LOST_BEFORE)
+        .bind(LEASE_LOST_AFTER)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| op_error("rescue jobs whose lease ran out", e))?;
+        Ok(result.rows_affected())
+    }
+
+    async fn job(&self, id: JobId) -> Result<Option<JobInfo>, Error> {
+        let row = sqlx::query(&format!("{SELECT_JOB} WHERE id = ?1"))
+            .bind(id.get())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| op_error(format!("read job {id}"), e))?;
+        row.map(|row| job_info(&row)).transpose()
+    }
+
+    async fn jobs(&self, kind: Option<&str>) -> Result<Vec<JobInfo>, Error> {
+        let rows = sqlx::query(&format!(
+            "{SELECT_JOB} WHERE ?1 IS NULL OR kind = ?1 ORDER BY id"
+        ))
+        .bind(kind)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| op_error("list jobs", e))?;
+        rows.iter().map(job_info).collect()
+    }
+}
+
+const SELECT_JOB: &str =
+    "SELECT id, kind, queue, args, state, priority, attempt, max_attempts, idempotency_key,
+    run_at, created_at, attempted_at, finished_at, errors FROM errand_jobs";
+
+fn job_info(row: &SqliteRow) -> Result<JobInfo, Error> {
+    let id = JobId::new(
+        row.try_get("id")
+            .map_err(|e| op_error("read a job's id", e))?,
+    );
+    let corrupt = |reason: String| Error::Corrupt {
+        store: STORE,
+        id,
+        reason,
+    };
+    let get_err = |e: sqlx::Error| corrupt(e.to_string());
+    let args: String = row.try_get("args").map_err(get_err)?;
+    let state: String = row.try_get("state").map_err(get_err)?;
+    let errors: String = row.try_get("errors").map_err(get_err)?;
+    let errors: Vec<StoredAttempt> = serde_json::from_str(&errors)
+        .map_err(|e| corrupt(format!("unreadable error history: {e}")))?;
+    Ok(JobInfo {
+        id,
+        kind: row.try_get("kind").map_err(get_err)?,
+        queue: row.try_get("queue").map_err(get_err)?,
+        args: serde_json::from_str(&args)
+            .map_err(|e| corrupt(format!("arguments are not JSON: {e}")))?,
+        state: JobState::parse(&state)
+            .ok_or_else(|| corrupt(format!("unknown state `{state}`")))?,
+        attempt: u32::try_from(row.try_get::<i64, _>("attempt").map_err(get_err)?).unwrap_or(0),
+        max_attempts: u32::try_from(row.try_get::<i64, _>("max_attempts").map_err(get_err)?)
+            .unwrap_or(0),
+        priority: u8::try_from(row.try_get::<i64, _>("priority").map_err(get_err)?)
+            .unwrap_or(u8::MAX),
+        key: row.try_get("idempotency_key").map_err(get_err)?,
+        created_at: from_millis(row.try_get("created_at").map_err(get_err)?),
+        scheduled_at: from_millis(row.try_get("run_at").map_err(get_err)?),
+        attempted_at: row
+            .try_get::<Option<i64>, _>("attempted_at")
+            .map_err(get_err)?
+            .map(from_millis),
+        finished_at: row
+            .try_get::<Option<i64>, _>("finished_at")
+            .map_err(get_err)?
+            .map(from_millis),
+        errors: errors.into_iter().map(Into::into).collect(),
+    })
+}

@@ -1,0 +1,604 @@
+//! The [`Worker`]: claims jobs from weighted queues, runs them with a concurrency limit, and
+//! records each outcome in the store.
+//!
+//! One loop claims, renews the leases of running jobs, rescues jobs whose worker died, and waits
+//! for a local enqueue, a finished job or the poll interval, whichever comes first. Each claimed
+//! job runs in its own task; the loop owns every task, so none outlives the worker.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use crate::classify::FailureKind;
+use crate::client::Client;
+use crate::context::Context;
+use crate::error::Error;
+use crate::info::AttemptError;
+use crate::job::{JobId, Outcome};
+use crate::registry::{registry, CatchPanic, Failure, Registration};
+use crate::request::check_queue_name;
+use crate::retry::{after_failure, AfterFailure, Backoff};
+use crate::store::{Claimed, Finish, Store};
+
+/// Runs jobs.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use errand::{Client, Worker};
+///
+/// # async fn demo() -> Result<(), errand::Error> {
+/// let client = Client::connect("sqlite://jobs.db").await?;
+/// Worker::new(client)
+///     .queues([("critical", 10), ("default", 5), ("bulk", 1)])
+///     .concurrency(16)
+///     .grace_period(Duration::from_secs(30))
+///     .run() // until Ctrl-C or SIGTERM
+///     .await?;
+/// # Ok(()) }
+/// ```
+///
+/// Queue weights share the free slots of each claim: with `critical` at 10 and `bulk` at 1, a
+/// busy worker gives `critical` about ten times the slots of `bulk`, and `bulk` never starves.
+/// Slots a queue cannot fill go to the others.
+#[derive(Debug)]
+pub struct Worker {
+    client: Client,
+    queues: Vec<(String, u32)>,
+    concurrency: usize,
+    grace_period: Duration,
+    poll_interval: Duration,
+    lease: Duration,
+    id: String,
+}
+
+impl Worker {
+    /// A worker of queue `default`, 10 jobs at a time.
+    pub fn new(client: Client) -> Worker {
+        Worker {
+            client,
+            queues: vec![("default".to_owned(), 1)],
+            concurrency: 10,
+            grace_period: Duration::from_secs(25),
+            poll_interval: Duration::from_secs(1),
+            lease: Duration::from_secs(30),
+            id: worker_id(),
+        }
+    }
+
+    /// The queues to work, each with a weight of at least 1.
+    pub fn queues<I, S>(mut self, queues: I) -> Worker
+    where
+        I: IntoIterator<Item = (S, u32)>,
+        S: Into<String>,
+    {
+        self.queues = queues.into_iter().map(|(q, w)| (q.into(), w)).collect();
+        self
+    }
+
+    /// How many jobs run at once (at least 1).
+    pub fn concurrency(mut self, jobs: usize) -> Worker {
+        self.concurrency = jobs;
+        self
+    }
+
+    /// On shutdown, how long running jobs may take to finish before they are put back.
+    pub fn grace_period(mut self, grace: Duration) -> Worker {
+        self.grace_period = grace;
+        self
+    }
+
+    /// How often an idle worker looks for jobs enqueued by other processes, or come due.
+    /// Jobs enqueued through this worker's own client wake it at once.
+    pub fn poll_interval(mut self, interval: Duration) -> Worker {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// How long a claimed job stays this worker's without renewal. The worker renews every
+    /// third of it; a job whose worker died is rescued once it runs out.
+    pub fn lease(mut self, lease: Duration) -> Worker {
+        self.lease = lease;
+        self
+    }
+
+    /// This worker's id, recorded with each attempt: `host:pid:random`.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Runs until Ctrl-C or SIGTERM, then shuts down gracefully: stops claiming, lets running
+    /// jobs finish within the grace period, and puts the rest back without spending an attempt.
+    pub async fn run(self) -> Result<(), Error> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Runs until `shutdown` resolves, then shuts down as [`Worker::run`] does.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let token = CancellationToken::new();
+        let runner = self.into_runner()?;
+        let work = runner.work(token.clone(), false);
+        tokio::pin!(work);
+        tokio::select! {
+            result = &mut work => return result.map(|_| ()),
+            () = shutdown => token.cancel(),
+        }
+        work.await.map(|_| ())
+    }
+
+    /// Runs until nothing is left to run now (jobs due later are left), and returns how many
+    /// runs it made. For scripts and tests.
+    pub async fn run_until_idle(self) -> Result<usize, Error> {
+        self.into_runner()?
+            .work(CancellationToken::new(), true)
+            .await
+    }
+
+    fn into_runner(self) -> Result<Arc<Runner>, Error> {
+        if self.queues.is_empty() {
+            return Err(Error::InvalidWorker(
+                "no queues to work; call `.queues([(\"default\", 1)])`".to_owned(),
+            ));
+        }
+        for (queue, weight) in &self.queues {
+            check_queue_name(queue)?;
+            if *weight == 0 {
+                return Err(Error::InvalidWorker(format!(
+                    "queue `{queue}` has weight 0; weights start at 1"
+                )));
+            }
+        }
+        if self.concurrency == 0 {
+            return Err(Error::InvalidWorker(
+                "concurrency 0 would run nothing; use at least 1".to_owned(),
+            ));
+        }
+        if self.lease < Duration::from_millis(300) {
+            return Err(Error::InvalidWorker(format!(
+                "a lease of {:?} is too short to renew; use at least 300ms",
+                self.lease
+            )));
+        }
+        Ok(Arc::new(Runner {
+            registry: registry()?,
+            client: self.client,
+            queues: self.queues,
+            concurrency: self.concurrency,
+            grace_period: self.grace_period,
+            poll_interval: self.poll_interval,
+            lease: self.lease,
+            id: self.id,
+            running: Mutex::new(HashSet::new()),
+        }))
+    }
+}
+
+/// A configured worker at work.
+struct Runner {
+    client: Client,
+    registry: HashMap<&'static str, &'static Registration>,
+    queues: Vec<(String, u32)>,
+    concurrency: usize,
+    grace_period: Duration,
+    poll_interval: Duration,
+    lease: Duration,
+    id: String,
+    /// Jobs claimed and not yet recorded as finished, for lease renewal and shutdown.
+    running: Mutex<HashSet<JobId>>,
+}
+
+/// How long to wait after the store fails, by how many times in a row it has.
+fn store_backoff(failures: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << failures.min(8))).min(Duration::from_secs(30))
+}
+
+impl Runner {
+    fn running(&self) -> MutexGuard<'_, HashSet<JobId>> {
+        // The map holds plain ids; a panic elsewhere cannot leave it half-updated.
+        self.running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The claim loop. With `until_idle`, returns once nothing is running and nothing is due.
+    async fn work(
+        self: Arc<Self>,
+        shutdown: CancellationToken,
+        until_idle: bool,
+    ) -> Result<usize, Error> {
+        tracing::info!(worker = %self.id, queues = ?self.queues, concurrency = self.concurrency, "errand worker started");
+        let mut tasks = JoinSet::new();
+        let mut enqueued = self.client.subscribe_enqueued();
+        let mut heartbeat = tokio::time::interval(self.lease / 3);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut runs = 0;
+        let mut failures = 0u32;
+        self.rescue().await;
+
+        while !shutdown.is_cancelled() {
+            let free = self.concurrency.saturating_sub(tasks.len());
+            let mut claimed = 0;
+            if free > 0 {
+                match self.claim(free).await {
+                    Ok(jobs) => {
+                        failures = 0;
+                        claimed = jobs.len();
+                        runs += claimed;
+                        for job in jobs {
+                            self.running().insert(job.id);
+                            tasks.spawn(Arc::clone(&self).execute(job));
+                        }
+                    }
+                    Err(err) => {
+                        failures += 1;
+                        let wait = store_backoff(failures);
+                        tracing::error!(worker = %self.id, error = %err, retry_in = ?wait, "claiming jobs failed");
+                        tokio::select! {
+                            () = tokio::time::sleep(wait) => {}
+                            () = shutdown.cancelled() => {}
+                        }
+                        continue;
+                    }
+                }
+            }
+            if until_idle && claimed == 0 && tasks.is_empty() {
+                break;
+            }
+            if claimed > 0 && claimed == free {
+                // Every free slot was filled; there may be more where those came from.
+                continue;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                Some(joined) = tasks.join_next(), if !tasks.is_empty() => log_join(joined),
+                Ok(()) = enqueued.changed(), if !until_idle => {}
+                () = tokio::time::sleep(self.poll_interval), if !until_idle => {}
+                _ = heartbeat.tick() => {
+                    self.renew().await;
+                    self.rescue().await;
+                }
+            }
+        }
+        self.shut_down(tasks, &mut heartbeat).await;
+        Ok(runs)
+    }
+
+    /// Claims up to `free` jobs, sharing the slots among queues by weight.
+    async fn claim(&self, free: usize) -> Result<Vec<Claimed>, Error> {
+        let store = self.client.store();
+        let shares = weighted_shares(&self.queues, free, fastrand::f64);
+        let mut jobs = Vec::with_capacity(free);
+        let mut filled = Vec::new();
+        for ((queue, _), share) in self.queues.iter().zip(&shares) {
+            if *share == 0 {
+                continue;
+            }
+            let got = store.claim(queue, *share, &self.id, self.lease).await?;
+            if got.len() == *share {
+                filled.push(queue);
+            }
+            jobs.extend(got);
+        }
+        // Slots a queue could not fill go to the queues that filled theirs.
+        for queue in filled {
+            let left = free - jobs.len();
+            if left == 0 {
+                break;
+            }
+            jobs.extend(store.claim(queue, left, &self.id, self.lease).await?);
+        }
+        Ok(jobs)
+    }
+
+    /// Runs one claimed job and records its outcome.
+    async fn execute(self: Arc<Self>, job: Claimed) {
+        let span = tracing::info_span!(
+            "errand.job",
+            job.id = %job.id,
+            job.kind = %job.kind,
+            job.queue = %job.queue,
+            job.attempt = job.attempt,
+            job.key = job.key.as_deref(),
+        );
+        let started = Instant::now();
+        let registration = self.registry.get(job.kind.as_str()).copied();
+        let result = self
+            .run(&job, registration, span.clone())
+            .instrument(span.clone())
+            .await;
+        let backoff = registration.map_or(Backoff::Exponential, |r| r.options.backoff);
+        let finish = self.decide(&job, result, started.elapsed(), &backoff);
+        span.in_scope(|| log_finish(&finish));
+        self.record(&job, &finish).instrument(span).await;
+        self.running().remove(&job.id);
+    }
+
+    async fn run(
+        &self,
+        job: &Claimed,
+        registration: Option<&Registration>,
+        span: tracing::Span,
+    ) -> Result<Outcome, Failure> {
+        let Some(registration) = registration else {
+            return Err(Failure::new(
+                FailureKind::UnknownKind,
+                format!(
+                    "no job named `{}` is registered in worker `{}`; is the crate that defines it linked into this binary?",
+                    job.kind, self.id
+                ),
+            ));
+        };
+        let ctx = Context::new(job, span);
+        let future = (registration.start)(ctx, &job.args).map_err(|err| {
+            Failure::new(
+                FailureKind::Undecodable,
+                format!("cannot decode the arguments of `{}`: {err}", job.kind),
+            )
+        })?;
+        let future = CatchPanic(future);
+        match registration.options.timeout {
+            None => future.await,
+            Some(limit) => tokio::time::timeout(limit, future)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Failure::new(
+                        FailureKind::Timeout,
+                        format!("timed out after {limit:?}"),
+                    ))
+                }),
+        }
+    }
+
+    /// The state change that ends this run.
+    fn decide(
+        &self,
+        job: &Claimed,
+        result: Result<Outcome, Failure>,
+        took: Duration,
+        backoff: &Backoff,
+    ) -> Finish {
+        let attempt_error = |kind, message| AttemptError {
+            attempt: job.attempt,
+            kind,
+            message,
+            at: SystemTime::now(),
+            duration: took,
+            worker: self.id.clone(),
+        };
+        match result {
+            Ok(Outcome::Done) => Finish::completed(),
+            Ok(Outcome::Snooze(delay)) => Finish::snooze(delay),
+            Ok(Outcome::Cancel(reason)) => {
+                Finish::cancelled(attempt_error(FailureKind::Cancelled, reason))
+            }
+            Err(failure) => {
+                let after = after_failure(
+                    job.attempt,
+                    job.max_attempts,
+                    failure.kind,
+                    failure.retry_after,
+                    backoff,
+                );
+                let error = attempt_error(failure.kind, failure.message);
+                match after {
+                    AfterFailure::Retry(delay) => Finish::retry(delay, error),
+                    AfterFailure::Dead => Finish::dead(error),
+                }
+            }
+        }
+    }
+
+    /// Writes the outcome, retrying while the store is unreachable. If it never answers, the
+    /// job's lease runs out and any worker rescues it.
+    async fn record(&self, job: &Claimed, finish: &Finish) {
+        const ATTEMPTS: u32 = 6;
+        for failures in 1..=ATTEMPTS {
+            match self.client.store().finish(job.id, job.fence, finish).await {
+                Ok(true) => return,
+                Ok(false) => {
+                    tracing::warn!("job was taken from this worker (its lease ran out); this run's outcome is discarded");
+                    return;
+                }
+                Err(err) if failures < ATTEMPTS => {
+                    let wait = store_backoff(failures);
+                    tracing::warn!(error = %err, retry_in = ?wait, "recording the job's outcome failed");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "recording the job's outcome failed; it will be rescued when its lease runs out");
+                }
+            }
+        }
+    }
+
+    async fn renew(&self) {
+        let ids: Vec<JobId> = self.running().iter().copied().collect();
+        if ids.is_empty() {
+            return;
+        }
+        if let Err(err) = self.client.store().renew(&self.id, &ids, self.lease).await {
+            tracing::warn!(worker = %self.id, error = %err, "renewing leases failed");
+        }
+    }
+
+    async fn rescue(&self) {
+        match self.client.store().rescue().await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::warn!(worker = %self.id, jobs = n, "rescued jobs whose worker stopped renewing its lease")
+            }
+            Err(err) => {
+                tracing::warn!(worker = %self.id, error = %err, "rescuing jobs with expired leases failed")
+            }
+        }
+    }
+
+    /// Waits up to the grace period for running jobs, then stops the rest and puts them back.
+    async fn shut_down(&self, mut tasks: JoinSet<()>, heartbeat: &mut tokio::time::Interval) {
+        if !tasks.is_empty() {
+            tracing::info!(worker = %self.id, running = tasks.len(), grace = ?self.grace_period, "shutting down: waiting for running jobs");
+            let deadline = tokio::time::sleep(self.grace_period);
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    joined = tasks.join_next() => match joined {
+                        Some(joined) => log_join(joined),
+                        None => break,
+                    },
+                    () = &mut deadline => break,
+                    _ = heartbeat.tick() => self.renew().await,
+                }
+            }
+        }
+        tasks.abort_all();
+        while let Some(joined) = tasks.join_next().await {
+            if let Err(err) = joined {
+                if err.is_panic() {
+                    tracing::error!(worker = %self.id, "a job task panicked while stopping");
+                }
+            }
+        }
+        let unfinished: Vec<JobId> = self.running().drain().collect();
+        if unfinished.is_empty() {
+            tracing::info!(worker = %self.id, "errand worker stopped");
+            return;
+        }
+        for failures in 1..=5 {
+            match self.client.store().release(&self.id, &unfinished).await {
+                Ok(()) => {
+                    tracing::info!(worker = %self.id, jobs = ?unfinished, "put unfinished jobs back");
+                    return;
+                }
+                Err(err) => {
+                    tracing::warn!(worker = %self.id, error = %err, "putting unfinished jobs back failed");
+                    tokio::time::sleep(store_backoff(failures)).await;
+                }
+            }
+        }
+        tracing::error!(worker = %self.id, jobs = ?unfinished, "could not put unfinished jobs back; they will be rescued when their leases run out");
+    }
+}
+
+fn log_join(joined: Result<(), tokio::task::JoinError>) {
+    if let Err(err) = joined {
+        // Job panics are caught inside the task; this is a panic in errand itself.
+        tracing::error!(error = %err, "a job task failed outside the job");
+    }
+}
+
+fn log_finish(finish: &Finish) {
+    use crate::job::JobState::*;
+    let error = finish.error.as_ref().map(|e| e.message.as_str());
+    let kind = finish.error.as_ref().map(|e| e.kind.as_str());
+    match finish.state {
+        Completed => tracing::info!("job completed"),
+        Scheduled => tracing::info!(snooze = ?finish.run_after, "job snoozed"),
+        Retryable => {
+            tracing::warn!(error, kind, retry_in = ?finish.run_after.unwrap_or_default(), "job failed; will retry")
+        }
+        Dead => tracing::error!(error, kind, "job died"),
+        Cancelled => tracing::info!(reason = error, "job cancelled itself"),
+        other => tracing::debug!(state = %other, "job finished"),
+    }
+}
+
+/// Splits `slots` among queues in proportion to their weights, rounding by chance so that a
+/// light queue still gets a slot now and then. `random` yields numbers in `[0, 1)`.
+fn weighted_shares(
+    queues: &[(String, u32)],
+    slots: usize,
+    mut random: impl FnMut() -> f64,
+) -> Vec<usize> {
+    let total: f64 = queues.iter().map(|(_, w)| f64::from(*w)).sum();
+    let mut shares = vec![0; queues.len()];
+    for _ in 0..slots {
+        let mut pick = random() * total;
+        let mut chosen = queues.len() - 1;
+        for (i, (_, w)) in queues.iter().enumerate() {
+            pick -= f64::from(*w);
+            if pick < 0.0 {
+                chosen = i;
+                break;
+            }
+        }
+        shares[chosen] += 1;
+    }
+    shares
+}
+
+/// `host:pid:random`, unique per worker.
+fn worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{host}:{}:{:04x}", std::process::id(), fastrand::u16(..))
+}
+
+/// Ctrl-C, or SIGTERM on Unix.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutdown signal received");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_follow_weights() {
+        let queues = vec![("critical".to_owned(), 10), ("bulk".to_owned(), 1)];
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut totals = [0usize; 2];
+        for _ in 0..1000 {
+            let shares = weighted_shares(&queues, 11, || rng.f64());
+            assert_eq!(shares.iter().sum::<usize>(), 11);
+            totals[0] += shares[0];
+            totals[1] += shares[1];
+        }
+        let ratio = totals[0] as f64 / totals[1] as f64;
+        assert!((8.0..12.5).contains(&ratio), "critical:bulk = {ratio}");
+    }
+
+    #[test]
+    fn a_single_queue_gets_every_slot() {
+        let queues = vec![("default".to_owned(), 1)];
+        assert_eq!(weighted_shares(&queues, 16, || 0.99), vec![16]);
+    }
+
+    #[test]
+    fn store_backoff_grows_and_caps() {
+        assert_eq!(store_backoff(1), Duration::from_millis(200));
+        assert_eq!(store_backoff(3), Duration::from_millis(800));
+        assert_eq!(store_backoff(50), Duration::from_millis(25_600));
+    }
+}
