@@ -28,7 +28,17 @@ pub(crate) fn expand(attr: &JobAttr, job: &JobFn, key: Option<&[Segment]>) -> To
 
     let names: Vec<_> = job.params.iter().map(|p| p.ident).collect();
     let types: Vec<_> = job.params.iter().map(|p| p.ty).collect();
+    // The stored-arguments struct is generic over its field types, so serde's derive puts the
+    // `Serialize`/`Deserialize` requirements on the impls' bounds instead of failing inside
+    // them: a parameter that is not serializable is then reported once, on its own type, by the
+    // spanned `assert_job_arg` check below.
+    let generics: Vec<_> = (0..names.len())
+        .map(|i| format_ident!("__ErrandT{}", i))
+        .collect();
 
+    // Spanned on the parameter list, so an unmet `Args` bound points at the parameters.
+    let params_span = item.sig.paren_token.span.join();
+    let args_type = quote_spanned! {params_span=> #args_ident<#( #types ),*> };
     let arg_checks = types.iter().map(|ty| {
         quote_spanned! {ty.span()=> ::errand::__private::assert_job_arg::<#ty>(); }
     });
@@ -74,8 +84,8 @@ pub(crate) fn expand(attr: &JobAttr, job: &JobFn, key: Option<&[Segment]>) -> To
         #[allow(non_camel_case_types)]
         #[derive(::errand::__private::serde::Serialize, ::errand::__private::serde::Deserialize)]
         #[serde(crate = "::errand::__private::serde")]
-        #vis struct #args_ident {
-            #( #vis #names: #types, )*
+        #vis struct #args_ident<#( #generics ),*> {
+            #( #vis #names: #generics, )*
         }
 
         #[automatically_derived]
@@ -100,7 +110,7 @@ pub(crate) fn expand(attr: &JobAttr, job: &JobFn, key: Option<&[Segment]>) -> To
 
         #[automatically_derived]
         impl ::errand::Job for #ident {
-            type Args = #args_ident;
+            type Args = #args_type;
             const KIND: &'static str = #kind;
             const OPTIONS: ::errand::JobOptions = #options;
 

@@ -1,0 +1,7 @@
+#[errand::job]
+async fn charge<T: serde::Serialize>(order: T) -> Result<(), std::io::Error> {
+    let _ = order;
+    Ok(())
+}
+
+fn main() {}

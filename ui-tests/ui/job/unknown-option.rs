@@ -1,0 +1,7 @@
+#[errand::job(retries = 5)]
+async fn charge(order_id: i64) -> Result<(), std::io::Error> {
+    let _ = order_id;
+    Ok(())
+}
+
+fn main() {}
