@@ -99,7 +99,8 @@ pub(crate) fn default_class(cx: &Ctxt, attrs: &[Attribute]) -> Option<ClassAttr>
                                 one_of(&[TRANSIENT, PERMANENT])
                             ),
                         );
-                        return Ok(());
+                        // Still a default, so unclassified variants are not reported as well.
+                        Class::Transient
                     }
                 };
                 if default.is_some() {
