@@ -42,7 +42,7 @@ use crate::store::{Backend, Claimed, Store};
 use crate::worker::Worker;
 
 /// The most runs [`TestClient::drain`] makes before deciding a job will never settle.
-const MAX_DRAIN_RUNS: usize = 100_000;
+const MAX_DRAIN_RUNS: usize = 10_000;
 
 /// A [`Client`] over an in-memory store with its own clock. Derefs to `Client`, so code that
 /// enqueues through `&Client` takes it as it is.

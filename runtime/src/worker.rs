@@ -272,24 +272,29 @@ impl Runner {
         let store = self.client.store();
         let shares = weighted_shares(&self.queues, free, fastrand::f64);
         let mut jobs = Vec::with_capacity(free);
-        let mut filled = Vec::new();
-        for ((queue, _), share) in self.queues.iter().zip(&shares) {
+        // Queues that returned fewer jobs than asked for have nothing more due.
+        let mut exhausted = vec![false; self.queues.len()];
+        for (i, ((queue, _), share)) in self.queues.iter().zip(&shares).enumerate() {
             if *share == 0 {
                 continue;
             }
             let got = store.claim(queue, *share, &self.id, self.lease).await?;
-            if got.len() == *share {
-                filled.push(queue);
-            }
+            exhausted[i] = got.len() < *share;
             jobs.extend(got);
         }
-        // Slots a queue could not fill go to the queues that filled theirs.
-        for queue in filled {
+        // Slots a queue could not fill go to the others, the heavier first.
+        let mut order: Vec<usize> = (0..self.queues.len()).filter(|i| !exhausted[*i]).collect();
+        order.sort_by_key(|i| std::cmp::Reverse(self.queues[*i].1));
+        for i in order {
             let left = free - jobs.len();
             if left == 0 {
                 break;
             }
-            jobs.extend(store.claim(queue, left, &self.id, self.lease).await?);
+            jobs.extend(
+                store
+                    .claim(&self.queues[i].0, left, &self.id, self.lease)
+                    .await?,
+            );
         }
         Ok(jobs)
     }

@@ -1,0 +1,176 @@
+//! Bad input gets a clear error and loses nothing: bad URLs, unreachable databases, oversized
+//! arguments, and stored jobs this binary cannot run.
+
+use errand::{Client, Config, Error, FailureKind, JobState};
+
+use crate::common::{job, sqlite, tag, worker};
+use crate::jobs::*;
+
+#[tokio::test]
+async fn malformed_url_names_the_problem() {
+    let err = Client::connect("mysql://localhost/jobs").await.unwrap_err();
+    assert!(matches!(err, Error::InvalidUrl { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("expected a URL starting with `sqlite:`"),
+        "{err}"
+    );
+
+    let err = Client::connect("sqlite://jobs.db?mode=sideways")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidUrl { .. }), "{err:?}");
+
+    let err = Client::connect("postgres://app:hunter2@db.invalid/jobs")
+        .await
+        .unwrap_err();
+    assert!(
+        !err.to_string().contains("hunter2"),
+        "the password leaked: {err}"
+    );
+}
+
+#[tokio::test]
+async fn unreachable_database_says_which_and_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/no/such/folder/jobs.db", dir.path().display());
+    let err = Client::connect(&url).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Connect {
+                store: "sqlite",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains("no/such/folder/jobs.db") && message.contains("sqlite"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn oversized_arguments_are_refused_at_enqueue() {
+    let store = sqlite().await;
+    let url = store.url.clone().unwrap();
+    let big = "x".repeat(2 * 1024 * 1024);
+    let err = succeed::enqueue(&store.client, big).await.unwrap_err();
+    match &err {
+        Error::ArgsTooLarge { kind, size, limit } => {
+            assert_eq!((*kind, *limit), ("succeed", 1024 * 1024));
+            assert!(*size > 2 * 1024 * 1024);
+        }
+        other => panic!("expected ArgsTooLarge, got {other:?}"),
+    }
+    assert!(err.to_string().contains("over the limit"), "{err}");
+
+    let strict = Client::connect_with(&url, Config::default().max_args_bytes(64))
+        .await
+        .unwrap();
+    let err = succeed::enqueue(&strict, "y".repeat(100))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::ArgsTooLarge { limit: 64, .. }),
+        "{err:?}"
+    );
+    let fits = succeed::enqueue(&strict, "small".to_owned()).await.unwrap();
+    assert_eq!(fits.id.get(), 1, "refused jobs were not stored");
+}
+
+#[tokio::test]
+async fn invalid_queue_or_priority_is_refused_at_enqueue() {
+    let store = sqlite().await;
+    let err = succeed::with(tag("q"))
+        .queue("Not A Queue")
+        .enqueue(&store.client)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidQueue { .. }), "{err:?}");
+    let err = succeed::with(tag("p"))
+        .priority(10)
+        .enqueue(&store.client)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidPriority { priority: 10, .. }),
+        "{err:?}"
+    );
+}
+
+/// Inserts a job as another program (another release, another binary) might have.
+async fn insert_raw(url: &str, kind: &str, args: &str, max_attempts: i64) -> errand::JobId {
+    let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, run_at, created_at)
+         VALUES (?1, 'default', ?2, 'available', 5, ?3, 0, 0) RETURNING id",
+    )
+    .bind(kind)
+    .bind(args)
+    .bind(max_attempts)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    // A JobId is only ever handed out by errand; this one comes from the row's id.
+    serde_json::from_value(serde_json::json!(id)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_kind_is_marked_and_never_stops_the_worker() {
+    let store = sqlite().await;
+    let url = store.url.clone().unwrap();
+    let unknown = insert_raw(&url, "vanished_job", r#"{"x":1}"#, 1).await;
+    let fine = succeed::enqueue(&store.client, tag("beside-unknown"))
+        .await
+        .unwrap()
+        .id;
+
+    worker(&store.client, &["default"])
+        .run_until_idle()
+        .await
+        .unwrap();
+    let dead = job(&store.client, unknown).await;
+    assert_eq!(dead.state, JobState::Dead);
+    assert_eq!(dead.errors.len(), 1);
+    assert_eq!(dead.errors[0].kind, FailureKind::UnknownKind);
+    assert!(
+        dead.errors[0].message.contains("`vanished_job`"),
+        "{}",
+        dead.errors[0].message
+    );
+    assert_eq!(
+        dead.args,
+        serde_json::json!({"x": 1}),
+        "the job's data is kept"
+    );
+    assert_eq!(job(&store.client, fine).await.state, JobState::Completed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_arguments_die_at_once_and_never_stop_the_worker() {
+    let store = sqlite().await;
+    let url = store.url.clone().unwrap();
+    let bad = insert_raw(&url, "succeed", r#"{"tag": 5}"#, 10).await;
+    let fine = succeed::enqueue(&store.client, tag("beside-undecodable"))
+        .await
+        .unwrap()
+        .id;
+
+    worker(&store.client, &["default"])
+        .run_until_idle()
+        .await
+        .unwrap();
+    let dead = job(&store.client, bad).await;
+    assert_eq!((dead.state, dead.attempt), (JobState::Dead, 1));
+    assert_eq!(dead.errors[0].kind, FailureKind::Undecodable);
+    let message = &dead.errors[0].message;
+    assert!(
+        message.starts_with("cannot decode the arguments of `succeed`: invalid type: integer `5`"),
+        "{message}"
+    );
+    assert_eq!(job(&store.client, fine).await.state, JobState::Completed);
+}

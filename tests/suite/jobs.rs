@@ -1,0 +1,192 @@
+//! The jobs the tests enqueue. Each takes a `tag` so that it records its runs apart from other
+//! tests running in the same process.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use errand::{job, Context, JobError, Outcome};
+use serde::{Deserialize, Serialize};
+
+use crate::common::{gate, record, records};
+
+#[derive(Debug, thiserror::Error, JobError)]
+pub enum TestError {
+    #[error("flaky on attempt {0}")]
+    #[transient]
+    Flaky(u32),
+    #[error("broken: {0}")]
+    #[permanent]
+    Broken(String),
+    #[error("come back later")]
+    #[transient]
+    Later {
+        #[retry_after]
+        wait: Duration,
+    },
+}
+
+/// Retries after 10 ms, so tests on real stores take milliseconds.
+pub fn fast(_attempt: u32) -> Duration {
+    Duration::from_millis(10)
+}
+
+#[job(backoff = fast)]
+pub async fn succeed(tag: String) -> Result<(), TestError> {
+    record(&tag, "ran");
+    Ok(())
+}
+
+#[job(retry = 5, backoff = fast)]
+pub async fn flaky(ctx: &Context, tag: String, failures: u32) -> Result<(), TestError> {
+    record(&tag, ctx.attempt());
+    if ctx.attempt() <= failures {
+        return Err(TestError::Flaky(ctx.attempt()));
+    }
+    Ok(())
+}
+
+#[job(retry = 5, backoff = fast)]
+pub async fn broken(tag: String) -> Result<(), TestError> {
+    record(&tag, "ran");
+    Err(TestError::Broken("the card was declined".to_owned()))
+}
+
+#[job(retry = 2, backoff = fast)]
+pub async fn always_fails(ctx: &Context, tag: String) -> Result<(), TestError> {
+    record(&tag, ctx.attempt());
+    Err(TestError::Flaky(ctx.attempt()))
+}
+
+#[job(retry = 3)]
+pub async fn rate_limited(tag: String) -> Result<(), TestError> {
+    record(&tag, "ran");
+    Err(TestError::Later {
+        wait: Duration::from_secs(3600),
+    })
+}
+
+/// Snoozes `times` times, then completes.
+#[job(retry = 0, backoff = fast)]
+pub async fn snoozes(tag: String, times: usize) -> Result<Outcome, TestError> {
+    record(&tag, "ran");
+    if records(&tag).len() <= times {
+        return Ok(Outcome::Snooze(Duration::from_millis(10)));
+    }
+    Ok(Outcome::Done)
+}
+
+#[job(backoff = fast)]
+pub async fn cancels(tag: String) -> Result<Outcome, TestError> {
+    record(&tag, "ran");
+    Ok(Outcome::Cancel("the order was refunded".to_owned()))
+}
+
+#[job(retry = 3, backoff = fast)]
+pub async fn panics_once(ctx: &Context, tag: String) -> Result<(), TestError> {
+    record(&tag, ctx.attempt());
+    if ctx.attempt() == 1 {
+        panic!("boom on the first attempt");
+    }
+    Ok(())
+}
+
+#[job(retry = 3, backoff = fast, timeout = "200ms")]
+pub async fn slow_once(ctx: &Context, tag: String) -> Result<(), TestError> {
+    record(&tag, ctx.attempt());
+    if ctx.attempt() == 1 {
+        // Far past the timeout: the worker must give up on it.
+        tokio::time::sleep(Duration::from_secs(600)).await;
+    }
+    Ok(())
+}
+
+/// Records that it started, then waits until the test opens its gate.
+#[job(backoff = fast)]
+pub async fn blocks(ctx: &Context, tag: String) -> Result<(), TestError> {
+    record(&tag, format!("started attempt {}", ctx.attempt()));
+    let gate = gate(&tag);
+    let _permit = gate
+        .acquire()
+        .await
+        .map_err(|_| TestError::Broken("gate closed".into()))?;
+    record(&tag, "finished");
+    Ok(())
+}
+
+#[job(queue = "race", backoff = fast)]
+pub async fn count_run(tag: String, n: u32) -> Result<(), TestError> {
+    record(&tag, n);
+    Ok(())
+}
+
+#[job(key = "charge-<order_id>", backoff = fast)]
+pub async fn charge(
+    ctx: &Context,
+    tag: String,
+    order_id: i64,
+    amount_cents: i64,
+) -> Result<(), TestError> {
+    record(&tag, ctx.idempotency_key());
+    let _ = (order_id, amount_cents);
+    Ok(())
+}
+
+#[job(key = "ship-<order.id>-to-<order.address.city>")]
+pub async fn ship(order: Order) -> Result<(), TestError> {
+    let _ = order;
+    Ok(())
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Order {
+    pub id: u64,
+    pub address: Address,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Address {
+    pub city: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Payload {
+    pub text: String,
+    pub nested: Nested,
+    pub maybe: Option<String>,
+    pub nothing: Option<String>,
+    pub smallest: i64,
+    pub largest: u64,
+    pub ratio: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Nested {
+    pub list: Vec<Option<i64>>,
+    pub map: BTreeMap<String, u32>,
+}
+
+/// Records its arguments as JSON, to compare with what was enqueued.
+#[job]
+pub async fn round_trip(
+    tag: String,
+    payload: Payload,
+    label: Option<String>,
+) -> Result<(), TestError> {
+    record(
+        &tag,
+        serde_json::to_string(&(payload, label)).map_err(|e| TestError::Broken(e.to_string()))?,
+    );
+    Ok(())
+}
+
+#[job(queue = "first", backoff = fast)]
+pub async fn in_first(tag: String, label: String) -> Result<(), TestError> {
+    record(&tag, label);
+    Ok(())
+}
+
+#[job(queue = "second", backoff = fast)]
+pub async fn in_second(tag: String, label: String) -> Result<(), TestError> {
+    record(&tag, label);
+    Ok(())
+}

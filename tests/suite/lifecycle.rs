@@ -1,0 +1,152 @@
+//! A job's life: enqueue, run, complete; schedules, priorities, queues, snooze and cancel.
+
+use std::time::{Duration, SystemTime};
+
+use errand::{FailureKind, JobState};
+
+use crate::common::{job, per_store, records, tag, work_until_final, worker, TestStore};
+use crate::jobs::*;
+
+per_store!(
+    enqueued_job_completes,
+    delayed_job_waits_for_its_time,
+    lower_priority_number_runs_first,
+    worker_serves_only_its_queues,
+    snooze_spends_no_attempt,
+    cancel_outcome_stops_the_job,
+);
+
+async fn enqueued_job_completes(store: TestStore) {
+    let client = &store.client;
+    let t = tag("complete");
+    let enqueued = succeed::enqueue(client, t.clone()).await.unwrap();
+    assert_eq!(enqueued.duplicate_of, None);
+
+    let queued = job(client, enqueued.id).await;
+    assert_eq!(queued.state, JobState::Available);
+    assert_eq!(
+        (queued.kind.as_str(), queued.queue.as_str()),
+        ("succeed", "default")
+    );
+    assert_eq!(queued.args, serde_json::json!({ "tag": t }));
+    assert_eq!(
+        (queued.attempt, queued.max_attempts, queued.priority),
+        (0, 26, 5)
+    );
+    assert!(queued.attempted_at.is_none() && queued.finished_at.is_none());
+
+    let runs = worker(client, &["default"]).run_until_idle().await.unwrap();
+    assert_eq!(runs, 1);
+    let done = job(client, enqueued.id).await;
+    assert_eq!(done.state, JobState::Completed);
+    assert_eq!(done.attempt, 1);
+    assert!(done.errors.is_empty());
+    assert!(done.finished_at.is_some() && done.attempted_at.is_some());
+    assert_eq!(records(&t), ["ran"]);
+}
+
+async fn delayed_job_waits_for_its_time(store: TestStore) {
+    let client = &store.client;
+    let (later, past) = (tag("later"), tag("past"));
+    let waiting = succeed::with(later.clone())
+        .delay(Duration::from_secs(3600))
+        .enqueue(client)
+        .await
+        .unwrap();
+    let due = succeed::with(past.clone())
+        .at(SystemTime::now() - Duration::from_secs(5))
+        .enqueue(client)
+        .await
+        .unwrap();
+    assert_eq!(job(client, waiting.id).await.state, JobState::Scheduled);
+    assert_eq!(job(client, due.id).await.state, JobState::Available);
+
+    worker(client, &["default"]).run_until_idle().await.unwrap();
+    assert_eq!(job(client, waiting.id).await.state, JobState::Scheduled);
+    assert!(records(&later).is_empty());
+    assert_eq!(job(client, due.id).await.state, JobState::Completed);
+    let scheduled = job(client, waiting.id).await.scheduled_at;
+    assert!(scheduled > SystemTime::now() + Duration::from_secs(3500));
+}
+
+async fn lower_priority_number_runs_first(store: TestStore) {
+    let client = &store.client;
+    let t = tag("priority");
+    in_first::with(t.clone(), "last".into())
+        .priority(9)
+        .enqueue(client)
+        .await
+        .unwrap();
+    in_first::with(t.clone(), "middle".into())
+        .enqueue(client)
+        .await
+        .unwrap();
+    in_first::with(t.clone(), "first".into())
+        .priority(0)
+        .enqueue(client)
+        .await
+        .unwrap();
+    worker(client, &["first"])
+        .concurrency(1)
+        .run_until_idle()
+        .await
+        .unwrap();
+    assert_eq!(records(&t), ["first", "middle", "last"]);
+}
+
+async fn worker_serves_only_its_queues(store: TestStore) {
+    let client = &store.client;
+    let t = tag("queues");
+    let a = in_first::enqueue(client, t.clone(), "a".into())
+        .await
+        .unwrap();
+    let b = in_second::enqueue(client, t.clone(), "b".into())
+        .await
+        .unwrap();
+    let moved = in_first::with(t.clone(), "moved".into())
+        .queue("second")
+        .enqueue(client)
+        .await
+        .unwrap();
+    assert_eq!(job(client, moved.id).await.queue, "second");
+
+    worker(client, &["first"]).run_until_idle().await.unwrap();
+    assert_eq!(job(client, a.id).await.state, JobState::Completed);
+    assert_eq!(job(client, b.id).await.state, JobState::Available);
+    assert_eq!(job(client, moved.id).await.state, JobState::Available);
+
+    errand::Worker::new(client.clone())
+        .queues([("first", 3), ("second", 1)])
+        .run_until_idle()
+        .await
+        .unwrap();
+    let mut ran = records(&t);
+    ran.sort();
+    assert_eq!(ran, ["a", "b", "moved"]);
+}
+
+async fn snooze_spends_no_attempt(store: TestStore) {
+    let client = &store.client;
+    let t = tag("snooze");
+    let id = snoozes::enqueue(client, t.clone(), 3).await.unwrap().id;
+    work_until_final(worker(client, &["default"]), client, &[id]).await;
+    let done = job(client, id).await;
+    assert_eq!(done.state, JobState::Completed);
+    // Four runs, yet one attempt: `retry = 0` would have made a spent attempt fatal.
+    assert_eq!(records(&t).len(), 4);
+    assert_eq!((done.attempt, done.max_attempts), (1, 1));
+    assert!(done.errors.is_empty());
+}
+
+async fn cancel_outcome_stops_the_job(store: TestStore) {
+    let client = &store.client;
+    let t = tag("cancel");
+    let id = cancels::enqueue(client, t.clone()).await.unwrap().id;
+    worker(client, &["default"]).run_until_idle().await.unwrap();
+    let done = job(client, id).await;
+    assert_eq!(done.state, JobState::Cancelled);
+    assert_eq!(records(&t), ["ran"]);
+    assert_eq!(done.errors.len(), 1);
+    assert_eq!(done.errors[0].kind, FailureKind::Cancelled);
+    assert_eq!(done.errors[0].message, "the order was refunded");
+}
