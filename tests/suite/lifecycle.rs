@@ -150,3 +150,26 @@ async fn cancel_outcome_stops_the_job(store: TestStore) {
     assert_eq!(done.errors[0].kind, FailureKind::Cancelled);
     assert_eq!(done.errors[0].message, "the order was refunded");
 }
+
+per_store!(local_enqueue_wakes_an_idle_worker);
+
+async fn local_enqueue_wakes_an_idle_worker(store: TestStore) {
+    let client = store.client.clone();
+    let t = tag("wake");
+    // An hour between polls: only the enqueue's wake-up can start the job in time.
+    let idle = errand::Worker::new(client.clone()).poll_interval(Duration::from_secs(3600));
+    let enqueuer = client.clone();
+    let watched = t.clone();
+    idle.run_until(async move {
+        // Let the worker claim once, find nothing, and go idle before the job exists.
+        tokio::task::yield_now().await;
+        succeed::enqueue(&enqueuer, watched.clone()).await.unwrap();
+        crate::common::wait_for("the woken worker to run the job", || async {
+            !records(&watched).is_empty()
+        })
+        .await;
+    })
+    .await
+    .unwrap();
+    assert_eq!(records(&t), ["ran"]);
+}

@@ -23,7 +23,7 @@ impl<'a> JobFn<'a> {
     pub(crate) fn from_item(cx: &Ctxt, item: &'a ItemFn) -> JobFn<'a> {
         let sig = &item.sig;
         if sig.asyncness.is_none() {
-            cx.error_spanned_by(&sig.fn_token, "`#[job]` requires an `async fn`");
+            cx.error_spanned_by(sig.fn_token, "`#[job]` requires an `async fn`");
         }
         if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
             cx.error_spanned_by(

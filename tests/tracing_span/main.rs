@@ -1,0 +1,96 @@
+//! Every run happens inside an `errand.job` span carrying the job's id, kind, queue, attempt and
+//! idempotency key.
+//!
+//! Its own test binary: tracing caches per call site whether anyone listens, and tests running
+//! beside this one with no subscriber would race that cache.
+
+#[path = "../suite/common.rs"]
+#[allow(dead_code, unused_macros, unused_imports)]
+mod common;
+
+use std::time::Duration;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id};
+use tracing::Subscriber;
+use tracing_subscriber::layer::{self, Layer, SubscriberExt};
+
+use errand::{job, Context};
+
+use crate::common::{record, records, sqlite, tag};
+
+type Spans = Arc<Mutex<Vec<BTreeMap<String, String>>>>;
+
+/// Collects the fields of every `errand.job` span.
+struct CaptureJobSpans(Spans);
+
+struct Fields<'a>(&'a mut BTreeMap<String, String>);
+
+impl Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().to_owned(), format!("{value:?}"));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.to_owned());
+    }
+}
+
+impl<S: Subscriber> Layer<S> for CaptureJobSpans {
+    fn on_new_span(&self, attrs: &Attributes<'_>, _id: &Id, _ctx: layer::Context<'_, S>) {
+        if attrs.metadata().name() == "errand.job" {
+            let mut fields = BTreeMap::new();
+            attrs.record(&mut Fields(&mut fields));
+            self.0.lock().unwrap().push(fields);
+        }
+    }
+}
+
+#[test]
+fn each_run_has_a_span_with_the_jobs_identity() {
+    let spans: Spans = Arc::default();
+    let subscriber = tracing_subscriber::registry().with(CaptureJobSpans(spans.clone()));
+    // A current-thread runtime keeps every task on this thread, under this subscriber.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let t = tag("span");
+    let id = runtime.block_on(async {
+        let store = sqlite().await;
+        let id = charge::enqueue(&store.client, t.clone(), 42)
+            .await
+            .unwrap()
+            .id;
+        crate::common::worker(&store.client, &["default"])
+            .run_until_idle()
+            .await
+            .unwrap();
+        id
+    });
+    assert_eq!(records(&t), ["charge-42"]);
+    let spans = spans.lock().unwrap();
+    assert_eq!(spans.len(), 1, "{spans:?}");
+    let fields = &spans[0];
+    assert_eq!(
+        fields.get("job.id").map(String::as_str),
+        Some(id.to_string().as_str())
+    );
+    assert_eq!(fields.get("job.kind").map(String::as_str), Some("charge"));
+    assert_eq!(fields.get("job.queue").map(String::as_str), Some("default"));
+    assert_eq!(fields.get("job.attempt").map(String::as_str), Some("1"));
+    assert_eq!(fields.get("job.key").map(String::as_str), Some("charge-42"));
+}
+
+#[job(key = "charge-<order_id>")]
+async fn charge(ctx: &Context, tag: String, order_id: i64) -> Result<(), std::io::Error> {
+    let _ = order_id;
+    record(&tag, ctx.idempotency_key());
+    // The job's own events land in its span.
+    tracing::info!(parent: ctx.span(), waited = ?Duration::ZERO, "charging");
+    Ok(())
+}
