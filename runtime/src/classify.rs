@@ -1,38 +1,4 @@
 //! Error classification: whether retrying a failed job can help.
-//!
-//! A job's error type implements [`Classify`], normally through `#[derive(JobError)]`:
-//!
-//! ```
-//! use std::time::Duration;
-//! use errand::{Classify, ErrorClass, JobError};
-//!
-//! #[derive(Debug, thiserror::Error, JobError)]
-//! enum ChargeError {
-//!     #[error("gateway timed out")]
-//!     #[transient]
-//!     Timeout,
-//!     #[error("rate limited")]
-//!     #[transient]
-//!     RateLimited { #[retry_after] wait: Duration },
-//!     #[error("card declined")]
-//!     #[permanent]
-//!     Declined,
-//! }
-//!
-//! assert_eq!(ChargeError::Timeout.class(), ErrorClass::Transient);
-//! assert_eq!(ChargeError::Declined.class(), ErrorClass::Permanent);
-//! let limited = ChargeError::RateLimited { wait: Duration::from_secs(7) };
-//! assert_eq!(limited.retry_after(), Some(Duration::from_secs(7)));
-//! ```
-//!
-//! errand also classifies the error types jobs commonly return as they are:
-//!
-//! | type | class |
-//! | --- | --- |
-//! | `std::io::Error` | transient, except `InvalidInput`, `InvalidData`, `Unsupported`, `PermissionDenied`: permanent |
-//! | `sqlx::Error` | transient (connection, pool, I/O, database errors), except errors of the query or its types (`ColumnNotFound`, `ColumnDecode`, `Decode`, `TypeNotFound`, `ColumnIndexOutOfBounds`, `Configuration`, `Encode`): permanent |
-//! | `serde_json::Error` | permanent (the same data fails the same way), except I/O errors: transient |
-//! | `Box<dyn Error + Send + Sync>`, `String` | transient |
 
 use std::fmt;
 use std::time::Duration;
@@ -48,7 +14,39 @@ pub enum ErrorClass {
 
 /// Classifies a job's error, so the worker knows whether to retry.
 ///
-/// Derive it with `#[derive(errand::JobError)]`; see the [module docs](self).
+/// A job's error type implements [`Classify`], normally through `#[derive(JobError)]`:
+///
+/// ```
+/// use std::time::Duration;
+/// use errand::{Classify, ErrorClass, JobError};
+///
+/// #[derive(Debug, thiserror::Error, JobError)]
+/// enum ChargeError {
+///     #[error("gateway timed out")]
+///     #[transient]
+///     Timeout,
+///     #[error("rate limited")]
+///     #[transient]
+///     RateLimited { #[retry_after] wait: Duration },
+///     #[error("card declined")]
+///     #[permanent]
+///     Declined,
+/// }
+///
+/// assert_eq!(ChargeError::Timeout.class(), ErrorClass::Transient);
+/// assert_eq!(ChargeError::Declined.class(), ErrorClass::Permanent);
+/// let limited = ChargeError::RateLimited { wait: Duration::from_secs(7) };
+/// assert_eq!(limited.retry_after(), Some(Duration::from_secs(7)));
+/// ```
+///
+/// errand also classifies the error types jobs commonly return as they are:
+///
+/// | type | class |
+/// | --- | --- |
+/// | `std::io::Error` | transient, except `InvalidInput`, `InvalidData`, `Unsupported`, `PermissionDenied`: permanent |
+/// | `sqlx::Error` | transient (connection, pool, I/O, database errors), except errors of the query or its types (`ColumnNotFound`, `ColumnDecode`, `Decode`, `TypeNotFound`, `ColumnIndexOutOfBounds`, `Configuration`, `Encode`): permanent |
+/// | `serde_json::Error` | permanent (the same data fails the same way), except I/O errors: transient |
+/// | `Box<dyn Error + Send + Sync>`, `String` | transient |
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a job's error type: it does not implement `errand::Classify`",
     label = "this error type does not say whether a retry can help",

@@ -35,7 +35,7 @@ use crate::classify::FailureKind;
 /// ```
 #[derive(Clone, Copy, Debug)]
 pub enum Backoff {
-    /// `(attempt − 1)⁴ + 15 + jitter` seconds; see the [module docs](self).
+    /// `(attempt − 1)⁴ + 15 + jitter` seconds; see the formulas above.
     Exponential,
     /// `15 · attempt` seconds.
     Linear,

@@ -119,52 +119,41 @@ async fn insert_raw(url: &str, kind: &str, args: &str, max_attempts: i64) -> err
     serde_json::from_value(serde_json::json!(id)).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_kind_is_marked_and_never_stops_the_worker() {
+/// Stores a job this binary cannot run beside one it can, works the queue, checks that the good
+/// job completed anyway, and returns what became of the bad one.
+async fn run_beside_a_good_job(kind: &str, args: &str, max_attempts: i64) -> errand::JobInfo {
     let store = sqlite().await;
-    let url = store.url.clone().unwrap();
-    let unknown = insert_raw(&url, "vanished_job", r#"{"x":1}"#, 1).await;
-    let fine = succeed::enqueue(&store.client, tag("beside-unknown"))
+    let bad = insert_raw(store.url.as_deref().unwrap(), kind, args, max_attempts).await;
+    let fine = succeed::enqueue(&store.client, tag("beside-bad"))
         .await
         .unwrap()
         .id;
-
     worker(&store.client, &["default"])
         .run_until_idle()
         .await
         .unwrap();
-    let dead = job(&store.client, unknown).await;
+    assert_eq!(job(&store.client, fine).await.state, JobState::Completed);
+    job(&store.client, bad).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_kind_is_marked_and_never_stops_the_worker() {
+    let dead = run_beside_a_good_job("vanished_job", r#"{"x":1}"#, 1).await;
     assert_eq!(dead.state, JobState::Dead);
     assert_eq!(dead.errors.len(), 1);
     assert_eq!(dead.errors[0].kind, FailureKind::UnknownKind);
-    assert!(
-        dead.errors[0].message.contains("`vanished_job`"),
-        "{}",
-        dead.errors[0].message
-    );
+    let message = &dead.errors[0].message;
+    assert!(message.contains("`vanished_job`"), "{message}");
     assert_eq!(
         dead.args,
         serde_json::json!({"x": 1}),
         "the job's data is kept"
     );
-    assert_eq!(job(&store.client, fine).await.state, JobState::Completed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undecodable_arguments_die_at_once_and_never_stop_the_worker() {
-    let store = sqlite().await;
-    let url = store.url.clone().unwrap();
-    let bad = insert_raw(&url, "succeed", r#"{"tag": 5}"#, 10).await;
-    let fine = succeed::enqueue(&store.client, tag("beside-undecodable"))
-        .await
-        .unwrap()
-        .id;
-
-    worker(&store.client, &["default"])
-        .run_until_idle()
-        .await
-        .unwrap();
-    let dead = job(&store.client, bad).await;
+    let dead = run_beside_a_good_job("succeed", r#"{"tag": 5}"#, 10).await;
     assert_eq!((dead.state, dead.attempt), (JobState::Dead, 1));
     assert_eq!(dead.errors[0].kind, FailureKind::Undecodable);
     let message = &dead.errors[0].message;
@@ -172,5 +161,4 @@ async fn undecodable_arguments_die_at_once_and_never_stop_the_worker() {
         message.starts_with("cannot decode the arguments of `succeed`: invalid type: integer `5`"),
         "{message}"
     );
-    assert_eq!(job(&store.client, fine).await.state, JobState::Completed);
 }
