@@ -41,6 +41,8 @@ struct Inner {
 #[derive(Clone, Debug)]
 pub struct Config {
     max_args_bytes: usize,
+    schema: String,
+    max_connections: u32,
 }
 
 impl Config {
@@ -57,12 +59,48 @@ impl Config {
     pub fn max_args_bytes_limit(&self) -> usize {
         self.max_args_bytes
     }
+
+    /// PostgreSQL only: the schema that holds errand's tables (default `public`), so that two
+    /// applications can share one database. `[a-z_][a-z0-9_]*`, at most 63 characters; created
+    /// if missing.
+    ///
+    /// errand's own connections reach the schema through their `search_path`. A transaction you
+    /// pass to [`Request::enqueue_tx`](crate::Request::enqueue_tx) must do the same: connect with
+    /// `options=-c search_path=<schema>` in its URL, or run `SET LOCAL search_path` first.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// PostgreSQL only: the most connections the client's pool opens (default 10). A worker
+    /// uses one more, to `LISTEN`.
+    pub fn max_connections(mut self, connections: u32) -> Self {
+        self.max_connections = connections.max(1);
+        self
+    }
+}
+
+/// PostgreSQL schema names errand accepts: plain lowercase identifiers, so they need no quoting
+/// anywhere they appear.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+fn check_schema(schema: &str) -> Result<(), String> {
+    let mut chars = schema.chars();
+    let starts_well = matches!(chars.next(), Some('a'..='z' | '_'));
+    if !starts_well || schema.len() > 63 || !chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
+    {
+        return Err(format!(
+            "invalid schema name `{schema}`: expected a lowercase letter or `_`, then lowercase letters, digits and `_`, at most 63 characters"
+        ));
+    }
+    Ok(())
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             max_args_bytes: Config::DEFAULT_MAX_ARGS_BYTES,
+            schema: "public".to_owned(),
+            max_connections: 10,
         }
     }
 }
@@ -72,6 +110,7 @@ impl Client {
     ///
     /// - `sqlite://path/to/jobs.db` (created if missing; add `?mode=rw` to require it exists)
     /// - `sqlite::memory:` (one process, gone when the client is dropped)
+    /// - `postgres://user:password@host:5432/database` (with the `postgres` feature)
     pub async fn connect(url: &str) -> Result<Client, Error> {
         Client::connect_with(url, Config::default()).await
     }
@@ -81,17 +120,11 @@ impl Client {
         let store = if url.starts_with("sqlite:") {
             connect_sqlite(url).await?
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Err(Error::InvalidUrl {
-                url: redact(url),
-                reason:
-                    "the PostgreSQL store is not part of this release yet; use a `sqlite://` URL"
-                        .to_owned(),
-            });
+            connect_postgres(url, &config).await?
         } else {
             return Err(Error::InvalidUrl {
                 url: redact(url),
-                reason: "expected a URL starting with `sqlite:` (e.g. `sqlite://jobs.db`)"
-                    .to_owned(),
+                reason: "expected a URL starting with `sqlite:` (e.g. `sqlite://jobs.db`) or `postgres://`".to_owned(),
             });
         };
         Ok(Client::from_backend(store, config))
@@ -114,6 +147,8 @@ impl Client {
         match &self.inner.store {
             #[cfg(feature = "sqlite")]
             Backend::Sqlite(store) => store.migrate().await,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(store) => store.migrate().await,
             Backend::Memory(_) => Ok(()),
         }
     }
@@ -145,7 +180,7 @@ impl Client {
     pub(crate) fn memory(&self) -> Option<&MemoryStore> {
         match &self.inner.store {
             Backend::Memory(store) => Some(store),
-            #[cfg(feature = "sqlite")]
+            #[cfg(any(feature = "sqlite", feature = "postgres"))]
             _ => None,
         }
     }
@@ -173,4 +208,41 @@ async fn connect_sqlite(url: &str) -> Result<Backend, Error> {
         url: redact(url),
         reason: "errand was built without its `sqlite` feature".to_owned(),
     })
+}
+
+#[cfg(feature = "postgres")]
+async fn connect_postgres(url: &str, config: &Config) -> Result<Backend, Error> {
+    check_schema(&config.schema).map_err(|reason| Error::InvalidUrl {
+        url: redact(url),
+        reason,
+    })?;
+    let store =
+        crate::store::postgres::PostgresStore::connect(url, &config.schema, config.max_connections)
+            .await?;
+    Ok(Backend::Postgres(store))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn connect_postgres(url: &str, _config: &Config) -> Result<Backend, Error> {
+    Err(Error::InvalidUrl {
+        url: redact(url),
+        reason: "errand was built without its `postgres` feature; enable it in Cargo.toml"
+            .to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_schema;
+
+    #[test]
+    fn schema_names_need_no_quoting() {
+        assert!(check_schema("public").is_ok());
+        assert!(check_schema("_app_jobs2").is_ok());
+        assert!(check_schema("").is_err());
+        assert!(check_schema("2fast").is_err());
+        assert!(check_schema("App").is_err());
+        assert!(check_schema("a; DROP TABLE x").is_err());
+        assert!(check_schema(&"a".repeat(64)).is_err());
+    }
 }

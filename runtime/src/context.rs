@@ -1,8 +1,11 @@
 //! What a running job knows about itself: [`Context`].
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::error::Error;
 use crate::job::JobId;
+use crate::request::Transaction;
 use crate::store::Claimed;
 
 /// The running job's identity, handed to a `#[job]` function that takes `ctx: &Context` first.
@@ -32,6 +35,8 @@ struct Inner {
     max_attempts: u32,
     idempotency_key: String,
     span: tracing::Span,
+    fence: i64,
+    completed_in_tx: AtomicBool,
 }
 
 impl Context {
@@ -50,6 +55,8 @@ impl Context {
                 max_attempts: job.max_attempts,
                 idempotency_key,
                 span,
+                fence: job.fence,
+                completed_in_tx: AtomicBool::new(false),
             }),
         }
     }
@@ -93,5 +100,39 @@ impl Context {
     /// The tracing span of this run (job id, kind, queue, attempt, key).
     pub fn span(&self) -> &tracing::Span {
         &self.inner.span
+    }
+
+    /// Marks this job completed inside `tx`, the transaction that holds the job's own database
+    /// writes: they commit together or not at all. If the job then returns `Ok`, the worker has
+    /// nothing left to record; if `tx` rolls back, the job's own return decides as usual.
+    ///
+    /// Fails with [`Error::NotRunning`] if this run no longer owns the job (its lease ran out
+    /// and another worker took it): roll the transaction back.
+    ///
+    /// ```no_run
+    /// # use errand::{job, Context};
+    /// #[job]
+    /// async fn mark_paid(ctx: &Context, order_id: i64) -> Result<(), sqlx::Error> {
+    ///     # let pool: sqlx::PgPool = unimplemented!();
+    ///     let mut tx = pool.begin().await?;
+    ///     sqlx::query("UPDATE orders SET paid = true WHERE id = $1").bind(order_id).execute(&mut *tx).await?;
+    ///     if ctx.complete_in(&mut tx).await.is_err() {
+    ///         return Ok(()); // taken by another worker: drop `tx`, which rolls back
+    ///     }
+    ///     tx.commit().await
+    /// }
+    /// ```
+    pub async fn complete_in<T: Transaction>(&self, tx: &mut T) -> Result<(), Error> {
+        if tx.complete_job(self.inner.id, self.inner.fence).await? {
+            self.inner.completed_in_tx.store(true, Ordering::SeqCst);
+            Ok(())
+        } else {
+            Err(Error::NotRunning { id: self.inner.id })
+        }
+    }
+
+    /// Whether [`Context::complete_in`] succeeded in this run.
+    pub(crate) fn completed_in_tx(&self) -> bool {
+        self.inner.completed_in_tx.load(Ordering::SeqCst)
     }
 }

@@ -54,6 +54,13 @@ pub enum Error {
         /// What could not be read.
         reason: String,
     },
+    /// The job is no longer running under this worker: its lease ran out and another worker
+    /// took it, or it already finished.
+    #[error("job {id} is no longer running under this worker; roll back what it wrote")]
+    NotRunning {
+        /// The job.
+        id: JobId,
+    },
     /// A job's arguments could not be serialized.
     #[error("cannot serialize the arguments of a `{kind}` job: {source}")]
     Serialize {

@@ -191,8 +191,8 @@ pub(crate) fn check_queue_name(queue: &str) -> Result<(), Error> {
     })
 }
 
-/// A database transaction a job can be enqueued in: `sqlx::Transaction<'_, Sqlite>` or a
-/// `SqliteConnection`.
+/// A database transaction a job can be enqueued or completed in: `sqlx::Transaction` or a
+/// connection, of SQLite or PostgreSQL (with the matching cargo feature).
 pub trait Transaction: sealed::Sealed + Send {}
 
 mod sealed {
@@ -205,27 +205,49 @@ mod sealed {
     pub trait Sealed {
         fn insert_job(&mut self, job: &NewJob)
             -> impl Future<Output = Result<JobId, Error>> + Send;
+
+        /// Whether the job was running under this fence and is now completed.
+        fn complete_job(
+            &mut self,
+            id: JobId,
+            fence: i64,
+        ) -> impl Future<Output = Result<bool, Error>> + Send;
     }
 }
 
-#[cfg(feature = "sqlite")]
-mod sqlite_tx {
-    use super::{sealed, Transaction};
-    use crate::error::Error;
-    use crate::job::JobId;
-    use crate::store::{sqlite, NewJob};
+/// Implements [`Transaction`] for a database's transaction and connection types.
+macro_rules! transaction_impls {
+    ($feature:literal, $module:ident, $db:ty, $conn:ty) => {
+        #[cfg(feature = $feature)]
+        const _: () = {
+            use $crate::error::Error;
+            use $crate::job::JobId;
+            use $crate::store::{$module, NewJob};
 
-    impl Transaction for sqlx::Transaction<'_, sqlx::Sqlite> {}
-    impl sealed::Sealed for sqlx::Transaction<'_, sqlx::Sqlite> {
-        async fn insert_job(&mut self, job: &NewJob) -> Result<JobId, Error> {
-            sqlite::insert(self, job).await
-        }
-    }
+            impl Transaction for sqlx::Transaction<'_, $db> {}
+            impl sealed::Sealed for sqlx::Transaction<'_, $db> {
+                async fn insert_job(&mut self, job: &NewJob) -> Result<JobId, Error> {
+                    $module::insert(self, job).await
+                }
 
-    impl Transaction for sqlx::SqliteConnection {}
-    impl sealed::Sealed for sqlx::SqliteConnection {
-        async fn insert_job(&mut self, job: &NewJob) -> Result<JobId, Error> {
-            sqlite::insert(self, job).await
-        }
-    }
+                async fn complete_job(&mut self, id: JobId, fence: i64) -> Result<bool, Error> {
+                    $module::complete(self, id, fence).await
+                }
+            }
+
+            impl Transaction for $conn {}
+            impl sealed::Sealed for $conn {
+                async fn insert_job(&mut self, job: &NewJob) -> Result<JobId, Error> {
+                    $module::insert(self, job).await
+                }
+
+                async fn complete_job(&mut self, id: JobId, fence: i64) -> Result<bool, Error> {
+                    $module::complete(self, id, fence).await
+                }
+            }
+        };
+    };
 }
+
+transaction_impls!("sqlite", sqlite, sqlx::Sqlite, sqlx::SqliteConnection);
+transaction_impls!("postgres", postgres, sqlx::Postgres, sqlx::PgConnection);

@@ -213,6 +213,7 @@ impl Runner {
         tracing::info!(worker = %self.id, queues = ?self.queues, concurrency = self.concurrency, "errand worker started");
         let mut tasks = JoinSet::new();
         let mut enqueued = self.client.subscribe_enqueued();
+        let mut listener = self.client.store().listener().await;
         let mut heartbeat = tokio::time::interval(self.lease / 3);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut runs = 0;
@@ -256,6 +257,7 @@ impl Runner {
                 () = shutdown.cancelled() => {}
                 Some(joined) = tasks.join_next(), if !tasks.is_empty() => log_join(joined),
                 Ok(()) = enqueued.changed(), if !until_idle => {}
+                () = listener.next(), if !until_idle => {}
                 () = tokio::time::sleep(self.poll_interval), if !until_idle => {}
                 _ = heartbeat.tick() => {
                     self.renew().await;
@@ -267,32 +269,37 @@ impl Runner {
         Ok(runs)
     }
 
-    /// Claims up to `free` jobs, sharing the slots among queues by weight.
+    /// Claims up to `free` jobs, sharing the slots among queues by weight: one round trip,
+    /// and a second only when some queue could not fill its share.
     async fn claim(&self, free: usize) -> Result<Vec<Claimed>, Error> {
         let store = self.client.store();
         let shares = weighted_shares(&self.queues, free, fastrand::f64);
-        let mut jobs = Vec::with_capacity(free);
-        // Queues that returned fewer jobs than asked for have nothing more due.
-        let mut exhausted = vec![false; self.queues.len()];
-        for (i, ((queue, _), share)) in self.queues.iter().zip(&shares).enumerate() {
-            if *share == 0 {
-                continue;
-            }
-            let got = store.claim(queue, *share, &self.id, self.lease).await?;
-            exhausted[i] = got.len() < *share;
-            jobs.extend(got);
-        }
-        // Slots a queue could not fill go to the others, the heavier first.
-        let mut order: Vec<usize> = (0..self.queues.len()).filter(|i| !exhausted[*i]).collect();
-        order.sort_by_key(|i| std::cmp::Reverse(self.queues[*i].1));
-        for i in order {
+        let wanted: Vec<(&str, usize)> = self
+            .queues
+            .iter()
+            .zip(&shares)
+            .filter(|(_, share)| **share > 0)
+            .map(|((queue, _), share)| (queue.as_str(), *share))
+            .collect();
+        let mut jobs = store.claim(&wanted, &self.id, self.lease).await?;
+        // A queue that returned fewer jobs than asked for has nothing more due; slots it could
+        // not fill go to the others, the heavier first.
+        let exhausted = |queue: &str| {
+            wanted.iter().any(|(q, share)| {
+                *q == queue && jobs.iter().filter(|j| j.queue == queue).count() < *share
+            })
+        };
+        let mut others: Vec<&(String, u32)> =
+            self.queues.iter().filter(|(q, _)| !exhausted(q)).collect();
+        others.sort_by_key(|(_, weight)| std::cmp::Reverse(*weight));
+        for (queue, _) in others {
             let left = free - jobs.len();
             if left == 0 {
                 break;
             }
             jobs.extend(
                 store
-                    .claim(&self.queues[i].0, left, &self.id, self.lease)
+                    .claim(&[(queue.as_str(), left)], &self.id, self.lease)
                     .await?,
             );
         }
@@ -311,14 +318,17 @@ impl Runner {
         );
         let started = Instant::now();
         let registration = self.registry.get(job.kind.as_str()).copied();
+        let ctx = Context::new(&job, span.clone());
         let result = self
-            .run(&job, registration, span.clone())
+            .run(&job, registration, ctx.clone())
             .instrument(span.clone())
             .await;
         let backoff = registration.map_or(Backoff::Exponential, |r| r.options.backoff);
         let finish = self.decide(&job, result, started.elapsed(), &backoff);
         span.in_scope(|| log_finish(&finish));
-        self.record(&job, &finish).instrument(span).await;
+        self.record(&job, &finish, ctx.completed_in_tx())
+            .instrument(span)
+            .await;
         self.running().remove(&job.id);
     }
 
@@ -326,7 +336,7 @@ impl Runner {
         &self,
         job: &Claimed,
         registration: Option<&Registration>,
-        span: tracing::Span,
+        ctx: Context,
     ) -> Result<Outcome, Failure> {
         let Some(registration) = registration else {
             return Err(Failure::new(
@@ -337,7 +347,6 @@ impl Runner {
                 ),
             ));
         };
-        let ctx = Context::new(job, span);
         let future = (registration.start)(ctx, &job.args).map_err(|err| {
             Failure::new(
                 FailureKind::Undecodable,
@@ -397,24 +406,30 @@ impl Runner {
         }
     }
 
-    /// Writes the outcome, retrying while the store is unreachable. If it never answers, the
-    /// job's lease runs out and any worker rescues it.
-    async fn record(&self, job: &Claimed, finish: &Finish) {
-        const ATTEMPTS: u32 = 6;
-        for failures in 1..=ATTEMPTS {
+    /// Writes the outcome, retrying while the store is unreachable, for as long as the job's
+    /// lease would last. If the store never answers, the lease runs out and any worker rescues
+    /// the job.
+    async fn record(&self, job: &Claimed, finish: &Finish, completed_in_tx: bool) {
+        let deadline = Instant::now() + self.lease;
+        let mut failures = 0;
+        loop {
             match self.client.store().finish(job.id, job.fence, finish).await {
                 Ok(true) => return,
+                // `ctx.complete_in` already completed it, with the job's own writes.
+                Ok(false) if completed_in_tx => return,
                 Ok(false) => {
                     tracing::warn!("job was taken from this worker (its lease ran out); this run's outcome is discarded");
                     return;
                 }
-                Err(err) if failures < ATTEMPTS => {
+                Err(err) => {
+                    failures += 1;
                     let wait = store_backoff(failures);
+                    if Instant::now() + wait > deadline {
+                        tracing::error!(error = %err, "recording the job's outcome failed; it will be rescued when its lease runs out");
+                        return;
+                    }
                     tracing::warn!(error = %err, retry_in = ?wait, "recording the job's outcome failed");
                     tokio::time::sleep(wait).await;
-                }
-                Err(err) => {
-                    tracing::error!(error = %err, "recording the job's outcome failed; it will be rescued when its lease runs out");
                 }
             }
         }

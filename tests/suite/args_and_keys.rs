@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 
 use errand::JobState;
 
-use crate::common::{job, per_store, records, tag, worker, TestStore};
-use crate::jobs::*;
+use errand_tests::common::{job, records, tag, worker, TestStore};
+use errand_tests::jobs::*;
 
-per_store!(arguments_round_trip, key_function_matches_stored_key);
+errand_tests::per_store!(arguments_round_trip, key_function_matches_stored_key);
 
 fn payload() -> Payload {
     Payload {

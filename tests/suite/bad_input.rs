@@ -3,8 +3,8 @@
 
 use errand::{Client, Config, Error, FailureKind, JobState};
 
-use crate::common::{job, sqlite, tag, worker};
-use crate::jobs::*;
+use errand_tests::common::{job, sqlite, tag, worker};
+use errand_tests::jobs::*;
 
 #[tokio::test]
 async fn malformed_url_names_the_problem() {

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use errand::{Client, JobState};
 
-use crate::common::{job, records, sqlite, tag, worker};
-use crate::jobs::*;
+use errand_tests::common::{job, records, sqlite, tag, worker};
+use errand_tests::jobs::*;
 
 const JOBS: u32 = 1000;
 

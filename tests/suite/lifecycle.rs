@@ -4,10 +4,10 @@ use std::time::{Duration, SystemTime};
 
 use errand::{FailureKind, JobState};
 
-use crate::common::{job, per_store, records, tag, work_until_final, worker, TestStore};
-use crate::jobs::*;
+use errand_tests::common::{job, records, tag, work_until_final, worker, TestStore};
+use errand_tests::jobs::*;
 
-per_store!(
+errand_tests::per_store!(
     enqueued_job_completes,
     delayed_job_waits_for_its_time,
     lower_priority_number_runs_first,
@@ -151,7 +151,7 @@ async fn cancel_outcome_stops_the_job(store: TestStore) {
     assert_eq!(done.errors[0].message, "the order was refunded");
 }
 
-per_store!(local_enqueue_wakes_an_idle_worker);
+errand_tests::per_store!(local_enqueue_wakes_an_idle_worker);
 
 async fn local_enqueue_wakes_an_idle_worker(store: TestStore) {
     let client = store.client.clone();
@@ -164,7 +164,7 @@ async fn local_enqueue_wakes_an_idle_worker(store: TestStore) {
         // Let the worker claim once, find nothing, and go idle before the job exists.
         tokio::task::yield_now().await;
         succeed::enqueue(&enqueuer, watched.clone()).await.unwrap();
-        crate::common::wait_for("the woken worker to run the job", || async {
+        errand_tests::common::wait_for("the woken worker to run the job", || async {
             !records(&watched).is_empty()
         })
         .await;

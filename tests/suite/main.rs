@@ -1,14 +1,13 @@
-//! errand's behaviour through its public API, against real SQLite files and the in-memory store.
-//! One file per area; `per_store!` runs a body against each store, each with its own database.
-
-mod common;
-mod jobs;
+//! errand's behaviour through its public API, against real SQLite files, a real PostgreSQL
+//! server and the in-memory store. One file per area; `per_store!` runs a body against each
+//! store, each with its own database (a fresh SQLite file, a fresh PostgreSQL schema).
 
 mod args_and_keys;
 mod bad_input;
 mod concurrency;
 mod lifecycle;
 mod outbox;
+mod processes;
 mod retries;
 mod shutdown;
 mod testing_client;

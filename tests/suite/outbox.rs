@@ -3,8 +3,8 @@
 
 use errand::JobState;
 
-use crate::common::{job, records, sqlite, tag, worker};
-use crate::jobs::*;
+use errand_tests::common::{job, records, sqlite, tag, worker};
+use errand_tests::jobs::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enqueue_in_transaction_follows_commit_and_rollback() {

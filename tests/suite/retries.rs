@@ -5,10 +5,10 @@ use std::time::{Duration, SystemTime};
 
 use errand::{FailureKind, JobState};
 
-use crate::common::{job, per_store, records, tag, work_until_final, worker, TestStore};
-use crate::jobs::*;
+use errand_tests::common::{job, records, tag, work_until_final, worker, TestStore};
+use errand_tests::jobs::*;
 
-per_store!(
+errand_tests::per_store!(
     transient_failure_is_retried_then_completes,
     permanent_failure_dies_after_one_attempt,
     exhausted_retries_die_with_every_error,

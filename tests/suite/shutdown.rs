@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use errand::{FailureKind, JobState};
 
-use crate::common::{
-    gate, job, per_store, records, tag, wait_for, work_until_final, worker, TestStore,
+use errand_tests::common::{
+    gate, job, records, tag, wait_for, work_until_final, worker, TestStore,
 };
-use crate::jobs::*;
+use errand_tests::jobs::*;
 
-per_store!(
+errand_tests::per_store!(
     shutdown_puts_unfinished_jobs_back,
     shutdown_waits_for_jobs_within_grace,
     expired_lease_is_rescued

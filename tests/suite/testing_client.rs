@@ -6,8 +6,8 @@ use std::time::Duration;
 use errand::testing::TestClient;
 use errand::{Error, FailureKind, JobState};
 
-use crate::common::{records, tag};
-use crate::jobs::*;
+use errand_tests::common::{records, tag};
+use errand_tests::jobs::*;
 
 #[tokio::test]
 async fn records_what_was_enqueued() {
@@ -76,7 +76,7 @@ async fn flaky_default_backoff(
     tag: String,
     failures: u32,
 ) -> Result<(), TestError> {
-    crate::common::record(&tag, ctx.attempt());
+    errand_tests::common::record(&tag, ctx.attempt());
     if ctx.attempt() <= failures {
         return Err(TestError::Flaky(ctx.attempt()));
     }

@@ -4,10 +4,6 @@
 //! Its own test binary: tracing caches per call site whether anyone listens, and tests running
 //! beside this one with no subscriber would race that cache.
 
-#[path = "../suite/common.rs"]
-#[allow(dead_code, unused_macros, unused_imports)]
-mod common;
-
 use std::time::Duration;
 
 use std::collections::BTreeMap;
@@ -20,7 +16,7 @@ use tracing_subscriber::layer::{self, Layer, SubscriberExt};
 
 use errand::{job, Context};
 
-use crate::common::{record, records, sqlite, tag};
+use errand_tests::common::{record, records, sqlite, tag};
 
 type Spans = Arc<Mutex<Vec<BTreeMap<String, String>>>>;
 
@@ -62,11 +58,11 @@ fn each_run_has_a_span_with_the_jobs_identity() {
     let t = tag("span");
     let id = runtime.block_on(async {
         let store = sqlite().await;
-        let id = charge::enqueue(&store.client, t.clone(), 42)
+        let id = traced_charge::enqueue(&store.client, t.clone(), 42)
             .await
             .unwrap()
             .id;
-        crate::common::worker(&store.client, &["default"])
+        errand_tests::common::worker(&store.client, &["default"])
             .run_until_idle()
             .await
             .unwrap();
@@ -80,14 +76,17 @@ fn each_run_has_a_span_with_the_jobs_identity() {
         fields.get("job.id").map(String::as_str),
         Some(id.to_string().as_str())
     );
-    assert_eq!(fields.get("job.kind").map(String::as_str), Some("charge"));
+    assert_eq!(
+        fields.get("job.kind").map(String::as_str),
+        Some("traced_charge")
+    );
     assert_eq!(fields.get("job.queue").map(String::as_str), Some("default"));
     assert_eq!(fields.get("job.attempt").map(String::as_str), Some("1"));
     assert_eq!(fields.get("job.key").map(String::as_str), Some("charge-42"));
 }
 
 #[job(key = "charge-<order_id>")]
-async fn charge(ctx: &Context, tag: String, order_id: i64) -> Result<(), std::io::Error> {
+async fn traced_charge(ctx: &Context, tag: String, order_id: i64) -> Result<(), std::io::Error> {
     let _ = order_id;
     record(&tag, ctx.idempotency_key());
     // The job's own events land in its span.

@@ -87,54 +87,9 @@ impl MemoryStore {
     }
 }
 
-impl Store for MemoryStore {
-    async fn enqueue(&self, job: &NewJob) -> Result<JobId, Error> {
-        let mut inner = self.lock();
-        let now = inner.now();
-        let run_at = match job.run_at {
-            RunAt::Now => now,
-            RunAt::After(d) => now.saturating_add(duration_millis(d)),
-            RunAt::At(t) => to_millis(t),
-        };
-        inner.next_id += 1;
-        let id = JobId::new(inner.next_id);
-        let args = serde_json::from_str(&job.args).map_err(|e| Error::Corrupt {
-            store: "memory",
-            id,
-            reason: format!("arguments are not JSON: {e}"),
-        })?;
-        let info = JobInfo {
-            id,
-            kind: job.kind.to_owned(),
-            queue: job.queue.clone(),
-            args,
-            state: if run_at > now {
-                JobState::Scheduled
-            } else {
-                JobState::Available
-            },
-            attempt: 0,
-            max_attempts: job.max_attempts,
-            priority: job.priority,
-            key: job.key.clone(),
-            created_at: from_millis(now),
-            scheduled_at: from_millis(run_at),
-            attempted_at: None,
-            finished_at: None,
-            errors: Vec::new(),
-        };
-        let row = Row {
-            info,
-            args: job.args.clone(),
-            fence: 0,
-            lease_until: None,
-            worker: None,
-        };
-        inner.jobs.insert(id.get(), row);
-        Ok(id)
-    }
-
-    async fn claim(
+impl MemoryStore {
+    /// One queue's part of a claim: for SQL stores, one statement.
+    async fn claim_queue(
         &self,
         queue: &str,
         limit: usize,
@@ -184,6 +139,67 @@ impl Store for MemoryStore {
                 key: row.info.key.clone(),
                 fence: row.fence,
             });
+        }
+        Ok(claimed)
+    }
+}
+
+impl Store for MemoryStore {
+    async fn enqueue(&self, job: &NewJob) -> Result<JobId, Error> {
+        let mut inner = self.lock();
+        let now = inner.now();
+        let run_at = match job.run_at {
+            RunAt::Now => now,
+            RunAt::After(d) => now.saturating_add(duration_millis(d)),
+            RunAt::At(t) => to_millis(t),
+        };
+        inner.next_id += 1;
+        let id = JobId::new(inner.next_id);
+        let args = serde_json::from_str(&job.args).map_err(|e| Error::Corrupt {
+            store: "memory",
+            id,
+            reason: format!("arguments are not JSON: {e}"),
+        })?;
+        let info = JobInfo {
+            id,
+            kind: job.kind.to_owned(),
+            queue: job.queue.clone(),
+            args,
+            state: if run_at > now {
+                JobState::Scheduled
+            } else {
+                JobState::Available
+            },
+            attempt: 0,
+            max_attempts: job.max_attempts,
+            priority: job.priority,
+            key: job.key.clone(),
+            created_at: from_millis(now),
+            scheduled_at: from_millis(run_at),
+            attempted_at: None,
+            finished_at: None,
+            errors: Vec::new(),
+        };
+        let row = Row {
+            info,
+            args: job.args.clone(),
+            fence: 0,
+            lease_until: None,
+            worker: None,
+        };
+        inner.jobs.insert(id.get(), row);
+        Ok(id)
+    }
+
+    async fn claim(
+        &self,
+        wanted: &[(&str, usize)],
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Vec<Claimed>, Error> {
+        let mut claimed = Vec::new();
+        for (queue, limit) in wanted {
+            claimed.extend(self.claim_queue(queue, *limit, worker, lease).await?);
         }
         Ok(claimed)
     }

@@ -13,6 +13,8 @@ use crate::info::{AttemptError, JobInfo};
 use crate::job::{JobId, JobState};
 
 pub(crate) mod memory;
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
 
@@ -116,11 +118,11 @@ pub(crate) trait Store: Send + Sync {
     /// Inserts a job; `scheduled` if it runs later, `available` otherwise.
     fn enqueue(&self, job: &NewJob) -> impl Future<Output = Result<JobId, Error>> + Send;
 
-    /// Claims up to `limit` due jobs of `queue`, most urgent first, for `worker`, with a lease.
+    /// Claims, for each `(queue, limit)`, up to `limit` due jobs of that queue, most urgent
+    /// first, for `worker`, with a lease.
     fn claim(
         &self,
-        queue: &str,
-        limit: usize,
+        wanted: &[(&str, usize)],
         worker: &str,
         lease: Duration,
     ) -> impl Future<Output = Result<Vec<Claimed>, Error>> + Send;
@@ -164,6 +166,8 @@ pub(crate) trait Store: Send + Sync {
 pub(crate) enum Backend {
     #[cfg(feature = "sqlite")]
     Sqlite(sqlite::SqliteStore),
+    #[cfg(feature = "postgres")]
+    Postgres(postgres::PostgresStore),
     Memory(memory::MemoryStore),
 }
 
@@ -173,6 +177,8 @@ macro_rules! dispatch {
         match $self {
             #[cfg(feature = "sqlite")]
             Backend::Sqlite($store) => $call,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres($store) => $call,
             Backend::Memory($store) => $call,
         }
     };
@@ -185,12 +191,11 @@ impl Store for Backend {
 
     async fn claim(
         &self,
-        queue: &str,
-        limit: usize,
+        wanted: &[(&str, usize)],
         worker: &str,
         lease: Duration,
     ) -> Result<Vec<Claimed>, Error> {
-        dispatch!(self, s => s.claim(queue, limit, worker, lease).await)
+        dispatch!(self, s => s.claim(wanted, worker, lease).await)
     }
 
     async fn finish(&self, id: JobId, fence: i64, finish: &Finish) -> Result<bool, Error> {
@@ -222,3 +227,44 @@ impl Store for Backend {
 /// build it in the statement that rescues the job.
 pub(crate) const LEASE_LOST_BEFORE: &str = "worker `";
 pub(crate) const LEASE_LOST_AFTER: &str = "` stopped renewing its lease (killed, or stalled)";
+
+/// Wake-ups for idle workers from other processes: PostgreSQL's `LISTEN`, or nothing (the
+/// worker's poll covers the other stores).
+pub(crate) enum Listener {
+    None,
+    #[cfg(feature = "postgres")]
+    Postgres(sqlx::postgres::PgListener),
+}
+
+impl Listener {
+    /// Resolves at the next notification; never, for a store without them.
+    pub(crate) async fn next(&mut self) {
+        match self {
+            Listener::None => std::future::pending().await,
+            #[cfg(feature = "postgres")]
+            Listener::Postgres(listener) => {
+                if let Err(err) = listener.recv().await {
+                    // The listener reconnects on its next call; until then the poll covers it.
+                    tracing::warn!(error = %err, "lost the LISTEN connection; reconnecting");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+}
+
+impl Backend {
+    pub(crate) async fn listener(&self) -> Listener {
+        match self {
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(store) => match store.listen().await {
+                Ok(listener) => Listener::Postgres(listener),
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot LISTEN for new jobs; polling only");
+                    Listener::None
+                }
+            },
+            _ => Listener::None,
+        }
+    }
+}

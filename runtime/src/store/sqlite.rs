@@ -179,6 +179,25 @@ pub(crate) async fn insert(conn: &mut SqliteConnection, job: &NewJob) -> Result<
     Ok(JobId::new(id))
 }
 
+/// Marks a running job completed on `conn`, inside the caller's transaction.
+pub(crate) async fn complete(
+    conn: &mut SqliteConnection,
+    id: JobId,
+    fence: i64,
+) -> Result<bool, Error> {
+    let done = sqlx::query(
+        "UPDATE errand_jobs SET state = 'completed', finished_at = ?3, lease_until = NULL
+         WHERE id = ?1 AND fence = ?2 AND state = 'running'",
+    )
+    .bind(id.get())
+    .bind(fence)
+    .bind(now_ms())
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| op_error(format!("complete job {id} in a transaction"), e))?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// A JSON array of ids, for `IN (SELECT value FROM json_each(?))`: one bound value, any length.
 fn id_array(ids: &[JobId]) -> String {
     let ids: Vec<i64> = ids.iter().map(|id| id.get()).collect();
@@ -186,17 +205,9 @@ fn id_array(ids: &[JobId]) -> String {
     serde_json::to_string(&ids).unwrap_or_else(|_| "[]".to_owned())
 }
 
-impl Store for SqliteStore {
-    async fn enqueue(&self, job: &NewJob) -> Result<JobId, Error> {
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| op_error(format!("enqueue a `{}` job", job.kind), e))?;
-        insert(&mut conn, job).await
-    }
-
-    async fn claim(
+impl SqliteStore {
+    /// One queue's part of a claim: for SQL stores, one statement.
+    async fn claim_queue(
         &self,
         queue: &str,
         limit: usize,
@@ -248,6 +259,30 @@ impl Store for SqliteStore {
         // RETURNING gives rows in no particular order; start the most urgent first.
         claimed.sort_by_key(|(order, job)| (*order, job.id));
         Ok(claimed.into_iter().map(|(_, job)| job).collect())
+    }
+}
+
+impl Store for SqliteStore {
+    async fn enqueue(&self, job: &NewJob) -> Result<JobId, Error> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| op_error(format!("enqueue a `{}` job", job.kind), e))?;
+        insert(&mut conn, job).await
+    }
+
+    async fn claim(
+        &self,
+        wanted: &[(&str, usize)],
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Vec<Claimed>, Error> {
+        let mut claimed = Vec::new();
+        for (queue, limit) in wanted {
+            claimed.extend(self.claim_queue(queue, *limit, worker, lease).await?);
+        }
+        Ok(claimed)
     }
 
     async fn finish(&self, id: JobId, fence: i64, finish: &Finish) -> Result<bool, Error> {

@@ -2,6 +2,7 @@
 //! tests running in the same process.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use errand::{job, Context, JobError, Outcome};
@@ -23,6 +24,9 @@ pub enum TestError {
         #[retry_after]
         wait: Duration,
     },
+    #[error(transparent)]
+    #[transient]
+    Db(#[from] sqlx::Error),
 }
 
 /// Retries after 10 ms, so tests on real stores take milliseconds.
@@ -189,4 +193,59 @@ pub async fn in_first(tag: String, label: String) -> Result<(), TestError> {
 pub async fn in_second(tag: String, label: String) -> Result<(), TestError> {
     record(&tag, label);
     Ok(())
+}
+
+// Jobs for worker processes: they record each run in the test's own table, `test_runs`, on the
+// database the worker process was pointed at.
+
+static RECORDER: OnceLock<sqlx::PgPool> = OnceLock::new();
+
+/// Where process jobs record their runs: set once by the worker process at start.
+pub fn set_recorder(pool: sqlx::PgPool) {
+    let _ = RECORDER.set(pool);
+}
+
+async fn record_run(ctx: &Context, n: i64, event: &str) -> Result<(), TestError> {
+    let pool = RECORDER
+        .get()
+        .ok_or_else(|| TestError::Broken("no recorder in this process".into()))?;
+    sqlx::query("INSERT INTO test_runs (n, pid, attempt, event) VALUES ($1, $2, $3, $4)")
+        .bind(n)
+        .bind(i64::from(std::process::id()))
+        .bind(i64::from(ctx.attempt()))
+        .bind(event)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Records every run: a job run twice would leave two rows.
+#[job(queue = "procs", retry = 20, backoff = fast)]
+pub async fn recorded_run(ctx: &Context, n: i64) -> Result<(), TestError> {
+    record_run(ctx, n, "ran").await
+}
+
+/// Starts, then on its first attempt hangs until its worker is killed.
+#[job(queue = "procs", retry = 20, backoff = fast)]
+pub async fn hangs_on_first_attempt(ctx: &Context, n: i64) -> Result<(), TestError> {
+    record_run(ctx, n, "started").await?;
+    if ctx.attempt() == 1 {
+        tokio::time::sleep(Duration::from_secs(600)).await;
+    }
+    record_run(ctx, n, "finished").await
+}
+
+/// The table process jobs record into, in `pool`'s schema.
+pub async fn create_runs_table(pool: &sqlx::PgPool) {
+    sqlx::query("CREATE TABLE IF NOT EXISTS test_runs (n BIGINT NOT NULL, pid BIGINT NOT NULL, attempt BIGINT NOT NULL, event TEXT NOT NULL)")
+        .execute(pool)
+        .await
+        .expect("create test_runs");
+}
+
+/// Takes a little while, so that some runs are under way when the database restarts.
+#[job(queue = "procs", retry = 20, backoff = fast)]
+pub async fn recorded_slow_run(ctx: &Context, n: i64) -> Result<(), TestError> {
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    record_run(ctx, n, "ran").await
 }

@@ -1,0 +1,418 @@
+//! The PostgreSQL store: many workers on many machines.
+//!
+//! Claims take a batch across queues in one statement with `FOR UPDATE SKIP LOCKED`, so workers
+//! never wait on each other's rows and never take the same job. Every time comes from the
+//! database's clock (`errand_now_ms()`), so machines with skewed clocks agree on what is due and
+//! which lease ran out. A trigger notifies `errand_<schema>` when a job becomes available, and
+//! workers `LISTEN` on it.
+//!
+//! The store's tables live in one schema (`public` unless [`Config::schema`](crate::Config::schema)
+//! says otherwise), reached through the connections' `search_path`; no statement names it.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
+use sqlx::{PgConnection, PgPool, Row};
+
+use crate::error::{redact, Error};
+use crate::info::{duration_millis, from_millis, JobInfo, StoredAttempt};
+use crate::job::{JobId, JobState};
+use crate::store::{Claimed, Finish, NewJob, RunAt, Store, LEASE_LOST_AFTER, LEASE_LOST_BEFORE};
+
+const STORE: &str = "postgres";
+
+/// Versioned schema changes, applied in order, each once.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_jobs.sql"))];
+
+#[derive(Clone, Debug)]
+pub(crate) struct PostgresStore {
+    pool: PgPool,
+    schema: String,
+}
+
+impl PostgresStore {
+    pub(crate) async fn connect(
+        url: &str,
+        schema: &str,
+        max_connections: u32,
+    ) -> Result<PostgresStore, Error> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| Error::InvalidUrl {
+                url: redact(url),
+                reason: e.to_string(),
+            })?
+            // A startup parameter, not SQL: the schema name never becomes part of a statement.
+            .options([("search_path", schema)]);
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(|source| Error::Connect {
+                store: STORE,
+                url: redact(url),
+                source,
+            })?;
+        let store = PostgresStore {
+            pool,
+            schema: schema.to_owned(),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies the migrations this schema lacks. An advisory lock per schema makes processes
+    /// that start together wait for one another, so each migration runs once.
+    pub(crate) async fn migrate(&self) -> Result<(), Error> {
+        let migrate_error = |version| {
+            move |source| Error::Migrate {
+                store: STORE,
+                version,
+                source,
+            }
+        };
+        let mut tx = self.pool.begin().await.map_err(migrate_error(0))?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('errand migrations ' || $1))")
+            .bind(&self.schema)
+            .execute(&mut *tx)
+            .await
+            .map_err(migrate_error(0))?;
+        // `format('%I')` quotes the name on the server: it is bound as a value, never spliced.
+        let create: String =
+            sqlx::query_scalar("SELECT format('CREATE SCHEMA IF NOT EXISTS %I', $1::text)")
+                .bind(&self.schema)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(migrate_error(0))?;
+        sqlx::raw_sql(&create)
+            .execute(&mut *tx)
+            .await
+            .map_err(migrate_error(0))?;
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS errand_migrations (
+                version BIGINT PRIMARY KEY,
+                applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(migrate_error(0))?;
+        let current: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM errand_migrations")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(migrate_error(0))?;
+        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+            sqlx::raw_sql(sql)
+                .execute(&mut *tx)
+                .await
+                .map_err(migrate_error(*version))?;
+            sqlx::query("INSERT INTO errand_migrations (version) VALUES ($1)")
+                .bind(version)
+                .execute(&mut *tx)
+                .await
+                .map_err(migrate_error(*version))?;
+        }
+        tx.commit().await.map_err(migrate_error(0))
+    }
+
+    /// A listener for this schema's "job available" notifications.
+    pub(crate) async fn listen(&self) -> Result<PgListener, Error> {
+        let mut listener = PgListener::connect_with(&self.pool)
+            .await
+            .map_err(|e| op_error("open a LISTEN connection", e))?;
+        listener
+            .listen(&format!("errand_{}", self.schema))
+            .await
+            .map_err(|e| op_error("LISTEN for available jobs", e))?;
+        Ok(listener)
+    }
+}
+
+fn op_error(op: impl Into<String>, source: sqlx::Error) -> Error {
+    Error::Store {
+        store: STORE,
+        op: op.into(),
+        source,
+    }
+}
+
+/// Inserts a job on `conn`: the pool's, or the caller's transaction.
+pub(crate) async fn insert(conn: &mut PgConnection, job: &NewJob) -> Result<JobId, Error> {
+    // Relative times are measured on the database's clock; absolute ones are taken as given.
+    let (delay_ms, at_ms) = match job.run_at {
+        RunAt::Now => (Some(0), None),
+        RunAt::After(d) => (Some(duration_millis(d)), None),
+        RunAt::At(t) => (None, Some(crate::info::to_millis(t))),
+    };
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, idempotency_key, run_at, created_at)
+         SELECT $1, $2, $3::jsonb,
+                CASE WHEN t.run_at > errand_now_ms() THEN 'scheduled' ELSE 'available' END,
+                $4, $5, $6, t.run_at, errand_now_ms()
+         FROM (SELECT COALESCE($8::bigint, errand_now_ms() + $7::bigint) AS run_at) t
+         RETURNING id",
+    )
+    .bind(job.kind)
+    .bind(&job.queue)
+    .bind(&job.args)
+    .bind(i16::from(job.priority))
+    .bind(i32::try_from(job.max_attempts).unwrap_or(i32::MAX))
+    .bind(job.key.as_deref())
+    .bind(delay_ms)
+    .bind(at_ms)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| op_error(format!("enqueue a `{}` job", job.kind), e))?;
+    Ok(JobId::new(id))
+}
+
+/// Marks a running job completed on `conn`, inside the caller's transaction.
+pub(crate) async fn complete(
+    conn: &mut PgConnection,
+    id: JobId,
+    fence: i64,
+) -> Result<bool, Error> {
+    let done = sqlx::query(
+        "UPDATE errand_jobs SET state = 'completed', finished_at = errand_now_ms(), lease_until = NULL
+         WHERE id = $1 AND fence = $2 AND state = 'running'",
+    )
+    .bind(id.get())
+    .bind(fence)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| op_error(format!("complete job {id} in a transaction"), e))?;
+    Ok(done.rows_affected() == 1)
+}
+
+fn ids(ids: &[JobId]) -> Vec<i64> {
+    ids.iter().map(|id| id.get()).collect()
+}
+
+impl Store for PostgresStore {
+    async fn enqueue(&self, job: &NewJob) -> Result<JobId, Error> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| op_error(format!("enqueue a `{}` job", job.kind), e))?;
+        insert(&mut conn, job).await
+    }
+
+    async fn claim(
+        &self,
+        wanted: &[(&str, usize)],
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Vec<Claimed>, Error> {
+        let queues: Vec<&str> = wanted.iter().map(|(q, _)| *q).collect();
+        let limits: Vec<i32> = wanted
+            .iter()
+            .map(|(_, n)| i32::try_from(*n).unwrap_or(i32::MAX))
+            .collect();
+        let rows = sqlx::query(
+            "WITH picked AS (
+                 SELECT j.id
+                 FROM unnest($1::text[], $2::int[]) AS w(queue, n)
+                 CROSS JOIN LATERAL (
+                     SELECT id FROM errand_jobs
+                     WHERE queue = w.queue
+                       AND state IN ('scheduled', 'available', 'retryable')
+                       AND run_at <= errand_now_ms()
+                     ORDER BY priority, run_at, id
+                     LIMIT w.n
+                     FOR UPDATE SKIP LOCKED
+                 ) j
+             )
+             UPDATE errand_jobs
+             SET state = 'running', attempt = attempt + 1, fence = fence + 1,
+                 attempted_at = errand_now_ms(), lease_until = errand_now_ms() + $3, worker = $4
+             WHERE id IN (SELECT id FROM picked)
+             RETURNING id, kind, queue, args::text AS args, attempt, max_attempts, idempotency_key, fence,
+                       priority, run_at",
+        )
+        .bind(&queues)
+        .bind(&limits)
+        .bind(duration_millis(lease))
+        .bind(worker)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| op_error(format!("claim jobs from {queues:?}"), e))?;
+        let mut claimed = rows
+            .iter()
+            .map(|row| {
+                let order = (
+                    row.try_get::<i16, _>("priority")?,
+                    row.try_get::<i64, _>("run_at")?,
+                );
+                let job = Claimed {
+                    id: JobId::new(row.try_get("id")?),
+                    kind: row.try_get("kind")?,
+                    queue: row.try_get("queue")?,
+                    args: row.try_get("args")?,
+                    attempt: u32::try_from(row.try_get::<i32, _>("attempt")?).unwrap_or(u32::MAX),
+                    max_attempts: u32::try_from(row.try_get::<i32, _>("max_attempts")?)
+                        .unwrap_or(u32::MAX),
+                    key: row.try_get("idempotency_key")?,
+                    fence: row.try_get("fence")?,
+                };
+                Ok((order, job))
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(|e| op_error("read claimed jobs", e))?;
+        // RETURNING gives rows in no particular order; start the most urgent first.
+        claimed.sort_by_key(|(order, job)| (*order, job.id));
+        Ok(claimed.into_iter().map(|(_, job)| job).collect())
+    }
+
+    async fn finish(&self, id: JobId, fence: i64, finish: &Finish) -> Result<bool, Error> {
+        let error = finish
+            .error
+            .as_ref()
+            .map(|e| serde_json::to_string(&StoredAttempt::from(e)))
+            .transpose();
+        let error = error.map_err(|e| Error::Corrupt {
+            store: STORE,
+            id,
+            reason: format!("cannot encode an attempt error: {e}"),
+        })?;
+        let result = sqlx::query(
+            "UPDATE errand_jobs
+             SET state = $3,
+                 run_at = COALESCE(errand_now_ms() + $4::bigint, run_at),
+                 attempt = attempt - $5,
+                 finished_at = CASE WHEN $6 THEN errand_now_ms() END,
+                 lease_until = NULL,
+                 errors = CASE WHEN $7::jsonb IS NULL THEN errors ELSE errors || jsonb_build_array($7::jsonb) END
+             WHERE id = $1 AND fence = $2 AND state = 'running'",
+        )
+        .bind(id.get())
+        .bind(fence)
+        .bind(finish.state.as_str())
+        .bind(finish.run_after.map(duration_millis))
+        .bind(i32::from(finish.refund_attempt))
+        .bind(finish.state.is_final())
+        .bind(error)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| op_error(format!("mark job {id} {}", finish.state), e))?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn renew(&self, worker: &str, jobs: &[JobId], lease: Duration) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE errand_jobs SET lease_until = errand_now_ms() + $1
+             WHERE state = 'running' AND worker = $2 AND id = ANY($3)",
+        )
+        .bind(duration_millis(lease))
+        .bind(worker)
+        .bind(ids(jobs))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| op_error(format!("renew the leases of {} jobs", jobs.len()), e))?;
+        Ok(())
+    }
+
+    async fn release(&self, worker: &str, jobs: &[JobId]) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE errand_jobs
+             SET state = 'available', attempt = attempt - 1, lease_until = NULL, worker = NULL
+             WHERE state = 'running' AND worker = $1 AND id = ANY($2)",
+        )
+        .bind(worker)
+        .bind(ids(jobs))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| op_error(format!("put back {} unfinished jobs", jobs.len()), e))?;
+        Ok(())
+    }
+
+    async fn rescue(&self) -> Result<u64, Error> {
+        let result = sqlx::query(
+            "UPDATE errand_jobs
+             SET state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'retryable' END,
+                 finished_at = CASE WHEN attempt >= max_attempts THEN errand_now_ms() END,
+                 run_at = errand_now_ms(),
+                 lease_until = NULL,
+                 errors = errors || jsonb_build_array(jsonb_build_object(
+                     'attempt', attempt, 'kind', 'lease_lost',
+                     'message', $1 || COALESCE(worker, '?') || $2,
+                     'at', errand_now_ms(), 'duration_ms', errand_now_ms() - COALESCE(attempted_at, errand_now_ms()),
+                     'worker', COALESCE(worker, '?')))
+             WHERE state = 'running' AND lease_until < errand_now_ms()",
+        )
+        .bind(LEASE_LOST_BEFORE)
+        .bind(LEASE_LOST_AFTER)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| op_error("rescue jobs whose lease ran out", e))?;
+        Ok(result.rows_affected())
+    }
+
+    async fn job(&self, id: JobId) -> Result<Option<JobInfo>, Error> {
+        let row = sqlx::query(&format!("{SELECT_JOB} WHERE id = $1"))
+            .bind(id.get())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| op_error(format!("read job {id}"), e))?;
+        row.map(|row| job_info(&row)).transpose()
+    }
+
+    async fn jobs(&self, kind: Option<&str>) -> Result<Vec<JobInfo>, Error> {
+        let rows = sqlx::query(&format!(
+            "{SELECT_JOB} WHERE $1::text IS NULL OR kind = $1 ORDER BY id"
+        ))
+        .bind(kind)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| op_error("list jobs", e))?;
+        rows.iter().map(job_info).collect()
+    }
+}
+
+const SELECT_JOB: &str = "SELECT id, kind, queue, args::text AS args, state, priority, attempt, max_attempts,
+    idempotency_key, run_at, created_at, attempted_at, finished_at, errors::text AS errors FROM errand_jobs";
+
+fn job_info(row: &PgRow) -> Result<JobInfo, Error> {
+    let id = JobId::new(
+        row.try_get("id")
+            .map_err(|e| op_error("read a job's id", e))?,
+    );
+    let corrupt = |reason: String| Error::Corrupt {
+        store: STORE,
+        id,
+        reason,
+    };
+    let get_err = |e: sqlx::Error| corrupt(e.to_string());
+    let args: String = row.try_get("args").map_err(get_err)?;
+    let state: String = row.try_get("state").map_err(get_err)?;
+    let errors: String = row.try_get("errors").map_err(get_err)?;
+    let errors: Vec<StoredAttempt> = serde_json::from_str(&errors)
+        .map_err(|e| corrupt(format!("unreadable error history: {e}")))?;
+    Ok(JobInfo {
+        id,
+        kind: row.try_get("kind").map_err(get_err)?,
+        queue: row.try_get("queue").map_err(get_err)?,
+        args: serde_json::from_str(&args)
+            .map_err(|e| corrupt(format!("arguments are not JSON: {e}")))?,
+        state: JobState::parse(&state)
+            .ok_or_else(|| corrupt(format!("unknown state `{state}`")))?,
+        attempt: u32::try_from(row.try_get::<i32, _>("attempt").map_err(get_err)?).unwrap_or(0),
+        max_attempts: u32::try_from(row.try_get::<i32, _>("max_attempts").map_err(get_err)?)
+            .unwrap_or(0),
+        priority: u8::try_from(row.try_get::<i16, _>("priority").map_err(get_err)?)
+            .unwrap_or(u8::MAX),
+        key: row.try_get("idempotency_key").map_err(get_err)?,
+        created_at: from_millis(row.try_get("created_at").map_err(get_err)?),
+        scheduled_at: from_millis(row.try_get("run_at").map_err(get_err)?),
+        attempted_at: row
+            .try_get::<Option<i64>, _>("attempted_at")
+            .map_err(get_err)?
+            .map(from_millis),
+        finished_at: row
+            .try_get::<Option<i64>, _>("finished_at")
+            .map_err(get_err)?
+            .map(from_millis),
+        errors: errors.into_iter().map(Into::into).collect(),
+    })
+}

@@ -1,0 +1,43 @@
+//! A worker process for errand's tests: runs the test jobs from PostgreSQL until SIGTERM.
+//!
+//! Environment: `DATABASE_URL`, `ERRAND_SCHEMA`, and optionally `ERRAND_CONCURRENCY` (8) and
+//! `ERRAND_LEASE_MS` (30000). Prints `ready` once it works.
+
+use std::time::Duration;
+
+use errand::{Client, Config, Worker};
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    let url = std::env::var("DATABASE_URL")?;
+    let schema = std::env::var("ERRAND_SCHEMA")?;
+    let client = Client::connect_with(&url, Config::default().schema(&schema)).await?;
+    let options: sqlx::postgres::PgConnectOptions = url.parse()?;
+    let recorder = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(options.options([("search_path", schema.as_str())]))
+        .await?;
+    errand_tests::jobs::set_recorder(recorder);
+    println!("ready");
+    Worker::new(client)
+        .queues([("procs", 1)])
+        .concurrency(env_or("ERRAND_CONCURRENCY", 8) as usize)
+        .lease(Duration::from_millis(env_or("ERRAND_LEASE_MS", 30_000)))
+        .poll_interval(Duration::from_millis(200))
+        .grace_period(Duration::from_secs(10))
+        .run()
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! Real worker processes on PostgreSQL: many at once, one killed mid-job, and the database
+//! restarted under them. Each run of a job is recorded in the test's own table.
+
+use std::time::Duration;
+
+use errand::{Client, Config, FailureKind, JobState};
+use errand_tests::common::{job, postgres, wait_for, wait_for_within};
+use errand_tests::jobs::*;
+use errand_tests::processes::{TempCluster, WorkerProcess};
+use sqlx::PgPool;
+
+const WORKER: &str = env!("CARGO_BIN_EXE_errand-test-worker");
+
+async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.expect(sql)
+}
+
+/// Jobs per state, for failure messages.
+async fn states(pool: &PgPool) -> Vec<(String, i64)> {
+    sqlx::query_as("SELECT state, count(*) FROM errand_jobs GROUP BY state ORDER BY state")
+        .fetch_all(pool)
+        .await
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_worker_processes_run_ten_thousand_jobs_exactly_once() {
+    const JOBS: i64 = 10_000;
+    let Some(store) = postgres().await else {
+        return;
+    };
+    let (url, schema) = (store.url.clone().unwrap(), store.schema.clone().unwrap());
+    let pool = store.postgres_pool().await;
+    create_runs_table(&pool).await;
+    let mut tx = pool.begin().await.unwrap();
+    for n in 0..JOBS {
+        recorded_run::with(n).enqueue_tx(&mut tx).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    let mut workers = Vec::new();
+    for _ in 0..3 {
+        workers.push(WorkerProcess::start(WORKER, &url, &schema, Duration::from_secs(30)).await);
+    }
+    wait_for_within(
+        Duration::from_secs(300),
+        "every job to complete",
+        || async {
+            count(
+                &pool,
+                "SELECT count(*) FROM errand_jobs WHERE state = 'completed'",
+            )
+            .await
+                == JOBS
+        },
+    )
+    .await;
+    for worker in workers {
+        worker.terminate().await;
+    }
+
+    assert_eq!(states(&pool).await, [("completed".to_owned(), JOBS)]);
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM test_runs").await,
+        JOBS,
+        "a job ran twice"
+    );
+    assert_eq!(
+        count(&pool, "SELECT count(DISTINCT n) FROM test_runs").await,
+        JOBS,
+        "a job never ran"
+    );
+    assert_eq!(
+        count(&pool, "SELECT count(DISTINCT pid) FROM test_runs").await,
+        3,
+        "each process took jobs"
+    );
+    store.clean_up().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_worker_is_killed_is_finished_by_another_process() {
+    let Some(store) = postgres().await else {
+        return;
+    };
+    let (url, schema) = (store.url.clone().unwrap(), store.schema.clone().unwrap());
+    let pool = store.postgres_pool().await;
+    create_runs_table(&pool).await;
+    let lease = Duration::from_secs(1);
+    let first = WorkerProcess::start(WORKER, &url, &schema, lease).await;
+    let first_pid = i64::from(first.pid);
+    let id = hangs_on_first_attempt::enqueue(&store.client, 7)
+        .await
+        .unwrap()
+        .id;
+    wait_for("the first worker to start the job", || async {
+        count(
+            &pool,
+            "SELECT count(*) FROM test_runs WHERE event = 'started'",
+        )
+        .await
+            == 1
+    })
+    .await;
+    first.kill().await;
+    assert_eq!(job(&store.client, id).await.state, JobState::Running);
+
+    let second = WorkerProcess::start(WORKER, &url, &schema, lease).await;
+    wait_for("another process to finish the job", || async {
+        job(&store.client, id).await.state == JobState::Completed
+    })
+    .await;
+    second.terminate().await;
+
+    let done = job(&store.client, id).await;
+    assert_eq!(done.attempt, 2);
+    assert_eq!(done.errors.len(), 1);
+    assert_eq!(done.errors[0].kind, FailureKind::LeaseLost);
+    assert!(
+        done.errors[0].worker.contains(&format!(":{first_pid}:")),
+        "{:?}",
+        done.errors[0]
+    );
+    let runs: Vec<(i64, i64, String)> =
+        sqlx::query_as("SELECT pid, attempt, event FROM test_runs ORDER BY attempt, event DESC")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let second_pid = runs.last().map(|r| r.0).unwrap();
+    assert_ne!(second_pid, first_pid);
+    assert_eq!(
+        runs,
+        [
+            (first_pid, 1, "started".to_owned()),
+            (second_pid, 2, "started".to_owned()),
+            (second_pid, 2, "finished".to_owned()),
+        ]
+    );
+    store.clean_up().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_carry_on_when_postgres_restarts_under_them() {
+    const JOBS: i64 = 2_000;
+    let Some(cluster) = TempCluster::start() else {
+        return;
+    };
+    let (url, schema) = (cluster.url(), "errand_restart");
+    let client = Client::connect_with(&url, Config::default().schema(schema))
+        .await
+        .unwrap();
+    let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options.options([("search_path", schema)]))
+        .await
+        .unwrap();
+    create_runs_table(&pool).await;
+    let mut tx = pool.begin().await.unwrap();
+    for n in 0..JOBS {
+        recorded_slow_run::with(n)
+            .enqueue_tx(&mut tx)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    let lease = Duration::from_secs(2);
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        workers.push(WorkerProcess::start(WORKER, &url, schema, lease).await);
+    }
+    wait_for("a quarter of the jobs to complete", || async {
+        count(
+            &pool,
+            "SELECT count(*) FROM errand_jobs WHERE state = 'completed'",
+        )
+        .await
+            >= JOBS / 4
+    })
+    .await;
+    cluster.restart();
+    // Queries fail while the server is down; a failed poll just polls again.
+    wait_for_within(
+        Duration::from_secs(300),
+        "every job to complete after the restart",
+        || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM errand_jobs WHERE state = 'completed'",
+            )
+            .fetch_one(&pool)
+            .await
+            .is_ok_and(|n| n == JOBS)
+        },
+    )
+    .await;
+    for worker in workers {
+        worker.terminate().await;
+    }
+
+    assert_eq!(
+        states(&pool).await,
+        [("completed".to_owned(), JOBS)],
+        "none lost, none stuck"
+    );
+    assert_eq!(
+        count(&pool, "SELECT count(DISTINCT n) FROM test_runs").await,
+        JOBS,
+        "every job ran"
+    );
+    drop(client);
+}
