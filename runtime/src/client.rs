@@ -1,5 +1,6 @@
 //! The [`Client`]: a handle on a store, for enqueuing jobs and reading them back.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -111,23 +112,32 @@ impl Client {
     /// - `sqlite://path/to/jobs.db` (created if missing; add `?mode=rw` to require it exists)
     /// - `sqlite::memory:` (one process, gone when the client is dropped)
     /// - `postgres://user:password@host:5432/database` (with the `postgres` feature)
-    pub async fn connect(url: &str) -> Result<Client, Error> {
-        Client::connect_with(url, Config::default()).await
+    pub fn connect(url: &str) -> impl Future<Output = Result<Client, Error>> + Send + 'static {
+        Client::connect_with(url, Config::default())
     }
 
     /// [`Client::connect`] with settings.
-    pub async fn connect_with(url: &str, config: Config) -> Result<Client, Error> {
-        let store = if url.starts_with("sqlite:") {
-            connect_sqlite(url).await?
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            connect_postgres(url, &config).await?
-        } else {
-            return Err(Error::InvalidUrl {
-                url: redact(url),
-                reason: "expected a URL starting with `sqlite:` (e.g. `sqlite://jobs.db`) or `postgres://`".to_owned(),
-            });
-        };
-        Ok(Client::from_backend(store, config))
+    pub fn connect_with(
+        url: &str,
+        config: Config,
+    ) -> impl Future<Output = Result<Client, Error>> + Send + 'static {
+        // The future owns its URL: a future that borrowed it could not be `tokio::spawn`ed from
+        // a block that owns the `String`, because rustc cannot prove such a future `Send` for
+        // every lifetime of the borrow once it holds sqlx's connection borrows across awaits.
+        let url = url.to_owned();
+        async move {
+            let store = if url.starts_with("sqlite:") {
+                connect_sqlite(&url).await?
+            } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                connect_postgres(&url, &config).await?
+            } else {
+                return Err(Error::InvalidUrl {
+                    url: redact(&url),
+                    reason: "expected a URL starting with `sqlite:` (e.g. `sqlite://jobs.db`) or `postgres://`".to_owned(),
+                });
+            };
+            Ok(Client::from_backend(store, config))
+        }
     }
 
     pub(crate) fn from_backend(store: Backend, config: Config) -> Client {

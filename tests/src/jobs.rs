@@ -200,7 +200,8 @@ pub async fn in_second(tag: String, label: String) -> Result<(), TestError> {
 
 static RECORDER: OnceLock<sqlx::PgPool> = OnceLock::new();
 
-/// Where process jobs record their runs: set once by the worker process at start.
+/// Where process jobs record their runs: set once per process (by the worker process at start,
+/// or by the one test in the suite that runs `pay_in_tx` in-process).
 pub fn set_recorder(pool: sqlx::PgPool) {
     let _ = RECORDER.set(pool);
 }
@@ -248,4 +249,30 @@ pub async fn create_runs_table(pool: &sqlx::PgPool) {
 pub async fn recorded_slow_run(ctx: &Context, n: i64) -> Result<(), TestError> {
     tokio::time::sleep(Duration::from_millis(20)).await;
     record_run(ctx, n, "ran").await
+}
+
+/// Writes its effect and completes itself in one transaction on the test's PostgreSQL schema,
+/// then fails if told to: the completion must stand, and the effect must not repeat.
+#[job(retry = 3, backoff = fast)]
+pub async fn pay_in_tx(
+    ctx: &Context,
+    order_id: i64,
+    fail_after_commit: bool,
+) -> Result<(), TestError> {
+    let pool = RECORDER
+        .get()
+        .ok_or_else(|| TestError::Broken("no recorder in this process".into()))?;
+    let mut tx = pool.begin().await?;
+    sqlx::query("INSERT INTO payments (order_id) VALUES ($1)")
+        .bind(order_id)
+        .execute(&mut *tx)
+        .await?;
+    ctx.complete_in(&mut tx)
+        .await
+        .map_err(|e| TestError::Broken(e.to_string()))?;
+    tx.commit().await?;
+    if fail_after_commit {
+        return Err(TestError::Flaky(ctx.attempt()));
+    }
+    Ok(())
 }

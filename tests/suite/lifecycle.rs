@@ -173,3 +173,39 @@ async fn local_enqueue_wakes_an_idle_worker(store: TestStore) {
     .unwrap();
     assert_eq!(records(&t), ["ran"]);
 }
+
+/// Every public future is `Send + 'static` when its inputs are owned, so users can
+/// `tokio::spawn` code that connects, enqueues, reads and works. Compiling this is half the test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_futures_can_be_spawned() {
+    let sqlite_dir = tempfile::tempdir().unwrap();
+    let mut urls = vec![(
+        format!("sqlite://{}", sqlite_dir.path().join("spawn.db").display()),
+        None,
+    )];
+    if let Some(pg) = errand_tests::common::postgres().await {
+        urls.push((pg.url.clone().unwrap(), Some(pg)));
+    }
+    for (url, pg) in urls {
+        let schema = pg
+            .as_ref()
+            .and_then(|s| s.schema.clone())
+            .unwrap_or_else(|| "public".to_owned());
+        let t = tag("spawned");
+        let tag_in_task = t.clone();
+        let spawned = tokio::spawn(async move {
+            let client =
+                errand::Client::connect_with(&url, errand::Config::default().schema(schema))
+                    .await?;
+            let id = succeed::enqueue(&client, tag_in_task).await?.id;
+            errand::Worker::new(client.clone()).run_until_idle().await?;
+            let state = client.job(id).await?.map(|job| job.state);
+            Ok::<_, errand::Error>(state)
+        });
+        assert_eq!(spawned.await.unwrap().unwrap(), Some(JobState::Completed));
+        assert_eq!(records(&t), ["ran"]);
+        if let Some(pg) = pg {
+            pg.clean_up().await;
+        }
+    }
+}

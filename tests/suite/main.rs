@@ -7,6 +7,7 @@ mod bad_input;
 mod concurrency;
 mod lifecycle;
 mod outbox;
+mod postgres;
 mod processes;
 mod retries;
 mod shutdown;

@@ -18,6 +18,12 @@ pub(crate) mod postgres;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
 
+/// A boxed `Send` future. Store functions that hold a connection borrowed from their caller
+/// across awaits return one: rustc cannot prove such futures `Send` for every lifetime once
+/// they sit inside another future, which stops users from `tokio::spawn`ing code that awaits
+/// them. Boxing checks `Send` once, here, with the lifetimes known.
+pub(crate) type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
 /// A job about to be inserted. `pub` (in this private module) only because the sealed
 /// [`Transaction`](crate::Transaction) trait takes it.
 #[derive(Clone, Debug)]

@@ -18,7 +18,9 @@ use sqlx::{PgConnection, PgPool, Row};
 use crate::error::{redact, Error};
 use crate::info::{duration_millis, from_millis, JobInfo, StoredAttempt};
 use crate::job::{JobId, JobState};
-use crate::store::{Claimed, Finish, NewJob, RunAt, Store, LEASE_LOST_AFTER, LEASE_LOST_BEFORE};
+use crate::store::{
+    BoxFuture, Claimed, Finish, NewJob, RunAt, Store, LEASE_LOST_AFTER, LEASE_LOST_BEFORE,
+};
 
 const STORE: &str = "postgres";
 
@@ -32,88 +34,51 @@ pub(crate) struct PostgresStore {
 }
 
 impl PostgresStore {
-    pub(crate) async fn connect(
-        url: &str,
-        schema: &str,
+    pub(crate) fn connect<'a>(
+        url: &'a str,
+        schema: &'a str,
         max_connections: u32,
-    ) -> Result<PostgresStore, Error> {
-        let options = PgConnectOptions::from_str(url)
-            .map_err(|e| Error::InvalidUrl {
-                url: redact(url),
-                reason: e.to_string(),
-            })?
-            // A startup parameter, not SQL: the schema name never becomes part of a statement.
-            .options([("search_path", schema)]);
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
-            .await
-            .map_err(|source| Error::Connect {
-                store: STORE,
-                url: redact(url),
-                source,
-            })?;
-        let store = PostgresStore {
-            pool,
-            schema: schema.to_owned(),
-        };
-        store.migrate().await?;
-        Ok(store)
+    ) -> BoxFuture<'a, Result<PostgresStore, Error>> {
+        Box::pin(async move {
+            let options = PgConnectOptions::from_str(url)
+                .map_err(|e| Error::InvalidUrl {
+                    url: redact(url),
+                    reason: e.to_string(),
+                })?
+                // A startup parameter, not SQL: the schema name never becomes part of a statement.
+                .options([("search_path", schema)]);
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await
+                .map_err(|source| Error::Connect {
+                    store: STORE,
+                    url: redact(url),
+                    source,
+                })?;
+            let store = PostgresStore {
+                pool,
+                schema: schema.to_owned(),
+            };
+            store.migrate().await?;
+            Ok(store)
+        })
     }
 
     /// Applies the migrations this schema lacks. An advisory lock per schema makes processes
     /// that start together wait for one another, so each migration runs once.
-    pub(crate) async fn migrate(&self) -> Result<(), Error> {
-        let migrate_error = |version| {
-            move |source| Error::Migrate {
+    pub(crate) fn migrate(&self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async move {
+            let begin_error = |source| Error::Migrate {
                 store: STORE,
-                version,
+                version: 0,
                 source,
-            }
-        };
-        let mut tx = self.pool.begin().await.map_err(migrate_error(0))?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('errand migrations ' || $1))")
-            .bind(&self.schema)
-            .execute(&mut *tx)
-            .await
-            .map_err(migrate_error(0))?;
-        // `format('%I')` quotes the name on the server: it is bound as a value, never spliced.
-        let create: String =
-            sqlx::query_scalar("SELECT format('CREATE SCHEMA IF NOT EXISTS %I', $1::text)")
-                .bind(&self.schema)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(migrate_error(0))?;
-        sqlx::raw_sql(&create)
-            .execute(&mut *tx)
-            .await
-            .map_err(migrate_error(0))?;
-        sqlx::raw_sql(
-            "CREATE TABLE IF NOT EXISTS errand_migrations (
-                version BIGINT PRIMARY KEY,
-                applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(migrate_error(0))?;
-        let current: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM errand_migrations")
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(migrate_error(0))?;
-        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
-            sqlx::raw_sql(sql)
-                .execute(&mut *tx)
-                .await
-                .map_err(migrate_error(*version))?;
-            sqlx::query("INSERT INTO errand_migrations (version) VALUES ($1)")
-                .bind(version)
-                .execute(&mut *tx)
-                .await
-                .map_err(migrate_error(*version))?;
-        }
-        tx.commit().await.map_err(migrate_error(0))
+            };
+            let mut tx = self.pool.begin().await.map_err(begin_error)?;
+            apply_migrations(&mut tx, &self.schema).await?;
+            tx.commit().await.map_err(begin_error)
+        })
     }
 
     /// A listener for this schema's "job available" notifications.
@@ -129,6 +94,79 @@ impl PostgresStore {
     }
 }
 
+/// The migrations, on the migrating transaction's connection.
+///
+/// Each statement goes through [`run`] or [`row`]: awaiting sqlx's futures on a reborrowed
+/// `&mut PgConnection` directly would leave a lifetime in this future that rustc cannot prove
+/// `Send` for (see [`BoxFuture`]).
+fn apply_migrations<'a>(
+    conn: &'a mut PgConnection,
+    schema: &'a str,
+) -> BoxFuture<'a, Result<(), Error>> {
+    Box::pin(async move {
+        let migrate_error = |version| {
+            move |source| Error::Migrate {
+                store: STORE,
+                version,
+                source,
+            }
+        };
+        let lock =
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext('errand migrations ' || $1))")
+                .bind(schema);
+        run(conn, lock).await.map_err(migrate_error(0))?;
+        // `format('%I')` quotes the name on the server: it is bound as a value, never spliced.
+        let format =
+            sqlx::query("SELECT format('CREATE SCHEMA IF NOT EXISTS %I', $1::text)").bind(schema);
+        let create: String = row(conn, format)
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(migrate_error(0))?;
+        run(conn, sqlx::query(&create))
+            .await
+            .map_err(migrate_error(0))?;
+        let table = "CREATE TABLE IF NOT EXISTS errand_migrations (
+                         version BIGINT PRIMARY KEY,
+                         applied_at TIMESTAMPTZ NOT NULL DEFAULT now())";
+        run(conn, sqlx::query(table))
+            .await
+            .map_err(migrate_error(0))?;
+        let current = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM errand_migrations");
+        let current: i64 = row(conn, current)
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(migrate_error(0))?;
+        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+            raw(conn, sql).await.map_err(migrate_error(*version))?;
+            let record =
+                sqlx::query("INSERT INTO errand_migrations (version) VALUES ($1)").bind(version);
+            run(conn, record).await.map_err(migrate_error(*version))?;
+        }
+        Ok(())
+    })
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+fn run<'c>(
+    conn: &'c mut PgConnection,
+    query: PgQuery<'c>,
+) -> BoxFuture<'c, Result<(), sqlx::Error>> {
+    Box::pin(async move { query.execute(conn).await.map(|_| ()) })
+}
+
+fn row<'c>(
+    conn: &'c mut PgConnection,
+    query: PgQuery<'c>,
+) -> BoxFuture<'c, Result<PgRow, sqlx::Error>> {
+    Box::pin(query.fetch_one(conn))
+}
+
+/// Several statements in one string, as migrations are.
+fn raw<'c>(conn: &'c mut PgConnection, sql: &'c str) -> BoxFuture<'c, Result<(), sqlx::Error>> {
+    Box::pin(async move { sqlx::Executor::execute(conn, sql).await.map(|_| ()) })
+}
+
 fn op_error(op: impl Into<String>, source: sqlx::Error) -> Error {
     Error::Store {
         store: STORE,
@@ -138,51 +176,58 @@ fn op_error(op: impl Into<String>, source: sqlx::Error) -> Error {
 }
 
 /// Inserts a job on `conn`: the pool's, or the caller's transaction.
-pub(crate) async fn insert(conn: &mut PgConnection, job: &NewJob) -> Result<JobId, Error> {
-    // Relative times are measured on the database's clock; absolute ones are taken as given.
-    let (delay_ms, at_ms) = match job.run_at {
-        RunAt::Now => (Some(0), None),
-        RunAt::After(d) => (Some(duration_millis(d)), None),
-        RunAt::At(t) => (None, Some(crate::info::to_millis(t))),
-    };
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, idempotency_key, run_at, created_at)
-         SELECT $1, $2, $3::jsonb,
-                CASE WHEN t.run_at > errand_now_ms() THEN 'scheduled' ELSE 'available' END,
-                $4, $5, $6, t.run_at, errand_now_ms()
-         FROM (SELECT COALESCE($8::bigint, errand_now_ms() + $7::bigint) AS run_at) t
-         RETURNING id",
-    )
-    .bind(job.kind)
-    .bind(&job.queue)
-    .bind(&job.args)
-    .bind(i16::from(job.priority))
-    .bind(i32::try_from(job.max_attempts).unwrap_or(i32::MAX))
-    .bind(job.key.as_deref())
-    .bind(delay_ms)
-    .bind(at_ms)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(|e| op_error(format!("enqueue a `{}` job", job.kind), e))?;
-    Ok(JobId::new(id))
+pub(crate) fn insert<'a>(
+    conn: &'a mut PgConnection,
+    job: &'a NewJob,
+) -> BoxFuture<'a, Result<JobId, Error>> {
+    Box::pin(async move {
+        // Relative times are measured on the database's clock; absolute ones are taken as given.
+        let (delay_ms, at_ms) = match job.run_at {
+            RunAt::Now => (Some(0), None),
+            RunAt::After(d) => (Some(duration_millis(d)), None),
+            RunAt::At(t) => (None, Some(crate::info::to_millis(t))),
+        };
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, idempotency_key, run_at, created_at)
+             SELECT $1, $2, $3::jsonb,
+                    CASE WHEN t.run_at > errand_now_ms() THEN 'scheduled' ELSE 'available' END,
+                    $4, $5, $6, t.run_at, errand_now_ms()
+             FROM (SELECT COALESCE($8::bigint, errand_now_ms() + $7::bigint) AS run_at) t
+             RETURNING id",
+        )
+        .bind(job.kind)
+        .bind(&job.queue)
+        .bind(&job.args)
+        .bind(i16::from(job.priority))
+        .bind(i32::try_from(job.max_attempts).unwrap_or(i32::MAX))
+        .bind(job.key.as_deref())
+        .bind(delay_ms)
+        .bind(at_ms)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| op_error(format!("enqueue a `{}` job", job.kind), e))?;
+        Ok(JobId::new(id))
+    })
 }
 
 /// Marks a running job completed on `conn`, inside the caller's transaction.
-pub(crate) async fn complete(
+pub(crate) fn complete(
     conn: &mut PgConnection,
     id: JobId,
     fence: i64,
-) -> Result<bool, Error> {
-    let done = sqlx::query(
-        "UPDATE errand_jobs SET state = 'completed', finished_at = errand_now_ms(), lease_until = NULL
-         WHERE id = $1 AND fence = $2 AND state = 'running'",
-    )
-    .bind(id.get())
-    .bind(fence)
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| op_error(format!("complete job {id} in a transaction"), e))?;
-    Ok(done.rows_affected() == 1)
+) -> BoxFuture<'_, Result<bool, Error>> {
+    Box::pin(async move {
+        let done = sqlx::query(
+            "UPDATE errand_jobs SET state = 'completed', finished_at = errand_now_ms(), lease_until = NULL
+             WHERE id = $1 AND fence = $2 AND state = 'running'",
+        )
+        .bind(id.get())
+        .bind(fence)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| op_error(format!("complete job {id} in a transaction"), e))?;
+        Ok(done.rows_affected() == 1)
+    })
 }
 
 fn ids(ids: &[JobId]) -> Vec<i64> {

@@ -16,7 +16,9 @@ use sqlx::{Row, SqliteConnection, SqlitePool};
 use crate::error::{redact, Error};
 use crate::info::{duration_millis, from_millis, to_millis, JobInfo, StoredAttempt};
 use crate::job::{JobId, JobState};
-use crate::store::{Claimed, Finish, NewJob, RunAt, Store, LEASE_LOST_AFTER, LEASE_LOST_BEFORE};
+use crate::store::{
+    BoxFuture, Claimed, Finish, NewJob, RunAt, Store, LEASE_LOST_AFTER, LEASE_LOST_BEFORE,
+};
 
 const STORE: &str = "sqlite";
 
@@ -32,54 +34,81 @@ pub(crate) struct SqliteStore {
 }
 
 impl SqliteStore {
-    pub(crate) async fn connect(url: &str) -> Result<SqliteStore, Error> {
-        let invalid = |reason: String| Error::InvalidUrl {
-            url: redact(url),
-            reason,
-        };
-        let mut options =
-            SqliteConnectOptions::from_str(url).map_err(|e| invalid(e.to_string()))?;
-        // `sqlite://jobs.db` should create the file, as users expect; an explicit `mode=` wins.
-        if !url.contains("mode=") {
-            options = options.create_if_missing(true);
-        }
-        let options = options
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
-        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        let pool = if in_memory {
-            // Each connection to `:memory:` would be its own empty database: keep exactly one,
-            // forever.
-            SqlitePoolOptions::new()
-                .min_connections(1)
-                .max_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None)
-        } else {
-            SqlitePoolOptions::new().max_connections(4)
-        }
-        .connect_with(options)
-        .await
-        .map_err(|source| Error::Connect {
-            store: STORE,
-            url: redact(url),
-            source,
-        })?;
-        let store = SqliteStore { pool };
-        store.migrate().await?;
-        Ok(store)
+    pub(crate) fn connect(url: &str) -> BoxFuture<'_, Result<SqliteStore, Error>> {
+        Box::pin(async move {
+            let invalid = |reason: String| Error::InvalidUrl {
+                url: redact(url),
+                reason,
+            };
+            let mut options =
+                SqliteConnectOptions::from_str(url).map_err(|e| invalid(e.to_string()))?;
+            // `sqlite://jobs.db` should create the file, as users expect; an explicit `mode=` wins.
+            if !url.contains("mode=") {
+                options = options.create_if_missing(true);
+            }
+            let options = options
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(BUSY_TIMEOUT)
+                .foreign_keys(true);
+            let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+            let pool = if in_memory {
+                // Each connection to `:memory:` would be its own empty database: keep exactly one,
+                // forever.
+                SqlitePoolOptions::new()
+                    .min_connections(1)
+                    .max_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+            } else {
+                SqlitePoolOptions::new().max_connections(4)
+            }
+            .connect_with(options)
+            .await
+            .map_err(|source| Error::Connect {
+                store: STORE,
+                url: redact(url),
+                source,
+            })?;
+            let store = SqliteStore { pool };
+            store.migrate().await?;
+            Ok(store)
+        })
     }
 
     /// Applies the migrations this database lacks, under SQLite's write lock so that processes
     /// starting together apply each one once.
-    pub(crate) async fn migrate(&self) -> Result<(), Error> {
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| op_error("open a connection to migrate", e))?;
+    pub(crate) fn migrate(&self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async move {
+            let mut conn = self
+                .pool
+                .acquire()
+                .await
+                .map_err(|e| op_error("open a connection to migrate", e))?;
+            let migrate_error = |version| {
+                move |source| Error::Migrate {
+                    store: STORE,
+                    version,
+                    source,
+                }
+            };
+            raw(&mut conn, "BEGIN IMMEDIATE")
+                .await
+                .map_err(migrate_error(0))?;
+            let result = apply_migrations(&mut conn).await;
+            let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+            let ended = raw(&mut conn, end).await;
+            result?;
+            ended.map_err(migrate_error(0))?;
+            Ok(())
+        })
+    }
+}
+
+/// The migrations, inside the migrating transaction. Each statement goes through a boxed
+/// helper ([`raw`], [`run`], [`row`]) so that this future stays provably `Send`.
+fn apply_migrations(conn: &mut SqliteConnection) -> BoxFuture<'_, Result<(), Error>> {
+    Box::pin(async move {
         let migrate_error = |version| {
             move |source| Error::Migrate {
                 store: STORE,
@@ -87,51 +116,45 @@ impl SqliteStore {
                 source,
             }
         };
-        sqlx::raw_sql("BEGIN IMMEDIATE")
-            .execute(&mut *conn)
+        let table = "CREATE TABLE IF NOT EXISTS errand_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)";
+        raw(conn, table).await.map_err(migrate_error(0))?;
+        let current = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM errand_migrations");
+        let current: i64 = row(conn, current)
             .await
+            .and_then(|r| r.try_get(0))
             .map_err(migrate_error(0))?;
-        let result = apply_migrations(&mut conn).await;
-        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-        let ended = sqlx::raw_sql(end).execute(&mut *conn).await;
-        result?;
-        ended.map_err(migrate_error(0))?;
+        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+            raw(conn, sql).await.map_err(migrate_error(*version))?;
+            let record =
+                sqlx::query("INSERT INTO errand_migrations (version, applied_at) VALUES (?1, ?2)")
+                    .bind(version)
+                    .bind(now_ms());
+            run(conn, record).await.map_err(migrate_error(*version))?;
+        }
         Ok(())
-    }
+    })
 }
 
-async fn apply_migrations(conn: &mut SqliteConnection) -> Result<(), Error> {
-    let migrate_error = |version| {
-        move |source| Error::Migrate {
-            store: STORE,
-            version,
-            source,
-        }
-    };
-    sqlx::raw_sql(
-        "CREATE TABLE IF NOT EXISTS errand_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
-    )
-    .execute(&mut *conn)
-    .await
-    .map_err(migrate_error(0))?;
-    let current: i64 =
-        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM errand_migrations")
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(migrate_error(0))?;
-    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
-        sqlx::raw_sql(sql)
-            .execute(&mut *conn)
-            .await
-            .map_err(migrate_error(*version))?;
-        sqlx::query("INSERT INTO errand_migrations (version, applied_at) VALUES (?1, ?2)")
-            .bind(version)
-            .bind(now_ms())
-            .execute(&mut *conn)
-            .await
-            .map_err(migrate_error(*version))?;
-    }
-    Ok(())
+type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
+fn run<'c>(
+    conn: &'c mut SqliteConnection,
+    query: SqliteQuery<'c>,
+) -> BoxFuture<'c, Result<(), sqlx::Error>> {
+    Box::pin(async move { query.execute(conn).await.map(|_| ()) })
+}
+
+fn row<'c>(
+    conn: &'c mut SqliteConnection,
+    query: SqliteQuery<'c>,
+) -> BoxFuture<'c, Result<SqliteRow, sqlx::Error>> {
+    Box::pin(query.fetch_one(conn))
+}
+
+/// Runs `sql` (one or more statements) on `conn`. Boxed so that callers awaiting several
+/// statements on one connection stay provably `Send` (see [`BoxFuture`]).
+fn raw<'c>(conn: &'c mut SqliteConnection, sql: &'c str) -> BoxFuture<'c, Result<(), sqlx::Error>> {
+    Box::pin(async move { sqlx::Executor::execute(conn, sql).await.map(|_| ()) })
 }
 
 fn now_ms() -> i64 {
@@ -147,55 +170,62 @@ fn op_error(op: impl Into<String>, source: sqlx::Error) -> Error {
 }
 
 /// Inserts a job on `conn`: the pool's, or the caller's transaction.
-pub(crate) async fn insert(conn: &mut SqliteConnection, job: &NewJob) -> Result<JobId, Error> {
-    let now = now_ms();
-    let run_at = match job.run_at {
-        RunAt::Now => now,
-        RunAt::After(d) => now.saturating_add(duration_millis(d)),
-        RunAt::At(t) => to_millis(t),
-    };
-    let state = if run_at > now {
-        JobState::Scheduled
-    } else {
-        JobState::Available
-    };
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, idempotency_key, run_at, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-         RETURNING id",
-    )
-    .bind(job.kind)
-    .bind(&job.queue)
-    .bind(&job.args)
-    .bind(state.as_str())
-    .bind(i64::from(job.priority))
-    .bind(i64::from(job.max_attempts))
-    .bind(job.key.as_deref())
-    .bind(run_at)
-    .bind(now)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(|e| op_error(format!("enqueue a `{}` job", job.kind), e))?;
-    Ok(JobId::new(id))
+pub(crate) fn insert<'a>(
+    conn: &'a mut SqliteConnection,
+    job: &'a NewJob,
+) -> BoxFuture<'a, Result<JobId, Error>> {
+    Box::pin(async move {
+        let now = now_ms();
+        let run_at = match job.run_at {
+            RunAt::Now => now,
+            RunAt::After(d) => now.saturating_add(duration_millis(d)),
+            RunAt::At(t) => to_millis(t),
+        };
+        let state = if run_at > now {
+            JobState::Scheduled
+        } else {
+            JobState::Available
+        };
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, idempotency_key, run_at, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             RETURNING id",
+        )
+        .bind(job.kind)
+        .bind(&job.queue)
+        .bind(&job.args)
+        .bind(state.as_str())
+        .bind(i64::from(job.priority))
+        .bind(i64::from(job.max_attempts))
+        .bind(job.key.as_deref())
+        .bind(run_at)
+        .bind(now)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| op_error(format!("enqueue a `{}` job", job.kind), e))?;
+        Ok(JobId::new(id))
+    })
 }
 
 /// Marks a running job completed on `conn`, inside the caller's transaction.
-pub(crate) async fn complete(
+pub(crate) fn complete(
     conn: &mut SqliteConnection,
     id: JobId,
     fence: i64,
-) -> Result<bool, Error> {
-    let done = sqlx::query(
-        "UPDATE errand_jobs SET state = 'completed', finished_at = ?3, lease_until = NULL
-         WHERE id = ?1 AND fence = ?2 AND state = 'running'",
-    )
-    .bind(id.get())
-    .bind(fence)
-    .bind(now_ms())
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| op_error(format!("complete job {id} in a transaction"), e))?;
-    Ok(done.rows_affected() == 1)
+) -> BoxFuture<'_, Result<bool, Error>> {
+    Box::pin(async move {
+        let done = sqlx::query(
+            "UPDATE errand_jobs SET state = 'completed', finished_at = ?3, lease_until = NULL
+             WHERE id = ?1 AND fence = ?2 AND state = 'running'",
+        )
+        .bind(id.get())
+        .bind(fence)
+        .bind(now_ms())
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| op_error(format!("complete job {id} in a transaction"), e))?;
+        Ok(done.rows_affected() == 1)
+    })
 }
 
 /// A JSON array of ids, for `IN (SELECT value FROM json_each(?))`: one bound value, any length.

@@ -1,0 +1,167 @@
+//! What only PostgreSQL does: wake-ups by NOTIFY from other processes, migrations raced by
+//! many processes, schemas that keep applications apart, and completion inside the job's own
+//! transaction.
+
+use std::time::Duration;
+
+use errand::{Client, Config, JobState, Worker};
+use errand_tests::common::{job, postgres, postgres_url, records, tag, wait_for};
+use errand_tests::jobs::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_wakes_a_worker_in_another_process() {
+    let Some(store) = postgres().await else {
+        return;
+    };
+    let schema = store.schema.clone().unwrap();
+    // A second client has its own pool: the worker hears of the job only through NOTIFY.
+    let other = Client::connect_with(&postgres_url(), Config::default().schema(&schema))
+        .await
+        .unwrap();
+    let pool = store.postgres_pool().await;
+    let t = tag("notify");
+    let watched = t.clone();
+    Worker::new(store.client.clone())
+        .poll_interval(Duration::from_secs(3600))
+        .run_until(async move {
+            let channel = format!("%errand_{schema}%");
+            wait_for("the worker to LISTEN", || async {
+                let listening: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'LISTEN%' AND query LIKE $1",
+                )
+                .bind(&channel)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                listening == 1
+            })
+            .await;
+            // The worker claims once right after it listens; nothing marks the moment it goes
+            // idle. Enqueue after that, so that only the notification can start the job (were
+            // the job found by that first claim, the test would pass without proving NOTIFY,
+            // never fail).
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            succeed::enqueue(&other, watched.clone()).await.unwrap();
+            wait_for("the notified worker to run the job", || async { !records(&watched).is_empty() }).await;
+        })
+        .await
+        .unwrap();
+    assert_eq!(records(&t), ["ran"]);
+    store.clean_up().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_run_once_when_many_clients_start_together() {
+    let Some(store) = postgres().await else {
+        return;
+    };
+    let schema = format!("{}_race", store.schema.clone().unwrap());
+    let url = postgres_url();
+    let connects = (0..8).map(|_| {
+        let (url, schema) = (url.clone(), schema.clone());
+        async move {
+            Client::connect_with(&url, Config::default().schema(&schema).max_connections(1)).await
+        }
+    });
+    let connects: Vec<_> = connects.map(tokio::spawn).collect();
+    for connect in connects {
+        connect
+            .await
+            .unwrap()
+            .expect("every client connects and migrates");
+    }
+    let pool = store.postgres_pool().await;
+    let applied: i64 =
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {schema}.errand_migrations"))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(applied, 1);
+    let drop: String = sqlx::query_scalar("SELECT format('DROP SCHEMA %I CASCADE', $1::text)")
+        .bind(&schema)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    sqlx::raw_sql(&drop).execute(&pool).await.unwrap();
+    store.clean_up().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemas_keep_two_applications_apart() {
+    let (Some(a), Some(b)) = (postgres().await, postgres().await) else {
+        return;
+    };
+    let t = tag("schema-a");
+    let id = succeed::enqueue(&a.client, t.clone()).await.unwrap().id;
+    assert!(
+        b.client.job(id).await.unwrap().is_none(),
+        "b must not see a's job"
+    );
+    assert_eq!(
+        Worker::new(b.client.clone())
+            .run_until_idle()
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(records(&t).is_empty());
+    assert_eq!(
+        Worker::new(a.client.clone())
+            .run_until_idle()
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(job(&a.client, id).await.state, JobState::Completed);
+    a.clean_up().await;
+    b.clean_up().await;
+}
+
+#[tokio::test]
+async fn invalid_schema_names_are_refused() {
+    let err = Client::connect_with(
+        &postgres_url(),
+        Config::default().schema("app; DROP TABLE users"),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("invalid schema name"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn complete_in_commits_the_effect_and_the_completion_together() {
+    let Some(store) = postgres().await else {
+        return;
+    };
+    let pool = store.postgres_pool().await;
+    sqlx::query("CREATE TABLE payments (order_id BIGINT NOT NULL)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    set_recorder(pool.clone());
+    let ok = pay_in_tx::enqueue(&store.client, 1, false)
+        .await
+        .unwrap()
+        .id;
+    // Fails after its transaction committed: the completion stands and nothing runs again.
+    let failed_late = pay_in_tx::enqueue(&store.client, 2, true).await.unwrap().id;
+    Worker::new(store.client.clone())
+        .run_until_idle()
+        .await
+        .unwrap();
+
+    for id in [ok, failed_late] {
+        let done = job(&store.client, id).await;
+        assert_eq!(
+            (done.state, done.attempt),
+            (JobState::Completed, 1),
+            "{done:?}"
+        );
+    }
+    let payments: Vec<i64> = sqlx::query_scalar("SELECT order_id FROM payments ORDER BY order_id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(payments, [1, 2], "each effect exactly once");
+    store.clean_up().await;
+}
