@@ -70,6 +70,13 @@
 //! runs out of attempts; a permanent error makes it dead at once. A panic and a timeout are
 //! transient. Every attempt's error is kept on the job ([`Client::job`]).
 //!
+//! # Stores
+//!
+//! [`Client::connect`] picks the store from the URL: `sqlite://jobs.db` (the `sqlite` feature, on
+//! by default) for one machine with no server, `postgres://...` (the `postgres` feature) for many
+//! workers on many machines. Both keep every state change to one atomic statement, hold running
+//! jobs under a renewed lease, and rescue the jobs of workers that died.
+//!
 //! # Testing
 //!
 //! [`testing::TestClient`] needs no database: it records what was enqueued and runs jobs inline.
