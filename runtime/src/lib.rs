@@ -86,6 +86,7 @@
 
 mod classify;
 mod client;
+mod completions;
 mod context;
 mod error;
 mod info;

@@ -16,10 +16,11 @@ use tracing::Instrument as _;
 
 use crate::classify::FailureKind;
 use crate::client::Client;
+use crate::completions::Completions;
 use crate::context::Context;
 use crate::error::Error;
 use crate::info::AttemptError;
-use crate::job::{JobId, Outcome};
+use crate::job::{JobId, JobState, Outcome};
 use crate::registry::{registry, CatchPanic, Failure, Registration};
 use crate::request::check_queue_name;
 use crate::retry::{after_failure, AfterFailure, Backoff};
@@ -173,6 +174,7 @@ impl Worker {
             lease: self.lease,
             id: self.id,
             running: Mutex::new(HashSet::new()),
+            completions: Completions::default(),
         }))
     }
 }
@@ -189,6 +191,8 @@ struct Runner {
     id: String,
     /// Jobs claimed and not yet recorded as finished, for lease renewal and shutdown.
     running: Mutex<HashSet<JobId>>,
+    /// Completions waiting to be written together.
+    completions: Completions,
 }
 
 /// How long to wait after the store fails, by how many times in a row it has.
@@ -413,7 +417,14 @@ impl Runner {
         let deadline = Instant::now() + self.lease;
         let mut failures = 0;
         loop {
-            match self.client.store().finish(job.id, job.fence, finish).await {
+            let written = if finish.state == JobState::Completed {
+                self.completions
+                    .complete(self.client.store(), job.id, job.fence)
+                    .await
+            } else {
+                self.client.store().finish(job.id, job.fence, finish).await
+            };
+            match written {
                 Ok(true) => return,
                 // `ctx.complete_in` already completed it, with the job's own writes.
                 Ok(false) if completed_in_tx => return,

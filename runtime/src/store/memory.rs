@@ -294,6 +294,16 @@ impl Store for MemoryStore {
         Ok(self.lock().jobs.get(&id.get()).map(|r| r.info.clone()))
     }
 
+    async fn complete_many(&self, runs: &[(JobId, i64)]) -> Result<Vec<JobId>, Error> {
+        let mut done = Vec::new();
+        for (id, fence) in runs {
+            if self.finish(*id, *fence, &Finish::completed()).await? {
+                done.push(*id);
+            }
+        }
+        Ok(done)
+    }
+
     async fn jobs(&self, kind: Option<&str>) -> Result<Vec<JobInfo>, Error> {
         let inner = self.lock();
         Ok(inner

@@ -165,6 +165,13 @@ pub(crate) trait Store: Send + Sync {
 
     /// Jobs, oldest first, optionally of one kind.
     fn jobs(&self, kind: Option<&str>) -> impl Future<Output = Result<Vec<JobInfo>, Error>> + Send;
+
+    /// Completes many runs in one statement, each only if its fence still matches. Returns the
+    /// ids that were completed.
+    fn complete_many(
+        &self,
+        runs: &[(JobId, i64)],
+    ) -> impl Future<Output = Result<Vec<JobId>, Error>> + Send;
 }
 
 /// The store a client was connected to.
@@ -226,6 +233,10 @@ impl Store for Backend {
 
     async fn jobs(&self, kind: Option<&str>) -> Result<Vec<JobInfo>, Error> {
         dispatch!(self, s => s.jobs(kind).await)
+    }
+
+    async fn complete_many(&self, runs: &[(JobId, i64)]) -> Result<Vec<JobId>, Error> {
+        dispatch!(self, s => s.complete_many(runs).await)
     }
 }
 

@@ -403,6 +403,24 @@ impl Store for PostgresStore {
         row.map(|row| job_info(&row)).transpose()
     }
 
+    async fn complete_many(&self, runs: &[(JobId, i64)]) -> Result<Vec<JobId>, Error> {
+        let ids: Vec<i64> = runs.iter().map(|(id, _)| id.get()).collect();
+        let fences: Vec<i64> = runs.iter().map(|(_, fence)| *fence).collect();
+        let done: Vec<i64> = sqlx::query_scalar(
+            "UPDATE errand_jobs j
+             SET state = 'completed', finished_at = errand_now_ms(), lease_until = NULL
+             FROM unnest($1::bigint[], $2::bigint[]) AS d(id, fence)
+             WHERE j.id = d.id AND j.fence = d.fence AND j.state = 'running'
+             RETURNING j.id",
+        )
+        .bind(&ids)
+        .bind(&fences)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| op_error(format!("mark {} jobs completed", runs.len()), e))?;
+        Ok(done.into_iter().map(JobId::new).collect())
+    }
+
     async fn jobs(&self, kind: Option<&str>) -> Result<Vec<JobInfo>, Error> {
         let rows = sqlx::query(&format!(
             "{SELECT_JOB} WHERE $1::text IS NULL OR kind = $1 ORDER BY id"

@@ -411,6 +411,25 @@ impl Store for SqliteStore {
         row.map(|row| job_info(&row)).transpose()
     }
 
+    async fn complete_many(&self, runs: &[(JobId, i64)]) -> Result<Vec<JobId>, Error> {
+        let pairs: Vec<(i64, i64)> = runs.iter().map(|(id, fence)| (id.get(), *fence)).collect();
+        // Serializing pairs of integers cannot fail.
+        let pairs = serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".to_owned());
+        let done: Vec<i64> = sqlx::query_scalar(
+            "UPDATE errand_jobs
+             SET state = 'completed', finished_at = ?1, lease_until = NULL
+             WHERE state = 'running' AND (id, fence) IN (
+                 SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?2))
+             RETURNING id",
+        )
+        .bind(now_ms())
+        .bind(pairs)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| op_error(format!("mark {} jobs completed", runs.len()), e))?;
+        Ok(done.into_iter().map(JobId::new).collect())
+    }
+
     async fn jobs(&self, kind: Option<&str>) -> Result<Vec<JobInfo>, Error> {
         let rows = sqlx::query(&format!(
             "{SELECT_JOB} WHERE ?1 IS NULL OR kind = ?1 ORDER BY id"
