@@ -52,7 +52,8 @@ impl Completions {
             let runs: Vec<(JobId, i64)> =
                 batch.iter().map(|(id, fence, _)| (*id, *fence)).collect();
             #[cfg(test)]
-            self.batches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.batches
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let result = store.complete_many(&runs).await;
             for (id, _, reply) in batch {
                 let answer = match &result {
@@ -98,7 +99,10 @@ mod tests {
             };
             store.enqueue(&job).await.unwrap();
         }
-        let claimed = store.claim(&[("default", 20)], "w", Duration::from_secs(30)).await.unwrap();
+        let claimed = store
+            .claim(&[("default", 20)], "w", Duration::from_secs(30))
+            .await
+            .unwrap();
         assert_eq!(claimed.len(), 20);
         let completions = Arc::new(Completions::default());
         let mut runs = tokio::task::JoinSet::new();
@@ -116,7 +120,15 @@ mod tests {
             written += usize::from(done);
         }
         assert_eq!(written, 19);
-        assert_eq!(completions.batches.load(std::sync::atomic::Ordering::SeqCst), 1);
-        assert_eq!(store.job(claimed[0].id).await.unwrap().unwrap().state, crate::JobState::Running);
+        assert_eq!(
+            completions
+                .batches
+                .load(std::sync::atomic::Ordering::SeqCst),
+            1
+        );
+        assert_eq!(
+            store.job(claimed[0].id).await.unwrap().unwrap().state,
+            crate::JobState::Running
+        );
     }
 }

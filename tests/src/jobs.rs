@@ -276,3 +276,16 @@ pub async fn pay_in_tx(
     }
     Ok(())
 }
+
+/// Attempt 1 runs for two seconds and then fails for good; later attempts run for two seconds
+/// and succeed. A worker stalled during attempt 1 comes back to a job it no longer owns.
+#[job(queue = "procs", retry = 20, backoff = fast)]
+pub async fn stalls_then_fails(ctx: &Context, n: i64) -> Result<(), TestError> {
+    record_run(ctx, n, "started").await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    if ctx.attempt() == 1 {
+        record_run(ctx, n, "resumed").await?;
+        return Err(TestError::Broken("a stale run's failure".to_owned()));
+    }
+    record_run(ctx, n, "finished").await
+}

@@ -41,6 +41,25 @@ impl WorkerProcess {
         self.child.kill().await.expect("SIGKILL the worker");
     }
 
+    /// SIGSTOP: the process stalls, holding its jobs, renewing nothing.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT: a stalled process carries on where it stopped.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(self.pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {} failed", self.pid);
+    }
+
     /// SIGTERM, then waits for the graceful shutdown; panics if it does not exit cleanly.
     pub async fn terminate(mut self) {
         let status = Command::new("kill")

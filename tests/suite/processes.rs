@@ -210,3 +210,65 @@ async fn workers_carry_on_when_postgres_restarts_under_them() {
     );
     drop(client);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_worker_cannot_write_to_a_job_it_lost() {
+    let Some(store) = postgres().await else {
+        return;
+    };
+    let (url, schema) = (store.url.clone().unwrap(), store.schema.clone().unwrap());
+    let pool = store.postgres_pool().await;
+    create_runs_table(&pool).await;
+    let events = |event: &'static str, attempt: i64| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM test_runs WHERE event = $1 AND attempt = $2",
+            )
+            .bind(event)
+            .bind(attempt)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+                == 1
+        }
+    };
+    let lease = Duration::from_secs(1);
+    let stalled = WorkerProcess::start(WORKER, &url, &schema, lease).await;
+    let id = stalls_then_fails::enqueue(&store.client, 1)
+        .await
+        .unwrap()
+        .id;
+    wait_for("the first worker to start the job", || events("started", 1)).await;
+    stalled.pause();
+
+    let rescuer = WorkerProcess::start(WORKER, &url, &schema, lease).await;
+    wait_for("another worker to take the job over", || {
+        events("started", 2)
+    })
+    .await;
+    // The stalled worker wakes while the job's second run is still going, and tries to record
+    // its own run's permanent failure: its fence is stale, so the write must not land.
+    stalled.resume();
+    wait_for("the stalled run to come back", || events("resumed", 1)).await;
+    wait_for("the second run to finish", || async {
+        job(&store.client, id).await.state.is_final()
+    })
+    .await;
+    rescuer.terminate().await;
+    stalled.terminate().await;
+
+    let done = job(&store.client, id).await;
+    assert_eq!(
+        (done.state, done.attempt),
+        (JobState::Completed, 2),
+        "{done:?}"
+    );
+    let kinds: Vec<FailureKind> = done.errors.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [FailureKind::LeaseLost],
+        "the stale failure must not be recorded"
+    );
+    store.clean_up().await;
+}
