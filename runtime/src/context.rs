@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::error::Error;
 use crate::job::JobId;
 use crate::request::Transaction;
-use crate::store::Claimed;
+use crate::store::{Backend, Claimed, Store};
 
 /// The running job's identity, handed to a `#[job]` function that takes `ctx: &Context` first.
 ///
@@ -37,10 +37,13 @@ struct Inner {
     span: tracing::Span,
     fence: i64,
     completed_in_tx: AtomicBool,
+    /// Where step results are recorded: per job key, or per job for a job without one.
+    ledger_scope: String,
+    store: Backend,
 }
 
 impl Context {
-    pub(crate) fn new(job: &Claimed, span: tracing::Span) -> Context {
+    pub(crate) fn new(job: &Claimed, span: tracing::Span, store: Backend) -> Context {
         // A job without a key template still gets a key that is the same on every attempt.
         let idempotency_key = job
             .key
@@ -57,6 +60,11 @@ impl Context {
                 span,
                 fence: job.fence,
                 completed_in_tx: AtomicBool::new(false),
+                ledger_scope: match &job.key {
+                    Some(key) => format!("{}:{key}", job.kind),
+                    None => format!("{}#{}", job.kind, job.id),
+                },
+                store,
             }),
         }
     }
@@ -134,5 +142,72 @@ impl Context {
     /// Whether [`Context::complete_in`] succeeded in this run.
     pub(crate) fn completed_in_tx(&self) -> bool {
         self.inner.completed_in_tx.load(Ordering::SeqCst)
+    }
+
+    /// A stable key for step `name` of this job, `"<idempotency key>/<name>"`: pass it to the
+    /// external API the step calls, so that the API itself drops a repeat (see [`Context::step`]).
+    pub fn step_key(&self, name: &str) -> String {
+        format!("{}/{name}", self.inner.idempotency_key)
+    }
+
+    /// Runs `effect` once per job key: the first time it succeeds, its result is recorded in the
+    /// effect ledger; when the job runs again (a retry, a rescue after a crash, a duplicate with
+    /// the same key), the recorded result comes back and `effect` does not run.
+    ///
+    /// ```no_run
+    /// use errand::{job, Context};
+    ///
+    /// #[derive(Debug, thiserror::Error, errand::JobError)]
+    /// enum ChargeError {
+    ///     #[error("gateway timed out")]
+    ///     #[transient]
+    ///     Timeout,
+    ///     #[error(transparent)]
+    ///     #[transient]
+    ///     Errand(#[from] errand::Error),
+    /// }
+    ///
+    /// # async fn gateway_charge(_order: i64, _cents: i64, _key: &str) -> Result<String, ChargeError> { Ok("ch_1".into()) }
+    /// #[job(key = "charge-<order_id>")]
+    /// async fn charge_order(ctx: &Context, order_id: i64, cents: i64) -> Result<(), ChargeError> {
+    ///     let key = ctx.step_key("charge"); // "charge-42/charge"
+    ///     let charge_id: String = ctx.step("charge", gateway_charge(order_id, cents, &key)).await?;
+    ///     ctx.step("receipt", async { Ok::<_, ChargeError>(format!("receipt for {charge_id}")) }).await?;
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # What is guaranteed
+    ///
+    /// - A step whose result was recorded never runs again for the same job key (or, for a job
+    ///   without a key, the same job).
+    /// - A step that fails records nothing, and runs again on the next attempt.
+    /// - A crash after the effect happened but before its result was recorded (a narrow window:
+    ///   one write) runs the step again. Pass [`Context::step_key`] to the external API so that
+    ///   it drops the repeat; with such an API, each effect happens once.
+    /// - Database writes need no ledger: make them in one transaction with
+    ///   [`Context::complete_in`], and they commit exactly when the job completes.
+    ///
+    /// # What is not
+    ///
+    /// - An external API that ignores idempotency keys can see the effect twice in the window
+    ///   above; nothing on this side of the network can prevent that.
+    /// - Results are stored as JSON: a step's result type must read back what it wrote.
+    pub async fn step<T, E, F>(&self, name: &str, effect: F) -> Result<T, E>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned,
+        F: std::future::Future<Output = Result<T, E>>,
+        E: From<Error>,
+    {
+        let scope = &self.inner.ledger_scope;
+        let step_error = |reason: String| Error::Step { step: name.to_owned(), scope: scope.clone(), reason };
+        if let Some(recorded) = self.inner.store.step_result(scope, name).await? {
+            return serde_json::from_str(&recorded)
+                .map_err(|e| step_error(format!("its recorded result does not decode: {e}")).into());
+        }
+        let value = effect.await?;
+        let json = serde_json::to_string(&value).map_err(|e| step_error(format!("its result does not encode: {e}")))?;
+        self.inner.store.record_step(scope, name, &json).await?;
+        Ok(value)
     }
 }

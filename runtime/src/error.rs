@@ -67,6 +67,44 @@ pub enum Error {
         /// The job.
         id: JobId,
     },
+    /// A unique job's key is taken ([`OnConflict::Reject`](crate::OnConflict::Reject)).
+    #[error("a `{kind}` job with key `{key}` already exists: job {existing}")]
+    Duplicate {
+        /// The job's kind.
+        kind: &'static str,
+        /// The key.
+        key: String,
+        /// The job that holds the key.
+        existing: JobId,
+    },
+    /// A unique job's key kept changing hands while it was being enqueued.
+    #[error("the key `{key}` of a `{kind}` job changed hands three times during one enqueue; try again")]
+    KeyContended {
+        /// The job's kind.
+        kind: &'static str,
+        /// The key.
+        key: String,
+    },
+    /// A rendered key is longer than errand stores.
+    #[error("the key of a `{kind}` job is {len} bytes, over the limit of {limit}; shorten the key template")]
+    KeyTooLong {
+        /// The job's kind.
+        kind: &'static str,
+        /// The rendered key's length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A step of the effect ledger could not record or read back its result.
+    #[error("step `{step}` of `{scope}`: {reason}")]
+    Step {
+        /// The step's name.
+        step: String,
+        /// The job key (or job) the step belongs to.
+        scope: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A job's arguments could not be serialized.
     #[error("cannot serialize the arguments of a `{kind}` job: {source}")]
     Serialize {
@@ -156,5 +194,22 @@ mod tests {
             "sqlite://jobs.db?mode=rwc"
         );
         assert_eq!(redact("sqlite::memory:"), "sqlite::memory:");
+    }
+}
+
+/// Errors from errand inside a job (a step, `complete_in`, an enqueue) are transient, except those
+/// that the same call would meet again.
+impl crate::Classify for Error {
+    fn class(&self) -> crate::ErrorClass {
+        match self {
+            Error::Serialize { .. }
+            | Error::ArgsTooLarge { .. }
+            | Error::InvalidQueue { .. }
+            | Error::InvalidPriority { .. }
+            | Error::KeyTooLong { .. }
+            | Error::Duplicate { .. }
+            | Error::Step { .. } => crate::ErrorClass::Permanent,
+            _ => crate::ErrorClass::Transient,
+        }
     }
 }

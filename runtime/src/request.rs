@@ -6,7 +6,8 @@ use std::time::{Duration, SystemTime};
 use crate::client::{Client, Config};
 use crate::error::Error;
 use crate::job::{Job, JobId};
-use crate::store::{NewJob, RunAt, Store};
+use crate::job::OnConflict;
+use crate::store::{Inserted, NewJob, RunAt, Store};
 
 /// A job with its arguments, ready to enqueue. `#[job]` generates `my_job::with(args..)` to
 /// build one; the arguments' types are checked by the compiler.
@@ -94,14 +95,15 @@ impl<J: Job> Request<J> {
     }
 
     /// Stores the job; a worker of its queue runs it.
+    ///
+    /// For a unique job whose key is taken, `on_conflict` decides: `skip` returns the existing
+    /// job in [`Enqueued::duplicate_of`], `replace` also replaces its arguments and schedule if
+    /// it has not started, `reject` fails with [`Error::Duplicate`].
     pub async fn enqueue(self, client: &Client) -> Result<Enqueued, Error> {
         let job = self.into_new_job(client.config().max_args_bytes_limit())?;
-        let id = client.store().enqueue(&job).await?;
+        let inserted = client.store().enqueue(&job).await?;
         client.notify_enqueued();
-        Ok(Enqueued {
-            id,
-            duplicate_of: None,
-        })
+        enqueued(&job, inserted)
     }
 
     /// Stores the job inside the caller's transaction (the transactional outbox): if the
@@ -122,11 +124,8 @@ impl<J: Job> Request<J> {
     /// ```
     pub async fn enqueue_tx<T: Transaction>(self, tx: &mut T) -> Result<Enqueued, Error> {
         let job = self.into_new_job(Config::DEFAULT_MAX_ARGS_BYTES)?;
-        let id = tx.insert_job(&job).await?;
-        Ok(Enqueued {
-            id,
-            duplicate_of: None,
-        })
+        let inserted = tx.insert_job(&job).await?;
+        enqueued(&job, inserted)
     }
 
     fn into_new_job(self, max_args_bytes: usize) -> Result<NewJob, Error> {
@@ -146,15 +145,40 @@ impl<J: Job> Request<J> {
         if priority > 9 {
             return Err(Error::InvalidPriority { kind, priority });
         }
+        let key = J::key(&self.args);
+        if let Some(key) = &key {
+            if key.len() > MAX_KEY_BYTES {
+                return Err(Error::KeyTooLong { kind, len: key.len(), limit: MAX_KEY_BYTES });
+            }
+        }
         Ok(NewJob {
             kind,
             queue,
-            key: J::key(&self.args),
+            key,
             args,
             priority,
             max_attempts: J::OPTIONS.max_attempts(),
             run_at: self.run_at,
+            unique: J::OPTIONS.unique,
         })
+    }
+}
+
+/// The longest rendered key errand stores.
+pub const MAX_KEY_BYTES: usize = 512;
+
+/// What the caller learns of an insert, applying `on_conflict = "reject"`.
+fn enqueued(job: &NewJob, inserted: Inserted) -> Result<Enqueued, Error> {
+    match inserted {
+        Inserted::New(id) => Ok(Enqueued { id, duplicate_of: None }),
+        Inserted::Duplicate(existing) if job.on_conflict() == OnConflict::Reject => Err(Error::Duplicate {
+            kind: job.kind,
+            key: job.key.clone().unwrap_or_default(),
+            existing,
+        }),
+        Inserted::Duplicate(existing) | Inserted::Replaced(existing) => {
+            Ok(Enqueued { id: existing, duplicate_of: Some(existing) })
+        }
     }
 }
 
@@ -200,11 +224,11 @@ mod sealed {
 
     use crate::error::Error;
     use crate::job::JobId;
-    use crate::store::NewJob;
+    use crate::store::{Inserted, NewJob};
 
     pub trait Sealed {
         fn insert_job(&mut self, job: &NewJob)
-            -> impl Future<Output = Result<JobId, Error>> + Send;
+            -> impl Future<Output = Result<Inserted, Error>> + Send;
 
         /// Whether the job was running under this fence and is now completed.
         fn complete_job(
@@ -222,11 +246,11 @@ macro_rules! transaction_impls {
         const _: () = {
             use $crate::error::Error;
             use $crate::job::JobId;
-            use $crate::store::{$module, NewJob};
+            use $crate::store::{$module, Inserted, NewJob};
 
             impl Transaction for sqlx::Transaction<'_, $db> {}
             impl sealed::Sealed for sqlx::Transaction<'_, $db> {
-                async fn insert_job(&mut self, job: &NewJob) -> Result<JobId, Error> {
+                async fn insert_job(&mut self, job: &NewJob) -> Result<Inserted, Error> {
                     $module::insert(self, job).await
                 }
 
@@ -237,7 +261,7 @@ macro_rules! transaction_impls {
 
             impl Transaction for $conn {}
             impl sealed::Sealed for $conn {
-                async fn insert_job(&mut self, job: &NewJob) -> Result<JobId, Error> {
+                async fn insert_job(&mut self, job: &NewJob) -> Result<Inserted, Error> {
                     $module::insert(self, job).await
                 }
 

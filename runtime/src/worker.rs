@@ -20,7 +20,7 @@ use crate::completions::Completions;
 use crate::context::Context;
 use crate::error::Error;
 use crate::info::AttemptError;
-use crate::job::{JobId, JobState, Outcome};
+use crate::job::{JobId, JobState, Outcome, UniqueStrategy};
 use crate::registry::{registry, CatchPanic, Failure, Registration};
 use crate::request::check_queue_name;
 use crate::retry::{after_failure, AfterFailure, Backoff};
@@ -195,6 +195,10 @@ struct Runner {
     completions: Completions,
 }
 
+/// How long a `while_executing` job waits (snoozed, spending no attempt) while another job with
+/// its key runs.
+const WHILE_EXECUTING_WAIT: Duration = Duration::from_millis(500);
+
 /// How long to wait after the store fails, by how many times in a row it has.
 fn store_backoff(failures: u32) -> Duration {
     Duration::from_millis(100u64.saturating_mul(1 << failures.min(8))).min(Duration::from_secs(30))
@@ -322,7 +326,7 @@ impl Runner {
         );
         let started = Instant::now();
         let registration = self.registry.get(job.kind.as_str()).copied();
-        let ctx = Context::new(&job, span.clone());
+        let ctx = Context::new(&job, span.clone(), self.client.store().clone());
         let result = self
             .run(&job, registration, ctx.clone())
             .instrument(span.clone())
@@ -351,6 +355,21 @@ impl Runner {
                 ),
             ));
         };
+        let while_executing = registration.options.unique.is_some_and(|u| u.strategy == UniqueStrategy::WhileExecuting);
+        if while_executing && job.key.is_some() {
+            match self.client.store().take_running_key(job.id, job.fence).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::debug!("another job with this key is running; waiting for it");
+                    return Ok(Outcome::Snooze(WHILE_EXECUTING_WAIT));
+                }
+                Err(err) => {
+                    // Not knowing whether a duplicate runs, do not run: look again shortly.
+                    tracing::warn!(error = %err, "cannot take the job's running key; waiting");
+                    return Ok(Outcome::Snooze(WHILE_EXECUTING_WAIT));
+                }
+            }
+        }
         let future = (registration.start)(ctx, &job.args).map_err(|err| {
             Failure::new(
                 FailureKind::Undecodable,

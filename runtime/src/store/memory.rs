@@ -2,7 +2,7 @@
 //! semantics as the SQL stores, held in a map under a mutex, with a clock the test can move
 //! forward so that retries and scheduled jobs run without real waiting.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -10,7 +10,8 @@ use crate::classify::FailureKind;
 use crate::error::Error;
 use crate::info::{duration_millis, from_millis, to_millis, AttemptError, JobInfo};
 use crate::job::{JobId, JobState};
-use crate::store::{Claimed, Finish, NewJob, RunAt, Store, LEASE_LOST_AFTER, LEASE_LOST_BEFORE};
+use crate::job::{OnConflict, UniqueStrategy};
+use crate::store::{Claimed, Finish, Inserted, NewJob, RunAt, Store, LEASE_LOST_AFTER, LEASE_LOST_BEFORE};
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct MemoryStore {
@@ -21,6 +22,8 @@ pub(crate) struct MemoryStore {
 struct Inner {
     next_id: i64,
     jobs: BTreeMap<i64, Row>,
+    /// The effect ledger: `(scope, step)` to the recorded result.
+    steps: HashMap<(String, String), String>,
     /// How far the test has moved the clock past real time.
     skew_ms: i64,
 }
@@ -32,11 +35,32 @@ struct Row {
     fence: i64,
     lease_until: Option<i64>,
     worker: Option<String>,
+    /// The key while this job refuses duplicates, as the SQL stores' unique index sees it.
+    unique_key: Option<String>,
+    unique_strategy: Option<UniqueStrategy>,
+    unique_until: Option<i64>,
+    /// The key while this `while_executing` job runs.
+    running_key: Option<String>,
+}
+
+impl Row {
+    /// Gives up the keys a job holds once it has finished for good.
+    fn release_keys_at_end(&mut self) {
+        self.running_key = None;
+        if self.unique_strategy != Some(UniqueStrategy::UntilExpired) {
+            self.unique_key = None;
+        }
+    }
 }
 
 impl Inner {
     fn now(&self) -> i64 {
         to_millis(SystemTime::now()).saturating_add(self.skew_ms)
+    }
+
+    /// The job of `kind` whose `key` (unique or running, as `held` picks) is taken.
+    fn holder(&self, kind: &str, key: &str, held: impl Fn(&Row) -> Option<&str>) -> Option<i64> {
+        self.jobs.values().find(|r| r.info.kind == kind && held(r) == Some(key)).map(|r| r.info.id.get())
     }
 }
 
@@ -129,6 +153,9 @@ impl MemoryStore {
             row.fence += 1;
             row.lease_until = Some(now.saturating_add(duration_millis(lease)));
             row.worker = Some(worker.to_owned());
+            if row.unique_strategy == Some(UniqueStrategy::UntilExecuting) {
+                row.unique_key = None;
+            }
             claimed.push(Claimed {
                 id: row.info.id,
                 kind: row.info.kind.clone(),
@@ -145,7 +172,7 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
-    async fn enqueue(&self, job: &NewJob) -> Result<JobId, Error> {
+    async fn enqueue(&self, job: &NewJob) -> Result<Inserted, Error> {
         let mut inner = self.lock();
         let now = inner.now();
         let run_at = match job.run_at {
@@ -153,6 +180,29 @@ impl Store for MemoryStore {
             RunAt::After(d) => now.saturating_add(duration_millis(d)),
             RunAt::At(t) => to_millis(t),
         };
+        let state = if run_at > now { JobState::Scheduled } else { JobState::Available };
+        if let Some(key) = job.unique_key() {
+            for row in inner.jobs.values_mut() {
+                let expired = row.unique_until.is_some_and(|until| until <= now);
+                if row.info.kind == job.kind && row.unique_key.as_deref() == Some(key) && expired {
+                    row.unique_key = None;
+                }
+            }
+            if let Some(holder) = inner.holder(job.kind, key, |r| r.unique_key.as_deref()) {
+                let Some(row) = inner.jobs.get_mut(&holder) else { unreachable!("holder was just found") };
+                let waiting = matches!(row.info.state, JobState::Scheduled | JobState::Available | JobState::Retryable);
+                if job.on_conflict() == OnConflict::Replace && waiting {
+                    row.args = job.args.clone();
+                    row.info.args = serde_json::from_str(&job.args).unwrap_or(serde_json::Value::Null);
+                    row.info.queue = job.queue.clone();
+                    row.info.priority = job.priority;
+                    row.info.scheduled_at = from_millis(run_at);
+                    row.info.state = state;
+                    return Ok(Inserted::Replaced(row.info.id));
+                }
+                return Ok(Inserted::Duplicate(row.info.id));
+            }
+        }
         inner.next_id += 1;
         let id = JobId::new(inner.next_id);
         let args = serde_json::from_str(&job.args).map_err(|e| Error::Corrupt {
@@ -165,11 +215,7 @@ impl Store for MemoryStore {
             kind: job.kind.to_owned(),
             queue: job.queue.clone(),
             args,
-            state: if run_at > now {
-                JobState::Scheduled
-            } else {
-                JobState::Available
-            },
+            state,
             attempt: 0,
             max_attempts: job.max_attempts,
             priority: job.priority,
@@ -186,9 +232,13 @@ impl Store for MemoryStore {
             fence: 0,
             lease_until: None,
             worker: None,
+            unique_key: job.unique_key().map(str::to_owned),
+            unique_strategy: job.unique.map(|u| u.strategy),
+            unique_until: job.unique_for_ms().map(|ms| now.saturating_add(ms)),
+            running_key: None,
         };
         inner.jobs.insert(id.get(), row);
-        Ok(id)
+        Ok(Inserted::New(id))
     }
 
     async fn claim(
@@ -225,6 +275,20 @@ impl Store for MemoryStore {
         if let Some(error) = &finish.error {
             row.info.errors.push(error.clone());
         }
+        row.running_key = None;
+        if finish.state.is_final() {
+            row.release_keys_at_end();
+        } else if row.unique_strategy == Some(UniqueStrategy::UntilExecuting) {
+            // Waiting again: take the key back, unless a duplicate took it meanwhile.
+            let (kind, key) = (row.info.kind.clone(), row.info.key.clone());
+            if let Some(key) = key {
+                if inner.holder(&kind, &key, |r| r.unique_key.as_deref()).is_none() {
+                    if let Some(row) = inner.jobs.get_mut(&id.get()) {
+                        row.unique_key = Some(key);
+                    }
+                }
+            }
+        }
         Ok(true)
     }
 
@@ -250,6 +314,7 @@ impl Store for MemoryStore {
                     row.info.attempt = row.info.attempt.saturating_sub(1);
                     row.lease_until = None;
                     row.worker = None;
+                    row.running_key = None;
                 }
             }
         }
@@ -285,6 +350,10 @@ impl Store for MemoryStore {
             row.info.finished_at = dead.then(|| from_millis(now));
             row.info.scheduled_at = from_millis(now);
             row.lease_until = None;
+            row.running_key = None;
+            if dead {
+                row.release_keys_at_end();
+            }
             rescued += 1;
         }
         Ok(rescued)
@@ -302,6 +371,32 @@ impl Store for MemoryStore {
             }
         }
         Ok(done)
+    }
+
+    async fn take_running_key(&self, id: JobId, fence: i64) -> Result<bool, Error> {
+        let mut inner = self.lock();
+        let Some(row) = inner.jobs.get(&id.get()) else { return Ok(false) };
+        if row.fence != fence || row.info.state != JobState::Running {
+            return Ok(false);
+        }
+        let (kind, key) = (row.info.kind.clone(), row.info.key.clone().unwrap_or_default());
+        if inner.holder(&kind, &key, |r| r.running_key.as_deref()).is_some() {
+            return Ok(false);
+        }
+        if let Some(row) = inner.jobs.get_mut(&id.get()) {
+            row.running_key = Some(key);
+        }
+        Ok(true)
+    }
+
+    async fn step_result(&self, scope: &str, name: &str) -> Result<Option<String>, Error> {
+        Ok(self.lock().steps.get(&(scope.to_owned(), name.to_owned())).cloned())
+    }
+
+    async fn record_step(&self, scope: &str, name: &str, result: &str) -> Result<(), Error> {
+        let mut inner = self.lock();
+        inner.steps.entry((scope.to_owned(), name.to_owned())).or_insert_with(|| result.to_owned());
+        Ok(())
     }
 
     async fn jobs(&self, kind: Option<&str>) -> Result<Vec<JobInfo>, Error> {

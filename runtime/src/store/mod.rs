@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::error::Error;
 use crate::info::{AttemptError, JobInfo};
-use crate::job::{JobId, JobState};
+use crate::job::{JobId, JobState, OnConflict, Unique, UniqueStrategy};
 
 pub(crate) mod memory;
 #[cfg(feature = "postgres")]
@@ -35,6 +35,51 @@ pub struct NewJob {
     pub(crate) max_attempts: u32,
     pub(crate) run_at: RunAt,
     pub(crate) key: Option<String>,
+    /// With a key: whether (and how) duplicates are refused.
+    pub(crate) unique: Option<Unique>,
+}
+
+impl NewJob {
+    /// The key this job holds from its enqueue, when duplicates of it are refused.
+    pub(crate) fn unique_key(&self) -> Option<&str> {
+        match self.unique {
+            Some(u) if u.strategy != UniqueStrategy::WhileExecuting => self.key.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The strategy's stored name.
+    pub(crate) fn unique_strategy(&self) -> Option<&'static str> {
+        self.unique.map(|u| match u.strategy {
+            UniqueStrategy::UntilExecuting => "until_executing",
+            UniqueStrategy::UntilExecuted => "until_executed",
+            UniqueStrategy::WhileExecuting => "while_executing",
+            UniqueStrategy::UntilExpired => "until_expired",
+        })
+    }
+
+    /// How long after the enqueue the key stops being held, if bounded.
+    pub(crate) fn unique_for_ms(&self) -> Option<i64> {
+        self.unique.and_then(|u| u.unique_for).map(crate::info::duration_millis)
+    }
+
+    /// What to do when the key is taken.
+    pub(crate) fn on_conflict(&self) -> OnConflict {
+        self.unique.map_or(OnConflict::Skip, |u| u.on_conflict)
+    }
+}
+
+/// What an enqueue did. `pub` (in this private module) only because the sealed
+/// [`Transaction`](crate::Transaction) trait returns it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inserted {
+    /// A new job.
+    New(JobId),
+    /// The key was taken by this job; nothing was stored.
+    Duplicate(JobId),
+    /// The key was taken by this job, which had not started: its arguments and schedule were
+    /// replaced.
+    Replaced(JobId),
 }
 
 /// When a new job should first run.
@@ -121,8 +166,9 @@ impl Finish {
 
 /// What every store does. Each method is one atomic operation.
 pub(crate) trait Store: Send + Sync {
-    /// Inserts a job; `scheduled` if it runs later, `available` otherwise.
-    fn enqueue(&self, job: &NewJob) -> impl Future<Output = Result<JobId, Error>> + Send;
+    /// Inserts a job (`scheduled` if it runs later, `available` otherwise), unless its unique
+    /// key is taken.
+    fn enqueue(&self, job: &NewJob) -> impl Future<Output = Result<Inserted, Error>> + Send;
 
     /// Claims, for each `(queue, limit)`, up to `limit` due jobs of that queue, most urgent
     /// first, for `worker`, with a lease.
@@ -172,6 +218,16 @@ pub(crate) trait Store: Send + Sync {
         &self,
         runs: &[(JobId, i64)],
     ) -> impl Future<Output = Result<Vec<JobId>, Error>> + Send;
+
+    /// For a `while_executing` job: takes its key for this run, or returns `false` when another
+    /// running job of its kind holds it.
+    fn take_running_key(&self, id: JobId, fence: i64) -> impl Future<Output = Result<bool, Error>> + Send;
+
+    /// The recorded result of step `name` in `scope`, if it succeeded before.
+    fn step_result(&self, scope: &str, name: &str) -> impl Future<Output = Result<Option<String>, Error>> + Send;
+
+    /// Records a step's result; the first record of a step wins.
+    fn record_step(&self, scope: &str, name: &str, result: &str) -> impl Future<Output = Result<(), Error>> + Send;
 }
 
 /// The store a client was connected to.
@@ -198,7 +254,7 @@ macro_rules! dispatch {
 }
 
 impl Store for Backend {
-    async fn enqueue(&self, job: &NewJob) -> Result<JobId, Error> {
+    async fn enqueue(&self, job: &NewJob) -> Result<Inserted, Error> {
         dispatch!(self, s => s.enqueue(job).await)
     }
 
@@ -237,6 +293,18 @@ impl Store for Backend {
 
     async fn complete_many(&self, runs: &[(JobId, i64)]) -> Result<Vec<JobId>, Error> {
         dispatch!(self, s => s.complete_many(runs).await)
+    }
+
+    async fn take_running_key(&self, id: JobId, fence: i64) -> Result<bool, Error> {
+        dispatch!(self, s => s.take_running_key(id, fence).await)
+    }
+
+    async fn step_result(&self, scope: &str, name: &str) -> Result<Option<String>, Error> {
+        dispatch!(self, s => s.step_result(scope, name).await)
+    }
+
+    async fn record_step(&self, scope: &str, name: &str, result: &str) -> Result<(), Error> {
+        dispatch!(self, s => s.record_step(scope, name, result).await)
     }
 }
 

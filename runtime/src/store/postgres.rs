@@ -18,14 +18,18 @@ use sqlx::{PgConnection, PgPool, Row};
 use crate::error::{redact, Error};
 use crate::info::{duration_millis, from_millis, JobInfo, StoredAttempt};
 use crate::job::{JobId, JobState};
+use crate::job::OnConflict;
 use crate::store::{
-    BoxFuture, Claimed, Finish, NewJob, RunAt, Store, LEASE_LOST_AFTER, LEASE_LOST_BEFORE,
+    BoxFuture, Claimed, Finish, Inserted, NewJob, RunAt, Store, LEASE_LOST_AFTER, LEASE_LOST_BEFORE,
 };
 
 const STORE: &str = "postgres";
 
 /// Versioned schema changes, applied in order, each once.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_jobs.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_jobs.sql")),
+    (2, include_str!("../../migrations/postgres/0002_unique_and_steps.sql")),
+];
 
 #[derive(Clone, Debug)]
 pub(crate) struct PostgresStore {
@@ -155,6 +159,10 @@ fn run<'c>(
     Box::pin(async move { query.execute(conn).await.map(|_| ()) })
 }
 
+fn maybe_row<'c>(conn: &'c mut PgConnection, query: PgQuery<'c>) -> BoxFuture<'c, Result<Option<PgRow>, sqlx::Error>> {
+    Box::pin(query.fetch_optional(conn))
+}
+
 fn row<'c>(
     conn: &'c mut PgConnection,
     query: PgQuery<'c>,
@@ -175,38 +183,82 @@ fn op_error(op: impl Into<String>, source: sqlx::Error) -> Error {
     }
 }
 
-/// Inserts a job on `conn`: the pool's, or the caller's transaction.
-pub(crate) fn insert<'a>(
-    conn: &'a mut PgConnection,
-    job: &'a NewJob,
-) -> BoxFuture<'a, Result<JobId, Error>> {
+/// Inserts a job on `conn` (the pool's, or the caller's transaction), unless its unique key is
+/// taken. The unique index decides, never a check before the insert: of many enqueues of one
+/// key at once, from any number of processes, exactly one inserts.
+pub(crate) fn insert<'a>(conn: &'a mut PgConnection, job: &'a NewJob) -> BoxFuture<'a, Result<Inserted, Error>> {
     Box::pin(async move {
+        let op = |e| op_error(format!("enqueue a `{}` job", job.kind), e);
         // Relative times are measured on the database's clock; absolute ones are taken as given.
         let (delay_ms, at_ms) = match job.run_at {
             RunAt::Now => (Some(0), None),
             RunAt::After(d) => (Some(duration_millis(d)), None),
             RunAt::At(t) => (None, Some(crate::info::to_millis(t))),
         };
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, idempotency_key, run_at, created_at)
-             SELECT $1, $2, $3::jsonb,
-                    CASE WHEN t.run_at > errand_now_ms() THEN 'scheduled' ELSE 'available' END,
-                    $4, $5, $6, t.run_at, errand_now_ms()
-             FROM (SELECT COALESCE($8::bigint, errand_now_ms() + $7::bigint) AS run_at) t
-             RETURNING id",
-        )
-        .bind(job.kind)
-        .bind(&job.queue)
-        .bind(&job.args)
-        .bind(i16::from(job.priority))
-        .bind(i32::try_from(job.max_attempts).unwrap_or(i32::MAX))
-        .bind(job.key.as_deref())
-        .bind(delay_ms)
-        .bind(at_ms)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(|e| op_error(format!("enqueue a `{}` job", job.kind), e))?;
-        Ok(JobId::new(id))
+        let unique_key = job.unique_key();
+        // A holder can release the key between our insert and our look-up; then try again.
+        for _ in 0..3 {
+            if let Some(key) = unique_key {
+                let expire = sqlx::query(
+                    "UPDATE errand_jobs SET unique_key = NULL
+                     WHERE kind = $1 AND unique_key = $2 AND unique_until <= errand_now_ms()",
+                )
+                .bind(job.kind)
+                .bind(key);
+                run(conn, expire).await.map_err(op)?;
+            }
+            let insert = sqlx::query(
+                "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, idempotency_key,
+                                          run_at, created_at, unique_key, unique_strategy, unique_until)
+                 SELECT $1, $2, $3::jsonb,
+                        CASE WHEN t.run_at > errand_now_ms() THEN 'scheduled' ELSE 'available' END,
+                        $4, $5, $6, t.run_at, errand_now_ms(), $9, $10, errand_now_ms() + $11::bigint
+                 FROM (SELECT COALESCE($8::bigint, errand_now_ms() + $7::bigint) AS run_at) t
+                 ON CONFLICT DO NOTHING
+                 RETURNING id",
+            )
+            .bind(job.kind)
+            .bind(&job.queue)
+            .bind(&job.args)
+            .bind(i16::from(job.priority))
+            .bind(i32::try_from(job.max_attempts).unwrap_or(i32::MAX))
+            .bind(job.key.as_deref())
+            .bind(delay_ms)
+            .bind(at_ms)
+            .bind(unique_key)
+            .bind(job.unique_strategy())
+            .bind(job.unique_for_ms());
+            if let Some(row) = maybe_row(conn, insert).await.map_err(op)? {
+                return Ok(Inserted::New(JobId::new(row.try_get(0).map_err(op)?)));
+            }
+            let Some(key) = unique_key else { continue };
+            let holder = sqlx::query("SELECT id FROM errand_jobs WHERE kind = $1 AND unique_key = $2")
+                .bind(job.kind)
+                .bind(key);
+            let Some(holder) = maybe_row(conn, holder).await.map_err(op)? else { continue };
+            let holder = JobId::new(holder.try_get(0).map_err(op)?);
+            if job.on_conflict() != OnConflict::Replace {
+                return Ok(Inserted::Duplicate(holder));
+            }
+            let replace = sqlx::query(
+                "UPDATE errand_jobs
+                 SET args = $2::jsonb, queue = $3, priority = $4,
+                     run_at = COALESCE($6::bigint, errand_now_ms() + $5::bigint),
+                     state = CASE WHEN COALESCE($6::bigint, errand_now_ms() + $5::bigint) > errand_now_ms()
+                                  THEN 'scheduled' ELSE 'available' END
+                 WHERE id = $1 AND state IN ('scheduled', 'available', 'retryable')
+                 RETURNING id",
+            )
+            .bind(holder.get())
+            .bind(&job.args)
+            .bind(&job.queue)
+            .bind(i16::from(job.priority))
+            .bind(delay_ms)
+            .bind(at_ms);
+            let replaced = maybe_row(conn, replace).await.map_err(op)?.is_some();
+            return Ok(if replaced { Inserted::Replaced(holder) } else { Inserted::Duplicate(holder) });
+        }
+        Err(Error::KeyContended { kind: job.kind, key: job.key.clone().unwrap_or_default() })
     })
 }
 
@@ -218,7 +270,9 @@ pub(crate) fn complete(
 ) -> BoxFuture<'_, Result<bool, Error>> {
     Box::pin(async move {
         let done = sqlx::query(
-            "UPDATE errand_jobs SET state = 'completed', finished_at = errand_now_ms(), lease_until = NULL
+            "UPDATE errand_jobs
+             SET state = 'completed', finished_at = errand_now_ms(), lease_until = NULL, running_key = NULL,
+                 unique_key = CASE WHEN unique_strategy = 'until_expired' THEN unique_key END
              WHERE id = $1 AND fence = $2 AND state = 'running'",
         )
         .bind(id.get())
@@ -235,7 +289,7 @@ fn ids(ids: &[JobId]) -> Vec<i64> {
 }
 
 impl Store for PostgresStore {
-    async fn enqueue(&self, job: &NewJob) -> Result<JobId, Error> {
+    async fn enqueue(&self, job: &NewJob) -> Result<Inserted, Error> {
         let mut conn = self
             .pool
             .acquire()
@@ -271,7 +325,8 @@ impl Store for PostgresStore {
              )
              UPDATE errand_jobs
              SET state = 'running', attempt = attempt + 1, fence = fence + 1,
-                 attempted_at = errand_now_ms(), lease_until = errand_now_ms() + $3, worker = $4
+                 attempted_at = errand_now_ms(), lease_until = errand_now_ms() + $3, worker = $4,
+                 unique_key = CASE WHEN unique_strategy = 'until_executing' THEN NULL ELSE unique_key END
              WHERE id IN (SELECT id FROM picked)
              RETURNING id, kind, queue, args::text AS args, attempt, max_attempts, idempotency_key, fence,
                        priority, run_at",
@@ -328,6 +383,14 @@ impl Store for PostgresStore {
                  attempt = attempt - $5,
                  finished_at = CASE WHEN $6 THEN errand_now_ms() END,
                  lease_until = NULL,
+                 running_key = NULL,
+                 unique_key = CASE
+                     WHEN $6 THEN CASE WHEN unique_strategy = 'until_expired' THEN unique_key END
+                     WHEN unique_strategy = 'until_executing' AND NOT EXISTS (
+                         SELECT 1 FROM errand_jobs held
+                         WHERE held.kind = errand_jobs.kind AND held.unique_key = errand_jobs.idempotency_key)
+                     THEN idempotency_key
+                     ELSE unique_key END,
                  errors = CASE WHEN $7::jsonb IS NULL THEN errors ELSE errors || jsonb_build_array($7::jsonb) END
              WHERE id = $1 AND fence = $2 AND state = 'running'",
         )
@@ -361,7 +424,8 @@ impl Store for PostgresStore {
     async fn release(&self, worker: &str, jobs: &[JobId]) -> Result<(), Error> {
         sqlx::query(
             "UPDATE errand_jobs
-             SET state = 'available', attempt = attempt - 1, lease_until = NULL, worker = NULL
+             SET state = 'available', attempt = attempt - 1, lease_until = NULL, worker = NULL,
+                 running_key = NULL
              WHERE state = 'running' AND worker = $1 AND id = ANY($2)",
         )
         .bind(worker)
@@ -379,6 +443,10 @@ impl Store for PostgresStore {
                  finished_at = CASE WHEN attempt >= max_attempts THEN errand_now_ms() END,
                  run_at = errand_now_ms(),
                  lease_until = NULL,
+                 running_key = NULL,
+                 unique_key = CASE
+                     WHEN attempt >= max_attempts AND unique_strategy <> 'until_expired' THEN NULL
+                     ELSE unique_key END,
                  errors = errors || jsonb_build_array(jsonb_build_object(
                      'attempt', attempt, 'kind', 'lease_lost',
                      'message', $1 || COALESCE(worker, '?') || $2,
@@ -408,7 +476,8 @@ impl Store for PostgresStore {
         let fences: Vec<i64> = runs.iter().map(|(_, fence)| *fence).collect();
         let done: Vec<i64> = sqlx::query_scalar(
             "UPDATE errand_jobs j
-             SET state = 'completed', finished_at = errand_now_ms(), lease_until = NULL
+             SET state = 'completed', finished_at = errand_now_ms(), lease_until = NULL, running_key = NULL,
+                 unique_key = CASE WHEN j.unique_strategy = 'until_expired' THEN j.unique_key END
              FROM unnest($1::bigint[], $2::bigint[]) AS d(id, fence)
              WHERE j.id = d.id AND j.fence = d.fence AND j.state = 'running'
              RETURNING j.id",
@@ -419,6 +488,46 @@ impl Store for PostgresStore {
         .await
         .map_err(|e| op_error(format!("mark {} jobs completed", runs.len()), e))?;
         Ok(done.into_iter().map(JobId::new).collect())
+    }
+
+    async fn take_running_key(&self, id: JobId, fence: i64) -> Result<bool, Error> {
+        let taken = sqlx::query(
+            "UPDATE errand_jobs SET running_key = idempotency_key
+             WHERE id = $1 AND fence = $2 AND state = 'running'",
+        )
+        .bind(id.get())
+        .bind(fence)
+        .execute(&self.pool)
+        .await;
+        match taken {
+            Ok(done) => Ok(done.rows_affected() == 1),
+            // The unique index refused: another running job of this kind holds the key.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
+            Err(e) => Err(op_error(format!("take the running key of job {id}"), e)),
+        }
+    }
+
+    async fn step_result(&self, scope: &str, name: &str) -> Result<Option<String>, Error> {
+        sqlx::query_scalar("SELECT result FROM errand_steps WHERE scope = $1 AND name = $2")
+            .bind(scope)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| op_error(format!("read step `{name}` of `{scope}`"), e))
+    }
+
+    async fn record_step(&self, scope: &str, name: &str, result: &str) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO errand_steps (scope, name, result, created_at) VALUES ($1, $2, $3, errand_now_ms())
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(scope)
+        .bind(name)
+        .bind(result)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| op_error(format!("record step `{name}` of `{scope}`"), e))?;
+        Ok(())
     }
 
     async fn jobs(&self, kind: Option<&str>) -> Result<Vec<JobInfo>, Error> {

@@ -16,14 +16,18 @@ use sqlx::{Row, SqliteConnection, SqlitePool};
 use crate::error::{redact, Error};
 use crate::info::{duration_millis, from_millis, to_millis, JobInfo, StoredAttempt};
 use crate::job::{JobId, JobState};
+use crate::job::OnConflict;
 use crate::store::{
-    BoxFuture, Claimed, Finish, NewJob, RunAt, Store, LEASE_LOST_AFTER, LEASE_LOST_BEFORE,
+    BoxFuture, Claimed, Finish, Inserted, NewJob, RunAt, Store, LEASE_LOST_AFTER, LEASE_LOST_BEFORE,
 };
 
 const STORE: &str = "sqlite";
 
 /// Versioned schema changes, applied in order, each once.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_jobs.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_jobs.sql")),
+    (2, include_str!("../../migrations/sqlite/0002_unique_and_steps.sql")),
+];
 
 /// How long a statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -144,6 +148,13 @@ fn run<'c>(
     Box::pin(async move { query.execute(conn).await.map(|_| ()) })
 }
 
+fn maybe_row<'c>(
+    conn: &'c mut SqliteConnection,
+    query: SqliteQuery<'c>,
+) -> BoxFuture<'c, Result<Option<SqliteRow>, sqlx::Error>> {
+    Box::pin(query.fetch_optional(conn))
+}
+
 fn row<'c>(
     conn: &'c mut SqliteConnection,
     query: SqliteQuery<'c>,
@@ -169,41 +180,78 @@ fn op_error(op: impl Into<String>, source: sqlx::Error) -> Error {
     }
 }
 
-/// Inserts a job on `conn`: the pool's, or the caller's transaction.
-pub(crate) fn insert<'a>(
-    conn: &'a mut SqliteConnection,
-    job: &'a NewJob,
-) -> BoxFuture<'a, Result<JobId, Error>> {
+/// Inserts a job on `conn` (the pool's, or the caller's transaction), unless its unique key is
+/// taken. The unique index decides, never a check before the insert: of many enqueues of one
+/// key at once, exactly one inserts.
+pub(crate) fn insert<'a>(conn: &'a mut SqliteConnection, job: &'a NewJob) -> BoxFuture<'a, Result<Inserted, Error>> {
     Box::pin(async move {
+        let op = |e| op_error(format!("enqueue a `{}` job", job.kind), e);
         let now = now_ms();
         let run_at = match job.run_at {
             RunAt::Now => now,
             RunAt::After(d) => now.saturating_add(duration_millis(d)),
             RunAt::At(t) => to_millis(t),
         };
-        let state = if run_at > now {
-            JobState::Scheduled
-        } else {
-            JobState::Available
-        };
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, idempotency_key, run_at, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-             RETURNING id",
-        )
-        .bind(job.kind)
-        .bind(&job.queue)
-        .bind(&job.args)
-        .bind(state.as_str())
-        .bind(i64::from(job.priority))
-        .bind(i64::from(job.max_attempts))
-        .bind(job.key.as_deref())
-        .bind(run_at)
-        .bind(now)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(|e| op_error(format!("enqueue a `{}` job", job.kind), e))?;
-        Ok(JobId::new(id))
+        let state = if run_at > now { JobState::Scheduled } else { JobState::Available };
+        let unique_key = job.unique_key();
+        // A holder can release the key between our insert and our look-up; then try again.
+        for _ in 0..3 {
+            if let Some(key) = unique_key {
+                let expire = sqlx::query(
+                    "UPDATE errand_jobs SET unique_key = NULL
+                     WHERE kind = ?1 AND unique_key = ?2 AND unique_until IS NOT NULL AND unique_until <= ?3",
+                )
+                .bind(job.kind)
+                .bind(key)
+                .bind(now);
+                run(conn, expire).await.map_err(op)?;
+            }
+            let insert = sqlx::query(
+                "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, idempotency_key,
+                                          run_at, created_at, unique_key, unique_strategy, unique_until)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?9 + ?12)
+                 ON CONFLICT DO NOTHING
+                 RETURNING id",
+            )
+            .bind(job.kind)
+            .bind(&job.queue)
+            .bind(&job.args)
+            .bind(state.as_str())
+            .bind(i64::from(job.priority))
+            .bind(i64::from(job.max_attempts))
+            .bind(job.key.as_deref())
+            .bind(run_at)
+            .bind(now)
+            .bind(unique_key)
+            .bind(job.unique_strategy())
+            .bind(job.unique_for_ms());
+            if let Some(row) = maybe_row(conn, insert).await.map_err(op)? {
+                return Ok(Inserted::New(JobId::new(row.try_get(0).map_err(op)?)));
+            }
+            let Some(key) = unique_key else { continue };
+            let holder = sqlx::query("SELECT id FROM errand_jobs WHERE kind = ?1 AND unique_key = ?2")
+                .bind(job.kind)
+                .bind(key);
+            let Some(holder) = maybe_row(conn, holder).await.map_err(op)? else { continue };
+            let holder = JobId::new(holder.try_get(0).map_err(op)?);
+            if job.on_conflict() != OnConflict::Replace {
+                return Ok(Inserted::Duplicate(holder));
+            }
+            let replace = sqlx::query(
+                "UPDATE errand_jobs SET args = ?2, queue = ?3, priority = ?4, run_at = ?5, state = ?6
+                 WHERE id = ?1 AND state IN ('scheduled', 'available', 'retryable')
+                 RETURNING id",
+            )
+            .bind(holder.get())
+            .bind(&job.args)
+            .bind(&job.queue)
+            .bind(i64::from(job.priority))
+            .bind(run_at)
+            .bind(state.as_str());
+            let replaced = maybe_row(conn, replace).await.map_err(op)?.is_some();
+            return Ok(if replaced { Inserted::Replaced(holder) } else { Inserted::Duplicate(holder) });
+        }
+        Err(Error::KeyContended { kind: job.kind, key: job.key.clone().unwrap_or_default() })
     })
 }
 
@@ -215,7 +263,9 @@ pub(crate) fn complete(
 ) -> BoxFuture<'_, Result<bool, Error>> {
     Box::pin(async move {
         let done = sqlx::query(
-            "UPDATE errand_jobs SET state = 'completed', finished_at = ?3, lease_until = NULL
+            "UPDATE errand_jobs
+             SET state = 'completed', finished_at = ?3, lease_until = NULL, running_key = NULL,
+                 unique_key = CASE WHEN unique_strategy = 'until_expired' THEN unique_key END
              WHERE id = ?1 AND fence = ?2 AND state = 'running'",
         )
         .bind(id.get())
@@ -248,7 +298,8 @@ impl SqliteStore {
         let rows = sqlx::query(
             "UPDATE errand_jobs
              SET state = 'running', attempt = attempt + 1, fence = fence + 1,
-                 attempted_at = ?1, lease_until = ?2, worker = ?3
+                 attempted_at = ?1, lease_until = ?2, worker = ?3,
+                 unique_key = CASE WHEN unique_strategy = 'until_executing' THEN NULL ELSE unique_key END
              WHERE id IN (
                  SELECT id FROM errand_jobs
                  WHERE queue = ?4 AND state IN ('scheduled', 'available', 'retryable') AND run_at <= ?1
@@ -293,7 +344,7 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
-    async fn enqueue(&self, job: &NewJob) -> Result<JobId, Error> {
+    async fn enqueue(&self, job: &NewJob) -> Result<Inserted, Error> {
         let mut conn = self
             .pool
             .acquire()
@@ -334,6 +385,14 @@ impl Store for SqliteStore {
                  attempt = attempt - ?5,
                  finished_at = ?6,
                  lease_until = NULL,
+                 running_key = NULL,
+                 unique_key = CASE
+                     WHEN ?6 IS NOT NULL THEN CASE WHEN unique_strategy = 'until_expired' THEN unique_key END
+                     WHEN unique_strategy = 'until_executing' AND NOT EXISTS (
+                         SELECT 1 FROM errand_jobs held
+                         WHERE held.kind = errand_jobs.kind AND held.unique_key = errand_jobs.idempotency_key)
+                     THEN idempotency_key
+                     ELSE unique_key END,
                  errors = CASE WHEN ?7 IS NULL THEN errors ELSE json_insert(errors, '$[#]', json(?7)) END
              WHERE id = ?1 AND fence = ?2 AND state = 'running'",
         )
@@ -367,7 +426,8 @@ impl Store for SqliteStore {
     async fn release(&self, worker: &str, ids: &[JobId]) -> Result<(), Error> {
         sqlx::query(
             "UPDATE errand_jobs
-             SET state = 'available', attempt = attempt - 1, lease_until = NULL, worker = NULL
+             SET state = 'available', attempt = attempt - 1, lease_until = NULL, worker = NULL,
+                 running_key = NULL
              WHERE state = 'running' AND worker = ?1 AND id IN (SELECT value FROM json_each(?2))",
         )
         .bind(worker)
@@ -386,6 +446,10 @@ impl Store for SqliteStore {
                  finished_at = CASE WHEN attempt >= max_attempts THEN ?1 END,
                  run_at = ?1,
                  lease_until = NULL,
+                 running_key = NULL,
+                 unique_key = CASE
+                     WHEN attempt >= max_attempts AND unique_strategy <> 'until_expired' THEN NULL
+                     ELSE unique_key END,
                  errors = json_insert(errors, '$[#]', json_object(
                      'attempt', attempt, 'kind', 'lease_lost',
                      'message', ?2 || COALESCE(worker, '?') || ?3,
@@ -417,7 +481,8 @@ impl Store for SqliteStore {
         let pairs = serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".to_owned());
         let done: Vec<i64> = sqlx::query_scalar(
             "UPDATE errand_jobs
-             SET state = 'completed', finished_at = ?1, lease_until = NULL
+             SET state = 'completed', finished_at = ?1, lease_until = NULL, running_key = NULL,
+                 unique_key = CASE WHEN unique_strategy = 'until_expired' THEN unique_key END
              WHERE state = 'running' AND (id, fence) IN (
                  SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?2))
              RETURNING id",
@@ -428,6 +493,47 @@ impl Store for SqliteStore {
         .await
         .map_err(|e| op_error(format!("mark {} jobs completed", runs.len()), e))?;
         Ok(done.into_iter().map(JobId::new).collect())
+    }
+
+    async fn take_running_key(&self, id: JobId, fence: i64) -> Result<bool, Error> {
+        let taken = sqlx::query(
+            "UPDATE errand_jobs SET running_key = idempotency_key
+             WHERE id = ?1 AND fence = ?2 AND state = 'running'",
+        )
+        .bind(id.get())
+        .bind(fence)
+        .execute(&self.pool)
+        .await;
+        match taken {
+            Ok(done) => Ok(done.rows_affected() == 1),
+            // The unique index refused: another running job of this kind holds the key.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
+            Err(e) => Err(op_error(format!("take the running key of job {id}"), e)),
+        }
+    }
+
+    async fn step_result(&self, scope: &str, name: &str) -> Result<Option<String>, Error> {
+        sqlx::query_scalar("SELECT result FROM errand_steps WHERE scope = ?1 AND name = ?2")
+            .bind(scope)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| op_error(format!("read step `{name}` of `{scope}`"), e))
+    }
+
+    async fn record_step(&self, scope: &str, name: &str, result: &str) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO errand_steps (scope, name, result, created_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(scope)
+        .bind(name)
+        .bind(result)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| op_error(format!("record step `{name}` of `{scope}`"), e))?;
+        Ok(())
     }
 
     async fn jobs(&self, kind: Option<&str>) -> Result<Vec<JobInfo>, Error> {
