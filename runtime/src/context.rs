@@ -200,13 +200,19 @@ impl Context {
         E: From<Error>,
     {
         let scope = &self.inner.ledger_scope;
-        let step_error = |reason: String| Error::Step { step: name.to_owned(), scope: scope.clone(), reason };
+        let step_error = |reason: String| Error::Step {
+            step: name.to_owned(),
+            scope: scope.clone(),
+            reason,
+        };
         if let Some(recorded) = self.inner.store.step_result(scope, name).await? {
-            return serde_json::from_str(&recorded)
-                .map_err(|e| step_error(format!("its recorded result does not decode: {e}")).into());
+            return serde_json::from_str(&recorded).map_err(|e| {
+                step_error(format!("its recorded result does not decode: {e}")).into()
+            });
         }
         let value = effect.await?;
-        let json = serde_json::to_string(&value).map_err(|e| step_error(format!("its result does not encode: {e}")))?;
+        let json = serde_json::to_string(&value)
+            .map_err(|e| step_error(format!("its result does not encode: {e}")))?;
         self.inner.store.record_step(scope, name, &json).await?;
         Ok(value)
     }

@@ -78,7 +78,9 @@ pub enum Error {
         existing: JobId,
     },
     /// A unique job's key kept changing hands while it was being enqueued.
-    #[error("the key `{key}` of a `{kind}` job changed hands three times during one enqueue; try again")]
+    #[error(
+        "the key `{key}` of a `{kind}` job changed hands three times during one enqueue; try again"
+    )]
     KeyContended {
         /// The job's kind.
         kind: &'static str,

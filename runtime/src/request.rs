@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use crate::client::{Client, Config};
 use crate::error::Error;
-use crate::job::{Job, JobId};
 use crate::job::OnConflict;
+use crate::job::{Job, JobId};
 use crate::store::{Inserted, NewJob, RunAt, Store};
 
 /// A job with its arguments, ready to enqueue. `#[job]` generates `my_job::with(args..)` to
@@ -148,7 +148,11 @@ impl<J: Job> Request<J> {
         let key = J::key(&self.args);
         if let Some(key) = &key {
             if key.len() > MAX_KEY_BYTES {
-                return Err(Error::KeyTooLong { kind, len: key.len(), limit: MAX_KEY_BYTES });
+                return Err(Error::KeyTooLong {
+                    kind,
+                    len: key.len(),
+                    limit: MAX_KEY_BYTES,
+                });
             }
         }
         Ok(NewJob {
@@ -170,15 +174,21 @@ pub const MAX_KEY_BYTES: usize = 512;
 /// What the caller learns of an insert, applying `on_conflict = "reject"`.
 fn enqueued(job: &NewJob, inserted: Inserted) -> Result<Enqueued, Error> {
     match inserted {
-        Inserted::New(id) => Ok(Enqueued { id, duplicate_of: None }),
-        Inserted::Duplicate(existing) if job.on_conflict() == OnConflict::Reject => Err(Error::Duplicate {
-            kind: job.kind,
-            key: job.key.clone().unwrap_or_default(),
-            existing,
+        Inserted::New(id) => Ok(Enqueued {
+            id,
+            duplicate_of: None,
         }),
-        Inserted::Duplicate(existing) | Inserted::Replaced(existing) => {
-            Ok(Enqueued { id: existing, duplicate_of: Some(existing) })
+        Inserted::Duplicate(existing) if job.on_conflict() == OnConflict::Reject => {
+            Err(Error::Duplicate {
+                kind: job.kind,
+                key: job.key.clone().unwrap_or_default(),
+                existing,
+            })
         }
+        Inserted::Duplicate(existing) | Inserted::Replaced(existing) => Ok(Enqueued {
+            id: existing,
+            duplicate_of: Some(existing),
+        }),
     }
 }
 
@@ -227,8 +237,10 @@ mod sealed {
     use crate::store::{Inserted, NewJob};
 
     pub trait Sealed {
-        fn insert_job(&mut self, job: &NewJob)
-            -> impl Future<Output = Result<Inserted, Error>> + Send;
+        fn insert_job(
+            &mut self,
+            job: &NewJob,
+        ) -> impl Future<Output = Result<Inserted, Error>> + Send;
 
         /// Whether the job was running under this fence and is now completed.
         fn complete_job(

@@ -179,5 +179,9 @@ pub fn context(kind: &str, key: &str) -> Context {
         key: Some(key.to_owned()),
         fence: 0,
     };
-    Context::new(&job, tracing::Span::none(), Backend::Memory(MemoryStore::default()))
+    Context::new(
+        &job,
+        tracing::Span::none(),
+        Backend::Memory(MemoryStore::default()),
+    )
 }

@@ -355,9 +355,17 @@ impl Runner {
                 ),
             ));
         };
-        let while_executing = registration.options.unique.is_some_and(|u| u.strategy == UniqueStrategy::WhileExecuting);
+        let while_executing = registration
+            .options
+            .unique
+            .is_some_and(|u| u.strategy == UniqueStrategy::WhileExecuting);
         if while_executing && job.key.is_some() {
-            match self.client.store().take_running_key(job.id, job.fence).await {
+            match self
+                .client
+                .store()
+                .take_running_key(job.id, job.fence)
+                .await
+            {
                 Ok(true) => {}
                 Ok(false) => {
                     tracing::debug!("another job with this key is running; waiting for it");

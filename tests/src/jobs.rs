@@ -289,3 +289,106 @@ pub async fn stalls_then_fails(ctx: &Context, n: i64) -> Result<(), TestError> {
     }
     record_run(ctx, n, "finished").await
 }
+
+// Unique jobs: one job per strategy, each behaving as its `mode` says, so a test can put a job
+// of each strategy in each state and then try a duplicate.
+
+/// What a unique test job does on its run: `ok`, `block` (until its tag's gate opens), `fail`
+/// (transiently, back in an hour), `die` (permanently) or `cancel`.
+async fn behave(ctx: &Context, tag: &str, mode: &str) -> Result<Outcome, TestError> {
+    record(tag, format!("{mode}:{}", ctx.attempt()));
+    match mode {
+        "block" => {
+            let gate = gate(tag);
+            let _permit = gate
+                .acquire()
+                .await
+                .map_err(|_| TestError::Broken("gate closed".into()))?;
+            Ok(Outcome::Done)
+        }
+        "fail" => Err(TestError::Later {
+            wait: Duration::from_secs(3600),
+        }),
+        "die" => Err(TestError::Broken("dies".to_owned())),
+        "cancel" => Ok(Outcome::Cancel("cancelled".to_owned())),
+        _ => Ok(Outcome::Done),
+    }
+}
+
+#[job(unique = "until_executing", key = "u-<id>", retry = 3, backoff = fast)]
+pub async fn until_executing_job(
+    ctx: &Context,
+    tag: String,
+    id: i64,
+    mode: String,
+) -> Result<Outcome, TestError> {
+    let _ = id; // in the key only
+    let _ = id; // in the key only
+    behave(ctx, &tag, &mode).await
+}
+
+#[job(unique = "until_executed", key = "u-<id>", retry = 3, backoff = fast)]
+pub async fn until_executed_job(
+    ctx: &Context,
+    tag: String,
+    id: i64,
+    mode: String,
+) -> Result<Outcome, TestError> {
+    let _ = id; // in the key only
+    let _ = id; // in the key only
+    behave(ctx, &tag, &mode).await
+}
+
+#[job(unique = "while_executing", key = "u-<id>", retry = 3, backoff = fast)]
+pub async fn while_executing_job(
+    ctx: &Context,
+    tag: String,
+    id: i64,
+    mode: String,
+) -> Result<Outcome, TestError> {
+    let _ = id; // in the key only
+    let _ = id; // in the key only
+    behave(ctx, &tag, &mode).await
+}
+
+#[job(unique = "until_expired", unique_for = "1h", key = "u-<id>", retry = 3, backoff = fast)]
+pub async fn until_expired_job(
+    ctx: &Context,
+    tag: String,
+    id: i64,
+    mode: String,
+) -> Result<Outcome, TestError> {
+    let _ = id; // in the key only
+    let _ = id; // in the key only
+    behave(ctx, &tag, &mode).await
+}
+
+#[job(unique = "until_expired", unique_for = "1s", key = "short-<id>")]
+pub async fn expires_soon(id: i64) -> Result<(), TestError> {
+    let _ = id; // in the key only
+    Ok(())
+}
+
+#[job(unique = "until_executed", key = "r-<id>", on_conflict = "replace", backoff = fast)]
+pub async fn replaceable(
+    ctx: &Context,
+    tag: String,
+    id: i64,
+    mode: String,
+) -> Result<Outcome, TestError> {
+    let _ = id; // in the key only
+    let _ = id; // in the key only
+    behave(ctx, &tag, &mode).await
+}
+
+#[job(unique = "until_executed", key = "x-<id>", on_conflict = "reject")]
+pub async fn rejecting(id: i64) -> Result<(), TestError> {
+    let _ = id;
+    Ok(())
+}
+
+#[job(key = "k-<text>")]
+pub async fn long_key(text: String) -> Result<(), TestError> {
+    let _ = text;
+    Ok(())
+}

@@ -12,3 +12,4 @@ mod processes;
 mod retries;
 mod shutdown;
 mod testing_client;
+mod unique;

@@ -72,11 +72,12 @@ async fn migrations_run_once_when_many_clients_start_together() {
     }
     let pool = store.postgres_pool().await;
     // The schema name is the test's own, made of `[a-z0-9_]`: safe to name in this query.
-    let applied: Vec<i64> =
-        sqlx::query_scalar(&format!("SELECT version FROM {schema}.errand_migrations ORDER BY version"))
-            .fetch_all(&pool)
-            .await
-            .unwrap();
+    let applied: Vec<i64> = sqlx::query_scalar(&format!(
+        "SELECT version FROM {schema}.errand_migrations ORDER BY version"
+    ))
+    .fetch_all(&pool)
+    .await
+    .unwrap();
     assert_eq!(applied, [1, 2], "each migration applied once");
     let drop: String = sqlx::query_scalar("SELECT format('DROP SCHEMA %I CASCADE', $1::text)")
         .bind(&schema)

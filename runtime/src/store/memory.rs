@@ -11,7 +11,9 @@ use crate::error::Error;
 use crate::info::{duration_millis, from_millis, to_millis, AttemptError, JobInfo};
 use crate::job::{JobId, JobState};
 use crate::job::{OnConflict, UniqueStrategy};
-use crate::store::{Claimed, Finish, Inserted, NewJob, RunAt, Store, LEASE_LOST_AFTER, LEASE_LOST_BEFORE};
+use crate::store::{
+    Claimed, Finish, Inserted, NewJob, RunAt, Store, LEASE_LOST_AFTER, LEASE_LOST_BEFORE,
+};
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct MemoryStore {
@@ -60,7 +62,10 @@ impl Inner {
 
     /// The job of `kind` whose `key` (unique or running, as `held` picks) is taken.
     fn holder(&self, kind: &str, key: &str, held: impl Fn(&Row) -> Option<&str>) -> Option<i64> {
-        self.jobs.values().find(|r| r.info.kind == kind && held(r) == Some(key)).map(|r| r.info.id.get())
+        self.jobs
+            .values()
+            .find(|r| r.info.kind == kind && held(r) == Some(key))
+            .map(|r| r.info.id.get())
     }
 }
 
@@ -180,7 +185,11 @@ impl Store for MemoryStore {
             RunAt::After(d) => now.saturating_add(duration_millis(d)),
             RunAt::At(t) => to_millis(t),
         };
-        let state = if run_at > now { JobState::Scheduled } else { JobState::Available };
+        let state = if run_at > now {
+            JobState::Scheduled
+        } else {
+            JobState::Available
+        };
         if let Some(key) = job.unique_key() {
             for row in inner.jobs.values_mut() {
                 let expired = row.unique_until.is_some_and(|until| until <= now);
@@ -189,11 +198,17 @@ impl Store for MemoryStore {
                 }
             }
             if let Some(holder) = inner.holder(job.kind, key, |r| r.unique_key.as_deref()) {
-                let Some(row) = inner.jobs.get_mut(&holder) else { unreachable!("holder was just found") };
-                let waiting = matches!(row.info.state, JobState::Scheduled | JobState::Available | JobState::Retryable);
+                let Some(row) = inner.jobs.get_mut(&holder) else {
+                    unreachable!("holder was just found")
+                };
+                let waiting = matches!(
+                    row.info.state,
+                    JobState::Scheduled | JobState::Available | JobState::Retryable
+                );
                 if job.on_conflict() == OnConflict::Replace && waiting {
                     row.args = job.args.clone();
-                    row.info.args = serde_json::from_str(&job.args).unwrap_or(serde_json::Value::Null);
+                    row.info.args =
+                        serde_json::from_str(&job.args).unwrap_or(serde_json::Value::Null);
                     row.info.queue = job.queue.clone();
                     row.info.priority = job.priority;
                     row.info.scheduled_at = from_millis(run_at);
@@ -282,7 +297,10 @@ impl Store for MemoryStore {
             // Waiting again: take the key back, unless a duplicate took it meanwhile.
             let (kind, key) = (row.info.kind.clone(), row.info.key.clone());
             if let Some(key) = key {
-                if inner.holder(&kind, &key, |r| r.unique_key.as_deref()).is_none() {
+                if inner
+                    .holder(&kind, &key, |r| r.unique_key.as_deref())
+                    .is_none()
+                {
                     if let Some(row) = inner.jobs.get_mut(&id.get()) {
                         row.unique_key = Some(key);
                     }
@@ -375,12 +393,20 @@ impl Store for MemoryStore {
 
     async fn take_running_key(&self, id: JobId, fence: i64) -> Result<bool, Error> {
         let mut inner = self.lock();
-        let Some(row) = inner.jobs.get(&id.get()) else { return Ok(false) };
+        let Some(row) = inner.jobs.get(&id.get()) else {
+            return Ok(false);
+        };
         if row.fence != fence || row.info.state != JobState::Running {
             return Ok(false);
         }
-        let (kind, key) = (row.info.kind.clone(), row.info.key.clone().unwrap_or_default());
-        if inner.holder(&kind, &key, |r| r.running_key.as_deref()).is_some() {
+        let (kind, key) = (
+            row.info.kind.clone(),
+            row.info.key.clone().unwrap_or_default(),
+        );
+        if inner
+            .holder(&kind, &key, |r| r.running_key.as_deref())
+            .is_some()
+        {
             return Ok(false);
         }
         if let Some(row) = inner.jobs.get_mut(&id.get()) {
@@ -390,12 +416,19 @@ impl Store for MemoryStore {
     }
 
     async fn step_result(&self, scope: &str, name: &str) -> Result<Option<String>, Error> {
-        Ok(self.lock().steps.get(&(scope.to_owned(), name.to_owned())).cloned())
+        Ok(self
+            .lock()
+            .steps
+            .get(&(scope.to_owned(), name.to_owned()))
+            .cloned())
     }
 
     async fn record_step(&self, scope: &str, name: &str, result: &str) -> Result<(), Error> {
         let mut inner = self.lock();
-        inner.steps.entry((scope.to_owned(), name.to_owned())).or_insert_with(|| result.to_owned());
+        inner
+            .steps
+            .entry((scope.to_owned(), name.to_owned()))
+            .or_insert_with(|| result.to_owned());
         Ok(())
     }
 

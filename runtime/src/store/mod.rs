@@ -60,7 +60,9 @@ impl NewJob {
 
     /// How long after the enqueue the key stops being held, if bounded.
     pub(crate) fn unique_for_ms(&self) -> Option<i64> {
-        self.unique.and_then(|u| u.unique_for).map(crate::info::duration_millis)
+        self.unique
+            .and_then(|u| u.unique_for)
+            .map(crate::info::duration_millis)
     }
 
     /// What to do when the key is taken.
@@ -221,13 +223,26 @@ pub(crate) trait Store: Send + Sync {
 
     /// For a `while_executing` job: takes its key for this run, or returns `false` when another
     /// running job of its kind holds it.
-    fn take_running_key(&self, id: JobId, fence: i64) -> impl Future<Output = Result<bool, Error>> + Send;
+    fn take_running_key(
+        &self,
+        id: JobId,
+        fence: i64,
+    ) -> impl Future<Output = Result<bool, Error>> + Send;
 
     /// The recorded result of step `name` in `scope`, if it succeeded before.
-    fn step_result(&self, scope: &str, name: &str) -> impl Future<Output = Result<Option<String>, Error>> + Send;
+    fn step_result(
+        &self,
+        scope: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<String>, Error>> + Send;
 
     /// Records a step's result; the first record of a step wins.
-    fn record_step(&self, scope: &str, name: &str, result: &str) -> impl Future<Output = Result<(), Error>> + Send;
+    fn record_step(
+        &self,
+        scope: &str,
+        name: &str,
+        result: &str,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
 }
 
 /// The store a client was connected to.

@@ -17,8 +17,8 @@ use sqlx::{PgConnection, PgPool, Row};
 
 use crate::error::{redact, Error};
 use crate::info::{duration_millis, from_millis, JobInfo, StoredAttempt};
-use crate::job::{JobId, JobState};
 use crate::job::OnConflict;
+use crate::job::{JobId, JobState};
 use crate::store::{
     BoxFuture, Claimed, Finish, Inserted, NewJob, RunAt, Store, LEASE_LOST_AFTER, LEASE_LOST_BEFORE,
 };
@@ -28,7 +28,10 @@ const STORE: &str = "postgres";
 /// Versioned schema changes, applied in order, each once.
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_jobs.sql")),
-    (2, include_str!("../../migrations/postgres/0002_unique_and_steps.sql")),
+    (
+        2,
+        include_str!("../../migrations/postgres/0002_unique_and_steps.sql"),
+    ),
 ];
 
 #[derive(Clone, Debug)]
@@ -159,7 +162,10 @@ fn run<'c>(
     Box::pin(async move { query.execute(conn).await.map(|_| ()) })
 }
 
-fn maybe_row<'c>(conn: &'c mut PgConnection, query: PgQuery<'c>) -> BoxFuture<'c, Result<Option<PgRow>, sqlx::Error>> {
+fn maybe_row<'c>(
+    conn: &'c mut PgConnection,
+    query: PgQuery<'c>,
+) -> BoxFuture<'c, Result<Option<PgRow>, sqlx::Error>> {
     Box::pin(query.fetch_optional(conn))
 }
 
@@ -186,7 +192,10 @@ fn op_error(op: impl Into<String>, source: sqlx::Error) -> Error {
 /// Inserts a job on `conn` (the pool's, or the caller's transaction), unless its unique key is
 /// taken. The unique index decides, never a check before the insert: of many enqueues of one
 /// key at once, from any number of processes, exactly one inserts.
-pub(crate) fn insert<'a>(conn: &'a mut PgConnection, job: &'a NewJob) -> BoxFuture<'a, Result<Inserted, Error>> {
+pub(crate) fn insert<'a>(
+    conn: &'a mut PgConnection,
+    job: &'a NewJob,
+) -> BoxFuture<'a, Result<Inserted, Error>> {
     Box::pin(async move {
         let op = |e| op_error(format!("enqueue a `{}` job", job.kind), e);
         // Relative times are measured on the database's clock; absolute ones are taken as given.
@@ -232,10 +241,13 @@ pub(crate) fn insert<'a>(conn: &'a mut PgConnection, job: &'a NewJob) -> BoxFutu
                 return Ok(Inserted::New(JobId::new(row.try_get(0).map_err(op)?)));
             }
             let Some(key) = unique_key else { continue };
-            let holder = sqlx::query("SELECT id FROM errand_jobs WHERE kind = $1 AND unique_key = $2")
-                .bind(job.kind)
-                .bind(key);
-            let Some(holder) = maybe_row(conn, holder).await.map_err(op)? else { continue };
+            let holder =
+                sqlx::query("SELECT id FROM errand_jobs WHERE kind = $1 AND unique_key = $2")
+                    .bind(job.kind)
+                    .bind(key);
+            let Some(holder) = maybe_row(conn, holder).await.map_err(op)? else {
+                continue;
+            };
             let holder = JobId::new(holder.try_get(0).map_err(op)?);
             if job.on_conflict() != OnConflict::Replace {
                 return Ok(Inserted::Duplicate(holder));
@@ -256,9 +268,16 @@ pub(crate) fn insert<'a>(conn: &'a mut PgConnection, job: &'a NewJob) -> BoxFutu
             .bind(delay_ms)
             .bind(at_ms);
             let replaced = maybe_row(conn, replace).await.map_err(op)?.is_some();
-            return Ok(if replaced { Inserted::Replaced(holder) } else { Inserted::Duplicate(holder) });
+            return Ok(if replaced {
+                Inserted::Replaced(holder)
+            } else {
+                Inserted::Duplicate(holder)
+            });
         }
-        Err(Error::KeyContended { kind: job.kind, key: job.key.clone().unwrap_or_default() })
+        Err(Error::KeyContended {
+            kind: job.kind,
+            key: job.key.clone().unwrap_or_default(),
+        })
     })
 }
 

@@ -15,8 +15,8 @@ use sqlx::{Row, SqliteConnection, SqlitePool};
 
 use crate::error::{redact, Error};
 use crate::info::{duration_millis, from_millis, to_millis, JobInfo, StoredAttempt};
-use crate::job::{JobId, JobState};
 use crate::job::OnConflict;
+use crate::job::{JobId, JobState};
 use crate::store::{
     BoxFuture, Claimed, Finish, Inserted, NewJob, RunAt, Store, LEASE_LOST_AFTER, LEASE_LOST_BEFORE,
 };
@@ -26,7 +26,10 @@ const STORE: &str = "sqlite";
 /// Versioned schema changes, applied in order, each once.
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_jobs.sql")),
-    (2, include_str!("../../migrations/sqlite/0002_unique_and_steps.sql")),
+    (
+        2,
+        include_str!("../../migrations/sqlite/0002_unique_and_steps.sql"),
+    ),
 ];
 
 /// How long a statement waits for another connection's write lock before failing.
@@ -183,7 +186,10 @@ fn op_error(op: impl Into<String>, source: sqlx::Error) -> Error {
 /// Inserts a job on `conn` (the pool's, or the caller's transaction), unless its unique key is
 /// taken. The unique index decides, never a check before the insert: of many enqueues of one
 /// key at once, exactly one inserts.
-pub(crate) fn insert<'a>(conn: &'a mut SqliteConnection, job: &'a NewJob) -> BoxFuture<'a, Result<Inserted, Error>> {
+pub(crate) fn insert<'a>(
+    conn: &'a mut SqliteConnection,
+    job: &'a NewJob,
+) -> BoxFuture<'a, Result<Inserted, Error>> {
     Box::pin(async move {
         let op = |e| op_error(format!("enqueue a `{}` job", job.kind), e);
         let now = now_ms();
@@ -192,7 +198,11 @@ pub(crate) fn insert<'a>(conn: &'a mut SqliteConnection, job: &'a NewJob) -> Box
             RunAt::After(d) => now.saturating_add(duration_millis(d)),
             RunAt::At(t) => to_millis(t),
         };
-        let state = if run_at > now { JobState::Scheduled } else { JobState::Available };
+        let state = if run_at > now {
+            JobState::Scheduled
+        } else {
+            JobState::Available
+        };
         let unique_key = job.unique_key();
         // A holder can release the key between our insert and our look-up; then try again.
         for _ in 0..3 {
@@ -229,10 +239,13 @@ pub(crate) fn insert<'a>(conn: &'a mut SqliteConnection, job: &'a NewJob) -> Box
                 return Ok(Inserted::New(JobId::new(row.try_get(0).map_err(op)?)));
             }
             let Some(key) = unique_key else { continue };
-            let holder = sqlx::query("SELECT id FROM errand_jobs WHERE kind = ?1 AND unique_key = ?2")
-                .bind(job.kind)
-                .bind(key);
-            let Some(holder) = maybe_row(conn, holder).await.map_err(op)? else { continue };
+            let holder =
+                sqlx::query("SELECT id FROM errand_jobs WHERE kind = ?1 AND unique_key = ?2")
+                    .bind(job.kind)
+                    .bind(key);
+            let Some(holder) = maybe_row(conn, holder).await.map_err(op)? else {
+                continue;
+            };
             let holder = JobId::new(holder.try_get(0).map_err(op)?);
             if job.on_conflict() != OnConflict::Replace {
                 return Ok(Inserted::Duplicate(holder));
@@ -249,9 +262,16 @@ pub(crate) fn insert<'a>(conn: &'a mut SqliteConnection, job: &'a NewJob) -> Box
             .bind(run_at)
             .bind(state.as_str());
             let replaced = maybe_row(conn, replace).await.map_err(op)?.is_some();
-            return Ok(if replaced { Inserted::Replaced(holder) } else { Inserted::Duplicate(holder) });
+            return Ok(if replaced {
+                Inserted::Replaced(holder)
+            } else {
+                Inserted::Duplicate(holder)
+            });
         }
-        Err(Error::KeyContended { kind: job.kind, key: job.key.clone().unwrap_or_default() })
+        Err(Error::KeyContended {
+            kind: job.kind,
+            key: job.key.clone().unwrap_or_default(),
+        })
     })
 }
 
