@@ -27,6 +27,9 @@ pub enum TestError {
     #[error(transparent)]
     #[transient]
     Db(#[from] sqlx::Error),
+    #[error(transparent)]
+    #[transient]
+    Errand(#[from] errand::Error),
 }
 
 /// Retries after 10 ms, so tests on real stores take milliseconds.
@@ -242,6 +245,10 @@ pub async fn create_runs_table(pool: &sqlx::PgPool) {
         .execute(pool)
         .await
         .expect("create test_runs");
+    sqlx::query("ALTER TABLE test_runs ADD COLUMN IF NOT EXISTS at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()")
+        .execute(pool)
+        .await
+        .expect("add test_runs.at");
 }
 
 /// Takes a little while, so that some runs are under way when the database restarts.
@@ -391,4 +398,90 @@ pub async fn rejecting(id: i64) -> Result<(), TestError> {
 pub async fn long_key(text: String) -> Result<(), TestError> {
     let _ = text;
     Ok(())
+}
+
+// The effect ledger.
+
+/// Its step records an effect and returns the attempt it ran in; attempt 1 then fails.
+#[job(key = "lf-<order>", retry = 3, backoff = fast)]
+pub async fn ledger_flaky(ctx: &Context, tag: String, order: i64) -> Result<(), TestError> {
+    let _ = order; // in the key only
+    let ran_in: u32 = ctx
+        .step("effect", async {
+            record(&tag, "effect");
+            Ok::<_, TestError>(ctx.attempt())
+        })
+        .await?;
+    record(&tag, format!("got {ran_in} as {}", ctx.step_key("effect")));
+    if ctx.attempt() == 1 {
+        return Err(TestError::Flaky(1));
+    }
+    Ok(())
+}
+
+/// Its step fails on attempt 1 and succeeds on attempt 2.
+#[job(key = "ls-<order>", retry = 3, backoff = fast)]
+pub async fn ledger_step_fails(ctx: &Context, tag: String, order: i64) -> Result<(), TestError> {
+    let _ = order; // in the key only
+    let got: u32 = ctx
+        .step("effect", async {
+            record(&tag, format!("try {}", ctx.attempt()));
+            if ctx.attempt() == 1 {
+                return Err(TestError::Flaky(1));
+            }
+            Ok(ctx.attempt())
+        })
+        .await?;
+    record(&tag, format!("got {got}"));
+    Ok(())
+}
+
+/// A step in a job without a key: its ledger is the job's own.
+#[job(backoff = fast)]
+pub async fn ledger_keyless(ctx: &Context, tag: String) -> Result<(), TestError> {
+    let id = ctx.id().get();
+    let got: i64 = ctx
+        .step("effect", async {
+            record(&tag, "effect");
+            Ok::<_, TestError>(id)
+        })
+        .await?;
+    record(&tag, format!("got {}", got == id));
+    Ok(())
+}
+
+/// Charges a fake gateway through the ledger, then hangs on its first attempt so that a test
+/// can kill its worker between the charge and the completion.
+#[job(queue = "procs", key = "pay-<order_id>", retry = 20, backoff = fast)]
+pub async fn pay_with_ledger(ctx: &Context, order_id: i64) -> Result<(), TestError> {
+    let pool = RECORDER
+        .get()
+        .ok_or_else(|| TestError::Broken("no recorder in this process".into()))?;
+    let step_key = ctx.step_key("charge");
+    let charge: i64 = ctx
+        .step("charge", async {
+            // A gateway that charges every request: only the ledger keeps this to one charge.
+            let id = sqlx::query_scalar(
+                "INSERT INTO gateway_charges (order_id, step_key) VALUES ($1, $2) RETURNING id",
+            )
+            .bind(order_id)
+            .bind(&step_key)
+            .fetch_one(pool)
+            .await?;
+            Ok::<_, TestError>(id)
+        })
+        .await?;
+    record_run(ctx, charge, "charged").await?;
+    if ctx.attempt() == 1 {
+        tokio::time::sleep(Duration::from_secs(600)).await;
+    }
+    record_run(ctx, charge, "completed").await
+}
+
+/// No two of these run at once, on any node: they share one key.
+#[job(queue = "procs", unique = "while_executing", key = "exclusive", retry = 20, backoff = fast)]
+pub async fn exclusive_section(ctx: &Context, n: i64) -> Result<(), TestError> {
+    record_run(ctx, n, "start").await?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    record_run(ctx, n, "end").await
 }

@@ -16,7 +16,19 @@ pub struct WorkerProcess {
 impl WorkerProcess {
     /// Starts a worker on `url` and `schema` and waits until it says it is ready.
     pub async fn start(bin: &str, url: &str, schema: &str, lease: Duration) -> WorkerProcess {
+        WorkerProcess::start_with_concurrency(bin, url, schema, lease, 8).await
+    }
+
+    /// [`WorkerProcess::start`], running at most `concurrency` jobs at once.
+    pub async fn start_with_concurrency(
+        bin: &str,
+        url: &str,
+        schema: &str,
+        lease: Duration,
+        concurrency: usize,
+    ) -> WorkerProcess {
         let mut child = tokio::process::Command::new(bin)
+            .env("ERRAND_CONCURRENCY", concurrency.to_string())
             .env("DATABASE_URL", url)
             .env("ERRAND_SCHEMA", schema)
             .env("ERRAND_LEASE_MS", lease.as_millis().to_string())

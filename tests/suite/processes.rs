@@ -272,3 +272,161 @@ async fn a_stalled_worker_cannot_write_to_a_job_it_lost() {
     );
     store.clean_up().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_enqueuing_one_key_leave_one_job() {
+    let Some(store) = postgres().await else {
+        return;
+    };
+    let (url, schema) = (store.url.clone().unwrap(), store.schema.clone().unwrap());
+    let pool = store.postgres_pool().await;
+    create_runs_table(&pool).await;
+    let runs: Vec<_> = (0..3)
+        .map(|_| {
+            tokio::process::Command::new(WORKER)
+                .arg("enqueue-duplicates")
+                .env("DATABASE_URL", &url)
+                .env("ERRAND_SCHEMA", &schema)
+                .output()
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for run in runs {
+        let output = run.await.expect("run the enqueuing process");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        ids.extend(
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .map(str::to_owned),
+        );
+    }
+    assert_eq!(ids.len(), 150);
+    assert!(
+        ids.iter().all(|id| *id == ids[0]),
+        "every enqueue names the one job: {ids:?}"
+    );
+    assert_eq!(count(&pool, "SELECT count(*) FROM errand_jobs").await, 1);
+    store.clean_up().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_executing_jobs_never_overlap_across_processes() {
+    const JOBS: i64 = 12;
+    let Some(store) = postgres().await else {
+        return;
+    };
+    let (url, schema) = (store.url.clone().unwrap(), store.schema.clone().unwrap());
+    let pool = store.postgres_pool().await;
+    create_runs_table(&pool).await;
+    // One job at a time each, so that both processes take some of them.
+    let workers = [
+        WorkerProcess::start_with_concurrency(WORKER, &url, &schema, Duration::from_secs(30), 1)
+            .await,
+        WorkerProcess::start_with_concurrency(WORKER, &url, &schema, Duration::from_secs(30), 1)
+            .await,
+    ];
+    for n in 0..JOBS {
+        let enqueued = exclusive_section::enqueue(&store.client, n).await.unwrap();
+        assert_eq!(
+            enqueued.duplicate_of, None,
+            "while_executing never refuses an enqueue"
+        );
+    }
+    wait_for_within(
+        Duration::from_secs(120),
+        "every job to complete",
+        || async {
+            count(
+                &pool,
+                "SELECT count(*) FROM errand_jobs WHERE state = 'completed'",
+            )
+            .await
+                == JOBS
+        },
+    )
+    .await;
+    for worker in workers {
+        worker.terminate().await;
+    }
+    let events: Vec<(i64, String, i64)> =
+        sqlx::query_as("SELECT n, event, pid FROM test_runs ORDER BY at, event DESC")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(events.len() as i64, 2 * JOBS);
+    for pair in events.chunks(2) {
+        assert_eq!(
+            (pair[0].1.as_str(), pair[1].1.as_str()),
+            ("start", "end"),
+            "runs overlapped: {events:?}"
+        );
+        assert_eq!(pair[0].0, pair[1].0, "runs overlapped: {events:?}");
+    }
+    let pids: std::collections::HashSet<i64> = events.iter().map(|e| e.2).collect();
+    assert_eq!(pids.len(), 2, "both processes ran some");
+    store.clean_up().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charge_survives_a_killed_worker_exactly_once() {
+    let Some(store) = postgres().await else {
+        return;
+    };
+    let (url, schema) = (store.url.clone().unwrap(), store.schema.clone().unwrap());
+    let pool = store.postgres_pool().await;
+    create_runs_table(&pool).await;
+    sqlx::query("CREATE TABLE gateway_charges (id BIGSERIAL PRIMARY KEY, order_id BIGINT NOT NULL, step_key TEXT NOT NULL)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let lease = Duration::from_secs(1);
+    let first = WorkerProcess::start(WORKER, &url, &schema, lease).await;
+    let id = pay_with_ledger::enqueue(&store.client, 42)
+        .await
+        .unwrap()
+        .id;
+    // The same charge, enqueued twice: both runs share the key's ledger.
+    let again = pay_with_ledger::enqueue(&store.client, 42)
+        .await
+        .unwrap()
+        .id;
+    wait_for("the first worker to charge", || async {
+        count(
+            &pool,
+            "SELECT count(*) FROM test_runs WHERE event = 'charged'",
+        )
+        .await
+            >= 1
+    })
+    .await;
+    first.kill().await;
+
+    let second = WorkerProcess::start(WORKER, &url, &schema, lease).await;
+    wait_for("both jobs to complete", || async {
+        job(&store.client, id).await.state == JobState::Completed
+            && job(&store.client, again).await.state == JobState::Completed
+    })
+    .await;
+    second.terminate().await;
+
+    let charges: Vec<(i64, String)> =
+        sqlx::query_as("SELECT order_id, step_key FROM gateway_charges")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        charges,
+        [(42, "pay-42/charge".to_owned())],
+        "one charge, whatever ran twice"
+    );
+    let ran_twice = job(&store.client, id)
+        .await
+        .attempt
+        .max(job(&store.client, again).await.attempt);
+    assert_eq!(ran_twice, 2, "the killed run was retried");
+    store.clean_up().await;
+}

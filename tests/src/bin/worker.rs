@@ -2,6 +2,9 @@
 //!
 //! Environment: `DATABASE_URL`, `ERRAND_SCHEMA`, and optionally `ERRAND_CONCURRENCY` (8) and
 //! `ERRAND_LEASE_MS` (30000). Prints `ready` once it works.
+//!
+//! With the argument `enqueue-duplicates`, it instead enqueues one unique job 50 times at once
+//! and prints the id each enqueue returned, one a line.
 
 use std::time::Duration;
 
@@ -30,6 +33,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .connect_with(options.options([("search_path", schema.as_str())]))
         .await?;
     errand_tests::jobs::set_recorder(recorder);
+    if std::env::args().nth(1).as_deref() == Some("enqueue-duplicates") {
+        return enqueue_duplicates(&client).await;
+    }
     println!("ready");
     Worker::new(client)
         .queues([("procs", 1)])
@@ -39,5 +45,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .grace_period(Duration::from_secs(10))
         .run()
         .await?;
+    Ok(())
+}
+
+async fn enqueue_duplicates(client: &Client) -> Result<(), Box<dyn std::error::Error>> {
+    use errand_tests::jobs::until_executed_job;
+    let mut enqueues = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let client = client.clone();
+        enqueues.spawn(async move {
+            until_executed_job::with("processes".to_owned(), 1, "ok".to_owned())
+                .queue("parked")
+                .enqueue(&client)
+                .await
+        });
+    }
+    while let Some(enqueued) = enqueues.join_next().await {
+        println!("{}", enqueued??.id);
+    }
     Ok(())
 }
