@@ -96,6 +96,7 @@ mod tests {
                 max_attempts: 1,
                 run_at: RunAt::Now,
                 key: None,
+                unique: None,
             };
             store.enqueue(&job).await.unwrap();
         }
