@@ -180,6 +180,23 @@ pub(crate) fn redact(url: &str) -> String {
     }
 }
 
+/// Errors from errand inside a job (a step, `complete_in`, an enqueue) are transient, except those
+/// that the same call would meet again.
+impl crate::Classify for Error {
+    fn class(&self) -> crate::ErrorClass {
+        match self {
+            Error::Serialize { .. }
+            | Error::ArgsTooLarge { .. }
+            | Error::InvalidQueue { .. }
+            | Error::InvalidPriority { .. }
+            | Error::KeyTooLong { .. }
+            | Error::Duplicate { .. }
+            | Error::Step { .. } => crate::ErrorClass::Permanent,
+            _ => crate::ErrorClass::Transient,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::redact;
@@ -196,22 +213,5 @@ mod tests {
             "sqlite://jobs.db?mode=rwc"
         );
         assert_eq!(redact("sqlite::memory:"), "sqlite::memory:");
-    }
-}
-
-/// Errors from errand inside a job (a step, `complete_in`, an enqueue) are transient, except those
-/// that the same call would meet again.
-impl crate::Classify for Error {
-    fn class(&self) -> crate::ErrorClass {
-        match self {
-            Error::Serialize { .. }
-            | Error::ArgsTooLarge { .. }
-            | Error::InvalidQueue { .. }
-            | Error::InvalidPriority { .. }
-            | Error::KeyTooLong { .. }
-            | Error::Duplicate { .. }
-            | Error::Step { .. } => crate::ErrorClass::Permanent,
-            _ => crate::ErrorClass::Transient,
-        }
     }
 }
