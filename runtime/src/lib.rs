@@ -52,8 +52,9 @@
 //! | `timeout` | duration; a run past it fails transiently | none |
 //! | `name` | stable kind name stored with the job | the fn's name |
 //!
-//! The uniqueness options are checked and stored with the job's options in this release; the
-//! store does not yet refuse duplicates.
+//! A unique job's duplicates are refused by the database (a unique index), per kind and key;
+//! [`Request::enqueue`] says what `on_conflict` does. [`Context::step`] records a step's result
+//! once per job key, so a job that runs twice has its effects once.
 //!
 //! # What `#[job]` generates
 //!

@@ -83,3 +83,18 @@ async fn key_function_matches_stored_key(store: TestStore) {
         "ctx.idempotency_key() is the stored key"
     );
 }
+
+/// Keys are a promise across releases: the same arguments render the same key, forever.
+#[test]
+fn rendered_keys_are_pinned() {
+    assert_eq!(charge::key(&42), "charge-42");
+    assert_eq!(charge::key(&-7), "charge--7");
+    assert_eq!(long_key::key(&"a b/ü".to_owned()), "k-a b/ü");
+    let order = Order {
+        id: u64::MAX,
+        address: Address {
+            city: "São Paulo".to_owned(),
+        },
+    };
+    assert_eq!(ship::key(&order), "ship-18446744073709551615-to-São Paulo");
+}
