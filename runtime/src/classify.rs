@@ -147,11 +147,15 @@ impl FailureKind {
         }
     }
 
-    /// Whether retrying can help.
+    /// Whether retrying can help. An unknown kind is not: the worker already waited the grace
+    /// period for a worker that knows it.
     pub const fn is_retryable(self) -> bool {
         !matches!(
             self,
-            FailureKind::Permanent | FailureKind::Undecodable | FailureKind::Cancelled
+            FailureKind::Permanent
+                | FailureKind::Undecodable
+                | FailureKind::Cancelled
+                | FailureKind::UnknownKind
         )
     }
 }

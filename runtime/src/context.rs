@@ -3,6 +3,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::error::Error;
 use crate::job::JobId;
 use crate::request::Transaction;
@@ -40,10 +42,16 @@ struct Inner {
     /// Where step results are recorded: per job key, or per job for a job without one.
     ledger_scope: String,
     store: Backend,
+    cancelled: CancellationToken,
 }
 
 impl Context {
-    pub(crate) fn new(job: &Claimed, span: tracing::Span, store: Backend) -> Context {
+    pub(crate) fn new(
+        job: &Claimed,
+        span: tracing::Span,
+        store: Backend,
+        cancelled: CancellationToken,
+    ) -> Context {
         // A job without a key template still gets a key that is the same on every attempt.
         let idempotency_key = job
             .key
@@ -65,6 +73,7 @@ impl Context {
                     None => format!("{}#{}", job.kind, job.id),
                 },
                 store,
+                cancelled,
             }),
         }
     }
@@ -108,6 +117,29 @@ impl Context {
     /// The tracing span of this run (job id, kind, queue, attempt, key).
     pub fn span(&self) -> &tracing::Span {
         &self.inner.span
+    }
+
+    /// Whether [`Client::cancel`](crate::Client::cancel) asked this running job to stop. The job
+    /// becomes `cancelled` when it returns, whatever it returns; stop early and return.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancelled.is_cancelled()
+    }
+
+    /// Resolves when [`Client::cancel`](crate::Client::cancel) asks this running job to stop.
+    /// Workers notice a request when they renew leases: within a third of the lease.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// #[errand::job]
+    /// async fn export(ctx: &errand::Context, report_id: i64) -> Result<(), std::io::Error> {
+    ///     tokio::select! {
+    ///         () = ctx.cancelled() => Ok(()), // the job ends as `cancelled`
+    ///         () = tokio::time::sleep(Duration::from_secs(report_id as u64)) => Ok(()),
+    ///     }
+    /// }
+    /// ```
+    pub async fn cancelled(&self) {
+        self.inner.cancelled.cancelled().await
     }
 
     /// Marks this job completed inside `tx`, the transaction that holds the job's own database
@@ -190,6 +222,10 @@ impl Context {
     ///
     /// # What is not
     ///
+    /// - Two runs of one key at the same moment (two jobs with the same key, both running) can
+    ///   both run a step that neither has recorded yet: the ledger guards re-runs, not
+    ///   concurrent runs. Make such jobs `unique` (`until_executed`, or `while_executing`), so
+    ///   that one key runs once at a time.
     /// - An external API that ignores idempotency keys can see the effect twice in the window
     ///   above; nothing on this side of the network can prevent that.
     /// - Results are stored as JSON: a step's result type must read back what it wrote.

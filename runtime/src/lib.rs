@@ -89,6 +89,7 @@ mod classify;
 mod client;
 mod completions;
 mod context;
+mod dead;
 mod error;
 mod info;
 mod job;
@@ -104,6 +105,7 @@ pub use errand_macros::{job, JobError};
 pub use crate::classify::{Classify, ErrorClass, FailureKind};
 pub use crate::client::{Client, Config};
 pub use crate::context::Context;
+pub use crate::dead::{Cancellation, DeadFilter, Death, DeathReason, Page, Retention};
 pub use crate::error::Error;
 pub use crate::info::{AttemptError, JobInfo};
 pub use crate::job::{
@@ -111,7 +113,7 @@ pub use crate::job::{
 };
 pub use crate::request::{Enqueued, Request, Transaction};
 pub use crate::retry::Backoff;
-pub use crate::worker::Worker;
+pub use crate::worker::{HandlerError, Worker};
 
 /// For macro expansions only, not public API: may change in any release.
 #[doc(hidden)]

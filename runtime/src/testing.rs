@@ -178,10 +178,12 @@ pub fn context(kind: &str, key: &str) -> Context {
         max_attempts: 1,
         key: Some(key.to_owned()),
         fence: 0,
+        created_at: 0,
     };
     Context::new(
         &job,
         tracing::Span::none(),
         Backend::Memory(MemoryStore::default()),
+        tokio_util::sync::CancellationToken::new(),
     )
 }

@@ -5,7 +5,7 @@
 //! for a local enqueue, a finished job or the poll interval, whichever comes first. Each claimed
 //! job runs in its own task; the loop owns every task, so none outlives the worker.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -18,12 +18,14 @@ use crate::classify::FailureKind;
 use crate::client::Client;
 use crate::completions::Completions;
 use crate::context::Context;
+use crate::dead::{Death, Retention};
 use crate::error::Error;
 use crate::info::AttemptError;
 use crate::job::{JobId, JobState, Outcome, UniqueStrategy};
 use crate::registry::{registry, CatchPanic, Failure, Registration};
 use crate::request::check_queue_name;
 use crate::retry::{after_failure, AfterFailure, Backoff};
+use crate::store::BoxFuture;
 use crate::store::{Claimed, Finish, Store};
 
 /// Runs jobs.
@@ -46,15 +48,42 @@ use crate::store::{Claimed, Finish, Store};
 /// Queue weights share the free slots of each claim: with `critical` at 10 and `bulk` at 1, a
 /// busy worker gives `critical` about ten times the slots of `bulk`, and `bulk` never starves.
 /// Slots a queue cannot fill go to the others.
-#[derive(Debug)]
 pub struct Worker {
     client: Client,
+    settings: Settings,
+    id: String,
+}
+
+/// What a worker was told, shared by the builder and the running worker.
+struct Settings {
     queues: Vec<(String, u32)>,
     concurrency: usize,
     grace_period: Duration,
     poll_interval: Duration,
     lease: Duration,
-    id: String,
+    unknown_kind_grace: Duration,
+    retention: Retention,
+    prune_every: Duration,
+    on_death: Option<DeathHandler>,
+}
+
+/// A death handler, boxed: see [`Worker::on_death`].
+type DeathHandler =
+    Arc<dyn Fn(Death) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync>;
+
+/// What a death handler may fail with.
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("id", &self.id)
+            .field("queues", &self.settings.queues)
+            .field("concurrency", &self.settings.concurrency)
+            .field("lease", &self.settings.lease)
+            .field("on_death", &self.settings.on_death.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Worker {
@@ -62,11 +91,17 @@ impl Worker {
     pub fn new(client: Client) -> Worker {
         Worker {
             client,
-            queues: vec![("default".to_owned(), 1)],
-            concurrency: 10,
-            grace_period: Duration::from_secs(25),
-            poll_interval: Duration::from_secs(1),
-            lease: Duration::from_secs(30),
+            settings: Settings {
+                queues: vec![("default".to_owned(), 1)],
+                concurrency: 10,
+                grace_period: Duration::from_secs(25),
+                poll_interval: Duration::from_secs(1),
+                lease: Duration::from_secs(30),
+                unknown_kind_grace: Duration::from_secs(3600),
+                retention: Retention::default(),
+                prune_every: Duration::from_secs(60),
+                on_death: None,
+            },
             id: worker_id(),
         }
     }
@@ -77,33 +112,78 @@ impl Worker {
         I: IntoIterator<Item = (S, u32)>,
         S: Into<String>,
     {
-        self.queues = queues.into_iter().map(|(q, w)| (q.into(), w)).collect();
+        self.settings.queues = queues.into_iter().map(|(q, w)| (q.into(), w)).collect();
         self
     }
 
     /// How many jobs run at once (at least 1).
     pub fn concurrency(mut self, jobs: usize) -> Worker {
-        self.concurrency = jobs;
+        self.settings.concurrency = jobs;
         self
     }
 
     /// On shutdown, how long running jobs may take to finish before they are put back.
     pub fn grace_period(mut self, grace: Duration) -> Worker {
-        self.grace_period = grace;
+        self.settings.grace_period = grace;
         self
     }
 
     /// How often an idle worker looks for jobs enqueued by other processes, or come due.
     /// Jobs enqueued through this worker's own client wake it at once.
     pub fn poll_interval(mut self, interval: Duration) -> Worker {
-        self.poll_interval = interval;
+        self.settings.poll_interval = interval;
         self
     }
 
     /// How long a claimed job stays this worker's without renewal. The worker renews every
     /// third of it; a job whose worker died is rescued once it runs out.
     pub fn lease(mut self, lease: Duration) -> Worker {
-        self.lease = lease;
+        self.settings.lease = lease;
+        self
+    }
+
+    /// How long a job whose kind this worker does not know is left for a worker that knows it
+    /// (default one hour), before it dies with an error that names the kind. It waits snoozed,
+    /// spending no attempt.
+    pub fn unknown_kind_grace(mut self, grace: Duration) -> Worker {
+        self.settings.unknown_kind_grace = grace;
+        self
+    }
+
+    /// How long finished jobs are kept; see [`Retention`]. Workers prune every minute (see
+    /// [`Worker::prune_every`]), one node at a time.
+    pub fn retention(mut self, retention: Retention) -> Worker {
+        self.settings.retention = retention;
+        self
+    }
+
+    /// How often this worker tries to prune finished jobs (default every minute).
+    pub fn prune_every(mut self, every: Duration) -> Worker {
+        self.settings.prune_every = every;
+        self
+    }
+
+    /// Calls `handler` once for every job death in the cluster (a permanent failure, or no
+    /// retries left), with the dead job, its last error and why it died. Each death goes to one
+    /// worker that has a handler. A handler that fails or panics is logged; the job stays dead.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: errand::Client) -> Result<(), errand::Error> {
+    /// errand::Worker::new(client)
+    ///     .on_death(|death: errand::Death| async move {
+    ///         eprintln!("job {} ({}) died: {:?}", death.job.id, death.job.kind, death.reason);
+    ///         Ok(())
+    ///     })
+    ///     .run()
+    ///     .await
+    /// # }
+    /// ```
+    pub fn on_death<F, Fut>(mut self, handler: F) -> Worker
+    where
+        F: Fn(Death) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        self.settings.on_death = Some(Arc::new(move |death| Box::pin(handler(death))));
         self
     }
 
@@ -140,12 +220,12 @@ impl Worker {
     }
 
     fn into_runner(self) -> Result<Arc<Runner>, Error> {
-        if self.queues.is_empty() {
+        if self.settings.queues.is_empty() {
             return Err(Error::InvalidWorker(
                 "no queues to work; call `.queues([(\"default\", 1)])`".to_owned(),
             ));
         }
-        for (queue, weight) in &self.queues {
+        for (queue, weight) in &self.settings.queues {
             check_queue_name(queue)?;
             if *weight == 0 {
                 return Err(Error::InvalidWorker(format!(
@@ -153,27 +233,23 @@ impl Worker {
                 )));
             }
         }
-        if self.concurrency == 0 {
+        if self.settings.concurrency == 0 {
             return Err(Error::InvalidWorker(
                 "concurrency 0 would run nothing; use at least 1".to_owned(),
             ));
         }
-        if self.lease < Duration::from_millis(300) {
+        if self.settings.lease < Duration::from_millis(300) {
             return Err(Error::InvalidWorker(format!(
                 "a lease of {:?} is too short to renew; use at least 300ms",
-                self.lease
+                self.settings.lease
             )));
         }
         Ok(Arc::new(Runner {
             registry: registry()?,
             client: self.client,
-            queues: self.queues,
-            concurrency: self.concurrency,
-            grace_period: self.grace_period,
-            poll_interval: self.poll_interval,
-            lease: self.lease,
+            settings: self.settings,
             id: self.id,
-            running: Mutex::new(HashSet::new()),
+            running: Mutex::new(HashMap::new()),
             completions: Completions::default(),
         }))
     }
@@ -183,17 +259,25 @@ impl Worker {
 struct Runner {
     client: Client,
     registry: HashMap<&'static str, &'static Registration>,
-    queues: Vec<(String, u32)>,
-    concurrency: usize,
-    grace_period: Duration,
-    poll_interval: Duration,
-    lease: Duration,
+    settings: Settings,
     id: String,
-    /// Jobs claimed and not yet recorded as finished, for lease renewal and shutdown.
-    running: Mutex<HashSet<JobId>>,
+    /// Jobs claimed and not yet recorded as finished, for lease renewal and shutdown, each with
+    /// the token its context watches for a cancellation.
+    running: Mutex<HashMap<JobId, CancellationToken>>,
     /// Completions waiting to be written together.
     completions: Completions,
 }
+
+/// Deaths taken for handlers at a time.
+const DEATH_BATCH: usize = 100;
+/// How long one death handler may take.
+const DEATH_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
+/// The lock that keeps pruning to one node at a time.
+const PRUNE_LOCK: &str = "errand.prune";
+/// Jobs deleted per statement, so that no prune holds locks for long.
+const PRUNE_BATCH: usize = 1000;
+/// Batches per pruning round; the next round carries on.
+const MAX_PRUNE_BATCHES: usize = 100;
 
 /// How long a `while_executing` job waits (snoozed, spending no attempt) while another job with
 /// its key runs.
@@ -205,7 +289,7 @@ fn store_backoff(failures: u32) -> Duration {
 }
 
 impl Runner {
-    fn running(&self) -> MutexGuard<'_, HashSet<JobId>> {
+    fn running(&self) -> MutexGuard<'_, HashMap<JobId, CancellationToken>> {
         // The map holds plain ids; a panic elsewhere cannot leave it half-updated.
         self.running
             .lock()
@@ -218,18 +302,21 @@ impl Runner {
         shutdown: CancellationToken,
         until_idle: bool,
     ) -> Result<usize, Error> {
-        tracing::info!(worker = %self.id, queues = ?self.queues, concurrency = self.concurrency, "errand worker started");
+        tracing::info!(worker = %self.id, queues = ?self.settings.queues, concurrency = self.settings.concurrency, "errand worker started");
         let mut tasks = JoinSet::new();
+        // Pruning waits one period after start, so that short-lived workers (scripts, tests)
+        // leave it to long-running ones.
+        let mut last_prune = Instant::now();
         let mut enqueued = self.client.subscribe_enqueued();
         let mut listener = self.client.store().listener().await;
-        let mut heartbeat = tokio::time::interval(self.lease / 3);
+        let mut heartbeat = tokio::time::interval(self.settings.lease / 3);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut runs = 0;
         let mut failures = 0u32;
         self.rescue().await;
 
         while !shutdown.is_cancelled() {
-            let free = self.concurrency.saturating_sub(tasks.len());
+            let free = self.settings.concurrency.saturating_sub(tasks.len());
             let mut claimed = 0;
             if free > 0 {
                 match self.claim(free).await {
@@ -238,7 +325,7 @@ impl Runner {
                         claimed = jobs.len();
                         runs += claimed;
                         for job in jobs {
-                            self.running().insert(job.id);
+                            self.running().insert(job.id, CancellationToken::new());
                             tasks.spawn(Arc::clone(&self).execute(job));
                         }
                     }
@@ -263,13 +350,22 @@ impl Runner {
             }
             tokio::select! {
                 () = shutdown.cancelled() => {}
-                Some(joined) = tasks.join_next(), if !tasks.is_empty() => log_join(joined),
+                Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                    if log_join(joined) {
+                        self.handle_deaths().await;
+                    }
+                }
                 Ok(()) = enqueued.changed(), if !until_idle => {}
                 () = listener.next(), if !until_idle => {}
-                () = tokio::time::sleep(self.poll_interval), if !until_idle => {}
+                () = tokio::time::sleep(self.settings.poll_interval), if !until_idle => {}
                 _ = heartbeat.tick() => {
                     self.renew().await;
                     self.rescue().await;
+                    self.handle_deaths().await;
+                    if last_prune.elapsed() >= self.settings.prune_every {
+                        last_prune = Instant::now();
+                        self.prune().await;
+                    }
                 }
             }
         }
@@ -281,15 +377,16 @@ impl Runner {
     /// and a second only when some queue could not fill its share.
     async fn claim(&self, free: usize) -> Result<Vec<Claimed>, Error> {
         let store = self.client.store();
-        let shares = weighted_shares(&self.queues, free, fastrand::f64);
+        let shares = weighted_shares(&self.settings.queues, free, fastrand::f64);
         let wanted: Vec<(&str, usize)> = self
+            .settings
             .queues
             .iter()
             .zip(&shares)
             .filter(|(_, share)| **share > 0)
             .map(|((queue, _), share)| (queue.as_str(), *share))
             .collect();
-        let mut jobs = store.claim(&wanted, &self.id, self.lease).await?;
+        let mut jobs = store.claim(&wanted, &self.id, self.settings.lease).await?;
         // A queue that returned fewer jobs than asked for has nothing more due; slots it could
         // not fill go to the others, the heavier first.
         let exhausted = |queue: &str| {
@@ -297,8 +394,12 @@ impl Runner {
                 *q == queue && jobs.iter().filter(|j| j.queue == queue).count() < *share
             })
         };
-        let mut others: Vec<&(String, u32)> =
-            self.queues.iter().filter(|(q, _)| !exhausted(q)).collect();
+        let mut others: Vec<&(String, u32)> = self
+            .settings
+            .queues
+            .iter()
+            .filter(|(q, _)| !exhausted(q))
+            .collect();
         others.sort_by_key(|(_, weight)| std::cmp::Reverse(*weight));
         for (queue, _) in others {
             let left = free - jobs.len();
@@ -307,7 +408,7 @@ impl Runner {
             }
             jobs.extend(
                 store
-                    .claim(&[(queue.as_str(), left)], &self.id, self.lease)
+                    .claim(&[(queue.as_str(), left)], &self.id, self.settings.lease)
                     .await?,
             );
         }
@@ -315,7 +416,7 @@ impl Runner {
     }
 
     /// Runs one claimed job and records its outcome.
-    async fn execute(self: Arc<Self>, job: Claimed) {
+    async fn execute(self: Arc<Self>, job: Claimed) -> bool {
         let span = tracing::info_span!(
             "errand.job",
             job.id = %job.id,
@@ -326,18 +427,26 @@ impl Runner {
         );
         let started = Instant::now();
         let registration = self.registry.get(job.kind.as_str()).copied();
-        let ctx = Context::new(&job, span.clone(), self.client.store().clone());
+        let cancelled = self.running().get(&job.id).cloned().unwrap_or_default();
+        let ctx = Context::new(&job, span.clone(), self.client.store().clone(), cancelled);
         let result = self
             .run(&job, registration, ctx.clone())
             .instrument(span.clone())
             .await;
         let backoff = registration.map_or(Backoff::Exponential, |r| r.options.backoff);
-        let finish = self.decide(&job, result, started.elapsed(), &backoff);
+        let finish = self.decide(
+            &job,
+            result,
+            started.elapsed(),
+            &backoff,
+            ctx.is_cancelled(),
+        );
         span.in_scope(|| log_finish(&finish));
         self.record(&job, &finish, ctx.completed_in_tx())
             .instrument(span)
             .await;
         self.running().remove(&job.id);
+        finish.state == JobState::Dead
     }
 
     async fn run(
@@ -347,11 +456,21 @@ impl Runner {
         ctx: Context,
     ) -> Result<Outcome, Failure> {
         let Some(registration) = registration else {
+            let waited =
+                Duration::from_millis(u64::try_from(now_ms() - job.created_at).unwrap_or(0));
+            if waited < self.settings.unknown_kind_grace {
+                // Leave it for a worker that knows the kind; look again later.
+                let wait = (self.settings.unknown_kind_grace - waited)
+                    .clamp(Duration::from_millis(100), Duration::from_secs(30));
+                tracing::warn!(wait = ?wait, "no job of this kind is registered here; leaving it for another worker");
+                return Ok(Outcome::Snooze(wait));
+            }
             return Err(Failure::new(
                 FailureKind::UnknownKind,
                 format!(
-                    "no job named `{}` is registered in worker `{}`; is the crate that defines it linked into this binary?",
-                    job.kind, self.id
+                    "no worker ran a job of kind `{}` within {:?} of its enqueue (last tried by `{}`); \
+                     is the crate that defines it linked into the worker binary?",
+                    job.kind, self.settings.unknown_kind_grace, self.id
                 ),
             ));
         };
@@ -405,6 +524,7 @@ impl Runner {
         result: Result<Outcome, Failure>,
         took: Duration,
         backoff: &Backoff,
+        cancelled: bool,
     ) -> Finish {
         let attempt_error = |kind, message| AttemptError {
             attempt: job.attempt,
@@ -414,6 +534,11 @@ impl Runner {
             duration: took,
             worker: self.id.clone(),
         };
+        if cancelled {
+            // The client asked this run to stop: whatever it returned, it ends here.
+            let message = "cancelled by the client while running".to_owned();
+            return Finish::cancelled(attempt_error(FailureKind::Cancelled, message));
+        }
         match result {
             Ok(Outcome::Done) => Finish::completed(),
             Ok(Outcome::Snooze(delay)) => Finish::snooze(delay),
@@ -441,7 +566,7 @@ impl Runner {
     /// lease would last. If the store never answers, the lease runs out and any worker rescues
     /// the job.
     async fn record(&self, job: &Claimed, finish: &Finish, completed_in_tx: bool) {
-        let deadline = Instant::now() + self.lease;
+        let deadline = Instant::now() + self.settings.lease;
         let mut failures = 0;
         loop {
             let written = if finish.state == JobState::Completed {
@@ -474,12 +599,100 @@ impl Runner {
     }
 
     async fn renew(&self) {
-        let ids: Vec<JobId> = self.running().iter().copied().collect();
+        let ids: Vec<JobId> = self.running().keys().copied().collect();
         if ids.is_empty() {
             return;
         }
-        if let Err(err) = self.client.store().renew(&self.id, &ids, self.lease).await {
-            tracing::warn!(worker = %self.id, error = %err, "renewing leases failed");
+        match self
+            .client
+            .store()
+            .renew(&self.id, &ids, self.settings.lease)
+            .await
+        {
+            Ok(cancelled) => {
+                let running = self.running();
+                for id in cancelled {
+                    if let Some(token) = running.get(&id) {
+                        token.cancel();
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(worker = %self.id, error = %err, "renewing leases failed"),
+        }
+    }
+
+    /// Hands deaths whose handlers have not run to this worker's handler, if it has one.
+    async fn handle_deaths(&self) {
+        let Some(handler) = &self.settings.on_death else {
+            return;
+        };
+        loop {
+            let deaths = match self.client.store().claim_deaths(DEATH_BATCH).await {
+                Ok(deaths) => deaths,
+                Err(err) => {
+                    tracing::warn!(worker = %self.id, error = %err, "cannot take deaths for their handlers");
+                    return;
+                }
+            };
+            let taken = deaths.len();
+            for job in deaths {
+                let death = Death::of(job);
+                let (id, kind, reason) = (death.job.id, death.job.kind.clone(), death.reason);
+                // In a task of its own, so that a handler's panic is caught like a job's.
+                let called =
+                    tokio::spawn(tokio::time::timeout(DEATH_HANDLER_TIMEOUT, handler(death))).await;
+                match called {
+                    Ok(Ok(Ok(()))) => {
+                        tracing::info!(job.id = %id, job.kind = %kind, ?reason, "death handler ran")
+                    }
+                    Ok(Ok(Err(err))) => {
+                        tracing::error!(job.id = %id, job.kind = %kind, error = %err, "death handler failed; the job stays dead")
+                    }
+                    Ok(Err(_)) => {
+                        tracing::error!(job.id = %id, job.kind = %kind, "death handler timed out; the job stays dead")
+                    }
+                    Err(err) => {
+                        tracing::error!(job.id = %id, job.kind = %kind, error = %err, "death handler panicked; the job stays dead")
+                    }
+                }
+            }
+            if taken < DEATH_BATCH {
+                return;
+            }
+        }
+    }
+
+    /// Deletes what retention lets go, in batches, if no other node is pruning.
+    async fn prune(&self) {
+        let store = self.client.store();
+        match store
+            .try_lock(PRUNE_LOCK, &self.id, self.settings.prune_every * 2)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(err) => {
+                tracing::warn!(worker = %self.id, error = %err, "cannot take the pruning lock");
+                return;
+            }
+        }
+        let mut pruned = 0;
+        for _ in 0..MAX_PRUNE_BATCHES {
+            match store.prune(&self.settings.retention, PRUNE_BATCH).await {
+                Ok(deleted) => {
+                    pruned += deleted;
+                    if deleted < PRUNE_BATCH as u64 {
+                        break;
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(worker = %self.id, error = %err, "pruning finished jobs failed");
+                    break;
+                }
+            }
+        }
+        if pruned > 0 {
+            tracing::info!(worker = %self.id, jobs = pruned, "pruned finished jobs");
         }
     }
 
@@ -496,15 +709,17 @@ impl Runner {
     }
 
     /// Waits up to the grace period for running jobs, then stops the rest and puts them back.
-    async fn shut_down(&self, mut tasks: JoinSet<()>, heartbeat: &mut tokio::time::Interval) {
+    async fn shut_down(&self, mut tasks: JoinSet<bool>, heartbeat: &mut tokio::time::Interval) {
         if !tasks.is_empty() {
-            tracing::info!(worker = %self.id, running = tasks.len(), grace = ?self.grace_period, "shutting down: waiting for running jobs");
-            let deadline = tokio::time::sleep(self.grace_period);
+            tracing::info!(worker = %self.id, running = tasks.len(), grace = ?self.settings.grace_period, "shutting down: waiting for running jobs");
+            let deadline = tokio::time::sleep(self.settings.grace_period);
             tokio::pin!(deadline);
             loop {
                 tokio::select! {
                     joined = tasks.join_next() => match joined {
-                        Some(joined) => log_join(joined),
+                        Some(joined) => {
+                            log_join(joined);
+                        }
                         None => break,
                     },
                     () = &mut deadline => break,
@@ -520,7 +735,7 @@ impl Runner {
                 }
             }
         }
-        let unfinished: Vec<JobId> = self.running().drain().collect();
+        let unfinished: Vec<JobId> = self.running().drain().map(|(id, _)| id).collect();
         if unfinished.is_empty() {
             tracing::info!(worker = %self.id, "errand worker stopped");
             return;
@@ -541,11 +756,13 @@ impl Runner {
     }
 }
 
-fn log_join(joined: Result<(), tokio::task::JoinError>) {
-    if let Err(err) = joined {
+/// Whether a finished job task reported a death; logs a task that failed outside its job.
+fn log_join(joined: Result<bool, tokio::task::JoinError>) -> bool {
+    if let Err(err) = &joined {
         // Job panics are caught inside the task; this is a panic in errand itself.
         tracing::error!(error = %err, "a job task failed outside the job");
     }
+    joined.unwrap_or(false)
 }
 
 fn log_finish(finish: &Finish) {
@@ -586,6 +803,10 @@ fn weighted_shares(
         shares[chosen] += 1;
     }
     shares
+}
+
+fn now_ms() -> i64 {
+    crate::info::to_millis(SystemTime::now())
 }
 
 /// `host:pid:random`, unique per worker.

@@ -209,6 +209,11 @@ pub fn set_recorder(pool: sqlx::PgPool) {
     let _ = RECORDER.set(pool);
 }
 
+/// The pool set by [`set_recorder`], if any.
+pub fn recorder() -> Option<&'static sqlx::PgPool> {
+    RECORDER.get()
+}
+
 async fn record_run(ctx: &Context, n: i64, event: &str) -> Result<(), TestError> {
     let pool = RECORDER
         .get()
@@ -452,7 +457,7 @@ pub async fn ledger_keyless(ctx: &Context, tag: String) -> Result<(), TestError>
 
 /// Charges a fake gateway through the ledger, then hangs on its first attempt so that a test
 /// can kill its worker between the charge and the completion.
-#[job(queue = "procs", key = "pay-<order_id>", retry = 20, backoff = fast)]
+#[job(queue = "procs", unique = "until_executed", key = "pay-<order_id>", retry = 20, backoff = fast)]
 pub async fn pay_with_ledger(ctx: &Context, order_id: i64) -> Result<(), TestError> {
     let pool = RECORDER
         .get()
@@ -484,4 +489,33 @@ pub async fn exclusive_section(ctx: &Context, n: i64) -> Result<(), TestError> {
     record_run(ctx, n, "start").await?;
     tokio::time::sleep(Duration::from_millis(100)).await;
     record_run(ctx, n, "end").await
+}
+
+// Failures as a workflow.
+
+/// Fails transiently on every one of its 41 attempts.
+#[job(retry = 40, backoff = fast)]
+pub async fn fails_forty_times(ctx: &Context) -> Result<(), TestError> {
+    Err(TestError::Flaky(ctx.attempt()))
+}
+
+/// Starts, then waits until its run is cancelled.
+#[job(backoff = fast)]
+pub async fn waits_for_cancel(ctx: &Context, tag: String) -> Result<(), TestError> {
+    record(&tag, "started");
+    ctx.cancelled().await;
+    record(&tag, "saw the cancellation");
+    Ok(())
+}
+
+/// Ends as its number says: 0 completes, 1 fails permanently, 2 fails transiently until it
+/// runs out of retries, 3 fails transiently once and then completes.
+#[job(queue = "procs", retry = 2, backoff = fast)]
+pub async fn mixed_failure(ctx: &Context, n: i64) -> Result<(), TestError> {
+    match n % 4 {
+        1 => Err(TestError::Broken(format!("job {n} is broken"))),
+        2 => Err(TestError::Flaky(ctx.attempt())),
+        3 if ctx.attempt() == 1 => Err(TestError::Flaky(1)),
+        _ => Ok(()),
+    }
 }

@@ -19,6 +19,11 @@ impl WorkerProcess {
         WorkerProcess::start_with_concurrency(bin, url, schema, lease, 8).await
     }
 
+    /// [`WorkerProcess::start`], with a death handler that records each death in `deaths`.
+    pub async fn start_recording_deaths(bin: &str, url: &str, schema: &str) -> WorkerProcess {
+        WorkerProcess::spawn(bin, url, schema, Duration::from_secs(30), 8, true).await
+    }
+
     /// [`WorkerProcess::start`], running at most `concurrency` jobs at once.
     pub async fn start_with_concurrency(
         bin: &str,
@@ -27,7 +32,22 @@ impl WorkerProcess {
         lease: Duration,
         concurrency: usize,
     ) -> WorkerProcess {
-        let mut child = tokio::process::Command::new(bin)
+        WorkerProcess::spawn(bin, url, schema, lease, concurrency, false).await
+    }
+
+    async fn spawn(
+        bin: &str,
+        url: &str,
+        schema: &str,
+        lease: Duration,
+        concurrency: usize,
+        record_deaths: bool,
+    ) -> WorkerProcess {
+        let mut command = tokio::process::Command::new(bin);
+        if record_deaths {
+            command.env("ERRAND_DEATHS", "1");
+        }
+        let mut child = command
             .env("ERRAND_CONCURRENCY", concurrency.to_string())
             .env("DATABASE_URL", url)
             .env("ERRAND_SCHEMA", schema)

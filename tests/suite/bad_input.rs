@@ -101,16 +101,28 @@ async fn invalid_queue_or_priority_is_refused_at_enqueue() {
     );
 }
 
-/// Inserts a job as another program (another release, another binary) might have.
+/// Inserts a job as another program (another release, another binary) might have, enqueued
+/// long ago.
 async fn insert_raw(url: &str, kind: &str, args: &str, max_attempts: i64) -> errand::JobId {
+    insert_raw_at(url, kind, args, max_attempts, 0).await
+}
+
+async fn insert_raw_at(
+    url: &str,
+    kind: &str,
+    args: &str,
+    max_attempts: i64,
+    created_at: i64,
+) -> errand::JobId {
     let pool = sqlx::SqlitePool::connect(url).await.unwrap();
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, run_at, created_at)
-         VALUES (?1, 'default', ?2, 'available', 5, ?3, 0, 0) RETURNING id",
+         VALUES (?1, 'default', ?2, 'available', 5, ?3, 0, ?4) RETURNING id",
     )
     .bind(kind)
     .bind(args)
     .bind(max_attempts)
+    .bind(created_at)
     .fetch_one(&pool)
     .await
     .unwrap();
@@ -161,4 +173,58 @@ async fn undecodable_arguments_die_at_once_and_never_stop_the_worker() {
         message.starts_with("cannot decode the arguments of `succeed`: invalid type: integer `5`"),
         "{message}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_kind_waits_out_its_grace_period_then_dies() {
+    let store = sqlite().await;
+    let now = errand_now();
+    let id = insert_raw_at(
+        store.url.as_deref().unwrap(),
+        "from_the_future",
+        "{}",
+        5,
+        now,
+    )
+    .await;
+    // Within the grace period, the job is left (snoozed, no attempt spent) for another worker.
+    worker(&store.client, &["default"])
+        .run_until_idle()
+        .await
+        .unwrap();
+    let waiting = job(&store.client, id).await;
+    assert_eq!((waiting.state, waiting.attempt), (JobState::Scheduled, 0));
+    assert!(waiting.errors.is_empty());
+    // Past it, the job dies at once, with an error naming the kind.
+    sqlx_run(
+        store.url.as_deref().unwrap(),
+        "UPDATE errand_jobs SET run_at = 0",
+    )
+    .await;
+    worker(&store.client, &["default"])
+        .unknown_kind_grace(std::time::Duration::ZERO)
+        .run_until_idle()
+        .await
+        .unwrap();
+    let dead = job(&store.client, id).await;
+    assert_eq!((dead.state, dead.attempt), (JobState::Dead, 1));
+    assert_eq!(dead.errors[0].kind, FailureKind::UnknownKind);
+    assert!(
+        dead.errors[0].message.contains("`from_the_future`"),
+        "{}",
+        dead.errors[0].message
+    );
+}
+
+fn errand_now() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i64::try_from(since.as_millis()).unwrap()
+}
+
+async fn sqlx_run(url: &str, sql: &str) {
+    let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+    sqlx::query(sql).execute(&pool).await.unwrap();
+    pool.close().await;
 }

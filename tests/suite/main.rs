@@ -5,6 +5,7 @@
 mod args_and_keys;
 mod bad_input;
 mod concurrency;
+mod failures;
 mod ledger;
 mod lifecycle;
 mod outbox;

@@ -7,12 +7,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use crate::classify::FailureKind;
+use crate::dead::{Cancellation, Retention};
 use crate::error::Error;
 use crate::info::{duration_millis, from_millis, to_millis, AttemptError, JobInfo};
 use crate::job::{JobId, JobState};
 use crate::job::{OnConflict, UniqueStrategy};
 use crate::store::{
-    Claimed, Finish, Inserted, NewJob, RunAt, Store, LEASE_LOST_AFTER, LEASE_LOST_BEFORE,
+    Claimed, DeadQuery, Finish, Inserted, NewJob, RunAt, Store, KEEP_FIRST_ERRORS,
+    LEASE_LOST_AFTER, LEASE_LOST_BEFORE, MAX_ERRORS,
 };
 
 #[derive(Clone, Debug, Default)]
@@ -43,6 +45,18 @@ struct Row {
     unique_until: Option<i64>,
     /// The key while this `while_executing` job runs.
     running_key: Option<String>,
+    /// Died, and its death handlers have not run.
+    death_pending: bool,
+    /// `client.cancel` asked this running job to stop.
+    cancel_requested: bool,
+}
+
+/// Appends to a job's history, keeping the first few and the latest errors.
+fn push_error(errors: &mut Vec<AttemptError>, error: AttemptError) {
+    if errors.len() >= MAX_ERRORS {
+        errors.remove(KEEP_FIRST_ERRORS);
+    }
+    errors.push(error);
 }
 
 impl Row {
@@ -170,6 +184,7 @@ impl MemoryStore {
                 max_attempts: row.info.max_attempts,
                 key: row.info.key.clone(),
                 fence: row.fence,
+                created_at: to_millis(row.info.created_at),
             });
         }
         Ok(claimed)
@@ -251,6 +266,8 @@ impl Store for MemoryStore {
             unique_strategy: job.unique.map(|u| u.strategy),
             unique_until: job.unique_for_ms().map(|ms| now.saturating_add(ms)),
             running_key: None,
+            death_pending: false,
+            cancel_requested: false,
         };
         inner.jobs.insert(id.get(), row);
         Ok(Inserted::New(id))
@@ -288,9 +305,11 @@ impl Store for MemoryStore {
         row.info.finished_at = finish.state.is_final().then(|| from_millis(now));
         row.lease_until = None;
         if let Some(error) = &finish.error {
-            row.info.errors.push(error.clone());
+            push_error(&mut row.info.errors, error.clone());
         }
         row.running_key = None;
+        row.cancel_requested = false;
+        row.death_pending = finish.state == JobState::Dead;
         if finish.state.is_final() {
             row.release_keys_at_end();
         } else if row.unique_strategy == Some(UniqueStrategy::UntilExecuting) {
@@ -310,17 +329,26 @@ impl Store for MemoryStore {
         Ok(true)
     }
 
-    async fn renew(&self, worker: &str, ids: &[JobId], lease: Duration) -> Result<(), Error> {
+    async fn renew(
+        &self,
+        worker: &str,
+        ids: &[JobId],
+        lease: Duration,
+    ) -> Result<Vec<JobId>, Error> {
         let mut inner = self.lock();
         let until = inner.now().saturating_add(duration_millis(lease));
+        let mut cancelled = Vec::new();
         for id in ids {
             if let Some(row) = inner.jobs.get_mut(&id.get()) {
                 if row.info.state == JobState::Running && row.worker.as_deref() == Some(worker) {
                     row.lease_until = Some(until);
+                    if row.cancel_requested {
+                        cancelled.push(*id);
+                    }
                 }
             }
         }
-        Ok(())
+        Ok(cancelled)
     }
 
     async fn release(&self, worker: &str, ids: &[JobId]) -> Result<(), Error> {
@@ -351,14 +379,17 @@ impl Store for MemoryStore {
             }
             let worker = row.worker.clone().unwrap_or_else(|| "?".to_owned());
             let started = row.info.attempted_at.map_or(now, to_millis);
-            row.info.errors.push(AttemptError {
-                attempt: row.info.attempt,
-                kind: FailureKind::LeaseLost,
-                message: format!("{LEASE_LOST_BEFORE}{worker}{LEASE_LOST_AFTER}"),
-                at: from_millis(now),
-                duration: Duration::from_millis(u64::try_from(now - started).unwrap_or(0)),
-                worker,
-            });
+            push_error(
+                &mut row.info.errors,
+                AttemptError {
+                    attempt: row.info.attempt,
+                    kind: FailureKind::LeaseLost,
+                    message: format!("{LEASE_LOST_BEFORE}{worker}{LEASE_LOST_AFTER}"),
+                    at: from_millis(now),
+                    duration: Duration::from_millis(u64::try_from(now - started).unwrap_or(0)),
+                    worker,
+                },
+            );
             let dead = row.info.attempt >= row.info.max_attempts;
             row.info.state = if dead {
                 JobState::Dead
@@ -371,6 +402,7 @@ impl Store for MemoryStore {
             row.running_key = None;
             if dead {
                 row.release_keys_at_end();
+                row.death_pending = true;
             }
             rescued += 1;
         }
@@ -430,6 +462,125 @@ impl Store for MemoryStore {
             .entry((scope.to_owned(), name.to_owned()))
             .or_insert_with(|| result.to_owned());
         Ok(())
+    }
+
+    async fn cancel(&self, id: JobId, error: &AttemptError) -> Result<Cancellation, Error> {
+        let mut inner = self.lock();
+        let now = inner.now();
+        let Some(row) = inner.jobs.get_mut(&id.get()) else {
+            return Ok(Cancellation::NotFound);
+        };
+        match row.info.state {
+            JobState::Scheduled | JobState::Available | JobState::Retryable | JobState::Pending => {
+                row.info.state = JobState::Cancelled;
+                row.info.finished_at = Some(from_millis(now));
+                push_error(
+                    &mut row.info.errors,
+                    AttemptError {
+                        attempt: row.info.attempt,
+                        ..error.clone()
+                    },
+                );
+                row.release_keys_at_end();
+                Ok(Cancellation::Cancelled)
+            }
+            JobState::Running => {
+                row.cancel_requested = true;
+                Ok(Cancellation::Requested)
+            }
+            finished => Ok(Cancellation::AlreadyFinished(finished)),
+        }
+    }
+
+    async fn claim_deaths(&self, limit: usize) -> Result<Vec<JobInfo>, Error> {
+        let mut inner = self.lock();
+        let mut deaths = Vec::new();
+        for row in inner
+            .jobs
+            .values_mut()
+            .filter(|r| r.death_pending)
+            .take(limit)
+        {
+            row.death_pending = false;
+            deaths.push(row.info.clone());
+        }
+        Ok(deaths)
+    }
+
+    async fn dead_jobs(
+        &self,
+        filter: &DeadQuery,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> Result<Vec<JobInfo>, Error> {
+        let inner = self.lock();
+        Ok(inner
+            .jobs
+            .values()
+            .filter(|r| after.is_none_or(|a| r.info.id > a) && filter.matches(&r.info))
+            .take(limit)
+            .map(|r| r.info.clone())
+            .collect())
+    }
+
+    async fn retry_dead(&self, filter: &DeadQuery) -> Result<u64, Error> {
+        let mut inner = self.lock();
+        let now = inner.now();
+        let mut retried = 0;
+        for row in inner.jobs.values_mut().filter(|r| filter.matches(&r.info)) {
+            row.info.state = JobState::Available;
+            row.info.attempt = 0;
+            row.info.scheduled_at = from_millis(now);
+            row.info.finished_at = None;
+            row.death_pending = false;
+            retried += 1;
+        }
+        Ok(retried)
+    }
+
+    async fn delete_dead(&self, filter: &DeadQuery) -> Result<u64, Error> {
+        let mut inner = self.lock();
+        let before = inner.jobs.len();
+        inner.jobs.retain(|_, r| !filter.matches(&r.info));
+        Ok((before - inner.jobs.len()) as u64)
+    }
+
+    async fn try_lock(&self, _name: &str, _holder: &str, _ttl: Duration) -> Result<bool, Error> {
+        // One process holds the memory store: nobody else could want the lock.
+        Ok(true)
+    }
+
+    async fn prune(&self, retention: &Retention, batch: usize) -> Result<u64, Error> {
+        let mut inner = self.lock();
+        let now = inner.now();
+        let finished_before = now.saturating_sub(duration_millis(retention.finished_for));
+        let dead_before = now.saturating_sub(duration_millis(retention.dead_for));
+        let died = |r: &Row| r.info.finished_at.map_or(now, to_millis);
+        let mut doomed: Vec<i64> = inner
+            .jobs
+            .values()
+            .filter(|r| match r.info.state {
+                JobState::Completed | JobState::Cancelled => died(r) < finished_before,
+                JobState::Dead => died(r) < dead_before,
+                _ => false,
+            })
+            .map(|r| r.info.id.get())
+            .collect();
+        let mut dead: Vec<(i64, i64)> = inner
+            .jobs
+            .values()
+            .filter(|r| r.info.state == JobState::Dead)
+            .map(|r| (died(r), r.info.id.get()))
+            .collect();
+        dead.sort_unstable_by(|a, b| b.cmp(a));
+        doomed.extend(dead.iter().skip(retention.max_dead).map(|(_, id)| *id));
+        doomed.sort_unstable();
+        doomed.dedup();
+        doomed.truncate(batch);
+        for id in &doomed {
+            inner.jobs.remove(id);
+        }
+        Ok(doomed.len() as u64)
     }
 
     async fn jobs(&self, kind: Option<&str>) -> Result<Vec<JobInfo>, Error> {

@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
+use crate::dead::{Cancellation, Retention};
 use crate::error::Error;
 use crate::info::{AttemptError, JobInfo};
 use crate::job::{JobId, JobState, OnConflict, Unique, UniqueStrategy};
@@ -105,6 +106,8 @@ pub(crate) struct Claimed {
     pub key: Option<String>,
     /// Bumped on every claim: a write carrying an older fence is from a worker that lost the job.
     pub fence: i64,
+    /// When the job was enqueued, in milliseconds since the epoch.
+    pub created_at: i64,
 }
 
 /// The state change that ends a run, decided by the worker.
@@ -190,13 +193,14 @@ pub(crate) trait Store: Send + Sync {
         finish: &Finish,
     ) -> impl Future<Output = Result<bool, Error>> + Send;
 
-    /// Extends the leases of jobs `worker` still runs.
+    /// Extends the leases of jobs `worker` still runs; returns those whose cancellation was
+    /// requested.
     fn renew(
         &self,
         worker: &str,
         ids: &[JobId],
         lease: Duration,
-    ) -> impl Future<Output = Result<(), Error>> + Send;
+    ) -> impl Future<Output = Result<Vec<JobId>, Error>> + Send;
 
     /// Puts jobs `worker` did not finish back to `available`, refunding the attempt.
     fn release(
@@ -243,7 +247,81 @@ pub(crate) trait Store: Send + Sync {
         name: &str,
         result: &str,
     ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Cancels a job that has not started, or asks a running one to stop.
+    fn cancel(
+        &self,
+        id: JobId,
+        error: &AttemptError,
+    ) -> impl Future<Output = Result<Cancellation, Error>> + Send;
+
+    /// Takes up to `limit` deaths whose handlers have not run: each is handed out once.
+    fn claim_deaths(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<JobInfo>, Error>> + Send;
+
+    /// Dead jobs matching `filter`, by id, after `after`.
+    fn dead_jobs(
+        &self,
+        filter: &DeadQuery,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<JobInfo>, Error>> + Send;
+
+    /// Makes dead jobs matching `filter` available again, attempts reset, history kept.
+    fn retry_dead(&self, filter: &DeadQuery) -> impl Future<Output = Result<u64, Error>> + Send;
+
+    /// Deletes dead jobs matching `filter`.
+    fn delete_dead(&self, filter: &DeadQuery) -> impl Future<Output = Result<u64, Error>> + Send;
+
+    /// Takes (or keeps) the lock `name` for `holder` for `ttl`, unless another holder has it.
+    fn try_lock(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, Error>> + Send;
+
+    /// Deletes up to `batch` jobs that retention lets go; returns how many.
+    fn prune(
+        &self,
+        retention: &Retention,
+        batch: usize,
+    ) -> impl Future<Output = Result<u64, Error>> + Send;
 }
+
+/// Which dead jobs an operation is about: every field that is set must match.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct DeadQuery {
+    pub(crate) id: Option<JobId>,
+    pub(crate) kind: Option<String>,
+    pub(crate) queue: Option<String>,
+    /// Died at or after, in ms.
+    pub(crate) after_ms: Option<i64>,
+    /// Died before, in ms.
+    pub(crate) before_ms: Option<i64>,
+}
+
+impl DeadQuery {
+    pub(crate) fn matches(&self, job: &JobInfo) -> bool {
+        let died = job
+            .finished_at
+            .map(crate::info::to_millis)
+            .unwrap_or(i64::MIN);
+        job.state == JobState::Dead
+            && self.id.is_none_or(|id| id == job.id)
+            && self.kind.as_ref().is_none_or(|k| *k == job.kind)
+            && self.queue.as_ref().is_none_or(|q| *q == job.queue)
+            && self.after_ms.is_none_or(|t| died >= t)
+            && self.before_ms.is_none_or(|t| died < t)
+    }
+}
+
+/// How many failed attempts a job's history keeps: the first `KEEP_FIRST_ERRORS` and the
+/// latest, up to `MAX_ERRORS` in all.
+pub(crate) const MAX_ERRORS: usize = 25;
+pub(crate) const KEEP_FIRST_ERRORS: usize = 5;
 
 /// The store a client was connected to.
 #[derive(Clone, Debug)]
@@ -286,7 +364,12 @@ impl Store for Backend {
         dispatch!(self, s => s.finish(id, fence, finish).await)
     }
 
-    async fn renew(&self, worker: &str, ids: &[JobId], lease: Duration) -> Result<(), Error> {
+    async fn renew(
+        &self,
+        worker: &str,
+        ids: &[JobId],
+        lease: Duration,
+    ) -> Result<Vec<JobId>, Error> {
         dispatch!(self, s => s.renew(worker, ids, lease).await)
     }
 
@@ -320,6 +403,39 @@ impl Store for Backend {
 
     async fn record_step(&self, scope: &str, name: &str, result: &str) -> Result<(), Error> {
         dispatch!(self, s => s.record_step(scope, name, result).await)
+    }
+
+    async fn cancel(&self, id: JobId, error: &AttemptError) -> Result<Cancellation, Error> {
+        dispatch!(self, s => s.cancel(id, error).await)
+    }
+
+    async fn claim_deaths(&self, limit: usize) -> Result<Vec<JobInfo>, Error> {
+        dispatch!(self, s => s.claim_deaths(limit).await)
+    }
+
+    async fn dead_jobs(
+        &self,
+        filter: &DeadQuery,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> Result<Vec<JobInfo>, Error> {
+        dispatch!(self, s => s.dead_jobs(filter, after, limit).await)
+    }
+
+    async fn retry_dead(&self, filter: &DeadQuery) -> Result<u64, Error> {
+        dispatch!(self, s => s.retry_dead(filter).await)
+    }
+
+    async fn delete_dead(&self, filter: &DeadQuery) -> Result<u64, Error> {
+        dispatch!(self, s => s.delete_dead(filter).await)
+    }
+
+    async fn try_lock(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, Error> {
+        dispatch!(self, s => s.try_lock(name, holder, ttl).await)
+    }
+
+    async fn prune(&self, retention: &Retention, batch: usize) -> Result<u64, Error> {
+        dispatch!(self, s => s.prune(retention, batch).await)
     }
 }
 

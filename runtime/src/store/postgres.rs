@@ -15,12 +15,14 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, PgPool, Row};
 
+use crate::dead::{Cancellation, Retention};
 use crate::error::{redact, Error};
-use crate::info::{duration_millis, from_millis, JobInfo, StoredAttempt};
+use crate::info::{duration_millis, from_millis, AttemptError, JobInfo, StoredAttempt};
 use crate::job::OnConflict;
 use crate::job::{JobId, JobState};
 use crate::store::{
-    BoxFuture, Claimed, Finish, Inserted, NewJob, RunAt, Store, LEASE_LOST_AFTER, LEASE_LOST_BEFORE,
+    BoxFuture, Claimed, DeadQuery, Finish, Inserted, NewJob, RunAt, Store, KEEP_FIRST_ERRORS,
+    LEASE_LOST_AFTER, LEASE_LOST_BEFORE, MAX_ERRORS,
 };
 
 const STORE: &str = "postgres";
@@ -31,6 +33,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         2,
         include_str!("../../migrations/postgres/0002_unique_and_steps.sql"),
+    ),
+    (
+        3,
+        include_str!("../../migrations/postgres/0003_failures.sql"),
     ),
 ];
 
@@ -348,7 +354,7 @@ impl Store for PostgresStore {
                  unique_key = CASE WHEN unique_strategy = 'until_executing' THEN NULL ELSE unique_key END
              WHERE id IN (SELECT id FROM picked)
              RETURNING id, kind, queue, args::text AS args, attempt, max_attempts, idempotency_key, fence,
-                       priority, run_at",
+                       priority, run_at, created_at",
         )
         .bind(&queues)
         .bind(&limits)
@@ -374,6 +380,7 @@ impl Store for PostgresStore {
                         .unwrap_or(u32::MAX),
                     key: row.try_get("idempotency_key")?,
                     fence: row.try_get("fence")?,
+                    created_at: row.try_get("created_at")?,
                 };
                 Ok((order, job))
             })
@@ -410,7 +417,11 @@ impl Store for PostgresStore {
                          WHERE held.kind = errand_jobs.kind AND held.unique_key = errand_jobs.idempotency_key)
                      THEN idempotency_key
                      ELSE unique_key END,
-                 errors = CASE WHEN $7::jsonb IS NULL THEN errors ELSE errors || jsonb_build_array($7::jsonb) END
+                 cancel_requested = false,
+                 death_pending = $3 = 'dead',
+                 errors = CASE WHEN $7::jsonb IS NULL THEN errors
+                     ELSE (CASE WHEN jsonb_array_length(errors) >= $8 THEN errors - $9::int ELSE errors END)
+                          || jsonb_build_array($7::jsonb) END
              WHERE id = $1 AND fence = $2 AND state = 'running'",
         )
         .bind(id.get())
@@ -420,24 +431,32 @@ impl Store for PostgresStore {
         .bind(i32::from(finish.refund_attempt))
         .bind(finish.state.is_final())
         .bind(error)
+        .bind(MAX_ERRORS as i32)
+        .bind(KEEP_FIRST_ERRORS as i32)
         .execute(&self.pool)
         .await
         .map_err(|e| op_error(format!("mark job {id} {}", finish.state), e))?;
         Ok(result.rows_affected() == 1)
     }
 
-    async fn renew(&self, worker: &str, jobs: &[JobId], lease: Duration) -> Result<(), Error> {
-        sqlx::query(
+    async fn renew(
+        &self,
+        worker: &str,
+        jobs: &[JobId],
+        lease: Duration,
+    ) -> Result<Vec<JobId>, Error> {
+        let renewed: Vec<Option<i64>> = sqlx::query_scalar(
             "UPDATE errand_jobs SET lease_until = errand_now_ms() + $1
-             WHERE state = 'running' AND worker = $2 AND id = ANY($3)",
+             WHERE state = 'running' AND worker = $2 AND id = ANY($3)
+             RETURNING CASE WHEN cancel_requested THEN id END",
         )
         .bind(duration_millis(lease))
         .bind(worker)
         .bind(ids(jobs))
-        .execute(&self.pool)
+        .fetch_all(&self.pool)
         .await
         .map_err(|e| op_error(format!("renew the leases of {} jobs", jobs.len()), e))?;
-        Ok(())
+        Ok(renewed.into_iter().flatten().map(JobId::new).collect())
     }
 
     async fn release(&self, worker: &str, jobs: &[JobId]) -> Result<(), Error> {
@@ -466,7 +485,10 @@ impl Store for PostgresStore {
                  unique_key = CASE
                      WHEN attempt >= max_attempts AND unique_strategy <> 'until_expired' THEN NULL
                      ELSE unique_key END,
-                 errors = errors || jsonb_build_array(jsonb_build_object(
+                 death_pending = attempt >= max_attempts,
+                 cancel_requested = false,
+                 errors = (CASE WHEN jsonb_array_length(errors) >= $3 THEN errors - $4::int ELSE errors END)
+                     || jsonb_build_array(jsonb_build_object(
                      'attempt', attempt, 'kind', 'lease_lost',
                      'message', $1 || COALESCE(worker, '?') || $2,
                      'at', errand_now_ms(), 'duration_ms', errand_now_ms() - COALESCE(attempted_at, errand_now_ms()),
@@ -475,6 +497,8 @@ impl Store for PostgresStore {
         )
         .bind(LEASE_LOST_BEFORE)
         .bind(LEASE_LOST_AFTER)
+        .bind(MAX_ERRORS as i32)
+        .bind(KEEP_FIRST_ERRORS as i32)
         .execute(&self.pool)
         .await
         .map_err(|e| op_error("rescue jobs whose lease ran out", e))?;
@@ -549,6 +573,152 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn cancel(&self, id: JobId, error: &AttemptError) -> Result<Cancellation, Error> {
+        let op = |e| op_error(format!("cancel job {id}"), e);
+        let error =
+            serde_json::to_string(&StoredAttempt::from(error)).map_err(|e| Error::Corrupt {
+                store: STORE,
+                id,
+                reason: format!("cannot encode an attempt error: {e}"),
+            })?;
+        let cancelled = sqlx::query(
+            "UPDATE errand_jobs
+             SET state = 'cancelled', finished_at = errand_now_ms(), lease_until = NULL,
+                 unique_key = CASE WHEN unique_strategy = 'until_expired' THEN unique_key END,
+                 errors = errors || jsonb_build_array(jsonb_set($2::jsonb, '{attempt}', to_jsonb(attempt)))
+             WHERE id = $1 AND state IN ('scheduled', 'available', 'retryable', 'pending')",
+        )
+        .bind(id.get())
+        .bind(&error)
+        .execute(&self.pool)
+        .await
+        .map_err(op)?;
+        if cancelled.rows_affected() == 1 {
+            return Ok(Cancellation::Cancelled);
+        }
+        let requested = sqlx::query(
+            "UPDATE errand_jobs SET cancel_requested = true WHERE id = $1 AND state = 'running'",
+        )
+        .bind(id.get())
+        .execute(&self.pool)
+        .await
+        .map_err(op)?;
+        if requested.rows_affected() == 1 {
+            return Ok(Cancellation::Requested);
+        }
+        Ok(match self.job(id).await? {
+            Some(job) => Cancellation::AlreadyFinished(job.state),
+            None => Cancellation::NotFound,
+        })
+    }
+
+    async fn claim_deaths(&self, limit: usize) -> Result<Vec<JobInfo>, Error> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "UPDATE errand_jobs SET death_pending = false
+             WHERE id IN (SELECT id FROM errand_jobs WHERE death_pending ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+             RETURNING id",
+        )
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| op_error("claim deaths for their handlers", e))?;
+        let mut deaths = Vec::with_capacity(ids.len());
+        for id in ids {
+            deaths.extend(self.job(JobId::new(id)).await?);
+        }
+        Ok(deaths)
+    }
+
+    async fn dead_jobs(
+        &self,
+        filter: &DeadQuery,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> Result<Vec<JobInfo>, Error> {
+        let rows = sqlx::query(&format!(
+            "{SELECT_JOB} WHERE {DEAD_FILTER} AND id > $6 ORDER BY id LIMIT $7"
+        ))
+        .bind(filter.id.map(JobId::get))
+        .bind(filter.kind.as_deref())
+        .bind(filter.queue.as_deref())
+        .bind(filter.after_ms)
+        .bind(filter.before_ms)
+        .bind(after.map_or(0, JobId::get))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| op_error("list dead jobs", e))?;
+        rows.iter().map(job_info).collect()
+    }
+
+    async fn retry_dead(&self, filter: &DeadQuery) -> Result<u64, Error> {
+        let retried = sqlx::query(&format!(
+            "UPDATE errand_jobs
+             SET state = 'available', attempt = 0, run_at = errand_now_ms(), finished_at = NULL,
+                 lease_until = NULL, death_pending = false, cancel_requested = false
+             WHERE {DEAD_FILTER}"
+        ))
+        .bind(filter.id.map(JobId::get))
+        .bind(filter.kind.as_deref())
+        .bind(filter.queue.as_deref())
+        .bind(filter.after_ms)
+        .bind(filter.before_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| op_error("retry dead jobs", e))?;
+        Ok(retried.rows_affected())
+    }
+
+    async fn delete_dead(&self, filter: &DeadQuery) -> Result<u64, Error> {
+        let deleted = sqlx::query(&format!("DELETE FROM errand_jobs WHERE {DEAD_FILTER}"))
+            .bind(filter.id.map(JobId::get))
+            .bind(filter.kind.as_deref())
+            .bind(filter.queue.as_deref())
+            .bind(filter.after_ms)
+            .bind(filter.before_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| op_error("delete dead jobs", e))?;
+        Ok(deleted.rows_affected())
+    }
+
+    async fn try_lock(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, Error> {
+        let held: Option<String> = sqlx::query_scalar(
+            "INSERT INTO errand_locks (name, holder, until) VALUES ($1, $2, errand_now_ms() + $3)
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until
+             WHERE errand_locks.until < errand_now_ms() OR errand_locks.holder = excluded.holder
+             RETURNING holder",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(duration_millis(ttl))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| op_error(format!("take the lock `{name}`"), e))?;
+        Ok(held.is_some())
+    }
+
+    async fn prune(&self, retention: &Retention, batch: usize) -> Result<u64, Error> {
+        let deleted = sqlx::query(
+            "DELETE FROM errand_jobs WHERE id IN (
+                 SELECT id FROM errand_jobs
+                 WHERE (state IN ('completed', 'cancelled') AND finished_at < errand_now_ms() - $1)
+                    OR (state = 'dead' AND finished_at < errand_now_ms() - $2)
+                 LIMIT $4)
+             OR id IN (
+                 SELECT id FROM errand_jobs WHERE state = 'dead'
+                 ORDER BY finished_at DESC, id DESC LIMIT $4 OFFSET $3)",
+        )
+        .bind(duration_millis(retention.finished_for))
+        .bind(duration_millis(retention.dead_for))
+        .bind(i64::try_from(retention.max_dead).unwrap_or(i64::MAX))
+        .bind(i64::try_from(batch).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| op_error("prune finished jobs", e))?;
+        Ok(deleted.rows_affected())
+    }
+
     async fn jobs(&self, kind: Option<&str>) -> Result<Vec<JobInfo>, Error> {
         let rows = sqlx::query(&format!(
             "{SELECT_JOB} WHERE $1::text IS NULL OR kind = $1 ORDER BY id"
@@ -560,6 +730,13 @@ impl Store for PostgresStore {
         rows.iter().map(job_info).collect()
     }
 }
+
+/// The dead jobs a [`DeadQuery`] picks, binding `$1` id, `$2` kind, `$3` queue, `$4` died at or
+/// after, `$5` died before: a condition whose value is NULL holds.
+const DEAD_FILTER: &str =
+    "state = 'dead' AND ($1::bigint IS NULL OR id = $1) AND ($2::text IS NULL OR kind = $2)
+    AND ($3::text IS NULL OR queue = $3) AND ($4::bigint IS NULL OR finished_at >= $4)
+    AND ($5::bigint IS NULL OR finished_at < $5)";
 
 const SELECT_JOB: &str = "SELECT id, kind, queue, args::text AS args, state, priority, attempt, max_attempts,
     idempotency_key, run_at, created_at, attempted_at, finished_at, errors::text AS errors FROM errand_jobs";

@@ -13,12 +13,14 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
+use crate::dead::{Cancellation, Retention};
 use crate::error::{redact, Error};
-use crate::info::{duration_millis, from_millis, to_millis, JobInfo, StoredAttempt};
+use crate::info::{duration_millis, from_millis, to_millis, AttemptError, JobInfo, StoredAttempt};
 use crate::job::OnConflict;
 use crate::job::{JobId, JobState};
 use crate::store::{
-    BoxFuture, Claimed, Finish, Inserted, NewJob, RunAt, Store, LEASE_LOST_AFTER, LEASE_LOST_BEFORE,
+    BoxFuture, Claimed, DeadQuery, Finish, Inserted, NewJob, RunAt, Store, KEEP_FIRST_ERRORS,
+    LEASE_LOST_AFTER, LEASE_LOST_BEFORE, MAX_ERRORS,
 };
 
 const STORE: &str = "sqlite";
@@ -30,6 +32,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         2,
         include_str!("../../migrations/sqlite/0002_unique_and_steps.sql"),
     ),
+    (3, include_str!("../../migrations/sqlite/0003_failures.sql")),
 ];
 
 /// How long a statement waits for another connection's write lock before failing.
@@ -325,7 +328,8 @@ impl SqliteStore {
                  WHERE queue = ?4 AND state IN ('scheduled', 'available', 'retryable') AND run_at <= ?1
                  ORDER BY priority, run_at, id
                  LIMIT ?5)
-             RETURNING id, kind, queue, args, attempt, max_attempts, idempotency_key, fence, priority, run_at",
+             RETURNING id, kind, queue, args, attempt, max_attempts, idempotency_key, fence, priority, run_at,
+                       created_at",
         )
         .bind(now)
         .bind(now.saturating_add(duration_millis(lease)))
@@ -352,6 +356,7 @@ impl SqliteStore {
                         .unwrap_or(u32::MAX),
                     key: row.try_get("idempotency_key")?,
                     fence: row.try_get("fence")?,
+                    created_at: row.try_get("created_at")?,
                 };
                 Ok((order, job))
             })
@@ -413,7 +418,11 @@ impl Store for SqliteStore {
                          WHERE held.kind = errand_jobs.kind AND held.unique_key = errand_jobs.idempotency_key)
                      THEN idempotency_key
                      ELSE unique_key END,
-                 errors = CASE WHEN ?7 IS NULL THEN errors ELSE json_insert(errors, '$[#]', json(?7)) END
+                 cancel_requested = 0,
+                 death_pending = ?3 = 'dead',
+                 errors = CASE WHEN ?7 IS NULL THEN errors ELSE json_insert(
+                     CASE WHEN json_array_length(errors) >= ?8 THEN json_remove(errors, ?9) ELSE errors END,
+                     '$[#]', json(?7)) END
              WHERE id = ?1 AND fence = ?2 AND state = 'running'",
         )
         .bind(id.get())
@@ -423,24 +432,32 @@ impl Store for SqliteStore {
         .bind(i64::from(finish.refund_attempt))
         .bind(finish.state.is_final().then_some(now))
         .bind(error)
+        .bind(MAX_ERRORS as i64)
+        .bind(format!("$[{KEEP_FIRST_ERRORS}]"))
         .execute(&self.pool)
         .await
         .map_err(|e| op_error(format!("mark job {id} {}", finish.state), e))?;
         Ok(result.rows_affected() == 1)
     }
 
-    async fn renew(&self, worker: &str, ids: &[JobId], lease: Duration) -> Result<(), Error> {
-        sqlx::query(
+    async fn renew(
+        &self,
+        worker: &str,
+        ids: &[JobId],
+        lease: Duration,
+    ) -> Result<Vec<JobId>, Error> {
+        let renewed: Vec<Option<i64>> = sqlx::query_scalar(
             "UPDATE errand_jobs SET lease_until = ?1
-             WHERE state = 'running' AND worker = ?2 AND id IN (SELECT value FROM json_each(?3))",
+             WHERE state = 'running' AND worker = ?2 AND id IN (SELECT value FROM json_each(?3))
+             RETURNING CASE WHEN cancel_requested THEN id END",
         )
         .bind(now_ms().saturating_add(duration_millis(lease)))
         .bind(worker)
         .bind(id_array(ids))
-        .execute(&self.pool)
+        .fetch_all(&self.pool)
         .await
         .map_err(|e| op_error(format!("renew the leases of {} jobs", ids.len()), e))?;
-        Ok(())
+        Ok(renewed.into_iter().flatten().map(JobId::new).collect())
     }
 
     async fn release(&self, worker: &str, ids: &[JobId]) -> Result<(), Error> {
@@ -470,7 +487,11 @@ impl Store for SqliteStore {
                  unique_key = CASE
                      WHEN attempt >= max_attempts AND unique_strategy <> 'until_expired' THEN NULL
                      ELSE unique_key END,
-                 errors = json_insert(errors, '$[#]', json_object(
+                 death_pending = attempt >= max_attempts,
+                 cancel_requested = 0,
+                 errors = json_insert(
+                     CASE WHEN json_array_length(errors) >= ?4 THEN json_remove(errors, ?5) ELSE errors END,
+                     '$[#]', json_object(
                      'attempt', attempt, 'kind', 'lease_lost',
                      'message', ?2 || COALESCE(worker, '?') || ?3,
                      'at', ?1, 'duration_ms', ?1 - COALESCE(attempted_at, ?1),
@@ -480,6 +501,8 @@ impl Store for SqliteStore {
         .bind(now)
         .bind(LEASE_LOST_BEFORE)
         .bind(LEASE_LOST_AFTER)
+        .bind(MAX_ERRORS as i64)
+        .bind(format!("$[{KEEP_FIRST_ERRORS}]"))
         .execute(&self.pool)
         .await
         .map_err(|e| op_error("rescue jobs whose lease ran out", e))?;
@@ -556,6 +579,157 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn cancel(&self, id: JobId, error: &AttemptError) -> Result<Cancellation, Error> {
+        let op = |e| op_error(format!("cancel job {id}"), e);
+        let error =
+            serde_json::to_string(&StoredAttempt::from(error)).map_err(|e| Error::Corrupt {
+                store: STORE,
+                id,
+                reason: format!("cannot encode an attempt error: {e}"),
+            })?;
+        let cancelled = sqlx::query(
+            "UPDATE errand_jobs
+             SET state = 'cancelled', finished_at = ?2, lease_until = NULL,
+                 unique_key = CASE WHEN unique_strategy = 'until_expired' THEN unique_key END,
+                 errors = json_insert(errors, '$[#]', json_set(json(?3), '$.attempt', attempt))
+             WHERE id = ?1 AND state IN ('scheduled', 'available', 'retryable', 'pending')",
+        )
+        .bind(id.get())
+        .bind(now_ms())
+        .bind(&error)
+        .execute(&self.pool)
+        .await
+        .map_err(op)?;
+        if cancelled.rows_affected() == 1 {
+            return Ok(Cancellation::Cancelled);
+        }
+        let requested = sqlx::query(
+            "UPDATE errand_jobs SET cancel_requested = 1 WHERE id = ?1 AND state = 'running'",
+        )
+        .bind(id.get())
+        .execute(&self.pool)
+        .await
+        .map_err(op)?;
+        if requested.rows_affected() == 1 {
+            return Ok(Cancellation::Requested);
+        }
+        Ok(match self.job(id).await? {
+            Some(job) => Cancellation::AlreadyFinished(job.state),
+            None => Cancellation::NotFound,
+        })
+    }
+
+    async fn claim_deaths(&self, limit: usize) -> Result<Vec<JobInfo>, Error> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "UPDATE errand_jobs SET death_pending = 0
+             WHERE id IN (SELECT id FROM errand_jobs WHERE death_pending = 1 ORDER BY id LIMIT ?1)
+             RETURNING id",
+        )
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| op_error("claim deaths for their handlers", e))?;
+        let mut deaths = Vec::with_capacity(ids.len());
+        for id in ids {
+            deaths.extend(self.job(JobId::new(id)).await?);
+        }
+        Ok(deaths)
+    }
+
+    async fn dead_jobs(
+        &self,
+        filter: &DeadQuery,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> Result<Vec<JobInfo>, Error> {
+        let rows = sqlx::query(&format!(
+            "{SELECT_JOB} WHERE {DEAD_FILTER} AND id > ?6 ORDER BY id LIMIT ?7"
+        ))
+        .bind(filter.id.map(JobId::get))
+        .bind(filter.kind.as_deref())
+        .bind(filter.queue.as_deref())
+        .bind(filter.after_ms)
+        .bind(filter.before_ms)
+        .bind(after.map_or(0, JobId::get))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| op_error("list dead jobs", e))?;
+        rows.iter().map(job_info).collect()
+    }
+
+    async fn retry_dead(&self, filter: &DeadQuery) -> Result<u64, Error> {
+        let retried = sqlx::query(&format!(
+            "UPDATE errand_jobs
+             SET state = 'available', attempt = 0, run_at = ?6, finished_at = NULL, lease_until = NULL,
+                 death_pending = 0, cancel_requested = 0
+             WHERE {DEAD_FILTER}"
+        ))
+        .bind(filter.id.map(JobId::get))
+        .bind(filter.kind.as_deref())
+        .bind(filter.queue.as_deref())
+        .bind(filter.after_ms)
+        .bind(filter.before_ms)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| op_error("retry dead jobs", e))?;
+        Ok(retried.rows_affected())
+    }
+
+    async fn delete_dead(&self, filter: &DeadQuery) -> Result<u64, Error> {
+        let deleted = sqlx::query(&format!("DELETE FROM errand_jobs WHERE {DEAD_FILTER}"))
+            .bind(filter.id.map(JobId::get))
+            .bind(filter.kind.as_deref())
+            .bind(filter.queue.as_deref())
+            .bind(filter.after_ms)
+            .bind(filter.before_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| op_error("delete dead jobs", e))?;
+        Ok(deleted.rows_affected())
+    }
+
+    async fn try_lock(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, Error> {
+        let now = now_ms();
+        let held: Option<String> = sqlx::query_scalar(
+            "INSERT INTO errand_locks (name, holder, until) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until
+             WHERE errand_locks.until < ?4 OR errand_locks.holder = excluded.holder
+             RETURNING holder",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(now.saturating_add(duration_millis(ttl)))
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| op_error(format!("take the lock `{name}`"), e))?;
+        Ok(held.is_some())
+    }
+
+    async fn prune(&self, retention: &Retention, batch: usize) -> Result<u64, Error> {
+        let now = now_ms();
+        let deleted = sqlx::query(
+            "DELETE FROM errand_jobs WHERE id IN (
+                 SELECT id FROM errand_jobs
+                 WHERE (state IN ('completed', 'cancelled') AND finished_at < ?1)
+                    OR (state = 'dead' AND finished_at < ?2)
+                 LIMIT ?4)
+             OR id IN (
+                 SELECT id FROM errand_jobs WHERE state = 'dead'
+                 ORDER BY finished_at DESC, id DESC LIMIT ?4 OFFSET ?3)",
+        )
+        .bind(now.saturating_sub(duration_millis(retention.finished_for)))
+        .bind(now.saturating_sub(duration_millis(retention.dead_for)))
+        .bind(i64::try_from(retention.max_dead).unwrap_or(i64::MAX))
+        .bind(i64::try_from(batch).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| op_error("prune finished jobs", e))?;
+        Ok(deleted.rows_affected())
+    }
+
     async fn jobs(&self, kind: Option<&str>) -> Result<Vec<JobInfo>, Error> {
         let rows = sqlx::query(&format!(
             "{SELECT_JOB} WHERE ?1 IS NULL OR kind = ?1 ORDER BY id"
@@ -567,6 +741,11 @@ impl Store for SqliteStore {
         rows.iter().map(job_info).collect()
     }
 }
+
+/// The dead jobs a [`DeadQuery`] picks, binding `?1` id, `?2` kind, `?3` queue, `?4` died at or
+/// after, `?5` died before: a condition whose value is NULL holds.
+const DEAD_FILTER: &str = "state = 'dead' AND (?1 IS NULL OR id = ?1) AND (?2 IS NULL OR kind = ?2)
+    AND (?3 IS NULL OR queue = ?3) AND (?4 IS NULL OR finished_at >= ?4) AND (?5 IS NULL OR finished_at < ?5)";
 
 const SELECT_JOB: &str =
     "SELECT id, kind, queue, args, state, priority, attempt, max_attempts, idempotency_key,

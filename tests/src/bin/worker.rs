@@ -3,6 +3,8 @@
 //! Environment: `DATABASE_URL`, `ERRAND_SCHEMA`, and optionally `ERRAND_CONCURRENCY` (8) and
 //! `ERRAND_LEASE_MS` (30000). Prints `ready` once it works.
 //!
+//! With `ERRAND_DEATHS` set, it records each death it handles in the table `deaths`.
+//!
 //! With the argument `enqueue-duplicates`, it instead enqueues one unique job 50 times at once
 //! and prints the id each enqueue returned, one a line.
 
@@ -37,7 +39,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return enqueue_duplicates(&client).await;
     }
     println!("ready");
-    Worker::new(client)
+    let mut worker = Worker::new(client);
+    if std::env::var_os("ERRAND_DEATHS").is_some() {
+        worker = worker.on_death(record_death);
+    }
+    worker
         .queues([("procs", 1)])
         .concurrency(env_or("ERRAND_CONCURRENCY", 8) as usize)
         .lease(Duration::from_millis(env_or("ERRAND_LEASE_MS", 30_000)))
@@ -63,5 +69,17 @@ async fn enqueue_duplicates(client: &Client) -> Result<(), Box<dyn std::error::E
     while let Some(enqueued) = enqueues.join_next().await {
         println!("{}", enqueued??.id);
     }
+    Ok(())
+}
+
+/// A death handler: one row per death, with the job and the reason.
+async fn record_death(death: errand::Death) -> Result<(), errand::HandlerError> {
+    let pool = errand_tests::jobs::recorder().ok_or("no recorder")?;
+    sqlx::query("INSERT INTO deaths (job_id, reason, pid) VALUES ($1, $2, $3)")
+        .bind(death.job.id.get())
+        .bind(format!("{:?}", death.reason))
+        .bind(i64::from(std::process::id()))
+        .execute(pool)
+        .await?;
     Ok(())
 }

@@ -1,0 +1,252 @@
+//! The dead set and what surrounds it: listing, retrying and clearing dead jobs, death
+//! handlers, cancellation, and retention.
+//!
+//! A job dies when it fails with a permanent error, runs out of attempts, or names a kind no
+//! worker knows for longer than the grace period. It stays in the dead set, with every
+//! attempt's error, until an operator retries or deletes it, or retention lets it go.
+//!
+//! ```no_run
+//! use errand::{Client, DeadFilter, Page};
+//!
+//! # async fn demo(client: Client) -> Result<(), errand::Error> {
+//! let filter = DeadFilter::all().kind("charge_order");
+//! for job in client.dead_jobs(&filter, Page::first(50)).await? {
+//!     let last = job.errors.last().map(|e| e.message.as_str()).unwrap_or("");
+//!     println!("job {} died after {} attempts: {last}", job.id, job.attempt);
+//! }
+//! client.retry_all_dead(&filter).await?; // the gateway is back
+//! # Ok(()) }
+//! ```
+
+use std::time::{Duration, SystemTime};
+
+use crate::classify::FailureKind;
+use crate::client::Client;
+use crate::error::Error;
+use crate::info::{to_millis, AttemptError, JobInfo};
+use crate::job::{JobId, JobState};
+use crate::store::{DeadQuery, Store};
+
+/// Which dead jobs to list, retry or clear: every condition set must hold.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// let yesterday = SystemTime::now() - Duration::from_secs(86_400);
+/// let filter = errand::DeadFilter::all().kind("charge_order").queue("critical").died_after(yesterday);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct DeadFilter {
+    query: DeadQuery,
+}
+
+impl DeadFilter {
+    /// Every dead job.
+    pub fn all() -> DeadFilter {
+        DeadFilter::default()
+    }
+
+    /// Only jobs of this kind.
+    pub fn kind(mut self, kind: impl Into<String>) -> Self {
+        self.query.kind = Some(kind.into());
+        self
+    }
+
+    /// Only jobs of this queue.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.query.queue = Some(queue.into());
+        self
+    }
+
+    /// Only jobs that died at or after `time`.
+    pub fn died_after(mut self, time: SystemTime) -> Self {
+        self.query.after_ms = Some(to_millis(time));
+        self
+    }
+
+    /// Only jobs that died before `time`.
+    pub fn died_before(mut self, time: SystemTime) -> Self {
+        self.query.before_ms = Some(to_millis(time));
+        self
+    }
+}
+
+/// A page of a listing, by job id.
+#[derive(Clone, Copy, Debug)]
+pub struct Page {
+    after: Option<JobId>,
+    limit: usize,
+}
+
+impl Page {
+    /// The first `limit` jobs.
+    pub fn first(limit: usize) -> Page {
+        Page { after: None, limit }
+    }
+
+    /// The `limit` jobs after job `id`: pass the last id of the previous page.
+    pub fn after(id: JobId, limit: usize) -> Page {
+        Page {
+            after: Some(id),
+            limit,
+        }
+    }
+}
+
+/// What [`Client::cancel`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Cancellation {
+    /// The job had not started; it is `cancelled` and will not run.
+    Cancelled,
+    /// The job is running: it sees [`Context::is_cancelled`](crate::Context::is_cancelled), and
+    /// becomes `cancelled` when it returns, whatever it returns.
+    Requested,
+    /// The job had already finished in this state.
+    AlreadyFinished(JobState),
+    /// No job has this id.
+    NotFound,
+}
+
+/// Why a job died.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeathReason {
+    /// A failure no retry can help: a permanent error, undecodable arguments, or a kind no
+    /// worker knew within the grace period.
+    Permanent,
+    /// Transient failures used up every attempt.
+    RetriesExhausted,
+}
+
+/// A job's death, as handed to [`Worker::on_death`](crate::Worker::on_death) handlers.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Death {
+    /// The dead job, with its whole history.
+    pub job: JobInfo,
+    /// The failure that killed it.
+    pub error: Option<AttemptError>,
+    /// Whether it died of a permanent failure or ran out of retries.
+    pub reason: DeathReason,
+}
+
+impl Death {
+    pub(crate) fn of(job: JobInfo) -> Death {
+        let error = job.errors.last().cloned();
+        let reason = match error.as_ref().map(|e| e.kind) {
+            Some(kind) if !kind.is_retryable() => DeathReason::Permanent,
+            Some(FailureKind::Cancelled) => DeathReason::Permanent,
+            _ => DeathReason::RetriesExhausted,
+        };
+        Death { job, error, reason }
+    }
+}
+
+/// How long finished jobs are kept. Workers prune in the background, one node at a time, in
+/// small batches.
+///
+/// ```
+/// use std::time::Duration;
+/// let retention = errand::Retention::default()
+///     .keep_finished_for(Duration::from_secs(3600))
+///     .keep_dead_for(Duration::from_secs(30 * 86_400))
+///     .max_dead(50_000);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Retention {
+    pub(crate) finished_for: Duration,
+    pub(crate) dead_for: Duration,
+    pub(crate) max_dead: usize,
+}
+
+impl Default for Retention {
+    /// Completed and cancelled jobs for a day; dead jobs for 180 days, at most 10,000.
+    fn default() -> Self {
+        Retention {
+            finished_for: Duration::from_secs(86_400),
+            dead_for: Duration::from_secs(180 * 86_400),
+            max_dead: 10_000,
+        }
+    }
+}
+
+impl Retention {
+    /// Keep completed and cancelled jobs this long after they finished.
+    pub fn keep_finished_for(mut self, keep: Duration) -> Self {
+        self.finished_for = keep;
+        self
+    }
+
+    /// Keep dead jobs this long after they died.
+    pub fn keep_dead_for(mut self, keep: Duration) -> Self {
+        self.dead_for = keep;
+        self
+    }
+
+    /// Keep at most this many dead jobs; the oldest deaths go first.
+    pub fn max_dead(mut self, count: usize) -> Self {
+        self.max_dead = count;
+        self
+    }
+}
+
+impl Client {
+    /// Dead jobs matching `filter`, oldest id first, one page at a time.
+    pub async fn dead_jobs(&self, filter: &DeadFilter, page: Page) -> Result<Vec<JobInfo>, Error> {
+        self.store()
+            .dead_jobs(&filter.query, page.after, page.limit)
+            .await
+    }
+
+    /// Makes dead job `id` available again: its attempts start over, its history is kept.
+    /// Returns whether it was dead.
+    pub async fn retry_dead(&self, id: JobId) -> Result<bool, Error> {
+        let retried = self
+            .store()
+            .retry_dead(&DeadQuery {
+                id: Some(id),
+                ..DeadQuery::default()
+            })
+            .await?;
+        self.notify_enqueued();
+        Ok(retried == 1)
+    }
+
+    /// Retries every dead job matching `filter`; returns how many.
+    pub async fn retry_all_dead(&self, filter: &DeadFilter) -> Result<u64, Error> {
+        let retried = self.store().retry_dead(&filter.query).await?;
+        self.notify_enqueued();
+        Ok(retried)
+    }
+
+    /// Deletes dead job `id`; returns whether it was dead.
+    pub async fn delete_dead(&self, id: JobId) -> Result<bool, Error> {
+        Ok(self
+            .store()
+            .delete_dead(&DeadQuery {
+                id: Some(id),
+                ..DeadQuery::default()
+            })
+            .await?
+            == 1)
+    }
+
+    /// Deletes every dead job matching `filter`; returns how many.
+    pub async fn clear_dead(&self, filter: &DeadFilter) -> Result<u64, Error> {
+        self.store().delete_dead(&filter.query).await
+    }
+
+    /// Cancels job `id`: a job that has not started becomes `cancelled` at once; a running job
+    /// is asked to stop (see [`Cancellation::Requested`]).
+    pub async fn cancel(&self, id: JobId) -> Result<Cancellation, Error> {
+        let error = AttemptError {
+            attempt: 0,
+            kind: FailureKind::Cancelled,
+            message: "cancelled by the client".to_owned(),
+            at: SystemTime::now(),
+            duration: Duration::ZERO,
+            worker: "client".to_owned(),
+        };
+        self.store().cancel(id, &error).await
+    }
+}
