@@ -635,14 +635,12 @@ impl Store for PostgresStore {
         after: Option<JobId>,
         limit: usize,
     ) -> Result<Vec<JobInfo>, Error> {
-        let rows = sqlx::query(&format!(
-            "{SELECT_JOB} WHERE {DEAD_FILTER} AND id > $6 ORDER BY id LIMIT $7"
-        ))
-        .bind(filter.id.map(JobId::get))
-        .bind(filter.kind.as_deref())
-        .bind(filter.queue.as_deref())
-        .bind(filter.after_ms)
-        .bind(filter.before_ms)
+        let rows = bind_dead(
+            filter,
+            sqlx::query(&format!(
+                "{SELECT_JOB} WHERE {DEAD_FILTER} AND id > $6 ORDER BY id LIMIT $7"
+            )),
+        )
         .bind(after.map_or(0, JobId::get))
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
@@ -652,17 +650,15 @@ impl Store for PostgresStore {
     }
 
     async fn retry_dead(&self, filter: &DeadQuery) -> Result<u64, Error> {
-        let retried = sqlx::query(&format!(
-            "UPDATE errand_jobs
+        let retried = bind_dead(
+            filter,
+            sqlx::query(&format!(
+                "UPDATE errand_jobs
              SET state = 'available', attempt = 0, run_at = errand_now_ms(), finished_at = NULL,
                  lease_until = NULL, death_pending = false, cancel_requested = false
              WHERE {DEAD_FILTER}"
-        ))
-        .bind(filter.id.map(JobId::get))
-        .bind(filter.kind.as_deref())
-        .bind(filter.queue.as_deref())
-        .bind(filter.after_ms)
-        .bind(filter.before_ms)
+            )),
+        )
         .execute(&self.pool)
         .await
         .map_err(|e| op_error("retry dead jobs", e))?;
@@ -670,15 +666,13 @@ impl Store for PostgresStore {
     }
 
     async fn delete_dead(&self, filter: &DeadQuery) -> Result<u64, Error> {
-        let deleted = sqlx::query(&format!("DELETE FROM errand_jobs WHERE {DEAD_FILTER}"))
-            .bind(filter.id.map(JobId::get))
-            .bind(filter.kind.as_deref())
-            .bind(filter.queue.as_deref())
-            .bind(filter.after_ms)
-            .bind(filter.before_ms)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| op_error("delete dead jobs", e))?;
+        let deleted = bind_dead(
+            filter,
+            sqlx::query(&format!("DELETE FROM errand_jobs WHERE {DEAD_FILTER}")),
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(|e| op_error("delete dead jobs", e))?;
         Ok(deleted.rows_affected())
     }
 
@@ -737,6 +731,16 @@ const DEAD_FILTER: &str =
     "state = 'dead' AND ($1::bigint IS NULL OR id = $1) AND ($2::text IS NULL OR kind = $2)
     AND ($3::text IS NULL OR queue = $3) AND ($4::bigint IS NULL OR finished_at >= $4)
     AND ($5::bigint IS NULL OR finished_at < $5)";
+
+/// Binds a [`DeadQuery`] to the five parameters [`DEAD_FILTER`] names.
+fn bind_dead<'q>(filter: &'q DeadQuery, query: PgQuery<'q>) -> PgQuery<'q> {
+    query
+        .bind(filter.id.map(JobId::get))
+        .bind(filter.kind.as_deref())
+        .bind(filter.queue.as_deref())
+        .bind(filter.after_ms)
+        .bind(filter.before_ms)
+}
 
 const SELECT_JOB: &str = "SELECT id, kind, queue, args::text AS args, state, priority, attempt, max_attempts,
     idempotency_key, run_at, created_at, attempted_at, finished_at, errors::text AS errors FROM errand_jobs";

@@ -642,14 +642,12 @@ impl Store for SqliteStore {
         after: Option<JobId>,
         limit: usize,
     ) -> Result<Vec<JobInfo>, Error> {
-        let rows = sqlx::query(&format!(
-            "{SELECT_JOB} WHERE {DEAD_FILTER} AND id > ?6 ORDER BY id LIMIT ?7"
-        ))
-        .bind(filter.id.map(JobId::get))
-        .bind(filter.kind.as_deref())
-        .bind(filter.queue.as_deref())
-        .bind(filter.after_ms)
-        .bind(filter.before_ms)
+        let rows = bind_dead(
+            filter,
+            sqlx::query(&format!(
+                "{SELECT_JOB} WHERE {DEAD_FILTER} AND id > ?6 ORDER BY id LIMIT ?7"
+            )),
+        )
         .bind(after.map_or(0, JobId::get))
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
@@ -659,17 +657,12 @@ impl Store for SqliteStore {
     }
 
     async fn retry_dead(&self, filter: &DeadQuery) -> Result<u64, Error> {
-        let retried = sqlx::query(&format!(
+        let retried = bind_dead(filter, sqlx::query(&format!(
             "UPDATE errand_jobs
              SET state = 'available', attempt = 0, run_at = ?6, finished_at = NULL, lease_until = NULL,
                  death_pending = 0, cancel_requested = 0
              WHERE {DEAD_FILTER}"
-        ))
-        .bind(filter.id.map(JobId::get))
-        .bind(filter.kind.as_deref())
-        .bind(filter.queue.as_deref())
-        .bind(filter.after_ms)
-        .bind(filter.before_ms)
+        )))
         .bind(now_ms())
         .execute(&self.pool)
         .await
@@ -678,15 +671,13 @@ impl Store for SqliteStore {
     }
 
     async fn delete_dead(&self, filter: &DeadQuery) -> Result<u64, Error> {
-        let deleted = sqlx::query(&format!("DELETE FROM errand_jobs WHERE {DEAD_FILTER}"))
-            .bind(filter.id.map(JobId::get))
-            .bind(filter.kind.as_deref())
-            .bind(filter.queue.as_deref())
-            .bind(filter.after_ms)
-            .bind(filter.before_ms)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| op_error("delete dead jobs", e))?;
+        let deleted = bind_dead(
+            filter,
+            sqlx::query(&format!("DELETE FROM errand_jobs WHERE {DEAD_FILTER}")),
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(|e| op_error("delete dead jobs", e))?;
         Ok(deleted.rows_affected())
     }
 
@@ -746,6 +737,16 @@ impl Store for SqliteStore {
 /// after, `?5` died before: a condition whose value is NULL holds.
 const DEAD_FILTER: &str = "state = 'dead' AND (?1 IS NULL OR id = ?1) AND (?2 IS NULL OR kind = ?2)
     AND (?3 IS NULL OR queue = ?3) AND (?4 IS NULL OR finished_at >= ?4) AND (?5 IS NULL OR finished_at < ?5)";
+
+/// Binds a [`DeadQuery`] to the five parameters [`DEAD_FILTER`] names.
+fn bind_dead<'q>(filter: &'q DeadQuery, query: SqliteQuery<'q>) -> SqliteQuery<'q> {
+    query
+        .bind(filter.id.map(JobId::get))
+        .bind(filter.kind.as_deref())
+        .bind(filter.queue.as_deref())
+        .bind(filter.after_ms)
+        .bind(filter.before_ms)
+}
 
 const SELECT_JOB: &str =
     "SELECT id, kind, queue, args, state, priority, attempt, max_attempts, idempotency_key,
