@@ -7,8 +7,10 @@ use tokio::sync::watch;
 
 use crate::error::{redact, Error};
 use crate::info::JobInfo;
+use crate::job::Job;
 use crate::job::JobId;
-use crate::store::{memory::MemoryStore, Backend, Store};
+use crate::request::{Enqueued, Request};
+use crate::store::{memory::MemoryStore, Backend, NewJob, Store};
 
 /// A handle on errand's store. Cheap to clone; clones share one connection pool.
 ///
@@ -177,6 +179,55 @@ impl Client {
     /// ```
     pub async fn job(&self, id: JobId) -> Result<Option<JobInfo>, Error> {
         self.inner.store.job(id).await
+    }
+
+    /// Enqueues many jobs of one kind: in statements of up to 1,000 jobs each (one round trip
+    /// per chunk) for jobs without uniqueness, one at a time for unique jobs (each must meet the
+    /// unique index). Returns one [`Enqueued`] per request, in order.
+    ///
+    /// ```no_run
+    /// # #[errand::job] async fn reindex(doc_id: i64) -> Result<(), std::io::Error> { Ok(()) }
+    /// # async fn demo(client: errand::Client) -> Result<(), errand::Error> {
+    /// let enqueued = client.enqueue_many((0..100_000).map(reindex::with)).await?;
+    /// assert_eq!(enqueued.len(), 100_000);
+    /// # Ok(()) }
+    /// ```
+    pub async fn enqueue_many<J: Job>(
+        &self,
+        requests: impl IntoIterator<Item = Request<J>>,
+    ) -> Result<Vec<Enqueued>, Error> {
+        const CHUNK: usize = 1000;
+        let limit = self.config().max_args_bytes_limit();
+        let mut enqueued = Vec::new();
+        let mut chunk = Vec::with_capacity(CHUNK);
+        let unique = J::OPTIONS.unique.is_some();
+        for request in requests {
+            if unique {
+                enqueued.push(request.enqueue(self).await?);
+                continue;
+            }
+            chunk.push(request.into_new_job(limit)?);
+            if chunk.len() == CHUNK {
+                enqueued.extend(self.insert_chunk(&chunk).await?);
+                chunk.clear();
+            }
+        }
+        if !chunk.is_empty() {
+            enqueued.extend(self.insert_chunk(&chunk).await?);
+        }
+        self.notify_enqueued();
+        Ok(enqueued)
+    }
+
+    async fn insert_chunk(&self, jobs: &[NewJob]) -> Result<Vec<Enqueued>, Error> {
+        let ids = self.store().enqueue_many(jobs).await?;
+        Ok(ids
+            .into_iter()
+            .map(|id| Enqueued {
+                id,
+                duplicate_of: None,
+            })
+            .collect())
     }
 
     pub(crate) fn store(&self) -> &Backend {

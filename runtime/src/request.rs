@@ -128,7 +128,7 @@ impl<J: Job> Request<J> {
         enqueued(&job, inserted)
     }
 
-    fn into_new_job(self, max_args_bytes: usize) -> Result<NewJob, Error> {
+    pub(crate) fn into_new_job(self, max_args_bytes: usize) -> Result<NewJob, Error> {
         let kind = J::KIND;
         let args = serde_json::to_string(&self.args)
             .map_err(|source| Error::Serialize { kind, source })?;

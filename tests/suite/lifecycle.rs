@@ -209,3 +209,33 @@ async fn public_futures_can_be_spawned() {
         }
     }
 }
+
+errand_tests::per_store!(enqueue_many_stores_every_job_in_order);
+
+async fn enqueue_many_stores_every_job_in_order(store: TestStore) {
+    let client = &store.client;
+    let t = tag("many");
+    // Three statements of up to 1,000 jobs each, one of them partial.
+    let requests = (0..2_500).map(|n| count_run::with(t.clone(), n));
+    let enqueued = client.enqueue_many(requests).await.unwrap();
+    assert_eq!(enqueued.len(), 2_500);
+    for (n, e) in enqueued.iter().enumerate().step_by(499) {
+        let stored = job(client, e.id).await;
+        assert_eq!(
+            stored.args["n"],
+            serde_json::json!(n),
+            "ids come back in request order"
+        );
+        assert_eq!(
+            (stored.kind.as_str(), stored.queue.as_str(), stored.state),
+            ("count_run", "race", JobState::Available)
+        );
+    }
+    let ran = worker(client, &["race"])
+        .concurrency(16)
+        .run_until_idle()
+        .await
+        .unwrap();
+    assert_eq!(ran, 2_500);
+    assert_eq!(records(&t).len(), 2_500);
+}

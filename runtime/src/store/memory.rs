@@ -583,6 +583,18 @@ impl Store for MemoryStore {
         Ok(doomed.len() as u64)
     }
 
+    async fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<JobId>, Error> {
+        let mut ids = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            match self.enqueue(job).await? {
+                Inserted::New(id) | Inserted::Duplicate(id) | Inserted::Replaced(id) => {
+                    ids.push(id)
+                }
+            }
+        }
+        Ok(ids)
+    }
+
     async fn jobs(&self, kind: Option<&str>) -> Result<Vec<JobInfo>, Error> {
         let inner = self.lock();
         Ok(inner

@@ -289,6 +289,12 @@ pub(crate) trait Store: Send + Sync {
         retention: &Retention,
         batch: usize,
     ) -> impl Future<Output = Result<u64, Error>> + Send;
+
+    /// Inserts jobs that are not unique, in one statement; returns their ids in order.
+    fn enqueue_many(
+        &self,
+        jobs: &[NewJob],
+    ) -> impl Future<Output = Result<Vec<JobId>, Error>> + Send;
 }
 
 /// Which dead jobs an operation is about: every field that is set must match.
@@ -436,6 +442,10 @@ impl Store for Backend {
 
     async fn prune(&self, retention: &Retention, batch: usize) -> Result<u64, Error> {
         dispatch!(self, s => s.prune(retention, batch).await)
+    }
+
+    async fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<JobId>, Error> {
+        dispatch!(self, s => s.enqueue_many(jobs).await)
     }
 }
 

@@ -713,6 +713,50 @@ impl Store for PostgresStore {
         Ok(deleted.rows_affected())
     }
 
+    async fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<JobId>, Error> {
+        let kinds: Vec<&str> = jobs.iter().map(|j| j.kind).collect();
+        let queues: Vec<&str> = jobs.iter().map(|j| j.queue.as_str()).collect();
+        let args: Vec<&str> = jobs.iter().map(|j| j.args.as_str()).collect();
+        let priorities: Vec<i16> = jobs.iter().map(|j| i16::from(j.priority)).collect();
+        let max_attempts: Vec<i32> = jobs
+            .iter()
+            .map(|j| i32::try_from(j.max_attempts).unwrap_or(i32::MAX))
+            .collect();
+        let keys: Vec<Option<&str>> = jobs.iter().map(|j| j.key.as_deref()).collect();
+        let (delays, ats): (Vec<Option<i64>>, Vec<Option<i64>>) = jobs
+            .iter()
+            .map(|j| match j.run_at {
+                RunAt::Now => (Some(0), None),
+                RunAt::After(d) => (Some(duration_millis(d)), None),
+                RunAt::At(t) => (None, Some(crate::info::to_millis(t))),
+            })
+            .unzip();
+        // One statement, one array per column.
+        let mut ids: Vec<i64> = sqlx::query_scalar(
+            "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, idempotency_key, run_at, created_at)
+             SELECT kind, queue, args::jsonb,
+                    CASE WHEN COALESCE(at, errand_now_ms() + delay) > errand_now_ms() THEN 'scheduled' ELSE 'available' END,
+                    priority, max_attempts, key, COALESCE(at, errand_now_ms() + delay), errand_now_ms()
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::smallint[], $5::int[], $6::text[], $7::bigint[], $8::bigint[])
+                  AS t(kind, queue, args, priority, max_attempts, key, delay, at)
+             RETURNING id",
+        )
+        .bind(&kinds)
+        .bind(&queues)
+        .bind(&args)
+        .bind(&priorities)
+        .bind(&max_attempts)
+        .bind(&keys)
+        .bind(&delays)
+        .bind(&ats)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| op_error(format!("enqueue {} jobs", jobs.len()), e))?;
+        // Ids rise in insertion order.
+        ids.sort_unstable();
+        Ok(ids.into_iter().map(JobId::new).collect())
+    }
+
     async fn jobs(&self, kind: Option<&str>) -> Result<Vec<JobInfo>, Error> {
         let rows = sqlx::query(&format!(
             "{SELECT_JOB} WHERE $1::text IS NULL OR kind = $1 ORDER BY id"

@@ -721,6 +721,51 @@ impl Store for SqliteStore {
         Ok(deleted.rows_affected())
     }
 
+    async fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<JobId>, Error> {
+        let now = now_ms();
+        let rows: Vec<serde_json::Value> = jobs
+            .iter()
+            .map(|job| {
+                let run_at = match job.run_at {
+                    RunAt::Now => now,
+                    RunAt::After(d) => now.saturating_add(duration_millis(d)),
+                    RunAt::At(t) => to_millis(t),
+                };
+                let state = if run_at > now {
+                    JobState::Scheduled
+                } else {
+                    JobState::Available
+                };
+                serde_json::json!([
+                    job.kind,
+                    job.queue,
+                    job.args,
+                    state.as_str(),
+                    job.priority,
+                    job.max_attempts,
+                    job.key,
+                    run_at
+                ])
+            })
+            .collect();
+        // One bound JSON array holds the whole batch: one statement, any number of rows.
+        let mut ids: Vec<i64> = sqlx::query_scalar(
+            "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, idempotency_key, run_at, created_at)
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6,
+                    value ->> 7, ?2
+             FROM json_each(?1)
+             RETURNING id",
+        )
+        .bind(serde_json::Value::Array(rows).to_string())
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| op_error(format!("enqueue {} jobs", jobs.len()), e))?;
+        // Ids rise in insertion order.
+        ids.sort_unstable();
+        Ok(ids.into_iter().map(JobId::new).collect())
+    }
+
     async fn jobs(&self, kind: Option<&str>) -> Result<Vec<JobInfo>, Error> {
         let rows = sqlx::query(&format!(
             "{SELECT_JOB} WHERE ?1 IS NULL OR kind = ?1 ORDER BY id"
