@@ -44,12 +44,6 @@ pub enum Error {
         /// The driver's error.
         source: sqlx::Error,
     },
-    /// A batched write failed; each job in the batch gets this error and retries on its own.
-    #[error("a batched write failed: {message}")]
-    Batch {
-        /// The store's error, as text (one error, shared by every job in the batch).
-        message: String,
-    },
     /// The database holds something errand cannot read back.
     #[error("job {id} in the {store} store is corrupt: {reason}")]
     Corrupt {

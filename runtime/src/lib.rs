@@ -87,7 +87,6 @@
 
 mod classify;
 mod client;
-mod completions;
 mod context;
 mod dead;
 mod error;

@@ -16,7 +16,6 @@ use tracing::Instrument as _;
 
 use crate::classify::FailureKind;
 use crate::client::Client;
-use crate::completions::Completions;
 use crate::context::Context;
 use crate::dead::{Death, Retention};
 use crate::error::Error;
@@ -250,7 +249,6 @@ impl Worker {
             settings: self.settings,
             id: self.id,
             running: Mutex::new(HashMap::new()),
-            completions: Completions::default(),
         }))
     }
 }
@@ -264,9 +262,26 @@ struct Runner {
     /// Jobs claimed and not yet recorded as finished, for lease renewal and shutdown, each with
     /// the token its context watches for a cancellation.
     running: Mutex<HashMap<JobId, CancellationToken>>,
-    /// Completions waiting to be written together.
-    completions: Completions,
 }
+
+/// How a job's task ended.
+enum TaskEnd {
+    /// Completed; the claim loop writes it with the others that finished alongside it.
+    Completed(PendingCompletion),
+    /// Its outcome was written (or given up to the rescue); whether it died.
+    Recorded { died: bool },
+}
+
+/// A completion waiting for the claim loop's next batch.
+struct PendingCompletion {
+    id: JobId,
+    fence: i64,
+    /// `ctx.complete_in` already completed it, with the job's own writes.
+    in_tx: bool,
+}
+
+/// The longest a free slot waits for others to free up before the worker claims for it.
+const CLAIM_WINDOW: Duration = Duration::from_millis(2);
 
 /// Deaths taken for handlers at a time.
 const DEATH_BATCH: usize = 100;
@@ -315,10 +330,27 @@ impl Runner {
         let mut failures = 0u32;
         self.rescue().await;
 
+        // Claims are batched to free capacity: after a job finishes, the worker waits until half
+        // its slots are free, or CLAIM_WINDOW has passed, before it claims again, so that one
+        // round trip fetches many jobs instead of one.
+        let refill = (self.settings.concurrency / 2).max(1);
+        let mut last_claim = Instant::now();
+        let mut completed: Vec<PendingCompletion> = Vec::new();
         while !shutdown.is_cancelled() {
+            if !completed.is_empty() && !self.write_completions(&mut completed).await {
+                failures += 1;
+                tokio::select! {
+                    () = tokio::time::sleep(store_backoff(failures)) => {}
+                    () = shutdown.cancelled() => {}
+                }
+                continue;
+            }
             let free = self.settings.concurrency.saturating_sub(tasks.len());
+            let batch_ready =
+                free >= refill || tasks.is_empty() || last_claim.elapsed() >= CLAIM_WINDOW;
             let mut claimed = 0;
-            if free > 0 {
+            if free > 0 && batch_ready {
+                last_claim = Instant::now();
                 match self.claim(free).await {
                     Ok(jobs) => {
                         failures = 0;
@@ -351,10 +383,23 @@ impl Runner {
             tokio::select! {
                 () = shutdown.cancelled() => {}
                 Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                    if log_join(joined) {
+                    let mut died = false;
+                    // Take every job that finished meanwhile, so the next pass writes their
+                    // completions together and claims for all their slots.
+                    let mut ended = Some(joined);
+                    while let Some(joined) = ended {
+                        match log_join(joined) {
+                            Some(TaskEnd::Completed(done)) => completed.push(done),
+                            Some(TaskEnd::Recorded { died: true }) => died = true,
+                            _ => {}
+                        }
+                        ended = tasks.try_join_next();
+                    }
+                    if died {
                         self.handle_deaths().await;
                     }
                 }
+                () = tokio::time::sleep_until((last_claim + CLAIM_WINDOW).into()), if free > 0 && !batch_ready => {}
                 Ok(()) = enqueued.changed(), if !until_idle => {}
                 () = listener.next(), if !until_idle => {}
                 () = tokio::time::sleep(self.settings.poll_interval), if !until_idle => {}
@@ -369,7 +414,7 @@ impl Runner {
                 }
             }
         }
-        self.shut_down(tasks, &mut heartbeat).await;
+        self.shut_down(tasks, completed, &mut heartbeat).await;
         Ok(runs)
     }
 
@@ -416,7 +461,7 @@ impl Runner {
     }
 
     /// Runs one claimed job and records its outcome.
-    async fn execute(self: Arc<Self>, job: Claimed) -> bool {
+    async fn execute(self: Arc<Self>, job: Claimed) -> TaskEnd {
         let span = tracing::info_span!(
             "errand.job",
             job.id = %job.id,
@@ -442,11 +487,22 @@ impl Runner {
             ctx.is_cancelled(),
         );
         span.in_scope(|| log_finish(&finish));
+        if finish.state == JobState::Completed {
+            // The claim loop writes completions in batches; the job stays in `running` (its
+            // lease renewed) until then.
+            return TaskEnd::Completed(PendingCompletion {
+                id: job.id,
+                fence: job.fence,
+                in_tx: ctx.completed_in_tx(),
+            });
+        }
         self.record(&job, &finish, ctx.completed_in_tx())
             .instrument(span)
             .await;
         self.running().remove(&job.id);
-        finish.state == JobState::Dead
+        TaskEnd::Recorded {
+            died: finish.state == JobState::Dead,
+        }
     }
 
     async fn run(
@@ -569,14 +625,7 @@ impl Runner {
         let deadline = Instant::now() + self.settings.lease;
         let mut failures = 0;
         loop {
-            let written = if finish.state == JobState::Completed {
-                self.completions
-                    .complete(self.client.store(), job.id, job.fence)
-                    .await
-            } else {
-                self.client.store().finish(job.id, job.fence, finish).await
-            };
-            match written {
+            match self.client.store().finish(job.id, job.fence, finish).await {
                 Ok(true) => return,
                 // `ctx.complete_in` already completed it, with the job's own writes.
                 Ok(false) if completed_in_tx => return,
@@ -618,6 +667,29 @@ impl Runner {
                 }
             }
             Err(err) => tracing::warn!(worker = %self.id, error = %err, "renewing leases failed"),
+        }
+    }
+
+    /// Writes the completions of jobs that finished since the last pass, in one statement.
+    /// Returns whether it could; on failure they stay pending (their leases renewed) for the
+    /// next pass.
+    async fn write_completions(&self, completed: &mut Vec<PendingCompletion>) -> bool {
+        let runs: Vec<(JobId, i64)> = completed.iter().map(|c| (c.id, c.fence)).collect();
+        match self.client.store().complete_many(&runs).await {
+            Ok(written) => {
+                let mut running = self.running();
+                for done in completed.drain(..) {
+                    running.remove(&done.id);
+                    if !done.in_tx && !written.contains(&done.id) {
+                        tracing::warn!(job.id = %done.id, "job was taken from this worker (its lease ran out); this run's outcome is discarded");
+                    }
+                }
+                true
+            }
+            Err(err) => {
+                tracing::warn!(worker = %self.id, jobs = runs.len(), error = %err, "recording completions failed; will retry");
+                false
+            }
         }
     }
 
@@ -709,7 +781,12 @@ impl Runner {
     }
 
     /// Waits up to the grace period for running jobs, then stops the rest and puts them back.
-    async fn shut_down(&self, mut tasks: JoinSet<bool>, heartbeat: &mut tokio::time::Interval) {
+    async fn shut_down(
+        &self,
+        mut tasks: JoinSet<TaskEnd>,
+        mut completed: Vec<PendingCompletion>,
+        heartbeat: &mut tokio::time::Interval,
+    ) {
         if !tasks.is_empty() {
             tracing::info!(worker = %self.id, running = tasks.len(), grace = ?self.settings.grace_period, "shutting down: waiting for running jobs");
             let deadline = tokio::time::sleep(self.settings.grace_period);
@@ -718,7 +795,9 @@ impl Runner {
                 tokio::select! {
                     joined = tasks.join_next() => match joined {
                         Some(joined) => {
-                            log_join(joined);
+                            if let Some(TaskEnd::Completed(done)) = log_join(joined) {
+                                completed.push(done);
+                            }
                         }
                         None => break,
                     },
@@ -728,6 +807,12 @@ impl Runner {
             }
         }
         tasks.abort_all();
+        // Jobs that completed before the deadline are recorded as completed, not put back.
+        for _ in 0..5 {
+            if completed.is_empty() || self.write_completions(&mut completed).await {
+                break;
+            }
+        }
         while let Some(joined) = tasks.join_next().await {
             if let Err(err) = joined {
                 if err.is_panic() {
@@ -756,13 +841,17 @@ impl Runner {
     }
 }
 
-/// Whether a finished job task reported a death; logs a task that failed outside its job.
-fn log_join(joined: Result<bool, tokio::task::JoinError>) -> bool {
-    if let Err(err) = &joined {
-        // Job panics are caught inside the task; this is a panic in errand itself.
-        tracing::error!(error = %err, "a job task failed outside the job");
+/// How a job task ended; logs a task that failed outside its job (its job is then rescued
+/// when its lease runs out).
+fn log_join(joined: Result<TaskEnd, tokio::task::JoinError>) -> Option<TaskEnd> {
+    match joined {
+        Ok(end) => Some(end),
+        Err(err) => {
+            // Job panics are caught inside the task; this is a panic in errand itself.
+            tracing::error!(error = %err, "a job task failed outside the job");
+            None
+        }
     }
-    joined.unwrap_or(false)
 }
 
 fn log_finish(finish: &Finish) {

@@ -1,0 +1,447 @@
+//! `errand-bench bench`: each workload through errand and through the least SQL a queue must
+//! run (the limit), on the same database in the same run; medians of several runs.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use errand::{Client, Config};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::jobs::{latency_probe, noop, now_us};
+use crate::{postgres_url, BoxError};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StoreKind {
+    Sqlite,
+    Postgres,
+}
+
+impl StoreKind {
+    fn name(self) -> &'static str {
+        match self {
+            StoreKind::Sqlite => "sqlite",
+            StoreKind::Postgres => "postgres",
+        }
+    }
+}
+
+const ENQUEUE_JOBS: i64 = 10_000;
+const ENQUEUE_MANY_JOBS: i64 = 100_000;
+const DRAIN_JOBS: i64 = 10_000;
+const LATENCY_JOBS: i64 = 500;
+const CONCURRENCY: usize = 16;
+const BENCH_SCHEMA: &str = "errand_bench";
+
+/// A fresh database for one measurement.
+struct Target {
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// A plain connection pool on the target, for the limit's own SQL.
+enum Raw {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+impl Target {
+    async fn fresh(kind: StoreKind) -> Result<(Target, Client, Raw), BoxError> {
+        let (url, dir) = match kind {
+            StoreKind::Sqlite => {
+                let dir = tempfile::tempdir()?;
+                (
+                    format!("sqlite://{}", dir.path().join("bench.db").display()),
+                    Some(dir),
+                )
+            }
+            StoreKind::Postgres => (postgres_url(), None),
+        };
+        let raw = match kind {
+            StoreKind::Sqlite => {
+                Raw::Sqlite(sqlx::SqlitePool::connect(&format!("{url}?mode=rwc")).await?)
+            }
+            StoreKind::Postgres => {
+                let options: sqlx::postgres::PgConnectOptions = url.parse()?;
+                let pool = sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(4)
+                    .connect_with(options.clone().options([("search_path", BENCH_SCHEMA)]))
+                    .await?;
+                // The schema is this program's own constant.
+                sqlx::query("DROP SCHEMA IF EXISTS errand_bench CASCADE")
+                    .execute(&pool)
+                    .await?;
+                pool.close().await;
+                let pool = sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(4)
+                    .connect_with(options.options([("search_path", BENCH_SCHEMA)]))
+                    .await?;
+                Raw::Postgres(pool)
+            }
+        };
+        let client = Client::connect_with(&url, Config::default().schema(BENCH_SCHEMA)).await?;
+        Ok((Target { url, _dir: dir }, client, raw))
+    }
+
+    /// A worker process on this target; returns it once it is ready.
+    async fn worker(&self, poll: Duration) -> Result<(tokio::process::Child, u32), BoxError> {
+        let mut child = tokio::process::Command::new(std::env::current_exe()?)
+            .args(["worker", "--url", &self.url, "--schema", BENCH_SCHEMA])
+            .args([
+                "--concurrency",
+                &CONCURRENCY.to_string(),
+                "--poll-ms",
+                &poll.as_millis().to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let pid = child.id().ok_or("the worker exited at once")?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let line = BufReader::new(stdout).lines().next_line().await?;
+        if line.as_deref() != Some("ready") {
+            return Err(format!("the worker did not start: {line:?}").into());
+        }
+        Ok((child, pid))
+    }
+}
+
+impl Raw {
+    async fn scalar(&self, sqlite: &str, postgres: &str) -> Result<i64, BoxError> {
+        Ok(match self {
+            Raw::Sqlite(pool) => sqlx::query_scalar(sqlite).fetch_one(pool).await?,
+            Raw::Postgres(pool) => sqlx::query_scalar(postgres).fetch_one(pool).await?,
+        })
+    }
+
+    /// Jobs not yet completed: counted through the two partial indexes (ready, running), so
+    /// that watching the drain costs the database next to nothing.
+    async fn remaining(&self) -> Result<i64, BoxError> {
+        let sql = "SELECT (SELECT count(*) FROM errand_jobs WHERE state IN ('scheduled', 'available', 'retryable'))
+                        + (SELECT count(*) FROM errand_jobs WHERE state = 'running')";
+        self.scalar(sql, sql).await
+    }
+
+    /// The limit of `enqueue`: one minimal insert per job, each its own statement.
+    async fn insert_one_by_one(&self, jobs: i64) -> Result<(), BoxError> {
+        for n in 0..jobs {
+            let args = format!("{{\"order_id\":{n}}}");
+            let now = now_us() / 1000;
+            match self {
+                Raw::Sqlite(pool) => {
+                    sqlx::query(
+                        "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, run_at, created_at)
+                         VALUES ('bench_noop', 'bench', ?1, 'available', 5, 26, ?2, ?2)",
+                    )
+                    .bind(args)
+                    .bind(now)
+                    .execute(pool)
+                    .await?;
+                }
+                Raw::Postgres(pool) => {
+                    sqlx::query(
+                        "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, run_at, created_at)
+                         VALUES ('bench_noop', 'bench', $1::jsonb, 'available', 5, 26, $2, $2)",
+                    )
+                    .bind(args)
+                    .bind(now)
+                    .execute(pool)
+                    .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The limit of `enqueue_many`: multi-row inserts of 1,000 jobs.
+    async fn insert_in_chunks(&self, jobs: i64) -> Result<(), BoxError> {
+        for start in (0..jobs).step_by(1000) {
+            let args: Vec<String> = (start..(start + 1000).min(jobs))
+                .map(|n| format!("{{\"order_id\":{n}}}"))
+                .collect();
+            let now = now_us() / 1000;
+            match self {
+                Raw::Sqlite(pool) => {
+                    let array = format!("[{}]", args.join(","));
+                    sqlx::query(
+                        "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, run_at, created_at)
+                         SELECT 'bench_noop', 'bench', value, 'available', 5, 26, ?2, ?2 FROM json_each(?1)",
+                    )
+                    .bind(array)
+                    .bind(now)
+                    .execute(pool)
+                    .await?;
+                }
+                Raw::Postgres(pool) => {
+                    sqlx::query(
+                        "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, run_at, created_at)
+                         SELECT 'bench_noop', 'bench', a::jsonb, 'available', 5, 26, $2, $2 FROM unnest($1::text[]) AS a",
+                    )
+                    .bind(&args)
+                    .bind(now)
+                    .execute(pool)
+                    .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The limit of `drain`: claim a batch (`FOR UPDATE SKIP LOCKED` on PostgreSQL), complete it
+    /// in one statement, until nothing is left.
+    async fn claim_and_complete_all(&self) -> Result<(), BoxError> {
+        loop {
+            let now = now_us() / 1000;
+            let claimed = match self {
+                Raw::Sqlite(pool) => {
+                    let ids: Vec<i64> = sqlx::query_scalar(
+                        "UPDATE errand_jobs SET state = 'running', attempt = attempt + 1, attempted_at = ?2
+                         WHERE id IN (SELECT id FROM errand_jobs WHERE queue = 'bench' AND state = 'available'
+                                      ORDER BY priority, run_at, id LIMIT ?1)
+                         RETURNING id",
+                    )
+                    .bind(CONCURRENCY as i64)
+                    .bind(now)
+                    .fetch_all(pool)
+                    .await?;
+                    let list = format!(
+                        "[{}]",
+                        ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+                    );
+                    sqlx::query(
+                        "UPDATE errand_jobs SET state = 'completed', finished_at = ?2
+                         WHERE id IN (SELECT value FROM json_each(?1))",
+                    )
+                    .bind(list)
+                    .bind(now)
+                    .execute(pool)
+                    .await?;
+                    ids.len()
+                }
+                Raw::Postgres(pool) => {
+                    let ids: Vec<i64> = sqlx::query_scalar(
+                        "UPDATE errand_jobs SET state = 'running', attempt = attempt + 1, attempted_at = $2
+                         WHERE id IN (SELECT id FROM errand_jobs WHERE queue = 'bench' AND state = 'available'
+                                      ORDER BY priority, run_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)
+                         RETURNING id",
+                    )
+                    .bind(CONCURRENCY as i64)
+                    .bind(now)
+                    .fetch_all(pool)
+                    .await?;
+                    sqlx::query("UPDATE errand_jobs SET state = 'completed', finished_at = $2 WHERE id = ANY($1)")
+                        .bind(&ids)
+                        .bind(now)
+                        .execute(pool)
+                        .await?;
+                    ids.len()
+                }
+            };
+            if claimed == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn create_latency_table(&self) -> Result<(), BoxError> {
+        let sql =
+            "CREATE TABLE bench_latency (sent_us BIGINT NOT NULL, started_us BIGINT NOT NULL)";
+        match self {
+            Raw::Sqlite(pool) => drop(sqlx::query(sql).execute(pool).await?),
+            Raw::Postgres(pool) => drop(sqlx::query(sql).execute(pool).await?),
+        }
+        Ok(())
+    }
+
+    async fn latencies_ms(&self) -> Result<Vec<f64>, BoxError> {
+        let sql = "SELECT started_us - sent_us FROM bench_latency";
+        let micros: Vec<i64> = match self {
+            Raw::Sqlite(pool) => sqlx::query_scalar(sql).fetch_all(pool).await?,
+            Raw::Postgres(pool) => sqlx::query_scalar(sql).fetch_all(pool).await?,
+        };
+        Ok(micros.into_iter().map(|us| us as f64 / 1000.0).collect())
+    }
+}
+
+/// Polls until `done` or the deadline.
+async fn wait_until<F, Fut>(limit: Duration, mut done: F) -> Result<(), BoxError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool, BoxError>>,
+{
+    let deadline = Instant::now() + limit;
+    while !done().await? {
+        if Instant::now() > deadline {
+            return Err("timed out".into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
+fn rate(jobs: i64, took: Duration) -> f64 {
+    jobs as f64 / took.as_secs_f64()
+}
+
+/// Peak resident memory of process `pid`, in MB.
+fn peak_rss_mb(pid: u32) -> Result<f64, BoxError> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or("no VmHWM in /proc/<pid>/status")?;
+    Ok(kb / 1024.0)
+}
+
+/// One run of every workload on `kind`: (workload, value, limit).
+async fn measure(kind: StoreKind) -> Result<Vec<(&'static str, f64, Option<f64>)>, BoxError> {
+    let mut figures = Vec::new();
+
+    // Each workload gets a fresh database, and drops its clients and pools when done.
+    let enqueue = {
+        let (_t, client, _raw) = Target::fresh(kind).await?;
+        let started = Instant::now();
+        for n in 0..ENQUEUE_JOBS {
+            noop::with(n).enqueue(&client).await?;
+        }
+        rate(ENQUEUE_JOBS, started.elapsed())
+    };
+    let limit = {
+        let (_t, _client, raw) = Target::fresh(kind).await?;
+        let started = Instant::now();
+        raw.insert_one_by_one(ENQUEUE_JOBS).await?;
+        rate(ENQUEUE_JOBS, started.elapsed())
+    };
+    figures.push(("enqueue", enqueue, Some(limit)));
+
+    let many = {
+        let (_t, client, _raw) = Target::fresh(kind).await?;
+        let started = Instant::now();
+        client
+            .enqueue_many((0..ENQUEUE_MANY_JOBS).map(noop::with))
+            .await?;
+        rate(ENQUEUE_MANY_JOBS, started.elapsed())
+    };
+    let limit = {
+        let (_t, _client, raw) = Target::fresh(kind).await?;
+        let started = Instant::now();
+        raw.insert_in_chunks(ENQUEUE_MANY_JOBS).await?;
+        rate(ENQUEUE_MANY_JOBS, started.elapsed())
+    };
+    figures.push(("enqueue_many", many, Some(limit)));
+
+    let (drain, rss) = {
+        let (target, client, raw) = Target::fresh(kind).await?;
+        client.enqueue_many((0..DRAIN_JOBS).map(noop::with)).await?;
+        let (mut worker, pid) = target.worker(Duration::from_millis(100)).await?;
+        let started = Instant::now();
+        wait_until(Duration::from_secs(600), || async {
+            Ok(raw.remaining().await? == 0)
+        })
+        .await?;
+        let drain = rate(DRAIN_JOBS, started.elapsed());
+        let rss = peak_rss_mb(pid)?;
+        worker.kill().await?;
+        (drain, rss)
+    };
+    let limit = {
+        let (_t, client, raw) = Target::fresh(kind).await?;
+        client.enqueue_many((0..DRAIN_JOBS).map(noop::with)).await?;
+        let started = Instant::now();
+        raw.claim_and_complete_all().await?;
+        rate(DRAIN_JOBS, started.elapsed())
+    };
+    figures.push(("drain", drain, Some(limit)));
+
+    // SQLite has no notifications between processes: an idle worker there finds new jobs by
+    // polling, so poll often; on PostgreSQL, NOTIFY wakes it and the poll stays slow.
+    let mut latencies = {
+        let (target, client, raw) = Target::fresh(kind).await?;
+        raw.create_latency_table().await?;
+        let poll = if kind == StoreKind::Sqlite {
+            Duration::from_millis(5)
+        } else {
+            Duration::from_secs(1)
+        };
+        let (mut worker, _) = target.worker(poll).await?;
+        tokio::time::sleep(Duration::from_millis(300)).await; // let it claim nothing and go idle
+        let mut ticks = tokio::time::interval(Duration::from_millis(5));
+        for _ in 0..LATENCY_JOBS {
+            ticks.tick().await;
+            latency_probe::enqueue(&client, now_us()).await?;
+        }
+        let counted = "SELECT count(*) FROM bench_latency";
+        wait_until(Duration::from_secs(60), || async {
+            Ok(raw.scalar(counted, counted).await? == LATENCY_JOBS)
+        })
+        .await?;
+        worker.kill().await?;
+        raw.latencies_ms().await?
+    };
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies[((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1)];
+    figures.push(("latency_p50", at(0.50), None));
+    figures.push(("latency_p99", at(0.99), None));
+    figures.push(("latency_max", at(1.0), None));
+    figures.push(("rss", rss, None));
+    Ok(figures)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn unit(workload: &str) -> &'static str {
+    match workload {
+        "rss" => "MB",
+        w if w.starts_with("latency") => "ms",
+        _ => "jobs/s",
+    }
+}
+
+pub(crate) async fn run(stores: &[StoreKind], runs: usize) -> Result<(), BoxError> {
+    let runs = runs.max(1);
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "# errand-bench: medians of {runs} runs, {cores} cores, release build: {}",
+        !cfg!(debug_assertions)
+    );
+    let mut results = Vec::new();
+    for &kind in stores {
+        let mut all: Vec<Vec<(&'static str, f64, Option<f64>)>> = Vec::new();
+        for run in 1..=runs {
+            eprintln!("{}: run {run} of {runs}", kind.name());
+            all.push(measure(kind).await?);
+        }
+        println!(
+            "\n## {}\n\n| workload | errand | limit | errand / limit |\n| --- | --- | --- | --- |",
+            kind.name()
+        );
+        for (i, (workload, _, limit)) in all[0].iter().enumerate() {
+            let value = median(&mut all.iter().map(|r| r[i].1).collect::<Vec<_>>());
+            let limit =
+                limit.map(|_| median(&mut all.iter().filter_map(|r| r[i].2).collect::<Vec<_>>()));
+            let unit = unit(workload);
+            match limit {
+                Some(limit) => println!(
+                    "| {workload} | {value:.0} {unit} | {limit:.0} {unit} | {:.2} |",
+                    value / limit
+                ),
+                None => println!("| {workload} | {value:.2} {unit} | | |"),
+            }
+            results.push((kind.name(), *workload, value, unit, limit));
+        }
+    }
+    println!();
+    for (store, workload, value, unit, limit) in results {
+        match limit {
+            Some(limit) => println!(
+                "RESULT store={store} workload={workload} value={value:.0} unit={unit} limit={limit:.0} ratio={:.2}",
+                value / limit
+            ),
+            None => println!("RESULT store={store} workload={workload} value={value:.2} unit={unit}"),
+        }
+    }
+    Ok(())
+}

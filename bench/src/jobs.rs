@@ -1,0 +1,83 @@
+//! The jobs the benchmark and the chaos run enqueue, and where they record what they did.
+
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use errand::{job, Context, JobError};
+
+/// Where probe and chaos jobs write: set once per worker process.
+pub static RECORDER: OnceLock<Recorder> = OnceLock::new();
+
+pub enum Recorder {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+#[derive(Debug, thiserror::Error, JobError)]
+pub enum BenchError {
+    #[error("no recorder in this process")]
+    #[permanent]
+    NoRecorder,
+    #[error(transparent)]
+    #[transient]
+    Db(#[from] sqlx::Error),
+    #[error(transparent)]
+    #[transient]
+    Errand(#[from] errand::Error),
+}
+
+pub fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// Does nothing: the drain workload measures the queue, not the work.
+#[job(name = "bench_noop", queue = "bench")]
+pub async fn noop(order_id: i64) -> Result<(), BenchError> {
+    let _ = order_id;
+    Ok(())
+}
+
+/// Records when it started, for the enqueue-to-start latency.
+#[job(name = "bench_latency", queue = "bench")]
+pub async fn latency_probe(sent_us: i64) -> Result<(), BenchError> {
+    let started = now_us();
+    match RECORDER.get().ok_or(BenchError::NoRecorder)? {
+        Recorder::Sqlite(pool) => {
+            sqlx::query("INSERT INTO bench_latency (sent_us, started_us) VALUES (?1, ?2)")
+                .bind(sent_us)
+                .bind(started)
+                .execute(pool)
+                .await?;
+        }
+        Recorder::Postgres(pool) => {
+            sqlx::query("INSERT INTO bench_latency (sent_us, started_us) VALUES ($1, $2)")
+                .bind(sent_us)
+                .bind(started)
+                .execute(pool)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+fn quick(_attempt: u32) -> Duration {
+    Duration::from_millis(50)
+}
+
+/// Writes its effect and completes in one transaction: an effect recorded twice would be a bug.
+#[job(name = "chaos_effect", queue = "chaos", retry = 50, backoff = quick)]
+pub async fn chaos_effect(ctx: &Context, n: i64) -> Result<(), BenchError> {
+    let Some(Recorder::Postgres(pool)) = RECORDER.get() else {
+        return Err(BenchError::NoRecorder);
+    };
+    let mut tx = pool.begin().await?;
+    sqlx::query("INSERT INTO chaos_effects (n) VALUES ($1)")
+        .bind(n)
+        .execute(&mut *tx)
+        .await?;
+    ctx.complete_in(&mut tx).await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,44 @@
+//! `errand-bench worker`: a worker process for the benchmark and the chaos run.
+//!
+//! `--url U [--schema S] [--queue Q] [--concurrency N] [--lease-ms N] [--poll-ms N]`; prints
+//! `ready`, then works until SIGTERM.
+
+use std::time::Duration;
+
+use errand::{Client, Config, Worker};
+
+use crate::jobs::{Recorder, RECORDER};
+use crate::{flag, BoxError};
+
+pub(crate) async fn run(args: &[String]) -> Result<(), BoxError> {
+    let url = flag(args, "--url").ok_or("--url is required")?;
+    let schema = flag(args, "--schema").unwrap_or_else(|| "public".to_owned());
+    let queue = flag(args, "--queue").unwrap_or_else(|| "bench".to_owned());
+    let number = |name: &str, default: u64| {
+        flag(args, name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let client = Client::connect_with(&url, Config::default().schema(&schema)).await?;
+    let recorder = if url.starts_with("sqlite:") {
+        Recorder::Sqlite(sqlx::SqlitePool::connect(&url).await?)
+    } else {
+        let options: sqlx::postgres::PgConnectOptions = url.parse()?;
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(8)
+            .connect_with(options.options([("search_path", schema.as_str())]))
+            .await?;
+        Recorder::Postgres(pool)
+    };
+    let _ = RECORDER.set(recorder);
+    println!("ready");
+    Worker::new(client)
+        .queues([(queue, 1)])
+        .concurrency(number("--concurrency", 16) as usize)
+        .lease(Duration::from_millis(number("--lease-ms", 30_000)))
+        .poll_interval(Duration::from_millis(number("--poll-ms", 1_000)))
+        .grace_period(Duration::from_secs(5))
+        .run()
+        .await?;
+    Ok(())
+}
