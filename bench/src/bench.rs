@@ -246,8 +246,12 @@ impl Raw {
         let sql =
             "CREATE TABLE bench_latency (sent_us BIGINT NOT NULL, started_us BIGINT NOT NULL)";
         match self {
-            Raw::Sqlite(pool) => drop(sqlx::query(sql).execute(pool).await?),
-            Raw::Postgres(pool) => drop(sqlx::query(sql).execute(pool).await?),
+            Raw::Sqlite(pool) => {
+                sqlx::query(sql).execute(pool).await?;
+            }
+            Raw::Postgres(pool) => {
+                sqlx::query(sql).execute(pool).await?;
+            }
         }
         Ok(())
     }
