@@ -11,6 +11,27 @@ use sqlx::PgPool;
 
 const WORKER: &str = env!("CARGO_BIN_EXE_errand-test-worker");
 
+/// A fresh schema with the `test_runs` table, or `None` without a server.
+struct Setup {
+    store: errand_tests::common::TestStore,
+    url: String,
+    schema: String,
+    pool: PgPool,
+}
+
+async fn setup() -> Option<Setup> {
+    let store = postgres().await?;
+    let (url, schema) = (store.url.clone()?, store.schema.clone()?);
+    let pool = store.postgres_pool().await;
+    create_runs_table(&pool).await;
+    Some(Setup {
+        store,
+        url,
+        schema,
+        pool,
+    })
+}
+
 async fn count(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.expect(sql)
 }
@@ -26,12 +47,15 @@ async fn states(pool: &PgPool) -> Vec<(String, i64)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_worker_processes_run_ten_thousand_jobs_exactly_once() {
     const JOBS: i64 = 10_000;
-    let Some(store) = postgres().await else {
+    let Some(Setup {
+        store,
+        url,
+        schema,
+        pool,
+    }) = setup().await
+    else {
         return;
     };
-    let (url, schema) = (store.url.clone().unwrap(), store.schema.clone().unwrap());
-    let pool = store.postgres_pool().await;
-    create_runs_table(&pool).await;
     let mut tx = pool.begin().await.unwrap();
     for n in 0..JOBS {
         recorded_run::with(n).enqueue_tx(&mut tx).await.unwrap();
@@ -80,12 +104,15 @@ async fn three_worker_processes_run_ten_thousand_jobs_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_worker_is_killed_is_finished_by_another_process() {
-    let Some(store) = postgres().await else {
+    let Some(Setup {
+        store,
+        url,
+        schema,
+        pool,
+    }) = setup().await
+    else {
         return;
     };
-    let (url, schema) = (store.url.clone().unwrap(), store.schema.clone().unwrap());
-    let pool = store.postgres_pool().await;
-    create_runs_table(&pool).await;
     let lease = Duration::from_secs(1);
     let first = WorkerProcess::start(WORKER, &url, &schema, lease).await;
     let first_pid = i64::from(first.pid);
@@ -213,12 +240,15 @@ async fn workers_carry_on_when_postgres_restarts_under_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_worker_cannot_write_to_a_job_it_lost() {
-    let Some(store) = postgres().await else {
+    let Some(Setup {
+        store,
+        url,
+        schema,
+        pool,
+    }) = setup().await
+    else {
         return;
     };
-    let (url, schema) = (store.url.clone().unwrap(), store.schema.clone().unwrap());
-    let pool = store.postgres_pool().await;
-    create_runs_table(&pool).await;
     let events = |event: &'static str, attempt: i64| {
         let pool = pool.clone();
         async move {
@@ -275,12 +305,15 @@ async fn a_stalled_worker_cannot_write_to_a_job_it_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_enqueuing_one_key_leave_one_job() {
-    let Some(store) = postgres().await else {
+    let Some(Setup {
+        store,
+        url,
+        schema,
+        pool,
+    }) = setup().await
+    else {
         return;
     };
-    let (url, schema) = (store.url.clone().unwrap(), store.schema.clone().unwrap());
-    let pool = store.postgres_pool().await;
-    create_runs_table(&pool).await;
     let runs: Vec<_> = (0..3)
         .map(|_| {
             tokio::process::Command::new(WORKER)
@@ -316,12 +349,15 @@ async fn three_processes_enqueuing_one_key_leave_one_job() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_executing_jobs_never_overlap_across_processes() {
     const JOBS: i64 = 12;
-    let Some(store) = postgres().await else {
+    let Some(Setup {
+        store,
+        url,
+        schema,
+        pool,
+    }) = setup().await
+    else {
         return;
     };
-    let (url, schema) = (store.url.clone().unwrap(), store.schema.clone().unwrap());
-    let pool = store.postgres_pool().await;
-    create_runs_table(&pool).await;
     // One job at a time each, so that both processes take some of them.
     let workers = [
         WorkerProcess::start_with_concurrency(WORKER, &url, &schema, Duration::from_secs(30), 1)
@@ -373,12 +409,15 @@ async fn while_executing_jobs_never_overlap_across_processes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_charge_survives_a_killed_worker_exactly_once() {
-    let Some(store) = postgres().await else {
+    let Some(Setup {
+        store,
+        url,
+        schema,
+        pool,
+    }) = setup().await
+    else {
         return;
     };
-    let (url, schema) = (store.url.clone().unwrap(), store.schema.clone().unwrap());
-    let pool = store.postgres_pool().await;
-    create_runs_table(&pool).await;
     sqlx::query("CREATE TABLE gateway_charges (id BIGSERIAL PRIMARY KEY, order_id BIGINT NOT NULL, step_key TEXT NOT NULL)")
         .execute(&pool)
         .await
@@ -431,12 +470,15 @@ async fn a_charge_survives_a_killed_worker_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_mixed_failures_across_two_processes_land_where_their_errors_say() {
     const JOBS: i64 = 1_000;
-    let Some(store) = postgres().await else {
+    let Some(Setup {
+        store,
+        url,
+        schema,
+        pool,
+    }) = setup().await
+    else {
         return;
     };
-    let (url, schema) = (store.url.clone().unwrap(), store.schema.clone().unwrap());
-    let pool = store.postgres_pool().await;
-    create_runs_table(&pool).await;
     sqlx::query(
         "CREATE TABLE deaths (job_id BIGINT NOT NULL, reason TEXT NOT NULL, pid BIGINT NOT NULL)",
     )

@@ -13,8 +13,8 @@ use crate::info::{duration_millis, from_millis, to_millis, AttemptError, JobInfo
 use crate::job::{JobId, JobState};
 use crate::job::{OnConflict, UniqueStrategy};
 use crate::store::{
-    Claimed, DeadQuery, Finish, Inserted, NewJob, RunAt, Store, KEEP_FIRST_ERRORS,
-    LEASE_LOST_AFTER, LEASE_LOST_BEFORE, MAX_ERRORS,
+    Claimed, DeadQuery, Finish, Inserted, NewJob, Store, KEEP_FIRST_ERRORS, LEASE_LOST_AFTER,
+    LEASE_LOST_BEFORE, MAX_ERRORS,
 };
 
 #[derive(Clone, Debug, Default)]
@@ -195,11 +195,7 @@ impl Store for MemoryStore {
     async fn enqueue(&self, job: &NewJob) -> Result<Inserted, Error> {
         let mut inner = self.lock();
         let now = inner.now();
-        let run_at = match job.run_at {
-            RunAt::Now => now,
-            RunAt::After(d) => now.saturating_add(duration_millis(d)),
-            RunAt::At(t) => to_millis(t),
-        };
+        let run_at = job.run_at.at_ms(now);
         let state = if run_at > now {
             JobState::Scheduled
         } else {

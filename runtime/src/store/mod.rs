@@ -93,6 +93,27 @@ pub(crate) enum RunAt {
     At(SystemTime),
 }
 
+impl RunAt {
+    /// In milliseconds since the epoch, for a store whose clock reads `now_ms`.
+    pub(crate) fn at_ms(self, now_ms: i64) -> i64 {
+        match self {
+            RunAt::Now => now_ms,
+            RunAt::After(d) => now_ms.saturating_add(crate::info::duration_millis(d)),
+            RunAt::At(t) => crate::info::to_millis(t),
+        }
+    }
+
+    /// As `(delay, time)`, one of them set, for SQL that reads the clock itself: a delay is
+    /// measured on the database's clock, a time is taken as given.
+    pub(crate) fn delay_or_at_ms(self) -> (Option<i64>, Option<i64>) {
+        match self {
+            RunAt::Now => (Some(0), None),
+            RunAt::After(d) => (Some(crate::info::duration_millis(d)), None),
+            RunAt::At(t) => (None, Some(crate::info::to_millis(t))),
+        }
+    }
+}
+
 /// A job a worker has just claimed.
 #[derive(Clone, Debug)]
 pub(crate) struct Claimed {

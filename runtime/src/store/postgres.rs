@@ -21,7 +21,7 @@ use crate::info::{duration_millis, from_millis, AttemptError, JobInfo, StoredAtt
 use crate::job::OnConflict;
 use crate::job::{JobId, JobState};
 use crate::store::{
-    BoxFuture, Claimed, DeadQuery, Finish, Inserted, NewJob, RunAt, Store, KEEP_FIRST_ERRORS,
+    BoxFuture, Claimed, DeadQuery, Finish, Inserted, NewJob, Store, KEEP_FIRST_ERRORS,
     LEASE_LOST_AFTER, LEASE_LOST_BEFORE, MAX_ERRORS,
 };
 
@@ -205,11 +205,7 @@ pub(crate) fn insert<'a>(
     Box::pin(async move {
         let op = |e| op_error(format!("enqueue a `{}` job", job.kind), e);
         // Relative times are measured on the database's clock; absolute ones are taken as given.
-        let (delay_ms, at_ms) = match job.run_at {
-            RunAt::Now => (Some(0), None),
-            RunAt::After(d) => (Some(duration_millis(d)), None),
-            RunAt::At(t) => (None, Some(crate::info::to_millis(t))),
-        };
+        let (delay_ms, at_ms) = job.run_at.delay_or_at_ms();
         let unique_key = job.unique_key();
         // A holder can release the key between our insert and our look-up; then try again.
         for _ in 0..3 {
@@ -723,14 +719,8 @@ impl Store for PostgresStore {
             .map(|j| i32::try_from(j.max_attempts).unwrap_or(i32::MAX))
             .collect();
         let keys: Vec<Option<&str>> = jobs.iter().map(|j| j.key.as_deref()).collect();
-        let (delays, ats): (Vec<Option<i64>>, Vec<Option<i64>>) = jobs
-            .iter()
-            .map(|j| match j.run_at {
-                RunAt::Now => (Some(0), None),
-                RunAt::After(d) => (Some(duration_millis(d)), None),
-                RunAt::At(t) => (None, Some(crate::info::to_millis(t))),
-            })
-            .unzip();
+        let (delays, ats): (Vec<Option<i64>>, Vec<Option<i64>>) =
+            jobs.iter().map(|j| j.run_at.delay_or_at_ms()).unzip();
         // One statement, one array per column.
         let mut ids: Vec<i64> = sqlx::query_scalar(
             "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, idempotency_key, run_at, created_at)

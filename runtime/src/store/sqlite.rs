@@ -19,7 +19,7 @@ use crate::info::{duration_millis, from_millis, to_millis, AttemptError, JobInfo
 use crate::job::OnConflict;
 use crate::job::{JobId, JobState};
 use crate::store::{
-    BoxFuture, Claimed, DeadQuery, Finish, Inserted, NewJob, RunAt, Store, KEEP_FIRST_ERRORS,
+    BoxFuture, Claimed, DeadQuery, Finish, Inserted, NewJob, Store, KEEP_FIRST_ERRORS,
     LEASE_LOST_AFTER, LEASE_LOST_BEFORE, MAX_ERRORS,
 };
 
@@ -196,11 +196,7 @@ pub(crate) fn insert<'a>(
     Box::pin(async move {
         let op = |e| op_error(format!("enqueue a `{}` job", job.kind), e);
         let now = now_ms();
-        let run_at = match job.run_at {
-            RunAt::Now => now,
-            RunAt::After(d) => now.saturating_add(duration_millis(d)),
-            RunAt::At(t) => to_millis(t),
-        };
+        let run_at = job.run_at.at_ms(now);
         let state = if run_at > now {
             JobState::Scheduled
         } else {
@@ -726,11 +722,7 @@ impl Store for SqliteStore {
         let rows: Vec<serde_json::Value> = jobs
             .iter()
             .map(|job| {
-                let run_at = match job.run_at {
-                    RunAt::Now => now,
-                    RunAt::After(d) => now.saturating_add(duration_millis(d)),
-                    RunAt::At(t) => to_millis(t),
-                };
+                let run_at = job.run_at.at_ms(now);
                 let state = if run_at > now {
                     JobState::Scheduled
                 } else {
