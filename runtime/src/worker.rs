@@ -337,14 +337,6 @@ impl Runner {
         let mut last_claim = Instant::now();
         let mut completed: Vec<PendingCompletion> = Vec::new();
         while !shutdown.is_cancelled() {
-            if !completed.is_empty() && !self.write_completions(&mut completed).await {
-                failures += 1;
-                tokio::select! {
-                    () = tokio::time::sleep(store_backoff(failures)) => {}
-                    () = shutdown.cancelled() => {}
-                }
-                continue;
-            }
             let free = self.settings.concurrency.saturating_sub(tasks.len());
             let batch_ready =
                 free >= refill || tasks.is_empty() || last_claim.elapsed() >= CLAIM_WINDOW;
@@ -372,6 +364,15 @@ impl Runner {
                         continue;
                     }
                 }
+            }
+            // Completions go after the claim, so that a new job does not wait for them.
+            if !completed.is_empty() && !self.write_completions(&mut completed).await {
+                failures += 1;
+                tokio::select! {
+                    () = tokio::time::sleep(store_backoff(failures)) => {}
+                    () = shutdown.cancelled() => {}
+                }
+                continue;
             }
             if until_idle && claimed == 0 && tasks.is_empty() {
                 break;
