@@ -84,7 +84,7 @@ async fn charge_order(ctx: &Context, order_id: i64, cents: i64) -> Result<(), Pa
             .bind(order_id)
             .execute(gateway()?)
             .await?;
-        tokio::time::sleep(Duration::from_secs(600)).await;
+        std::future::pending::<()>().await;
     }
     let client = Client::connect(&database_url()).await?;
     send_receipt::enqueue(&client, order_id, charge_id).await?;

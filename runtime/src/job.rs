@@ -201,6 +201,7 @@ impl JobState {
         )
     }
 
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
     pub(crate) fn parse(s: &str) -> Option<JobState> {
         JobState::ALL.into_iter().find(|state| state.as_str() == s)
     }

@@ -50,6 +50,7 @@ impl NewJob {
     }
 
     /// The strategy's stored name.
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
     pub(crate) fn unique_strategy(&self) -> Option<&'static str> {
         self.unique.map(|u| match u.strategy {
             UniqueStrategy::UntilExecuting => "until_executing",
@@ -103,6 +104,7 @@ impl RunAt {
         }
     }
 
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     /// As `(delay, time)`, one of them set, for SQL that reads the clock itself: a delay is
     /// measured on the database's clock, a time is taken as given.
     pub(crate) fn delay_or_at_ms(self) -> (Option<i64>, Option<i64>) {
