@@ -7,6 +7,25 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+/// How to start a worker process.
+struct Options {
+    lease: Duration,
+    concurrency: usize,
+    record_deaths: bool,
+    queue: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            lease: Duration::from_secs(30),
+            concurrency: 8,
+            record_deaths: false,
+            queue: None,
+        }
+    }
+}
+
 /// A running `errand-test-worker` process.
 pub struct WorkerProcess {
     child: tokio::process::Child,
@@ -21,7 +40,26 @@ impl WorkerProcess {
 
     /// [`WorkerProcess::start`], with a death handler that records each death in `deaths`.
     pub async fn start_recording_deaths(bin: &str, url: &str, schema: &str) -> WorkerProcess {
-        WorkerProcess::spawn(bin, url, schema, Duration::from_secs(30), 8, true).await
+        WorkerProcess::spawn(
+            bin,
+            url,
+            schema,
+            &Options {
+                record_deaths: true,
+                ..Options::default()
+            },
+        )
+        .await
+    }
+
+    /// [`WorkerProcess::start`], working only `queue`, one job at a time.
+    pub async fn start_on_queue(bin: &str, url: &str, schema: &str, queue: &str) -> WorkerProcess {
+        let options = Options {
+            queue: Some(queue.to_owned()),
+            concurrency: 1,
+            ..Options::default()
+        };
+        WorkerProcess::spawn(bin, url, schema, &options).await
     }
 
     /// [`WorkerProcess::start`], running at most `concurrency` jobs at once.
@@ -32,26 +70,32 @@ impl WorkerProcess {
         lease: Duration,
         concurrency: usize,
     ) -> WorkerProcess {
-        WorkerProcess::spawn(bin, url, schema, lease, concurrency, false).await
+        WorkerProcess::spawn(
+            bin,
+            url,
+            schema,
+            &Options {
+                lease,
+                concurrency,
+                ..Options::default()
+            },
+        )
+        .await
     }
 
-    async fn spawn(
-        bin: &str,
-        url: &str,
-        schema: &str,
-        lease: Duration,
-        concurrency: usize,
-        record_deaths: bool,
-    ) -> WorkerProcess {
+    async fn spawn(bin: &str, url: &str, schema: &str, options: &Options) -> WorkerProcess {
         let mut command = tokio::process::Command::new(bin);
-        if record_deaths {
+        if options.record_deaths {
             command.env("ERRAND_DEATHS", "1");
         }
+        if let Some(queue) = &options.queue {
+            command.env("ERRAND_QUEUE", queue);
+        }
         let mut child = command
-            .env("ERRAND_CONCURRENCY", concurrency.to_string())
+            .env("ERRAND_CONCURRENCY", options.concurrency.to_string())
             .env("DATABASE_URL", url)
             .env("ERRAND_SCHEMA", schema)
-            .env("ERRAND_LEASE_MS", lease.as_millis().to_string())
+            .env("ERRAND_LEASE_MS", options.lease.as_millis().to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)

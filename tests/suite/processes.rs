@@ -358,15 +358,19 @@ async fn while_executing_jobs_never_overlap_across_processes() {
     else {
         return;
     };
-    // One job at a time each, so that both processes take some of them.
+    // Each process works a queue of its own, so both run jobs; the jobs of both queues share
+    // one key, so the processes contend for it.
     let workers = [
-        WorkerProcess::start_with_concurrency(WORKER, &url, &schema, Duration::from_secs(30), 1)
-            .await,
-        WorkerProcess::start_with_concurrency(WORKER, &url, &schema, Duration::from_secs(30), 1)
-            .await,
+        WorkerProcess::start_on_queue(WORKER, &url, &schema, "procs-a").await,
+        WorkerProcess::start_on_queue(WORKER, &url, &schema, "procs-b").await,
     ];
     for n in 0..JOBS {
-        let enqueued = exclusive_section::enqueue(&store.client, n).await.unwrap();
+        let queue = if n % 2 == 0 { "procs-a" } else { "procs-b" };
+        let enqueued = exclusive_section::with(n)
+            .queue(queue)
+            .enqueue(&store.client)
+            .await
+            .unwrap();
         assert_eq!(
             enqueued.duplicate_of, None,
             "while_executing never refuses an enqueue"

@@ -1,7 +1,7 @@
 //! A worker process for errand's tests: runs the test jobs from PostgreSQL until SIGTERM.
 //!
-//! Environment: `DATABASE_URL`, `ERRAND_SCHEMA`, and optionally `ERRAND_CONCURRENCY` (8) and
-//! `ERRAND_LEASE_MS` (30000). Prints `ready` once it works.
+//! Environment: `DATABASE_URL`, `ERRAND_SCHEMA`, and optionally `ERRAND_QUEUE` (`procs`),
+//! `ERRAND_CONCURRENCY` (8) and `ERRAND_LEASE_MS` (30000). Prints `ready` once it works.
 //!
 //! With `ERRAND_DEATHS` set, it records each death it handles in the table `deaths`.
 //!
@@ -44,7 +44,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         worker = worker.on_death(record_death);
     }
     worker
-        .queues([("procs", 1)])
+        .queues([(
+            std::env::var("ERRAND_QUEUE").unwrap_or_else(|_| "procs".to_owned()),
+            1,
+        )])
         .concurrency(env_or("ERRAND_CONCURRENCY", 8) as usize)
         .lease(Duration::from_millis(env_or("ERRAND_LEASE_MS", 30_000)))
         .poll_interval(Duration::from_millis(200))
