@@ -151,9 +151,11 @@ impl Context {
     ///
     /// ```no_run
     /// # use errand::{job, Context};
+    /// # static POOL: std::sync::OnceLock<sqlx::PgPool> = std::sync::OnceLock::new();
+    /// # fn pool() -> &'static sqlx::PgPool { POOL.get().expect("set at start") }
     /// #[job]
     /// async fn mark_paid(ctx: &Context, order_id: i64) -> Result<(), sqlx::Error> {
-    ///     # let pool: sqlx::PgPool = unimplemented!();
+    ///     let pool = pool();
     ///     let mut tx = pool.begin().await?;
     ///     sqlx::query("UPDATE orders SET paid = true WHERE id = $1").bind(order_id).execute(&mut *tx).await?;
     ///     if ctx.complete_in(&mut tx).await.is_err() {

@@ -250,6 +250,10 @@ pub async fn create_runs_table(pool: &sqlx::PgPool) {
         .execute(pool)
         .await
         .expect("create test_runs");
+    sqlx::query("CREATE TABLE IF NOT EXISTS test_gates (name TEXT NOT NULL)")
+        .execute(pool)
+        .await
+        .expect("create test_gates");
     sqlx::query("ALTER TABLE test_runs ADD COLUMN IF NOT EXISTS at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()")
         .execute(pool)
         .await
@@ -289,17 +293,45 @@ pub async fn pay_in_tx(
     Ok(())
 }
 
-/// Attempt 1 runs for two seconds and then fails for good; later attempts run for two seconds
-/// and succeed. A worker stalled during attempt 1 comes back to a job it no longer owns.
+/// Attempt 1 waits for the gate `resume-1` and then fails for good; later attempts wait for the
+/// gate `finish-<attempt>` and succeed. A test stalls the worker of attempt 1, lets another
+/// worker take the job over, and opens the gates in the order it needs.
 #[job(queue = "procs", retry = 20, backoff = fast)]
 pub async fn stalls_then_fails(ctx: &Context, n: i64) -> Result<(), TestError> {
     record_run(ctx, n, "started").await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
     if ctx.attempt() == 1 {
+        wait_for_gate("resume-1").await?;
         record_run(ctx, n, "resumed").await?;
         return Err(TestError::Broken("a stale run's failure".to_owned()));
     }
+    wait_for_gate(&format!("finish-{}", ctx.attempt())).await?;
     record_run(ctx, n, "finished").await
+}
+
+/// Waits until the test inserts `name` into `test_gates`.
+async fn wait_for_gate(name: &str) -> Result<(), TestError> {
+    let pool = RECORDER
+        .get()
+        .ok_or_else(|| TestError::Broken("no recorder in this process".into()))?;
+    loop {
+        let open: i64 = sqlx::query_scalar("SELECT count(*) FROM test_gates WHERE name = $1")
+            .bind(name)
+            .fetch_one(pool)
+            .await?;
+        if open > 0 {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Opens gate `name` for [`stalls_then_fails`].
+pub async fn open_gate(pool: &sqlx::PgPool, name: &str) {
+    sqlx::query("INSERT INTO test_gates (name) VALUES ($1)")
+        .bind(name)
+        .execute(pool)
+        .await
+        .expect("open a gate");
 }
 
 // Unique jobs: one job per strategy, each behaving as its `mode` says, so a test can put a job

@@ -280,13 +280,22 @@ async fn a_stalled_worker_cannot_write_to_a_job_it_lost() {
     // The stalled worker wakes while the job's second run is still going, and tries to record
     // its own run's permanent failure: its fence is stale, so the write must not land.
     stalled.resume();
+    open_gate(&pool, "resume-1").await;
     wait_for("the stalled run to come back", || events("resumed", 1)).await;
+    // A graceful stop waits for that run's outcome to be written (or refused) before it exits.
+    stalled.terminate().await;
+    let meanwhile = job(&store.client, id).await;
+    assert_eq!(
+        (meanwhile.state, meanwhile.attempt),
+        (JobState::Running, 2),
+        "{meanwhile:?}"
+    );
+    open_gate(&pool, "finish-2").await;
     wait_for("the second run to finish", || async {
         job(&store.client, id).await.state.is_final()
     })
     .await;
     rescuer.terminate().await;
-    stalled.terminate().await;
 
     let done = job(&store.client, id).await;
     assert_eq!(
