@@ -39,8 +39,8 @@ struct Inner {
     span: tracing::Span,
     fence: i64,
     completed_in_tx: AtomicBool,
-    /// Where step results are recorded: per job key, or per job for a job without one.
-    ledger_scope: String,
+    /// Whether the idempotency key is the job's rendered key (not the `<kind>-<id>` stand-in).
+    has_key: bool,
     store: Backend,
     cancelled: CancellationToken,
 }
@@ -68,10 +68,7 @@ impl Context {
                 span,
                 fence: job.fence,
                 completed_in_tx: AtomicBool::new(false),
-                ledger_scope: match &job.key {
-                    Some(key) => format!("{}:{key}", job.kind),
-                    None => format!("{}#{}", job.kind, job.id),
-                },
+                has_key: job.key.is_some(),
                 store,
                 cancelled,
             }),
@@ -173,6 +170,16 @@ impl Context {
         }
     }
 
+    /// Where step results are recorded: per job key, or per job for a job without one.
+    fn ledger_scope(&self) -> String {
+        let inner = &self.inner;
+        if inner.has_key {
+            format!("{}:{}", inner.kind, inner.idempotency_key)
+        } else {
+            format!("{}#{}", inner.kind, inner.id)
+        }
+    }
+
     /// Whether [`Context::complete_in`] succeeded in this run.
     pub(crate) fn completed_in_tx(&self) -> bool {
         self.inner.completed_in_tx.load(Ordering::SeqCst)
@@ -237,7 +244,7 @@ impl Context {
         F: std::future::Future<Output = Result<T, E>>,
         E: From<Error>,
     {
-        let scope = &self.inner.ledger_scope;
+        let scope = &self.ledger_scope();
         let step_error = |reason: String| Error::Step {
             step: name.to_owned(),
             scope: scope.clone(),

@@ -109,8 +109,9 @@ impl<J: Job> Request<J> {
     /// Stores the job inside the caller's transaction (the transactional outbox): if the
     /// transaction rolls back, the job never existed; once it commits, the job runs.
     ///
-    /// The transaction must be on the database the workers use. Workers notice the job at
-    /// their next poll.
+    /// The transaction must be on the database the workers use. On PostgreSQL, idle workers
+    /// are notified when the transaction commits; on SQLite, they find the job at their next
+    /// poll. The arguments limit is the default one (1 MiB), as no client is at hand.
     ///
     /// ```no_run
     /// # use errand::job;

@@ -678,6 +678,7 @@ impl Runner {
         let runs: Vec<(JobId, i64)> = completed.iter().map(|c| (c.id, c.fence)).collect();
         match self.client.store().complete_many(&runs).await {
             Ok(written) => {
+                let written: std::collections::HashSet<JobId> = written.into_iter().collect();
                 let mut running = self.running();
                 for done in completed.drain(..) {
                     running.remove(&done.id);

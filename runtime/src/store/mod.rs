@@ -347,6 +347,63 @@ impl DeadQuery {
     }
 }
 
+/// Reads a row selected by a SQL store's `SELECT_JOB`: the same columns on every SQL store,
+/// integers as 64-bit and JSON as text.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn job_from_row<R>(row: &R, store: &'static str) -> Result<JobInfo, Error>
+where
+    R: sqlx::Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    use crate::info::{from_millis, StoredAttempt};
+
+    let id: i64 = row.try_get("id").map_err(|source| Error::Store {
+        store,
+        op: "read a job's id".to_owned(),
+        source,
+    })?;
+    let id = JobId::new(id);
+    let corrupt = |reason: String| Error::Corrupt { store, id, reason };
+    let int = |column: &str| {
+        row.try_get::<i64, _>(column)
+            .map_err(|e| corrupt(e.to_string()))
+    };
+    let opt_int = |column: &str| {
+        row.try_get::<Option<i64>, _>(column)
+            .map_err(|e| corrupt(e.to_string()))
+    };
+    let text = |column: &str| {
+        row.try_get::<String, _>(column)
+            .map_err(|e| corrupt(e.to_string()))
+    };
+    let args = text("args")?;
+    let state = text("state")?;
+    let errors: Vec<StoredAttempt> = serde_json::from_str(&text("errors")?)
+        .map_err(|e| corrupt(format!("unreadable error history: {e}")))?;
+    Ok(JobInfo {
+        id,
+        kind: text("kind")?,
+        queue: text("queue")?,
+        args: serde_json::from_str(&args)
+            .map_err(|e| corrupt(format!("arguments are not JSON: {e}")))?,
+        state: JobState::parse(&state)
+            .ok_or_else(|| corrupt(format!("unknown state `{state}`")))?,
+        attempt: u32::try_from(int("attempt")?).unwrap_or(0),
+        max_attempts: u32::try_from(int("max_attempts")?).unwrap_or(0),
+        priority: u8::try_from(int("priority")?).unwrap_or(u8::MAX),
+        key: row
+            .try_get::<Option<String>, _>("idempotency_key")
+            .map_err(|e| corrupt(e.to_string()))?,
+        created_at: from_millis(int("created_at")?),
+        scheduled_at: from_millis(int("run_at")?),
+        attempted_at: opt_int("attempted_at")?.map(from_millis),
+        finished_at: opt_int("finished_at")?.map(from_millis),
+        errors: errors.into_iter().map(Into::into).collect(),
+    })
+}
+
 /// How many failed attempts a job's history keeps: the first `KEEP_FIRST_ERRORS` and the
 /// latest, up to `MAX_ERRORS` in all.
 pub(crate) const MAX_ERRORS: usize = 25;

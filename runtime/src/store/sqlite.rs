@@ -15,12 +15,12 @@ use sqlx::{Row, SqliteConnection, SqlitePool};
 
 use crate::dead::{Cancellation, Retention};
 use crate::error::{redact, Error};
-use crate::info::{duration_millis, from_millis, to_millis, AttemptError, JobInfo, StoredAttempt};
+use crate::info::{duration_millis, to_millis, AttemptError, JobInfo, StoredAttempt};
 use crate::job::OnConflict;
 use crate::job::{JobId, JobState};
 use crate::store::{
-    BoxFuture, Claimed, DeadQuery, Finish, Inserted, NewJob, Store, KEEP_FIRST_ERRORS,
-    LEASE_LOST_AFTER, LEASE_LOST_BEFORE, MAX_ERRORS,
+    job_from_row, BoxFuture, Claimed, DeadQuery, Finish, Inserted, NewJob, Store,
+    KEEP_FIRST_ERRORS, LEASE_LOST_AFTER, LEASE_LOST_BEFORE, MAX_ERRORS,
 };
 
 const STORE: &str = "sqlite";
@@ -790,45 +790,5 @@ const SELECT_JOB: &str =
     run_at, created_at, attempted_at, finished_at, errors FROM errand_jobs";
 
 fn job_info(row: &SqliteRow) -> Result<JobInfo, Error> {
-    let id = JobId::new(
-        row.try_get("id")
-            .map_err(|e| op_error("read a job's id", e))?,
-    );
-    let corrupt = |reason: String| Error::Corrupt {
-        store: STORE,
-        id,
-        reason,
-    };
-    let get_err = |e: sqlx::Error| corrupt(e.to_string());
-    let args: String = row.try_get("args").map_err(get_err)?;
-    let state: String = row.try_get("state").map_err(get_err)?;
-    let errors: String = row.try_get("errors").map_err(get_err)?;
-    let errors: Vec<StoredAttempt> = serde_json::from_str(&errors)
-        .map_err(|e| corrupt(format!("unreadable error history: {e}")))?;
-    Ok(JobInfo {
-        id,
-        kind: row.try_get("kind").map_err(get_err)?,
-        queue: row.try_get("queue").map_err(get_err)?,
-        args: serde_json::from_str(&args)
-            .map_err(|e| corrupt(format!("arguments are not JSON: {e}")))?,
-        state: JobState::parse(&state)
-            .ok_or_else(|| corrupt(format!("unknown state `{state}`")))?,
-        attempt: u32::try_from(row.try_get::<i64, _>("attempt").map_err(get_err)?).unwrap_or(0),
-        max_attempts: u32::try_from(row.try_get::<i64, _>("max_attempts").map_err(get_err)?)
-            .unwrap_or(0),
-        priority: u8::try_from(row.try_get::<i64, _>("priority").map_err(get_err)?)
-            .unwrap_or(u8::MAX),
-        key: row.try_get("idempotency_key").map_err(get_err)?,
-        created_at: from_millis(row.try_get("created_at").map_err(get_err)?),
-        scheduled_at: from_millis(row.try_get("run_at").map_err(get_err)?),
-        attempted_at: row
-            .try_get::<Option<i64>, _>("attempted_at")
-            .map_err(get_err)?
-            .map(from_millis),
-        finished_at: row
-            .try_get::<Option<i64>, _>("finished_at")
-            .map_err(get_err)?
-            .map(from_millis),
-        errors: errors.into_iter().map(Into::into).collect(),
-    })
+    job_from_row(row, STORE)
 }
