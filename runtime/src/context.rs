@@ -3,12 +3,11 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use tokio_util::sync::CancellationToken;
-
 use crate::error::Error;
 use crate::job::JobId;
 use crate::request::Transaction;
 use crate::store::{Backend, Claimed, Store};
+use crate::worker::runs::RunSignal;
 
 /// The running job's identity, handed to a `#[job]` function that takes `ctx: &Context` first.
 ///
@@ -42,7 +41,7 @@ struct Inner {
     /// Whether the idempotency key is the job's rendered key (not the `<kind>-<id>` stand-in).
     has_key: bool,
     store: Backend,
-    cancelled: CancellationToken,
+    signal: RunSignal,
 }
 
 impl Context {
@@ -50,7 +49,7 @@ impl Context {
         job: &Claimed,
         span: tracing::Span,
         store: Backend,
-        cancelled: CancellationToken,
+        signal: RunSignal,
     ) -> Context {
         // A job without a key template still gets a key that is the same on every attempt.
         let idempotency_key = job
@@ -70,7 +69,7 @@ impl Context {
                 completed_in_tx: AtomicBool::new(false),
                 has_key: job.key.is_some(),
                 store,
-                cancelled,
+                signal,
             }),
         }
     }
@@ -116,14 +115,16 @@ impl Context {
         &self.inner.span
     }
 
-    /// Whether [`Client::cancel`](crate::Client::cancel) asked this running job to stop. The job
-    /// becomes `cancelled` when it returns, whatever it returns; stop early and return.
+    /// Whether this run should stop: [`Client::cancel`](crate::Client::cancel) asked it to (the
+    /// job becomes `cancelled` when it returns, whatever it returns), or its worker could not
+    /// renew its lease for a whole lease (another worker may run the job now; whatever this run
+    /// returns is discarded). Either way, stop early and return.
     pub fn is_cancelled(&self) -> bool {
-        self.inner.cancelled.is_cancelled()
+        self.inner.signal.is_stopped()
     }
 
-    /// Resolves when [`Client::cancel`](crate::Client::cancel) asks this running job to stop.
-    /// Workers notice a request when they renew leases: within a third of the lease.
+    /// Resolves when this run should stop (see [`Context::is_cancelled`]). Workers notice a
+    /// client's request when they renew leases: within a third of the lease.
     ///
     /// ```no_run
     /// # use std::time::Duration;
@@ -136,7 +137,7 @@ impl Context {
     /// }
     /// ```
     pub async fn cancelled(&self) {
-        self.inner.cancelled.cancelled().await
+        self.inner.signal.stopped().await
     }
 
     /// Marks this job completed inside `tx`, the transaction that holds the job's own database
@@ -162,6 +163,10 @@ impl Context {
     /// }
     /// ```
     pub async fn complete_in<T: Transaction>(&self, tx: &mut T) -> Result<(), Error> {
+        if self.inner.signal.is_lost() {
+            // The lease surely ran out: another worker may own the job now.
+            return Err(Error::NotRunning { id: self.inner.id });
+        }
         if tx.complete_job(self.inner.id, self.inner.fence).await? {
             self.inner.completed_in_tx.store(true, Ordering::SeqCst);
             Ok(())

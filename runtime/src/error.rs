@@ -146,6 +146,17 @@ pub enum Error {
     /// A worker was configured in a way that cannot run.
     #[error("invalid worker configuration: {0}")]
     InvalidWorker(String),
+    /// One of a worker's background services (the lease keeper, the rescuer, the pruner, the
+    /// death notifier) kept failing, so the worker stopped rather than run on half-alive.
+    #[error("the worker's {service} failed {failures} times within a minute (last: {reason}); the worker stopped")]
+    ServiceFailed {
+        /// The service.
+        service: &'static str,
+        /// How many failures within the window.
+        failures: usize,
+        /// The last failure.
+        reason: String,
+    },
     /// The in-memory test client could not finish draining its jobs.
     #[error("drain stopped after {steps} runs with jobs still pending; a job may snooze or retry forever")]
     DrainLimit {

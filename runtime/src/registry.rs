@@ -129,12 +129,16 @@ impl Future for CatchPanic {
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> String {
-    let text = payload
+    format!("panicked: {}", panic_text(payload))
+}
+
+/// The message a panic was raised with.
+pub(crate) fn panic_text(payload: &(dyn Any + Send)) -> &str {
+    payload
         .downcast_ref::<&str>()
         .copied()
         .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("a panic with a non-string payload");
-    format!("panicked: {text}")
+        .unwrap_or("a panic with a non-string payload")
 }
 
 /// Compile-time checks the expansion of `#[job]` calls, spanned on the user's tokens.

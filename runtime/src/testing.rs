@@ -184,6 +184,6 @@ pub fn context(kind: &str, key: &str) -> Context {
         &job,
         tracing::Span::none(),
         Backend::Memory(MemoryStore::default()),
-        tokio_util::sync::CancellationToken::new(),
+        crate::worker::runs::RunSignal::default(),
     )
 }

@@ -13,8 +13,8 @@ use crate::info::{duration_millis, from_millis, to_millis, AttemptError, JobInfo
 use crate::job::{JobId, JobState};
 use crate::job::{OnConflict, UniqueStrategy};
 use crate::store::{
-    Claimed, DeadQuery, Finish, Inserted, NewJob, Store, KEEP_FIRST_ERRORS, LEASE_LOST_AFTER,
-    LEASE_LOST_BEFORE, MAX_ERRORS,
+    Claimed, DeadQuery, Finish, Inserted, NewJob, RunId, Store, KEEP_FIRST_ERRORS,
+    LEASE_LOST_AFTER, LEASE_LOST_BEFORE, MAX_ERRORS,
 };
 
 #[derive(Clone, Debug, Default)]
@@ -45,8 +45,12 @@ struct Row {
     unique_until: Option<i64>,
     /// The key while this `while_executing` job runs.
     running_key: Option<String>,
-    /// Died, and its death handlers have not run.
+    /// Died, and no death handler has succeeded yet.
     death_pending: bool,
+    /// A worker took the death for its handler until then.
+    death_until: Option<i64>,
+    /// How many times the death was taken.
+    death_deliveries: u32,
     /// `client.cancel` asked this running job to stop.
     cancel_requested: bool,
 }
@@ -263,6 +267,8 @@ impl Store for MemoryStore {
             unique_until: job.unique_for_ms().map(|ms| now.saturating_add(ms)),
             running_key: None,
             death_pending: false,
+            death_until: None,
+            death_deliveries: 0,
             cancel_requested: false,
         };
         inner.jobs.insert(id.get(), row);
@@ -328,23 +334,24 @@ impl Store for MemoryStore {
     async fn renew(
         &self,
         worker: &str,
-        ids: &[JobId],
+        runs: &[RunId],
         lease: Duration,
-    ) -> Result<Vec<JobId>, Error> {
+    ) -> Result<Vec<(RunId, bool)>, Error> {
         let mut inner = self.lock();
         let until = inner.now().saturating_add(duration_millis(lease));
-        let mut cancelled = Vec::new();
-        for id in ids {
-            if let Some(row) = inner.jobs.get_mut(&id.get()) {
-                if row.info.state == JobState::Running && row.worker.as_deref() == Some(worker) {
+        let mut renewed = Vec::new();
+        for run in runs {
+            if let Some(row) = inner.jobs.get_mut(&run.id.get()) {
+                if row.info.state == JobState::Running
+                    && row.worker.as_deref() == Some(worker)
+                    && row.fence == run.fence
+                {
                     row.lease_until = Some(until);
-                    if row.cancel_requested {
-                        cancelled.push(*id);
-                    }
+                    renewed.push((*run, row.cancel_requested));
                 }
             }
         }
-        Ok(cancelled)
+        Ok(renewed)
     }
 
     async fn release(&self, worker: &str, ids: &[JobId]) -> Result<(), Error> {
@@ -488,19 +495,33 @@ impl Store for MemoryStore {
         }
     }
 
-    async fn claim_deaths(&self, limit: usize) -> Result<Vec<JobInfo>, Error> {
+    async fn claim_deaths(
+        &self,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<(JobInfo, u32)>, Error> {
         let mut inner = self.lock();
+        let now = inner.now();
         let mut deaths = Vec::new();
         for row in inner
             .jobs
             .values_mut()
-            .filter(|r| r.death_pending)
+            .filter(|r| r.death_pending && r.death_until.is_none_or(|until| until < now))
             .take(limit)
         {
-            row.death_pending = false;
-            deaths.push(row.info.clone());
+            row.death_until = Some(now.saturating_add(duration_millis(lease)));
+            row.death_deliveries += 1;
+            deaths.push((row.info.clone(), row.death_deliveries));
         }
         Ok(deaths)
+    }
+
+    async fn death_delivered(&self, id: JobId) -> Result<(), Error> {
+        if let Some(row) = self.lock().jobs.get_mut(&id.get()) {
+            row.death_pending = false;
+            row.death_until = None;
+        }
+        Ok(())
     }
 
     async fn dead_jobs(
@@ -529,6 +550,8 @@ impl Store for MemoryStore {
             row.info.scheduled_at = from_millis(now);
             row.info.finished_at = None;
             row.death_pending = false;
+            row.death_until = None;
+            row.death_deliveries = 0;
             retried += 1;
         }
         Ok(retried)

@@ -12,6 +12,7 @@ use crate::dead::{Cancellation, Retention};
 use crate::error::Error;
 use crate::info::{AttemptError, JobInfo};
 use crate::job::{JobId, JobState, OnConflict, Unique, UniqueStrategy};
+pub(crate) use crate::worker::runs::RunId;
 
 pub(crate) mod memory;
 #[cfg(feature = "postgres")]
@@ -216,14 +217,15 @@ pub(crate) trait Store: Send + Sync {
         finish: &Finish,
     ) -> impl Future<Output = Result<bool, Error>> + Send;
 
-    /// Extends the leases of jobs `worker` still runs; returns those whose cancellation was
-    /// requested.
+    /// Extends the leases of runs `worker` still executes, each under its fence; returns the
+    /// runs renewed, each with whether its cancellation was requested. Never waits on a job
+    /// row another transaction holds (`complete_in`): such a run is left for the next renewal.
     fn renew(
         &self,
         worker: &str,
-        ids: &[JobId],
+        runs: &[RunId],
         lease: Duration,
-    ) -> impl Future<Output = Result<Vec<JobId>, Error>> + Send;
+    ) -> impl Future<Output = Result<Vec<(RunId, bool)>, Error>> + Send;
 
     /// Puts jobs `worker` did not finish back to `available`, refunding the attempt.
     fn release(
@@ -278,11 +280,16 @@ pub(crate) trait Store: Send + Sync {
         error: &AttemptError,
     ) -> impl Future<Output = Result<Cancellation, Error>> + Send;
 
-    /// Takes up to `limit` deaths whose handlers have not run: each is handed out once.
+    /// Takes up to `limit` deaths not delivered yet and not taken by another worker within
+    /// `lease`, leasing each for `lease`; returns each with how many times it has been taken.
     fn claim_deaths(
         &self,
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<JobInfo>, Error>> + Send;
+        lease: Duration,
+    ) -> impl Future<Output = Result<Vec<(JobInfo, u32)>, Error>> + Send;
+
+    /// Marks job `id`'s death delivered: its handler will not be called again.
+    fn death_delivered(&self, id: JobId) -> impl Future<Output = Result<(), Error>> + Send;
 
     /// Dead jobs matching `filter`, by id, after `after`.
     fn dead_jobs(
@@ -453,10 +460,10 @@ impl Store for Backend {
     async fn renew(
         &self,
         worker: &str,
-        ids: &[JobId],
+        runs: &[RunId],
         lease: Duration,
-    ) -> Result<Vec<JobId>, Error> {
-        dispatch!(self, s => s.renew(worker, ids, lease).await)
+    ) -> Result<Vec<(RunId, bool)>, Error> {
+        dispatch!(self, s => s.renew(worker, runs, lease).await)
     }
 
     async fn release(&self, worker: &str, ids: &[JobId]) -> Result<(), Error> {
@@ -495,8 +502,16 @@ impl Store for Backend {
         dispatch!(self, s => s.cancel(id, error).await)
     }
 
-    async fn claim_deaths(&self, limit: usize) -> Result<Vec<JobInfo>, Error> {
-        dispatch!(self, s => s.claim_deaths(limit).await)
+    async fn claim_deaths(
+        &self,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<(JobInfo, u32)>, Error> {
+        dispatch!(self, s => s.claim_deaths(limit, lease).await)
+    }
+
+    async fn death_delivered(&self, id: JobId) -> Result<(), Error> {
+        dispatch!(self, s => s.death_delivered(id).await)
     }
 
     async fn dead_jobs(

@@ -21,7 +21,7 @@ use crate::info::{duration_millis, AttemptError, JobInfo, StoredAttempt};
 use crate::job::JobId;
 use crate::job::OnConflict;
 use crate::store::{
-    job_from_row, BoxFuture, Claimed, DeadQuery, Finish, Inserted, NewJob, Store,
+    job_from_row, BoxFuture, Claimed, DeadQuery, Finish, Inserted, NewJob, RunId, Store,
     KEEP_FIRST_ERRORS, LEASE_LOST_AFTER, LEASE_LOST_BEFORE, MAX_ERRORS,
 };
 
@@ -37,6 +37,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         3,
         include_str!("../../migrations/postgres/0003_failures.sql"),
+    ),
+    (
+        4,
+        include_str!("../../migrations/postgres/0004_death_leases.sql"),
     ),
 ];
 
@@ -438,21 +442,39 @@ impl Store for PostgresStore {
     async fn renew(
         &self,
         worker: &str,
-        jobs: &[JobId],
+        runs: &[RunId],
         lease: Duration,
-    ) -> Result<Vec<JobId>, Error> {
-        let renewed: Vec<Option<i64>> = sqlx::query_scalar(
-            "UPDATE errand_jobs SET lease_until = errand_now_ms() + $1
-             WHERE state = 'running' AND worker = $2 AND id = ANY($3)
-             RETURNING CASE WHEN cancel_requested THEN id END",
+    ) -> Result<Vec<(RunId, bool)>, Error> {
+        let ids: Vec<i64> = runs.iter().map(|r| r.id.get()).collect();
+        let fences: Vec<i64> = runs.iter().map(|r| r.fence).collect();
+        // SKIP LOCKED: a job row locked by a `complete_in` transaction is not waited for; its run
+        // is renewed by the next renewal, after the transaction ended.
+        let renewed: Vec<(i64, i64, bool)> = sqlx::query_as(
+            "UPDATE errand_jobs j SET lease_until = errand_now_ms() + $1
+             FROM (SELECT e.id FROM errand_jobs e
+                   JOIN unnest($3::bigint[], $4::bigint[]) AS r(id, fence) ON e.id = r.id AND e.fence = r.fence
+                   WHERE e.state = 'running' AND e.worker = $2
+                   FOR UPDATE OF e SKIP LOCKED) live
+             WHERE j.id = live.id
+             RETURNING j.id, j.fence, j.cancel_requested",
         )
         .bind(duration_millis(lease))
         .bind(worker)
-        .bind(ids(jobs))
+        .bind(&ids)
+        .bind(&fences)
         .fetch_all(&self.pool)
         .await
-        .map_err(|e| op_error(format!("renew the leases of {} jobs", jobs.len()), e))?;
-        Ok(renewed.into_iter().flatten().map(JobId::new).collect())
+        .map_err(|e| op_error(format!("renew the leases of {} jobs", runs.len()), e))?;
+        Ok(renewed
+            .into_iter()
+            .map(|(id, fence, cancel)| {
+                let run = RunId {
+                    id: JobId::new(id),
+                    fence,
+                };
+                (run, cancel)
+            })
+            .collect())
     }
 
     async fn release(&self, worker: &str, jobs: &[JobId]) -> Result<(), Error> {
@@ -489,7 +511,11 @@ impl Store for PostgresStore {
                      'message', $1 || COALESCE(worker, '?') || $2,
                      'at', errand_now_ms(), 'duration_ms', errand_now_ms() - COALESCE(attempted_at, errand_now_ms()),
                      'worker', COALESCE(worker, '?')))
-             WHERE state = 'running' AND lease_until < errand_now_ms()",
+             WHERE id IN (
+                 -- SKIP LOCKED: a job whose row a `complete_in` transaction holds is left alone;
+                 -- it is about to complete, or its worker still renews it.
+                 SELECT id FROM errand_jobs WHERE state = 'running' AND lease_until < errand_now_ms()
+                 FOR UPDATE SKIP LOCKED)",
         )
         .bind(LEASE_LOST_BEFORE)
         .bind(LEASE_LOST_AFTER)
@@ -608,21 +634,41 @@ impl Store for PostgresStore {
         })
     }
 
-    async fn claim_deaths(&self, limit: usize) -> Result<Vec<JobInfo>, Error> {
-        let ids: Vec<i64> = sqlx::query_scalar(
-            "UPDATE errand_jobs SET death_pending = false
-             WHERE id IN (SELECT id FROM errand_jobs WHERE death_pending ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
-             RETURNING id",
+    async fn claim_deaths(
+        &self,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<(JobInfo, u32)>, Error> {
+        let taken: Vec<(i64, i32)> = sqlx::query_as(
+            "UPDATE errand_jobs SET death_until = errand_now_ms() + $2, death_deliveries = death_deliveries + 1
+             WHERE id IN (SELECT id FROM errand_jobs
+                          WHERE death_pending AND (death_until IS NULL OR death_until < errand_now_ms())
+                          ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+             RETURNING id, death_deliveries",
         )
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(duration_millis(lease))
         .fetch_all(&self.pool)
         .await
         .map_err(|e| op_error("claim deaths for their handlers", e))?;
-        let mut deaths = Vec::with_capacity(ids.len());
-        for id in ids {
-            deaths.extend(self.job(JobId::new(id)).await?);
+        let mut deaths = Vec::with_capacity(taken.len());
+        for (id, deliveries) in taken {
+            if let Some(job) = self.job(JobId::new(id)).await? {
+                deaths.push((job, u32::try_from(deliveries).unwrap_or(u32::MAX)));
+            }
         }
         Ok(deaths)
+    }
+
+    async fn death_delivered(&self, id: JobId) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE errand_jobs SET death_pending = false, death_until = NULL WHERE id = $1",
+        )
+        .bind(id.get())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| op_error(format!("mark the death of job {id} delivered"), e))?;
+        Ok(())
     }
 
     async fn dead_jobs(
@@ -651,7 +697,8 @@ impl Store for PostgresStore {
             sqlx::query(&format!(
                 "UPDATE errand_jobs
              SET state = 'available', attempt = 0, run_at = errand_now_ms(), finished_at = NULL,
-                 lease_until = NULL, death_pending = false, cancel_requested = false
+                 lease_until = NULL, death_pending = false, death_until = NULL, death_deliveries = 0,
+                 cancel_requested = false
              WHERE {DEAD_FILTER}"
             )),
         )

@@ -19,7 +19,7 @@ use crate::info::{duration_millis, to_millis, AttemptError, JobInfo, StoredAttem
 use crate::job::OnConflict;
 use crate::job::{JobId, JobState};
 use crate::store::{
-    job_from_row, BoxFuture, Claimed, DeadQuery, Finish, Inserted, NewJob, Store,
+    job_from_row, BoxFuture, Claimed, DeadQuery, Finish, Inserted, NewJob, RunId, Store,
     KEEP_FIRST_ERRORS, LEASE_LOST_AFTER, LEASE_LOST_BEFORE, MAX_ERRORS,
 };
 
@@ -33,6 +33,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../migrations/sqlite/0002_unique_and_steps.sql"),
     ),
     (3, include_str!("../../migrations/sqlite/0003_failures.sql")),
+    (
+        4,
+        include_str!("../../migrations/sqlite/0004_death_leases.sql"),
+    ),
 ];
 
 /// How long a statement waits for another connection's write lock before failing.
@@ -297,6 +301,13 @@ pub(crate) fn complete(
     })
 }
 
+/// A JSON array of `[id, fence]` pairs, for `(id, fence) IN (SELECT ... FROM json_each(?))`.
+fn run_pairs(runs: &[RunId]) -> String {
+    let pairs: Vec<(i64, i64)> = runs.iter().map(|r| (r.id.get(), r.fence)).collect();
+    // Serializing pairs of integers cannot fail.
+    serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".to_owned())
+}
+
 /// A JSON array of ids, for `IN (SELECT value FROM json_each(?))`: one bound value, any length.
 fn id_array(ids: &[JobId]) -> String {
     let ids: Vec<i64> = ids.iter().map(|id| id.get()).collect();
@@ -439,21 +450,31 @@ impl Store for SqliteStore {
     async fn renew(
         &self,
         worker: &str,
-        ids: &[JobId],
+        runs: &[RunId],
         lease: Duration,
-    ) -> Result<Vec<JobId>, Error> {
-        let renewed: Vec<Option<i64>> = sqlx::query_scalar(
+    ) -> Result<Vec<(RunId, bool)>, Error> {
+        let renewed: Vec<(i64, i64, bool)> = sqlx::query_as(
             "UPDATE errand_jobs SET lease_until = ?1
-             WHERE state = 'running' AND worker = ?2 AND id IN (SELECT value FROM json_each(?3))
-             RETURNING CASE WHEN cancel_requested THEN id END",
+             WHERE state = 'running' AND worker = ?2 AND (id, fence) IN (
+                 SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?3))
+             RETURNING id, fence, cancel_requested",
         )
         .bind(now_ms().saturating_add(duration_millis(lease)))
         .bind(worker)
-        .bind(id_array(ids))
+        .bind(run_pairs(runs))
         .fetch_all(&self.pool)
         .await
-        .map_err(|e| op_error(format!("renew the leases of {} jobs", ids.len()), e))?;
-        Ok(renewed.into_iter().flatten().map(JobId::new).collect())
+        .map_err(|e| op_error(format!("renew the leases of {} jobs", runs.len()), e))?;
+        Ok(renewed
+            .into_iter()
+            .map(|(id, fence, cancel)| {
+                let run = RunId {
+                    id: JobId::new(id),
+                    fence,
+                };
+                (run, cancel)
+            })
+            .collect())
     }
 
     async fn release(&self, worker: &str, ids: &[JobId]) -> Result<(), Error> {
@@ -615,21 +636,41 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn claim_deaths(&self, limit: usize) -> Result<Vec<JobInfo>, Error> {
-        let ids: Vec<i64> = sqlx::query_scalar(
-            "UPDATE errand_jobs SET death_pending = 0
-             WHERE id IN (SELECT id FROM errand_jobs WHERE death_pending = 1 ORDER BY id LIMIT ?1)
-             RETURNING id",
+    async fn claim_deaths(
+        &self,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<(JobInfo, u32)>, Error> {
+        let now = now_ms();
+        let taken: Vec<(i64, i64)> = sqlx::query_as(
+            "UPDATE errand_jobs SET death_until = ?2, death_deliveries = death_deliveries + 1
+             WHERE id IN (SELECT id FROM errand_jobs
+                          WHERE death_pending = 1 AND (death_until IS NULL OR death_until < ?3)
+                          ORDER BY id LIMIT ?1)
+             RETURNING id, death_deliveries",
         )
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(now.saturating_add(duration_millis(lease)))
+        .bind(now)
         .fetch_all(&self.pool)
         .await
         .map_err(|e| op_error("claim deaths for their handlers", e))?;
-        let mut deaths = Vec::with_capacity(ids.len());
-        for id in ids {
-            deaths.extend(self.job(JobId::new(id)).await?);
+        let mut deaths = Vec::with_capacity(taken.len());
+        for (id, deliveries) in taken {
+            if let Some(job) = self.job(JobId::new(id)).await? {
+                deaths.push((job, u32::try_from(deliveries).unwrap_or(u32::MAX)));
+            }
         }
         Ok(deaths)
+    }
+
+    async fn death_delivered(&self, id: JobId) -> Result<(), Error> {
+        sqlx::query("UPDATE errand_jobs SET death_pending = 0, death_until = NULL WHERE id = ?1")
+            .bind(id.get())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| op_error(format!("mark the death of job {id} delivered"), e))?;
+        Ok(())
     }
 
     async fn dead_jobs(
@@ -656,7 +697,7 @@ impl Store for SqliteStore {
         let retried = bind_dead(filter, sqlx::query(&format!(
             "UPDATE errand_jobs
              SET state = 'available', attempt = 0, run_at = ?6, finished_at = NULL, lease_until = NULL,
-                 death_pending = 0, cancel_requested = 0
+                 death_pending = 0, death_until = NULL, death_deliveries = 0, cancel_requested = 0
              WHERE {DEAD_FILTER}"
         )))
         .bind(now_ms())

@@ -1,0 +1,263 @@
+//! One run of one claimed job: decode, run under its timeout with panics caught, decide the
+//! outcome, and record it (completions are left to the claim loop, which writes them in
+//! batches).
+
+use std::time::{Duration, Instant, SystemTime};
+
+use tracing::Instrument as _;
+
+use super::runs::{RunGuard, RunId, RunSignal};
+use super::{store_backoff, Runner};
+use crate::classify::FailureKind;
+use crate::context::Context;
+use crate::info::AttemptError;
+use crate::job::{JobState, Outcome, UniqueStrategy};
+use crate::registry::{CatchPanic, Failure, Registration};
+use crate::retry::{after_failure, AfterFailure, Backoff};
+use crate::store::{Claimed, Finish, Store};
+
+/// How a job's task ended.
+pub(super) enum TaskEnd {
+    /// Completed; the claim loop writes it with the others that finished alongside it.
+    Completed(PendingCompletion),
+    /// Its outcome was written (or given up to the rescue); whether it died.
+    Recorded { died: bool },
+    /// Its lease surely ran out while it ran: it wrote nothing, and the rescue takes the job.
+    Lost,
+}
+
+/// A completion waiting for the claim loop's next batch.
+pub(super) struct PendingCompletion {
+    pub(super) run: RunId,
+    /// `ctx.complete_in` already completed it, with the job's own writes.
+    pub(super) in_tx: bool,
+}
+
+/// How long a `while_executing` job waits (snoozed, spending no attempt) while another job with
+/// its key runs.
+const WHILE_EXECUTING_WAIT: Duration = Duration::from_millis(500);
+
+impl Runner {
+    /// Runs one claimed job and records its outcome. `guard` takes the run out of the registry
+    /// when this task ends, unless the run completed and waits for the claim loop.
+    pub(super) async fn execute(
+        &self,
+        job: Claimed,
+        signal: RunSignal,
+        guard: RunGuard,
+    ) -> TaskEnd {
+        let span = tracing::info_span!(
+            "errand.job",
+            job.id = %job.id,
+            job.kind = %job.kind,
+            job.queue = %job.queue,
+            job.attempt = job.attempt,
+            job.key = job.key.as_deref(),
+        );
+        let started = Instant::now();
+        let registration = self.registry.get(job.kind.as_str()).copied();
+        let ctx = Context::new(
+            &job,
+            span.clone(),
+            self.client.store().clone(),
+            signal.clone(),
+        );
+        let result = self
+            .run(&job, registration, ctx.clone())
+            .instrument(span.clone())
+            .await;
+        if signal.is_lost() {
+            span.in_scope(|| tracing::warn!("the job's lease ran out while it ran (the database was unreachable, or this worker stalled); its outcome is discarded and the rescue will retry it"));
+            return TaskEnd::Lost;
+        }
+        let backoff = registration.map_or(Backoff::Exponential, |r| r.options.backoff);
+        let finish = self.decide(
+            &job,
+            result,
+            started.elapsed(),
+            &backoff,
+            ctx.is_cancelled(),
+        );
+        span.in_scope(|| log_finish(&finish));
+        if finish.state == JobState::Completed {
+            // The claim loop writes completions in batches; the run stays registered (its lease
+            // renewed) until then.
+            guard.keep();
+            return TaskEnd::Completed(PendingCompletion {
+                run: RunId {
+                    id: job.id,
+                    fence: job.fence,
+                },
+                in_tx: ctx.completed_in_tx(),
+            });
+        }
+        self.record(&job, &finish, ctx.completed_in_tx())
+            .instrument(span)
+            .await;
+        TaskEnd::Recorded {
+            died: finish.state == JobState::Dead,
+        }
+    }
+
+    async fn run(
+        &self,
+        job: &Claimed,
+        registration: Option<&Registration>,
+        ctx: Context,
+    ) -> Result<Outcome, Failure> {
+        let Some(registration) = registration else {
+            let waited =
+                Duration::from_millis(u64::try_from(now_ms() - job.created_at).unwrap_or(0));
+            if waited < self.settings.unknown_kind_grace {
+                // Leave it for a worker that knows the kind; look again later.
+                let wait = (self.settings.unknown_kind_grace - waited)
+                    .clamp(Duration::from_millis(100), Duration::from_secs(30));
+                tracing::warn!(wait = ?wait, "no job of this kind is registered here; leaving it for another worker");
+                return Ok(Outcome::Snooze(wait));
+            }
+            return Err(Failure::new(
+                FailureKind::UnknownKind,
+                format!(
+                    "no worker ran a job of kind `{}` within {:?} of its enqueue (last tried by `{}`); \
+                     is the crate that defines it linked into the worker binary?",
+                    job.kind, self.settings.unknown_kind_grace, self.id
+                ),
+            ));
+        };
+        let while_executing = registration
+            .options
+            .unique
+            .is_some_and(|u| u.strategy == UniqueStrategy::WhileExecuting);
+        if while_executing && job.key.is_some() {
+            match self
+                .client
+                .store()
+                .take_running_key(job.id, job.fence)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::debug!("another job with this key is running; waiting for it");
+                    return Ok(Outcome::Snooze(WHILE_EXECUTING_WAIT));
+                }
+                Err(err) => {
+                    // Not knowing whether a duplicate runs, do not run: look again shortly.
+                    tracing::warn!(error = %err, "cannot take the job's running key; waiting");
+                    return Ok(Outcome::Snooze(WHILE_EXECUTING_WAIT));
+                }
+            }
+        }
+        let future = (registration.start)(ctx, &job.args).map_err(|err| {
+            Failure::new(
+                FailureKind::Undecodable,
+                format!("cannot decode the arguments of `{}`: {err}", job.kind),
+            )
+        })?;
+        let future = CatchPanic(future);
+        match registration.options.timeout {
+            None => future.await,
+            Some(limit) => tokio::time::timeout(limit, future)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Failure::new(
+                        FailureKind::Timeout,
+                        format!("timed out after {limit:?}"),
+                    ))
+                }),
+        }
+    }
+
+    /// The state change that ends this run.
+    fn decide(
+        &self,
+        job: &Claimed,
+        result: Result<Outcome, Failure>,
+        took: Duration,
+        backoff: &Backoff,
+        cancelled: bool,
+    ) -> Finish {
+        let attempt_error = |kind, message| AttemptError {
+            attempt: job.attempt,
+            kind,
+            message,
+            at: SystemTime::now(),
+            duration: took,
+            worker: self.id.clone(),
+        };
+        if cancelled {
+            // The client asked this run to stop: whatever it returned, it ends here.
+            let message = "cancelled by the client while running".to_owned();
+            return Finish::cancelled(attempt_error(FailureKind::Cancelled, message));
+        }
+        match result {
+            Ok(Outcome::Done) => Finish::completed(),
+            Ok(Outcome::Snooze(delay)) => Finish::snooze(delay),
+            Ok(Outcome::Cancel(reason)) => {
+                Finish::cancelled(attempt_error(FailureKind::Cancelled, reason))
+            }
+            Err(failure) => {
+                let after = after_failure(
+                    job.attempt,
+                    job.max_attempts,
+                    failure.kind,
+                    failure.retry_after,
+                    backoff,
+                );
+                let error = attempt_error(failure.kind, failure.message);
+                match after {
+                    AfterFailure::Retry(delay) => Finish::retry(delay, error),
+                    AfterFailure::Dead => Finish::dead(error),
+                }
+            }
+        }
+    }
+
+    /// Writes the outcome, retrying while the store is unreachable, for as long as the job's
+    /// lease would last. If the store never answers, the lease runs out and any worker rescues
+    /// the job.
+    async fn record(&self, job: &Claimed, finish: &Finish, completed_in_tx: bool) {
+        let deadline = Instant::now() + self.settings.lease;
+        let mut failures = 0;
+        loop {
+            match self.client.store().finish(job.id, job.fence, finish).await {
+                Ok(true) => return,
+                // `ctx.complete_in` already completed it, with the job's own writes.
+                Ok(false) if completed_in_tx => return,
+                Ok(false) => {
+                    tracing::warn!("job was taken from this worker (its lease ran out); this run's outcome is discarded");
+                    return;
+                }
+                Err(err) => {
+                    failures += 1;
+                    let wait = store_backoff(failures);
+                    if Instant::now() + wait > deadline {
+                        tracing::error!(error = %err, "recording the job's outcome failed; it will be rescued when its lease runs out");
+                        return;
+                    }
+                    tracing::warn!(error = %err, retry_in = ?wait, "recording the job's outcome failed");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+}
+
+fn log_finish(finish: &Finish) {
+    use crate::job::JobState::*;
+    let error = finish.error.as_ref().map(|e| e.message.as_str());
+    let kind = finish.error.as_ref().map(|e| e.kind.as_str());
+    match finish.state {
+        Completed => tracing::info!("job completed"),
+        Scheduled => tracing::info!(snooze = ?finish.run_after, "job snoozed"),
+        Retryable => {
+            tracing::warn!(error, kind, retry_in = ?finish.run_after.unwrap_or_default(), "job failed; will retry")
+        }
+        Dead => tracing::error!(error, kind, "job died"),
+        Cancelled => tracing::info!(reason = error, "job cancelled itself"),
+        other => tracing::debug!(state = %other, "job finished"),
+    }
+}
+
+fn now_ms() -> i64 {
+    crate::info::to_millis(SystemTime::now())
+}

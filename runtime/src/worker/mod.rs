@@ -1,0 +1,386 @@
+//! The [`Worker`]: claims jobs from weighted queues, runs them with a concurrency limit, and
+//! records each outcome in the store.
+//!
+//! A worker is a few supervised tasks with one shutdown signal, each in a file of its own:
+//! - the claim loop ([`claim`]) claims jobs, spawns their runs ([`execute`]) and writes their
+//!   completions; nothing else awaits in it;
+//! - the lease keeper ([`lease`]) renews the lease of every run on time, whatever else is slow;
+//! - the rescuer ([`rescue`]) and the pruner ([`prune`]), each on its own timing and on one
+//!   node at a time;
+//! - the death notifier ([`deaths`]) hands deaths to the handlers, several at once, at least
+//!   once each.
+//!
+//! [`supervise`] restarts a service that panics or fails, and stops the worker when one keeps
+//! failing. Every task belongs to the worker's future: none outlives it.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::Client;
+use crate::dead::{Death, Retention};
+use crate::error::Error;
+use crate::registry::{registry, Registration};
+use crate::request::check_queue_name;
+use crate::store::BoxFuture;
+
+mod claim;
+mod deaths;
+mod execute;
+mod lease;
+mod prune;
+mod rescue;
+pub(crate) mod runs;
+mod shutdown;
+mod supervise;
+
+use runs::Runs;
+use supervise::supervise;
+
+/// The shortest poll interval a worker accepts: anything shorter busy-polls the database.
+const MIN_POLL_INTERVAL: Duration = Duration::from_millis(1);
+
+/// Runs jobs.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use errand::{Client, Worker};
+///
+/// # async fn demo() -> Result<(), errand::Error> {
+/// let client = Client::connect("sqlite://jobs.db").await?;
+/// Worker::new(client)
+///     .queues([("critical", 10), ("default", 5), ("bulk", 1)])
+///     .concurrency(16)
+///     .grace_period(Duration::from_secs(30))
+///     .run() // until Ctrl-C or SIGTERM
+///     .await?;
+/// # Ok(()) }
+/// ```
+///
+/// Queue weights share the free slots of each claim: with `critical` at 10 and `bulk` at 1, a
+/// busy worker gives `critical` about ten times the slots of `bulk`, and `bulk` never starves.
+/// Slots a queue cannot fill go to the others.
+pub struct Worker {
+    client: Client,
+    settings: Settings,
+    id: String,
+}
+
+/// What a worker was told, shared by the builder and the running worker.
+struct Settings {
+    queues: Vec<(String, u32)>,
+    concurrency: usize,
+    grace_period: Duration,
+    poll_interval: Duration,
+    lease: Duration,
+    unknown_kind_grace: Duration,
+    retention: Retention,
+    prune_every: Duration,
+    on_death: Option<DeathHandler>,
+}
+
+/// A death handler, boxed: see [`Worker::on_death`].
+type DeathHandler =
+    Arc<dyn Fn(Death) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync>;
+
+/// What a death handler may fail with.
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("id", &self.id)
+            .field("queues", &self.settings.queues)
+            .field("concurrency", &self.settings.concurrency)
+            .field("lease", &self.settings.lease)
+            .field("on_death", &self.settings.on_death.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// A worker of queue `default`, 10 jobs at a time.
+    pub fn new(client: Client) -> Worker {
+        Worker {
+            client,
+            settings: Settings {
+                queues: vec![("default".to_owned(), 1)],
+                concurrency: 10,
+                grace_period: Duration::from_secs(25),
+                poll_interval: Duration::from_secs(1),
+                lease: Duration::from_secs(30),
+                unknown_kind_grace: Duration::from_secs(3600),
+                retention: Retention::default(),
+                prune_every: Duration::from_secs(60),
+                on_death: None,
+            },
+            id: worker_id(),
+        }
+    }
+
+    /// The queues to work, each with a weight of at least 1.
+    pub fn queues<I, S>(mut self, queues: I) -> Worker
+    where
+        I: IntoIterator<Item = (S, u32)>,
+        S: Into<String>,
+    {
+        self.settings.queues = queues.into_iter().map(|(q, w)| (q.into(), w)).collect();
+        self
+    }
+
+    /// How many jobs run at once (at least 1).
+    pub fn concurrency(mut self, jobs: usize) -> Worker {
+        self.settings.concurrency = jobs;
+        self
+    }
+
+    /// On shutdown, how long running jobs may take to finish before they are put back.
+    pub fn grace_period(mut self, grace: Duration) -> Worker {
+        self.settings.grace_period = grace;
+        self
+    }
+
+    /// How often an idle worker looks for jobs enqueued by other processes, or come due
+    /// (default every second; at least 1 ms, or the worker refuses to start). Jobs enqueued
+    /// through this worker's own client wake it at once, and so do PostgreSQL notifications.
+    pub fn poll_interval(mut self, interval: Duration) -> Worker {
+        self.settings.poll_interval = interval;
+        self
+    }
+
+    /// How long a claimed job stays this worker's without renewal. The worker renews every
+    /// third of it; a job whose worker died is rescued once it runs out.
+    pub fn lease(mut self, lease: Duration) -> Worker {
+        self.settings.lease = lease;
+        self
+    }
+
+    /// How long a job whose kind this worker does not know is left for a worker that knows it
+    /// (default one hour), before it dies with an error that names the kind. It waits snoozed,
+    /// spending no attempt.
+    pub fn unknown_kind_grace(mut self, grace: Duration) -> Worker {
+        self.settings.unknown_kind_grace = grace;
+        self
+    }
+
+    /// How long finished jobs are kept; see [`Retention`]. Workers prune every minute (see
+    /// [`Worker::prune_every`]), one node at a time.
+    pub fn retention(mut self, retention: Retention) -> Worker {
+        self.settings.retention = retention;
+        self
+    }
+
+    /// How often this worker tries to prune finished jobs (default every minute).
+    pub fn prune_every(mut self, every: Duration) -> Worker {
+        self.settings.prune_every = every;
+        self
+    }
+
+    /// Calls `handler` once for every job death in the cluster (a permanent failure, or no
+    /// retries left), with the dead job, its last error and why it died. Each death goes to one
+    /// worker that has a handler. A handler that fails or panics is logged; the job stays dead.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: errand::Client) -> Result<(), errand::Error> {
+    /// errand::Worker::new(client)
+    ///     .on_death(|death: errand::Death| async move {
+    ///         eprintln!("job {} ({}) died: {:?}", death.job.id, death.job.kind, death.reason);
+    ///         Ok(())
+    ///     })
+    ///     .run()
+    ///     .await
+    /// # }
+    /// ```
+    pub fn on_death<F, Fut>(mut self, handler: F) -> Worker
+    where
+        F: Fn(Death) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        self.settings.on_death = Some(Arc::new(move |death| Box::pin(handler(death))));
+        self
+    }
+
+    /// This worker's id, recorded with each attempt: `host:pid:random`.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Runs until Ctrl-C or SIGTERM, then shuts down gracefully: stops claiming, lets running
+    /// jobs finish within the grace period, and puts the rest back without spending an attempt.
+    pub async fn run(self) -> Result<(), Error> {
+        self.run_until(shutdown::signal()).await
+    }
+
+    /// Runs until `shutdown` resolves, then shuts down as [`Worker::run`] does.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let token = CancellationToken::new();
+        let runner = self.into_runner()?;
+        let work = runner.work(token.clone(), false);
+        tokio::pin!(work);
+        tokio::select! {
+            result = &mut work => return result.map(|_| ()),
+            () = shutdown => token.cancel(),
+        }
+        work.await.map(|_| ())
+    }
+
+    /// Runs until nothing is left to run now (jobs due later are left), and returns how many
+    /// runs it made. For scripts and tests.
+    pub async fn run_until_idle(self) -> Result<usize, Error> {
+        self.into_runner()?
+            .work(CancellationToken::new(), true)
+            .await
+    }
+
+    fn into_runner(self) -> Result<Arc<Runner>, Error> {
+        if self.settings.queues.is_empty() {
+            return Err(Error::InvalidWorker(
+                "no queues to work; call `.queues([(\"default\", 1)])`".to_owned(),
+            ));
+        }
+        for (queue, weight) in &self.settings.queues {
+            check_queue_name(queue)?;
+            if *weight == 0 {
+                return Err(Error::InvalidWorker(format!(
+                    "queue `{queue}` has weight 0; weights start at 1"
+                )));
+            }
+        }
+        if self.settings.concurrency == 0 {
+            return Err(Error::InvalidWorker(
+                "concurrency 0 would run nothing; use at least 1".to_owned(),
+            ));
+        }
+        if self.settings.lease < Duration::from_millis(300) {
+            return Err(Error::InvalidWorker(format!(
+                "a lease of {:?} is too short to renew; use at least 300ms",
+                self.settings.lease
+            )));
+        }
+        if self.settings.poll_interval < MIN_POLL_INTERVAL {
+            return Err(Error::InvalidWorker(format!(
+                "a poll interval of {:?} would busy-poll the database; use at least {MIN_POLL_INTERVAL:?}",
+                self.settings.poll_interval
+            )));
+        }
+        Ok(Arc::new(Runner {
+            registry: registry()?,
+            client: self.client,
+            settings: self.settings,
+            id: self.id,
+            runs: Arc::default(),
+            deaths: Notify::new(),
+        }))
+    }
+}
+
+/// A configured worker at work: what its services share.
+pub(crate) struct Runner {
+    client: Client,
+    registry: HashMap<&'static str, &'static Registration>,
+    settings: Settings,
+    id: String,
+    /// Runs being executed, for the lease keeper and shutdown.
+    runs: Arc<Runs>,
+    /// Wakes the death notifier when a job of this worker died.
+    deaths: Notify,
+}
+
+/// How long to wait after the store fails, by how many times in a row it has.
+fn store_backoff(failures: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << failures.min(8))).min(Duration::from_secs(30))
+}
+
+impl Runner {
+    /// Runs the claim loop beside the supervised services until the loop ends (on `shutdown`,
+    /// or once idle), then stops the services. The lease keeper outlives the claim loop's
+    /// shutdown, so that jobs finishing within the grace period keep their leases.
+    async fn work(
+        self: Arc<Self>,
+        shutdown: CancellationToken,
+        until_idle: bool,
+    ) -> Result<usize, Error> {
+        tracing::info!(worker = %self.id, queues = ?self.settings.queues, concurrency = self.settings.concurrency, "errand worker started");
+        let stop_services = CancellationToken::new();
+        let mut services = JoinSet::new();
+        let mut start = |name: &'static str, service: Service| {
+            let runner = Arc::clone(&self);
+            let stop = stop_services.clone();
+            services.spawn(supervise(name, self.id.clone(), stop.clone(), move || {
+                service(Arc::clone(&runner), stop.clone())
+            }));
+        };
+        start("lease keeper", |r, stop| Box::pin(lease::keep(r, stop)));
+        start("rescuer", |r, stop| Box::pin(rescue::rescue(r, stop)));
+        if !until_idle {
+            // Short-lived workers (scripts, tests) leave pruning to long-running ones, and
+            // deliver deaths once they are idle (below).
+            start("pruner", |r, stop| Box::pin(prune::prune(r, stop)));
+            if self.settings.on_death.is_some() {
+                start("death notifier", |r, stop| {
+                    Box::pin(deaths::notify(r, stop))
+                });
+            }
+        }
+
+        let claiming = claim::ClaimLoop::new(Arc::clone(&self)).run(shutdown.clone(), until_idle);
+        tokio::pin!(claiming);
+        let mut failed = None;
+        let result = loop {
+            tokio::select! {
+                result = &mut claiming => break result,
+                Some(ended) = services.join_next() => {
+                    if let Ok(Err(err)) = ended {
+                        // A service gave up: stop claiming, finish gracefully, then report it.
+                        failed.get_or_insert(err);
+                        shutdown.cancel();
+                    }
+                }
+            }
+        };
+        if until_idle && result.is_ok() {
+            deaths::deliver_pending(&self).await;
+        }
+        stop_services.cancel();
+        while let Some(ended) = services.join_next().await {
+            if let Ok(Err(err)) = ended {
+                failed.get_or_insert(err);
+            }
+        }
+        match failed {
+            Some(err) => Err(err),
+            None => result,
+        }
+    }
+}
+
+/// A background service: started (and restarted) by the supervisor with the worker and the
+/// token that stops it.
+type Service = fn(Arc<Runner>, CancellationToken) -> BoxFuture<'static, Result<(), Error>>;
+/// `host:pid:random`, unique per worker.
+fn worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{host}:{}:{:04x}", std::process::id(), fastrand::u16(..))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_backoff_grows_and_caps() {
+        assert_eq!(store_backoff(1), Duration::from_millis(200));
+        assert_eq!(store_backoff(3), Duration::from_millis(800));
+        assert_eq!(store_backoff(50), Duration::from_millis(25_600));
+    }
+}
