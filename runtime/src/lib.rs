@@ -124,6 +124,25 @@ pub mod __private {
     pub use crate::registry::check::{assert_job_arg, assert_send, RetryAfter};
     pub use crate::registry::{Failure, IntoOutcome, JobFuture, Registration};
 
+    /// Writes a value rendered into a key template before another placeholder, percent-encoding
+    /// `separator` (the first character of the text after it) and `%`, so that the separator
+    /// in the key always ends the value and different arguments never render one key.
+    pub fn push_key_value(key: &mut String, value: &dyn core::fmt::Display, separator: char) {
+        use core::fmt::Write as _;
+        let rendered = value.to_string();
+        for c in rendered.chars() {
+            if c == separator || c == '%' {
+                let mut utf8 = [0; 4];
+                for byte in c.encode_utf8(&mut utf8).bytes() {
+                    // Writing to a `String` cannot fail.
+                    let _ = write!(key, "%{byte:02X}");
+                }
+            } else {
+                key.push(c);
+            }
+        }
+    }
+
     /// `my_job::with(..)`'s body.
     pub fn new_request<J: crate::Job>(args: J::Args) -> crate::Request<J> {
         crate::Request::new(args)

@@ -260,6 +260,15 @@ pub async fn create_runs_table(pool: &sqlx::PgPool) {
         .expect("add test_runs.at");
 }
 
+/// Records its start, runs for five seconds, and records its end: a job run twice (its lease
+/// lost while it ran) leaves two starts.
+#[job(queue = "procs", retry = 20, backoff = fast)]
+pub async fn recorded_long_run(ctx: &Context, n: i64) -> Result<(), TestError> {
+    record_run(ctx, n, "started").await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    record_run(ctx, n, "finished").await
+}
+
 /// Takes a little while, so that some runs are under way when the database restarts.
 #[job(queue = "procs", retry = 20, backoff = fast)]
 pub async fn recorded_slow_run(ctx: &Context, n: i64) -> Result<(), TestError> {
@@ -550,4 +559,43 @@ pub async fn mixed_failure(ctx: &Context, n: i64) -> Result<(), TestError> {
         3 if ctx.attempt() == 1 => Err(TestError::Flaky(1)),
         _ => Ok(()),
     }
+}
+
+/// Panics when dropped: a value a job holds when its timeout cuts it off.
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("dropped a value whose Drop panics");
+        }
+    }
+}
+
+/// On its first attempt, holds a value whose `Drop` panics until its timeout cuts it off: the
+/// panic comes when the worker drops the job's future, outside the job's own code.
+#[job(retry = 3, backoff = fast, timeout = "100ms")]
+pub async fn panics_when_cut_off(ctx: &Context, tag: String) -> Result<(), TestError> {
+    record(&tag, format!("attempt {}", ctx.attempt()));
+    if ctx.attempt() == 1 {
+        let _held = PanicsOnDrop;
+        std::future::pending::<()>().await;
+    }
+    Ok(())
+}
+
+/// Charges through the ledger under a key of two values: `("x-y", "z")` and `("x", "y-z")`
+/// must not share a key, or the second would get the first's recorded charge.
+#[job(key = "pair-<a>-<b>", backoff = fast)]
+pub async fn ledger_pair(
+    ctx: &Context,
+    tag: String,
+    a: String,
+    b: String,
+) -> Result<(), TestError> {
+    let charged: String = ctx
+        .step("charge", async { Ok::<_, TestError>(format!("{a}|{b}")) })
+        .await?;
+    record(&tag, charged);
+    Ok(())
 }

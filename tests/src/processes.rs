@@ -8,11 +8,15 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// How to start a worker process.
-struct Options {
-    lease: Duration,
-    concurrency: usize,
-    record_deaths: bool,
-    queue: Option<String>,
+#[derive(Clone)]
+pub struct Options {
+    pub lease: Duration,
+    pub concurrency: usize,
+    /// Record each death in the table `deaths`.
+    pub record_deaths: bool,
+    /// How long the death handler takes before it records the death.
+    pub death_handler_delay: Duration,
+    pub queue: Option<String>,
 }
 
 impl Default for Options {
@@ -21,6 +25,7 @@ impl Default for Options {
             lease: Duration::from_secs(30),
             concurrency: 8,
             record_deaths: false,
+            death_handler_delay: Duration::ZERO,
             queue: None,
         }
     }
@@ -83,10 +88,24 @@ impl WorkerProcess {
         .await
     }
 
+    /// Starts a worker as `options` say.
+    pub async fn start_with(
+        bin: &str,
+        url: &str,
+        schema: &str,
+        options: &Options,
+    ) -> WorkerProcess {
+        WorkerProcess::spawn(bin, url, schema, options).await
+    }
+
     async fn spawn(bin: &str, url: &str, schema: &str, options: &Options) -> WorkerProcess {
         let mut command = tokio::process::Command::new(bin);
         if options.record_deaths {
             command.env("ERRAND_DEATHS", "1");
+            command.env(
+                "ERRAND_DEATH_HANDLER_MS",
+                options.death_handler_delay.as_millis().to_string(),
+            );
         }
         if let Some(queue) = &options.queue {
             command.env("ERRAND_QUEUE", queue);

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use errand::JobState;
 
-use errand_tests::common::{job, records, tag, worker, TestStore};
+use errand_tests::common::{job, records, tag, work_until_final, worker, TestStore};
 use errand_tests::jobs::*;
 
 errand_tests::per_store!(arguments_round_trip, key_function_matches_stored_key);
@@ -97,4 +97,39 @@ fn rendered_keys_are_pinned() {
         },
     };
     assert_eq!(ship::key(&order), "ship-18446744073709551615-to-São Paulo");
+}
+
+errand_tests::per_store!(values_that_look_like_separators_keep_keys_apart);
+
+/// With `key = "pair-<a>-<b>"`, `("x-y", "z")` and `("x", "y-z")` rendered one key before keys
+/// were escaped: one unique slot and one ledger, so the second job got the first's charge.
+async fn values_that_look_like_separators_keep_keys_apart(store: TestStore) {
+    let client = &store.client;
+    let t = tag("pair-keys");
+    let first = ledger_pair::with(t.clone(), "x-y".into(), "z".into())
+        .enqueue(client)
+        .await
+        .unwrap()
+        .id;
+    let second = ledger_pair::with(t.clone(), "x".into(), "y-z".into())
+        .enqueue(client)
+        .await
+        .unwrap()
+        .id;
+    work_until_final(worker(client, &["default"]), client, &[first, second]).await;
+    let mut charged = records(&t);
+    charged.sort();
+    assert_eq!(charged, ["x-y|z", "x|y-z"], "each job ran its own charge");
+}
+
+/// The escaping rule, pinned: a value before another placeholder has the separator after it
+/// (and `%`) percent-encoded; the last value is written as it is.
+#[test]
+fn rendered_values_are_escaped_before_separators() {
+    let key = |a: &str, b: &str| ledger_pair::key(&a.to_owned(), &b.to_owned());
+    assert_eq!(key("x-y", "z"), "pair-x%2Dy-z");
+    assert_eq!(key("x", "y-z"), "pair-x-y-z");
+    assert_eq!(key("50%", "off"), "pair-50%25-off");
+    assert_eq!(key("plain", "a-b%"), "pair-plain-a-b%");
+    assert_ne!(key("x-y", "z"), key("x", "y-z"));
 }

@@ -11,6 +11,7 @@ mod lifecycle;
 mod outbox;
 mod postgres;
 mod processes;
+mod reliability;
 mod retries;
 mod shutdown;
 mod testing_client;

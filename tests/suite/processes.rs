@@ -575,3 +575,97 @@ async fn a_thousand_mixed_failures_across_two_processes_land_where_their_errors_
     assert_eq!(listed as i64, JOBS / 2, "the dead set holds every death");
     store.clean_up().await;
 }
+
+/// Twenty jobs die in a burst while each death handler takes 2 s (a slow webhook), the lease
+/// is 3 s, and other jobs run 5 s each: the handlers must not hold up lease renewals, so no job
+/// is rescued from a live worker and run twice, and every death reaches a handler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_death_handlers_never_cost_a_lease() {
+    const DEATHS: i64 = 20;
+    const LONG: i64 = 6;
+    let Some(Setup {
+        store,
+        url,
+        schema,
+        pool,
+    }) = setup().await
+    else {
+        return;
+    };
+    sqlx::query(
+        "CREATE TABLE deaths (job_id BIGINT NOT NULL, reason TEXT NOT NULL, pid BIGINT NOT NULL)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    let mut long = Vec::new();
+    for n in 0..LONG {
+        long.push(
+            recorded_long_run::with(n)
+                .enqueue_tx(&mut tx)
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    for n in 0..DEATHS {
+        // `4k + 1` fails permanently at once.
+        mixed_failure::with(4 * n + 1)
+            .enqueue_tx(&mut tx)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let options = errand_tests::processes::Options {
+        lease: Duration::from_secs(3),
+        concurrency: 8,
+        record_deaths: true,
+        death_handler_delay: Duration::from_secs(2),
+        queue: None,
+    };
+    // The first worker holds the long jobs and handles every death; the second, without a
+    // handler, would rescue the first's jobs if the handlers held up its renewals.
+    let without_handler = errand_tests::processes::Options {
+        record_deaths: false,
+        ..options.clone()
+    };
+    let workers = [
+        WorkerProcess::start_with(WORKER, &url, &schema, &options).await,
+        WorkerProcess::start_with(WORKER, &url, &schema, &without_handler).await,
+    ];
+    wait_for_within(
+        Duration::from_secs(120),
+        "the long jobs to complete and every death to be handled",
+        || async {
+            count(
+                &pool,
+                "SELECT count(*) FROM errand_jobs WHERE state IN ('completed', 'dead')",
+            )
+            .await
+                == LONG + DEATHS
+                && count(&pool, "SELECT count(DISTINCT job_id) FROM deaths").await == DEATHS
+        },
+    )
+    .await;
+    for worker in workers {
+        worker.terminate().await;
+    }
+    let starts = count(
+        &pool,
+        "SELECT count(*) FROM test_runs WHERE event = 'started'",
+    )
+    .await;
+    assert_eq!(
+        starts,
+        LONG,
+        "each long job started once: {:?}",
+        states(&pool).await
+    );
+    for id in long {
+        let done = job(&store.client, id).await;
+        assert_eq!((done.state, done.attempt), (JobState::Completed, 1));
+        assert!(done.errors.is_empty(), "no lease lost: {:?}", done.errors);
+    }
+    store.clean_up().await;
+}

@@ -13,7 +13,7 @@ use syn::spanned::Spanned as _;
 
 use crate::job::ast::JobFn;
 use crate::job::attr::{Backoff, JobAttr, OnConflict, UniqueStrategy};
-use crate::job::template::Segment;
+use crate::job::template::{self, Segment};
 
 pub(crate) fn expand(attr: &JobAttr, job: &JobFn, key: Option<&[Segment]>) -> TokenStream {
     let item = job.item;
@@ -224,18 +224,24 @@ fn key_fns(job: &JobFn, ident: &syn::Ident, segments: &[Segment]) -> (TokenStrea
         .collect();
     let names: Vec<_> = used.iter().map(|p| p.ident).collect();
     let types: Vec<_> = used.iter().map(|p| p.ty).collect();
-    let pieces = segments.iter().map(|s| match s {
+    let pieces = segments.iter().enumerate().map(|(i, s)| match s {
         Segment::Text(text) => quote!(__errand_key.push_str(#text);),
         Segment::Placeholder(path) => {
             let head = format_ident!("{}", path[0]);
             let fields = path[1..].iter().map(|f| format_ident!("{}", f));
-            // Writing to a `String` only fails if the value's own `Display` does; the key then
-            // holds what was written, as `to_string` would.
-            quote! {
-                let _ = ::core::fmt::Write::write_fmt(
-                    &mut __errand_key,
-                    ::core::format_args!("{}", #head #( .#fields )*),
-                );
+            match template::separator(segments, i) {
+                // Escaped, so that the separator after it in the key is never part of it.
+                Some(separator) => quote! {
+                    ::errand::__private::push_key_value(&mut __errand_key, &#head #( .#fields )*, #separator);
+                },
+                // Writing to a `String` only fails if the value's own `Display` does; the key
+                // then holds what was written, as `to_string` would.
+                None => quote! {
+                    let _ = ::core::fmt::Write::write_fmt(
+                        &mut __errand_key,
+                        ::core::format_args!("{}", #head #( .#fields )*),
+                    );
+                },
             }
         }
     });

@@ -10,7 +10,62 @@ pub(crate) enum Segment {
 }
 
 /// Splits a template into text and placeholders, or says what is wrong with it.
+///
+/// Rendered keys must be injective: two different argument lists never render one key. So a
+/// placeholder followed by another one later is escaped (see [`separator`]), and the text
+/// between them must give it a separator that escaping cannot produce.
 pub(crate) fn parse(template: &str) -> Result<Vec<Segment>, String> {
+    let segments = split(template)?;
+    for (i, segment) in segments.iter().enumerate() {
+        let Segment::Placeholder(path) = segment else {
+            continue;
+        };
+        let later_placeholder = segments[i + 1..]
+            .iter()
+            .any(|s| matches!(s, Segment::Placeholder(_)));
+        if !later_placeholder {
+            continue;
+        }
+        let name = path.join(".");
+        match segments.get(i + 1) {
+            Some(Segment::Text(text)) => {
+                if let Some(c) = text.chars().next().filter(|c| !separates(*c)) {
+                    return Err(format!(
+                        "the text after `<{name}>` starts with `{c}`, which an escaped value can contain; \
+                         start it with another character (e.g. `-`, `:` or `/`) so that different arguments cannot render one key"
+                    ));
+                }
+            }
+            _ => {
+                return Err(format!(
+                    "`<{name}>` is followed directly by another placeholder; put text between them \
+                     (e.g. `<a>-<b>`) so that different arguments cannot render one key"
+                ));
+            }
+        }
+    }
+    Ok(segments)
+}
+
+/// The character after placeholder `index` that rendering escapes in its value, when a later
+/// placeholder follows it: the first character of the text after it. `None` for the last
+/// placeholder, whose value is rendered as it is.
+pub(crate) fn separator(segments: &[Segment], index: usize) -> Option<char> {
+    let later_placeholder = segments[index + 1..]
+        .iter()
+        .any(|s| matches!(s, Segment::Placeholder(_)));
+    match segments.get(index + 1) {
+        Some(Segment::Text(text)) if later_placeholder => text.chars().next(),
+        _ => None,
+    }
+}
+
+/// Whether `c` can end an escaped value: escaping writes `%` and the hex digits `0-9A-F`.
+fn separates(c: char) -> bool {
+    !(c == '%' || c.is_ascii_digit() || ('A'..='F').contains(&c))
+}
+
+fn split(template: &str) -> Result<Vec<Segment>, String> {
     let mut segments = Vec::new();
     let mut rest = template;
     while let Some(open) = rest.find('<') {
@@ -72,6 +127,27 @@ mod tests {
             parse("static").unwrap(),
             vec![Segment::Text("static".into())]
         );
+    }
+
+    #[test]
+    fn values_before_another_placeholder_are_escaped_at_their_separator() {
+        let segments = parse("ship-<id>-to-<city>").unwrap();
+        assert_eq!(separator(&segments, 1), Some('-'));
+        assert_eq!(separator(&segments, 3), None);
+        let single = parse("charge-<order_id>").unwrap();
+        assert_eq!(separator(&single, 1), None);
+    }
+
+    #[test]
+    fn placeholders_need_a_separator_escaping_cannot_forge() {
+        assert!(parse("<a><b>").unwrap_err().contains("followed directly"));
+        assert!(parse("<a>7<b>").unwrap_err().contains("starts with `7`"));
+        assert!(parse("<a>%<b>").unwrap_err().contains("starts with `%`"));
+        assert!(parse("<a>E<b>").unwrap_err().contains("starts with `E`"));
+        assert!(parse("<a>e<b>").is_ok());
+        assert!(parse("<a>:<b>").is_ok());
+        // The last placeholder needs no separator.
+        assert!(parse("x<a>").is_ok());
     }
 
     #[test]

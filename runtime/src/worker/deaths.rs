@@ -1,7 +1,7 @@
 //! The death notifier: hands each job death to the worker's death handler, several at once,
 //! off the claim path, and at least once.
 //!
-//! Taking a death leases it for [`DEATH_LEASE`]; it is marked delivered only once its handler
+//! Taking a death leases it for twice the handler's timeout; it is marked delivered only once its handler
 //! returned `Ok`. A handler that fails, panics, times out, or whose worker dies meanwhile leaves
 //! the death pending, and a worker with a handler (this one or another) takes it again once the
 //! lease ran out, up to [`MAX_DELIVERIES`] times. Handlers must therefore tolerate a repeat.
@@ -27,10 +27,6 @@ use crate::store::Store;
 
 /// Handlers running at once, per worker.
 const DEATH_CONCURRENCY: usize = 8;
-/// How long one call of a death handler may take.
-const DEATH_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a taken death stays this worker's; past it, any worker takes it again.
-const DEATH_LEASE: Duration = Duration::from_secs(60);
 /// Calls after which a death whose handler keeps failing is given up (and logged).
 const MAX_DELIVERIES: u32 = 10;
 
@@ -39,6 +35,7 @@ pub(super) async fn notify(runner: Arc<Runner>, stop: CancellationToken) -> Resu
         return Ok(());
     };
     let store = runner.client.store();
+    let lease = death_lease(&runner);
     let mut handlers = JoinSet::new();
     let mut calls: HashMap<tokio::task::Id, JobId> = HashMap::new();
     let mut failures = 0u32;
@@ -46,7 +43,7 @@ pub(super) async fn notify(runner: Arc<Runner>, stop: CancellationToken) -> Resu
         let free = DEATH_CONCURRENCY - handlers.len();
         let mut taken = 0;
         if free > 0 {
-            match store.claim_deaths(free, DEATH_LEASE).await {
+            match store.claim_deaths(free, lease).await {
                 Ok(deaths) => {
                     failures = 0;
                     taken = deaths.len();
@@ -94,7 +91,7 @@ pub(super) async fn deliver_pending(runner: &Arc<Runner>) {
         let deaths = match runner
             .client
             .store()
-            .claim_deaths(DEATH_CONCURRENCY, DEATH_LEASE)
+            .claim_deaths(DEATH_CONCURRENCY, death_lease(runner))
             .await
         {
             Ok(deaths) => deaths,
@@ -119,6 +116,11 @@ pub(super) async fn deliver_pending(runner: &Arc<Runner>) {
     }
 }
 
+/// How long a taken death stays this worker's; past it, any worker takes it again.
+fn death_lease(runner: &Runner) -> Duration {
+    runner.settings.death_handler_timeout.saturating_mul(2)
+}
+
 fn log_task_end(
     runner: &Runner,
     calls: &mut HashMap<tokio::task::Id, JobId>,
@@ -141,8 +143,8 @@ async fn deliver(runner: Arc<Runner>, handler: DeathHandler, job: JobInfo, deliv
     let (id, kind) = (job.id, job.kind.clone());
     let death = Death::of(job);
     let reason = death.reason;
-    let called =
-        tokio::time::timeout(DEATH_HANDLER_TIMEOUT, Unwind(Box::pin(handler(death)))).await;
+    let timeout = runner.settings.death_handler_timeout;
+    let called = tokio::time::timeout(timeout, Unwind(Box::pin(handler(death)))).await;
     let failure = match called {
         Ok(Ok(Ok(()))) => {
             tracing::info!(job.id = %id, job.kind = %kind, ?reason, deliveries, "death handler ran");
@@ -150,11 +152,11 @@ async fn deliver(runner: Arc<Runner>, handler: DeathHandler, job: JobInfo, deliv
         }
         Ok(Ok(Err(err))) => Some(format!("failed: {err}")),
         Ok(Err(panic)) => Some(format!("panicked: {panic}")),
-        Err(_) => Some(format!("timed out after {DEATH_HANDLER_TIMEOUT:?}")),
+        Err(_) => Some(format!("timed out after {timeout:?}")),
     };
     if let Some(failure) = &failure {
         if deliveries < MAX_DELIVERIES {
-            tracing::error!(job.id = %id, job.kind = %kind, deliveries, "death handler {failure}; the job stays dead and the handler is called again after {DEATH_LEASE:?}");
+            tracing::error!(job.id = %id, job.kind = %kind, deliveries, "death handler {failure}; the job stays dead and the handler is called again once its lease of {:?} ran out", death_lease(&runner));
             return;
         }
         tracing::error!(job.id = %id, job.kind = %kind, deliveries, "death handler {failure}; giving up on this death after {MAX_DELIVERIES} calls (the job stays dead)");

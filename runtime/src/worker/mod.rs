@@ -82,6 +82,7 @@ struct Settings {
     retention: Retention,
     prune_every: Duration,
     on_death: Option<DeathHandler>,
+    death_handler_timeout: Duration,
 }
 
 /// A death handler, boxed: see [`Worker::on_death`].
@@ -118,6 +119,7 @@ impl Worker {
                 retention: Retention::default(),
                 prune_every: Duration::from_secs(60),
                 on_death: None,
+                death_handler_timeout: Duration::from_secs(30),
             },
             id: worker_id(),
         }
@@ -181,9 +183,16 @@ impl Worker {
         self
     }
 
-    /// Calls `handler` once for every job death in the cluster (a permanent failure, or no
-    /// retries left), with the dead job, its last error and why it died. Each death goes to one
-    /// worker that has a handler. A handler that fails or panics is logged; the job stays dead.
+    /// Calls `handler` for every job death in the cluster (a permanent failure, or no retries
+    /// left), with the dead job, its last error and why it died. Handlers run in the
+    /// background, several at once, never in the way of running jobs.
+    ///
+    /// Delivery is at least once: a worker that takes a death leases it for twice the
+    /// [handler timeout](Worker::death_handler_timeout), and marks it delivered only when the
+    /// handler returns `Ok`. A handler that fails, panics or times out, or whose worker dies
+    /// meanwhile, is called again (here or on another worker) once that lease ran out, up to 10
+    /// calls per death. So a handler may see a death twice: make it idempotent (the job id is
+    /// a good key). The job stays dead whatever the handler does.
     ///
     /// ```no_run
     /// # async fn demo(client: errand::Client) -> Result<(), errand::Error> {
@@ -202,6 +211,13 @@ impl Worker {
         Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
     {
         self.settings.on_death = Some(Arc::new(move |death| Box::pin(handler(death))));
+        self
+    }
+
+    /// How long one call of the death handler may take (default 30 s) before it counts as
+    /// failed and is called again later; see [`Worker::on_death`].
+    pub fn death_handler_timeout(mut self, timeout: Duration) -> Worker {
+        self.settings.death_handler_timeout = timeout;
         self
     }
 
