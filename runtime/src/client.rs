@@ -64,8 +64,8 @@ impl Config {
     }
 
     /// PostgreSQL only: the schema that holds errand's tables (default `public`), so that two
-    /// applications can share one database. `[a-z_][a-z0-9_]*`, at most 63 characters; created
-    /// if missing.
+    /// applications can share one database. `[a-z_][a-z0-9_]*`, at most 56 characters (its
+    /// notification channel, `errand_<schema>`, must fit PostgreSQL's 63); created if missing.
     ///
     /// errand's own connections reach the schema through their `search_path`. A transaction you
     /// pass to [`Request::enqueue_tx`](crate::Request::enqueue_tx) must do the same: connect with
@@ -89,14 +89,21 @@ impl Config {
 fn check_schema(schema: &str) -> Result<(), String> {
     let mut chars = schema.chars();
     let starts_well = matches!(chars.next(), Some('a'..='z' | '_'));
-    if !starts_well || schema.len() > 63 || !chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
+    if !starts_well
+        || schema.len() > MAX_SCHEMA_LEN
+        || !chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
     {
         return Err(format!(
-            "invalid schema name `{schema}`: expected a lowercase letter or `_`, then lowercase letters, digits and `_`, at most 63 characters"
+            "invalid schema name `{schema}`: expected a lowercase letter or `_`, then lowercase letters, digits and `_`, \
+             at most {MAX_SCHEMA_LEN} characters (the notification channel `errand_<schema>` must fit PostgreSQL's 63)"
         ));
     }
     Ok(())
 }
+
+/// The longest schema name: `errand_` and the name make the notification channel, and
+/// PostgreSQL truncates identifiers past 63 bytes.
+const MAX_SCHEMA_LEN: usize = 63 - "errand_".len();
 
 impl Default for Config {
     fn default() -> Self {
@@ -304,6 +311,7 @@ mod tests {
         assert!(check_schema("2fast").is_err());
         assert!(check_schema("App").is_err());
         assert!(check_schema("a; DROP TABLE x").is_err());
-        assert!(check_schema(&"a".repeat(64)).is_err());
+        assert!(check_schema(&"a".repeat(56)).is_ok());
+        assert!(check_schema(&"a".repeat(57)).is_err(), "errand_ + 57 > 63");
     }
 }

@@ -165,12 +165,36 @@ pub enum Error {
     },
 }
 
-/// Removes the password from a URL, for messages and logs.
+/// Removes passwords from a URL, for messages and logs: the one in its user info
+/// (`user:password@`) and any query parameter whose name ends in `password` (`?password=`,
+/// `&sslpassword=`), which sqlx accepts too.
 pub(crate) fn redact(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut redacted = redact_user_info(base);
+    if let Some(query) = query {
+        redacted.push('?');
+        let params: Vec<String> = query
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((name, _)) if name.to_ascii_lowercase().ends_with("password") => {
+                    format!("{name}=***")
+                }
+                _ => param.to_owned(),
+            })
+            .collect();
+        redacted.push_str(&params.join("&"));
+    }
+    redacted
+}
+
+fn redact_user_info(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority_end = rest.find('/').unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
     match authority.rsplit_once('@') {
         Some((userinfo, host)) => {
@@ -218,5 +242,13 @@ mod tests {
             "sqlite://jobs.db?mode=rwc"
         );
         assert_eq!(redact("sqlite::memory:"), "sqlite::memory:");
+        assert_eq!(
+            redact("postgres://db/jobs?user=app&password=s3cret&sslmode=disable"),
+            "postgres://db/jobs?user=app&password=***&sslmode=disable"
+        );
+        assert_eq!(
+            redact("postgres://app:one@db/jobs?Password=two&sslpassword=three"),
+            "postgres://app:***@db/jobs?Password=***&sslpassword=***"
+        );
     }
 }

@@ -18,7 +18,8 @@ pub struct JobInfo {
     pub kind: String,
     /// Its queue.
     pub queue: String,
-    /// Its arguments, as stored.
+    /// Its arguments, as stored. If the stored text is not JSON at all (a row written by hand,
+    /// which dies as undecodable when claimed), the raw text as a JSON string.
     pub args: serde_json::Value,
     /// Where it is in its life.
     pub state: JobState,
@@ -104,12 +105,18 @@ impl From<StoredAttempt> for AttemptError {
     }
 }
 
-/// Milliseconds since the Unix epoch, as stored.
+/// The longest duration and the furthest time errand stores, in milliseconds: about 1,000
+/// years, far enough to mean "never", and small enough that adding one to a clock reading
+/// never overflows a 64-bit integer (PostgreSQL's `bigint` errs where SQLite would saturate).
+pub(crate) const MAX_MILLIS: i64 = 1_000 * 366 * 86_400 * 1_000;
+
+/// Milliseconds since the Unix epoch, as stored, within `±MAX_MILLIS`.
 pub(crate) fn to_millis(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
+    let ms = match t.duration_since(UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
         Err(before) => -i64::try_from(before.duration().as_millis()).unwrap_or(i64::MAX),
-    }
+    };
+    ms.clamp(-MAX_MILLIS, MAX_MILLIS)
 }
 
 pub(crate) fn from_millis(ms: i64) -> SystemTime {
@@ -120,6 +127,8 @@ pub(crate) fn from_millis(ms: i64) -> SystemTime {
     }
 }
 
+/// A duration in milliseconds, at most `MAX_MILLIS`: `Duration::MAX` as a delay, a lease or a
+/// retention means "about forever", never an overflow.
 pub(crate) fn duration_millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+    i64::try_from(d.as_millis()).map_or(MAX_MILLIS, |ms| ms.min(MAX_MILLIS))
 }

@@ -599,3 +599,16 @@ pub async fn ledger_pair(
     record(&tag, charged);
     Ok(())
 }
+
+/// Snoozes for `Duration::MAX`, or asks to be retried after it: the store must clamp, never
+/// overflow.
+#[job(retry = 3)]
+pub async fn waits_forever(snooze: bool) -> Result<Outcome, TestError> {
+    if snooze {
+        Ok(Outcome::Snooze(Duration::MAX))
+    } else {
+        Err(TestError::Later {
+            wait: Duration::MAX,
+        })
+    }
+}

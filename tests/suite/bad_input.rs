@@ -228,3 +228,91 @@ async fn sqlx_run(url: &str, sql: &str) {
     sqlx::query(sql).execute(&pool).await.unwrap();
     pool.close().await;
 }
+
+errand_tests::per_sql_store!(durations_near_the_maximum_are_clamped);
+
+/// `Duration::MAX` as a delay, a snooze or a `#[retry_after]` means "about forever" on every
+/// store; PostgreSQL used to fail with "bigint out of range" where SQLite saturated.
+async fn durations_near_the_maximum_are_clamped(store: errand_tests::common::TestStore) {
+    let client = &store.client;
+    let delayed = succeed::with(tag("forever"))
+        .delay(std::time::Duration::MAX)
+        .enqueue(client)
+        .await
+        .unwrap()
+        .id;
+    let snoozed = waits_forever::enqueue(client, true).await.unwrap().id;
+    let retried = waits_forever::enqueue(client, false).await.unwrap().id;
+    worker(client, &["default"]).run_until_idle().await.unwrap();
+    assert_eq!(job(client, delayed).await.state, JobState::Scheduled);
+    let snoozed = job(client, snoozed).await;
+    assert_eq!(snoozed.state, JobState::Scheduled, "{:?}", snoozed.errors);
+    let retried = job(client, retried).await;
+    assert_eq!(retried.state, JobState::Retryable, "{:?}", retried.errors);
+    let year = std::time::Duration::from_secs(365 * 86_400);
+    assert!(retried.scheduled_at > std::time::SystemTime::now() + 100 * year);
+}
+
+/// A refused PostgreSQL connection fails at once with its cause and where it went, never after
+/// the pool's 10 s timeout with only "pool timed out", and never with a password.
+#[tokio::test]
+async fn a_refused_postgres_connection_says_why_at_once() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://app:hunter2@127.0.0.1:{port}/jobs?password=hunter3");
+    let err = tokio::time::timeout(std::time::Duration::from_secs(8), Client::connect(&url))
+        .await
+        .expect("a refused connection must not wait for the pool's timeout")
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, Error::Connect { .. }), "{err:?}");
+    assert!(message.to_lowercase().contains("refused"), "{message}");
+    assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
+    assert!(
+        !message.contains("hunter2") && !message.contains("hunter3"),
+        "a password leaked: {message}"
+    );
+}
+
+/// The notification channel is `errand_<schema>`; PostgreSQL truncates it past 63 bytes, so a
+/// longer schema name is refused up front instead of failing every insert.
+#[tokio::test]
+async fn a_schema_name_too_long_for_its_channel_is_refused() {
+    let schema = "s".repeat(57);
+    let url = errand_tests::common::postgres_url();
+    let err = Client::connect_with(&url, Config::default().schema(&schema))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidUrl { .. }), "{err:?}");
+    assert!(err.to_string().contains("at most 56 characters"), "{err}");
+}
+
+/// A row whose arguments are not JSON at all dies as undecodable, and stays readable: the job
+/// and the dead set show its raw arguments and its error.
+#[tokio::test]
+async fn a_row_whose_arguments_are_not_json_is_listed_with_them() {
+    let store = sqlite().await;
+    let client = &store.client;
+    let id = succeed::enqueue(client, tag("not-json")).await.unwrap().id;
+    let raw = sqlx::SqlitePool::connect(store.url.as_deref().unwrap())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE errand_jobs SET args = 'not json {' WHERE id = ?1")
+        .bind(id.get())
+        .execute(&raw)
+        .await
+        .unwrap();
+    worker(client, &["default"]).run_until_idle().await.unwrap();
+    let dead = job(client, id).await;
+    assert_eq!(dead.state, JobState::Dead);
+    assert_eq!(dead.args, serde_json::json!("not json {"));
+    assert_eq!(dead.errors[0].kind, FailureKind::Undecodable);
+    let listed = client
+        .dead_jobs(&errand::DeadFilter::all(), errand::Page::first(10))
+        .await
+        .unwrap();
+    assert_eq!(listed.iter().map(|j| j.id).collect::<Vec<_>>(), [id]);
+}

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use errand::{Client, Config, JobState, Worker};
-use errand_tests::common::{job, postgres, postgres_url, records, tag, wait_for};
+use errand_tests::common::{job, postgres, postgres_url, records, tag, wait_for, worker};
 use errand_tests::jobs::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,5 +165,28 @@ async fn complete_in_commits_the_effect_and_the_completion_together() {
         .await
         .unwrap();
     assert_eq!(payments, [1, 2], "each effect exactly once");
+    store.clean_up().await;
+}
+
+/// The `LISTEN` connection is errand's own, outside the pool: with a pool of one connection a
+/// worker still claims (the listener used to hold the only one, and every claim timed out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_runs_on_a_pool_of_one_connection() {
+    let Some(store) = postgres().await else {
+        return;
+    };
+    let url = store.url.clone().unwrap();
+    let schema = store.schema.clone().unwrap();
+    let client = Client::connect_with(&url, Config::default().schema(&schema).max_connections(1))
+        .await
+        .unwrap();
+    let id = succeed::enqueue(&client, tag("pool-of-one"))
+        .await
+        .unwrap()
+        .id;
+    // Polls rarely: the job must be claimed on the wake-up of the local enqueue.
+    let w = worker(&client, &["default"]).poll_interval(std::time::Duration::from_secs(3600));
+    errand_tests::common::work_until_final(w, &client, &[id]).await;
+    assert_eq!(job(&client, id).await.state, JobState::Completed);
     store.clean_up().await;
 }

@@ -15,6 +15,7 @@ errand_tests::per_store!(
     reject_names_the_existing_job,
     until_expired_lets_the_key_go_after_unique_for,
     keys_longer_than_the_limit_are_refused,
+    a_retried_dead_job_takes_its_key_back,
 );
 
 const STATES: [JobState; 7] = [
@@ -285,4 +286,39 @@ async fn keys_longer_than_the_limit_are_refused(store: TestStore) {
     assert!(long_key::enqueue(&store.client, "x".repeat(100))
         .await
         .is_ok());
+}
+
+/// A dead `until_executed` job that is retried holds its key again: a duplicate enqueued after
+/// the retry is refused, and a dead job whose key another job took meanwhile stays dead rather
+/// than run beside it.
+async fn a_retried_dead_job_takes_its_key_back(store: TestStore) {
+    let client = &store.client;
+    let t = tag("retry-dead-key");
+    let dead = enqueue(client, "until_executed", &t, 1, "die", false, false)
+        .await
+        .id;
+    worker(client, &["default"]).run_until_idle().await.unwrap();
+    assert_eq!(job(client, dead).await.state, JobState::Dead);
+    assert!(client.retry_dead(dead).await.unwrap());
+    let duplicate = enqueue(client, "until_executed", &t, 1, "ok", true, false).await;
+    assert_eq!(
+        duplicate.duplicate_of,
+        Some(dead),
+        "the retried job holds its key again"
+    );
+
+    // Dead again; a new job takes the free key; retrying the dead one must not let both run.
+    worker(client, &["default"]).run_until_idle().await.unwrap();
+    assert_eq!(job(client, dead).await.state, JobState::Dead);
+    let taker = enqueue(client, "until_executed", &t, 1, "ok", true, false).await;
+    assert_eq!(taker.duplicate_of, None);
+    assert!(!client.retry_dead(dead).await.unwrap(), "its key is taken");
+    assert_eq!(
+        client
+            .retry_all_dead(&errand::DeadFilter::all())
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(job(client, dead).await.state, JobState::Dead);
 }

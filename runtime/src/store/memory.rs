@@ -543,8 +543,39 @@ impl Store for MemoryStore {
     async fn retry_dead(&self, filter: &DeadQuery) -> Result<u64, Error> {
         let mut inner = self.lock();
         let now = inner.now();
+        let ids: Vec<i64> = inner
+            .jobs
+            .values()
+            .filter(|r| filter.matches(&r.info))
+            .map(|r| r.info.id.get())
+            .collect();
         let mut retried = 0;
-        for row in inner.jobs.values_mut().filter(|r| filter.matches(&r.info)) {
+        for id in ids {
+            let Some(row) = inner.jobs.get(&id) else {
+                continue;
+            };
+            // A job unique until executed takes its key back, if no other job holds it now.
+            let key = match row.unique_strategy {
+                Some(UniqueStrategy::UntilExecuting | UniqueStrategy::UntilExecuted) => {
+                    row.info.key.clone()
+                }
+                _ => None,
+            };
+            if let Some(key) = &key {
+                let kind = row.info.kind.clone();
+                if inner
+                    .holder(&kind, key, |r| r.unique_key.as_deref())
+                    .is_some_and(|holder| holder != id)
+                {
+                    continue;
+                }
+            }
+            let Some(row) = inner.jobs.get_mut(&id) else {
+                continue;
+            };
+            if key.is_some() {
+                row.unique_key = key;
+            }
             row.info.state = JobState::Available;
             row.info.attempt = 0;
             row.info.scheduled_at = from_millis(now);

@@ -393,8 +393,9 @@ where
         id,
         kind: text("kind")?,
         queue: text("queue")?,
-        args: serde_json::from_str(&args)
-            .map_err(|e| corrupt(format!("arguments are not JSON: {e}")))?,
+        // Arguments that are not JSON (a row written by hand) are shown as they are, so that one
+        // bad row never makes a job or a listing unreadable; the job itself dies undecodable.
+        args: serde_json::from_str(&args).unwrap_or(serde_json::Value::String(args)),
         state: JobState::parse(&state)
             .ok_or_else(|| corrupt(format!("unknown state `{state}`")))?,
         attempt: u32::try_from(int("attempt")?).unwrap_or(0),

@@ -47,8 +47,13 @@ const MIGRATIONS: &[(i64, &str)] = &[
 #[derive(Clone, Debug)]
 pub(crate) struct PostgresStore {
     pool: PgPool,
+    /// How to open a connection of errand's own, outside the pool (for `LISTEN`).
+    options: PgConnectOptions,
     schema: String,
 }
+
+/// How long connecting may take before `Client::connect` gives up with the cause.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl PostgresStore {
     pub(crate) fn connect<'a>(
@@ -64,18 +69,41 @@ impl PostgresStore {
                 })?
                 // A startup parameter, not SQL: the schema name never becomes part of a statement.
                 .options([("search_path", schema)]);
+            let connect_error = |source| Error::Connect {
+                store: STORE,
+                url: format!(
+                    "{} ({}:{})",
+                    redact(url),
+                    options.get_host(),
+                    options.get_port()
+                ),
+                source,
+            };
+            // One connection first, on its own: a pool retries until its acquire timeout and
+            // then reports only that it timed out; this reports the cause (refused, unknown
+            // host, authentication failed) at once.
+            let probe = tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                <PgConnection as sqlx::Connection>::connect_with(&options),
+            )
+            .await
+            .map_err(|_| {
+                connect_error(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {CONNECT_TIMEOUT:?}"),
+                )))
+            })?
+            .map_err(connect_error)?;
+            let _ = sqlx::Connection::close(probe).await;
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(Duration::from_secs(10))
-                .connect_with(options)
+                .connect_with(options.clone())
                 .await
-                .map_err(|source| Error::Connect {
-                    store: STORE,
-                    url: redact(url),
-                    source,
-                })?;
+                .map_err(connect_error)?;
             let store = PostgresStore {
                 pool,
+                options,
                 schema: schema.to_owned(),
             };
             store.migrate().await?;
@@ -99,8 +127,15 @@ impl PostgresStore {
     }
 
     /// A listener for this schema's "job available" notifications.
+    ///
+    /// The listener holds its connection for as long as it lives, so it gets one of its own,
+    /// outside the client's pool: a pool of one connection must still serve claims.
     pub(crate) async fn listen(&self) -> Result<PgListener, Error> {
-        let mut listener = PgListener::connect_with(&self.pool)
+        let own = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_lazy_with(self.options.clone());
+        let mut listener = PgListener::connect_with(&own)
             .await
             .map_err(|e| op_error("open a LISTEN connection", e))?;
         listener
@@ -692,14 +727,18 @@ impl Store for PostgresStore {
     }
 
     async fn retry_dead(&self, filter: &DeadQuery) -> Result<u64, Error> {
+        // A job unique until executed takes its key back, and is retried only while no other
+        // job holds that key: otherwise it would run beside its duplicate.
         let retried = bind_dead(
             filter,
             sqlx::query(&format!(
                 "UPDATE errand_jobs
              SET state = 'available', attempt = 0, run_at = errand_now_ms(), finished_at = NULL,
                  lease_until = NULL, death_pending = false, death_until = NULL, death_deliveries = 0,
-                 cancel_requested = false
-             WHERE {DEAD_FILTER}"
+                 cancel_requested = false,
+                 unique_key = CASE WHEN unique_strategy IN ('until_executing', 'until_executed')
+                                   THEN idempotency_key ELSE unique_key END
+             WHERE {DEAD_FILTER}{RETRY_KEY_FREE}"
             )),
         )
         .execute(&self.pool)
@@ -812,6 +851,18 @@ const DEAD_FILTER: &str =
     "state = 'dead' AND ($1::bigint IS NULL OR id = $1) AND ($2::text IS NULL OR kind = $2)
     AND ($3::text IS NULL OR queue = $3) AND ($4::bigint IS NULL OR finished_at >= $4)
     AND ($5::bigint IS NULL OR finished_at < $5)";
+
+/// The condition a dead unique job's retry adds: its key is free, and it is the oldest dead
+/// job of its key in a bulk retry.
+const RETRY_KEY_FREE: &str = "
+             AND NOT (COALESCE(unique_strategy, '') IN ('until_executing', 'until_executed') AND (
+                 EXISTS (SELECT 1 FROM errand_jobs held
+                         WHERE held.kind = errand_jobs.kind AND held.unique_key = errand_jobs.idempotency_key)
+                 -- Of several dead jobs with one key, a bulk retry takes the oldest.
+                 OR ($1::bigint IS NULL AND EXISTS (
+                     SELECT 1 FROM errand_jobs twin
+                     WHERE twin.kind = errand_jobs.kind AND twin.idempotency_key = errand_jobs.idempotency_key
+                       AND twin.state = 'dead' AND twin.id < errand_jobs.id))))";
 
 /// Binds a [`DeadQuery`] to the five parameters [`DEAD_FILTER`] names.
 fn bind_dead<'q>(filter: &'q DeadQuery, query: PgQuery<'q>) -> PgQuery<'q> {

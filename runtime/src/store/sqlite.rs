@@ -694,11 +694,15 @@ impl Store for SqliteStore {
     }
 
     async fn retry_dead(&self, filter: &DeadQuery) -> Result<u64, Error> {
+        // A job unique until executed takes its key back, and is retried only while no other
+        // job holds that key: otherwise it would run beside its duplicate.
         let retried = bind_dead(filter, sqlx::query(&format!(
             "UPDATE errand_jobs
              SET state = 'available', attempt = 0, run_at = ?6, finished_at = NULL, lease_until = NULL,
-                 death_pending = 0, death_until = NULL, death_deliveries = 0, cancel_requested = 0
-             WHERE {DEAD_FILTER}"
+                 death_pending = 0, death_until = NULL, death_deliveries = 0, cancel_requested = 0,
+                 unique_key = CASE WHEN unique_strategy IN ('until_executing', 'until_executed')
+                                   THEN idempotency_key ELSE unique_key END
+             WHERE {DEAD_FILTER}{RETRY_KEY_FREE}"
         )))
         .bind(now_ms())
         .execute(&self.pool)
@@ -815,6 +819,18 @@ impl Store for SqliteStore {
 /// after, `?5` died before: a condition whose value is NULL holds.
 const DEAD_FILTER: &str = "state = 'dead' AND (?1 IS NULL OR id = ?1) AND (?2 IS NULL OR kind = ?2)
     AND (?3 IS NULL OR queue = ?3) AND (?4 IS NULL OR finished_at >= ?4) AND (?5 IS NULL OR finished_at < ?5)";
+
+/// The condition a dead unique job's retry adds: its key is free, and it is the oldest dead
+/// job of its key in a bulk retry.
+const RETRY_KEY_FREE: &str = "
+             AND NOT (COALESCE(unique_strategy, '') IN ('until_executing', 'until_executed') AND (
+                 EXISTS (SELECT 1 FROM errand_jobs held
+                         WHERE held.kind = errand_jobs.kind AND held.unique_key = errand_jobs.idempotency_key)
+                 -- Of several dead jobs with one key, a bulk retry takes the oldest.
+                 OR (?1 IS NULL AND EXISTS (
+                     SELECT 1 FROM errand_jobs twin
+                     WHERE twin.kind = errand_jobs.kind AND twin.idempotency_key = errand_jobs.idempotency_key
+                       AND twin.state = 'dead' AND twin.id < errand_jobs.id))))";
 
 /// Binds a [`DeadQuery`] to the five parameters [`DEAD_FILTER`] names.
 fn bind_dead<'q>(filter: &'q DeadQuery, query: SqliteQuery<'q>) -> SqliteQuery<'q> {
