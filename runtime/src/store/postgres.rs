@@ -47,8 +47,9 @@ const MIGRATIONS: &[(i64, &str)] = &[
 #[derive(Clone, Debug)]
 pub(crate) struct PostgresStore {
     pool: PgPool,
-    /// How to open a connection of errand's own, outside the pool (for `LISTEN`).
-    options: PgConnectOptions,
+    /// How to open a connection of errand's own, outside the pool (for `LISTEN`). Boxed: the
+    /// options are large, and the store is one variant of a small enum.
+    options: Box<PgConnectOptions>,
     schema: String,
 }
 
@@ -103,7 +104,7 @@ impl PostgresStore {
                 .map_err(connect_error)?;
             let store = PostgresStore {
                 pool,
-                options,
+                options: Box::new(options),
                 schema: schema.to_owned(),
             };
             store.migrate().await?;
@@ -134,7 +135,7 @@ impl PostgresStore {
         let own = PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(CONNECT_TIMEOUT)
-            .connect_lazy_with(self.options.clone());
+            .connect_lazy_with((*self.options).clone());
         let mut listener = PgListener::connect_with(&own)
             .await
             .map_err(|e| op_error("open a LISTEN connection", e))?;
