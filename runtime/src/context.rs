@@ -144,22 +144,36 @@ impl Context {
     /// writes: they commit together or not at all. If the job then returns `Ok`, the worker has
     /// nothing left to record; if `tx` rolls back, the job's own return decides as usual.
     ///
-    /// Fails with [`Error::NotRunning`] if this run no longer owns the job (its lease ran out
-    /// and another worker took it): roll the transaction back.
+    /// Use `?` on it: on any error, the writes must not commit. It fails with
+    /// [`Error::NotRunning`] if this run no longer owns the job (its lease ran out and another
+    /// worker took it; this run's outcome is then discarded), and with a store error if `tx`
+    /// cannot reach errand's tables.
+    ///
+    /// It locks the job's row until `tx` ends; keep `tx` shorter than the lease. It expects
+    /// READ COMMITTED: under REPEATABLE READ or SERIALIZABLE, a lease renewal after `tx`'s
+    /// first statement makes it fail with a serialization error, and the job retries.
     ///
     /// ```no_run
-    /// # use errand::{job, Context};
+    /// # use errand::{job, Context, JobError};
     /// # static POOL: std::sync::OnceLock<sqlx::PgPool> = std::sync::OnceLock::new();
     /// # fn pool() -> &'static sqlx::PgPool { POOL.get().expect("set at start") }
+    /// #[derive(Debug, thiserror::Error, JobError)]
+    /// enum PayError {
+    ///     #[error(transparent)]
+    ///     #[transient]
+    ///     Db(#[from] sqlx::Error),
+    ///     #[error(transparent)]
+    ///     #[transient]
+    ///     Errand(#[from] errand::Error),
+    /// }
+    ///
     /// #[job]
-    /// async fn mark_paid(ctx: &Context, order_id: i64) -> Result<(), sqlx::Error> {
-    ///     let pool = pool();
-    ///     let mut tx = pool.begin().await?;
+    /// async fn mark_paid(ctx: &Context, order_id: i64) -> Result<(), PayError> {
+    ///     let mut tx = pool().begin().await?;
     ///     sqlx::query("UPDATE orders SET paid = true WHERE id = $1").bind(order_id).execute(&mut *tx).await?;
-    ///     if ctx.complete_in(&mut tx).await.is_err() {
-    ///         return Ok(()); // taken by another worker: drop `tx`, which rolls back
-    ///     }
-    ///     tx.commit().await
+    ///     ctx.complete_in(&mut tx).await?; // on any error, `tx` rolls back and the job fails
+    ///     tx.commit().await?;
+    ///     Ok(())
     /// }
     /// ```
     pub async fn complete_in<T: Transaction>(&self, tx: &mut T) -> Result<(), Error> {

@@ -612,3 +612,74 @@ pub async fn waits_forever(snooze: bool) -> Result<Outcome, TestError> {
         })
     }
 }
+
+/// A pool on the test server whose connections reach `schema` only if `reach` says so.
+async fn pool_on(schema: &str, reach: bool) -> Result<sqlx::PgPool, TestError> {
+    let mut options: sqlx::postgres::PgConnectOptions = crate::common::postgres_url()
+        .parse()
+        .map_err(|e: sqlx::Error| TestError::Broken(e.to_string()))?;
+    if reach {
+        options = options.options([("search_path", schema)]);
+    }
+    Ok(sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await?)
+}
+
+/// The documented `complete_in` pattern, on a transaction whose connection cannot see errand's
+/// schema: `complete_in` fails, `?` fails the job, and nothing is completed without its writes.
+#[job(retry = 0)]
+pub async fn completes_in_a_blind_transaction(
+    ctx: &Context,
+    schema: String,
+) -> Result<(), TestError> {
+    let pool = pool_on(&schema, false).await?;
+    let mut tx = pool.begin().await?;
+    ctx.complete_in(&mut tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Pays inside a REPEATABLE READ transaction and completes in it. On attempt 1 it waits, with
+/// its snapshot taken, until its worker renewed the lease: then `complete_in` meets a
+/// serialization failure, the transaction rolls back, and the job retries.
+#[job(retry = 3, backoff = fast)]
+pub async fn pays_in_repeatable_read(
+    ctx: &Context,
+    schema: String,
+    order_id: i64,
+) -> Result<(), TestError> {
+    let pool = pool_on(&schema, true).await?;
+    let watcher = pool_on(&schema, true).await?;
+    let lease = || {
+        sqlx::query_scalar::<_, Option<i64>>("SELECT lease_until FROM errand_jobs WHERE id = $1")
+            .bind(ctx.id().get())
+            .fetch_one(&watcher)
+    };
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .execute(&mut *tx)
+        .await?;
+    let before =
+        sqlx::query_scalar::<_, Option<i64>>("SELECT lease_until FROM errand_jobs WHERE id = $1")
+            .bind(ctx.id().get())
+            .fetch_one(&mut *tx)
+            .await?;
+    if ctx.attempt() == 1 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while lease().await? == before {
+            if std::time::Instant::now() > deadline {
+                return Err(TestError::Broken("the lease was never renewed".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    sqlx::query("INSERT INTO payments (order_id) VALUES ($1)")
+        .bind(order_id)
+        .execute(&mut *tx)
+        .await?;
+    ctx.complete_in(&mut tx).await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -190,3 +190,69 @@ async fn a_worker_runs_on_a_pool_of_one_connection() {
     assert_eq!(job(&client, id).await.state, JobState::Completed);
     store.clean_up().await;
 }
+
+/// The README's `complete_in` pattern (`?`) on a transaction that cannot reach errand's schema:
+/// the job fails with the cause, and is not completed without its writes (the pattern it
+/// replaced, `if complete_in(..).is_err() { return Ok(()) }`, completed it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn complete_in_on_a_transaction_without_the_schema_fails_the_job() {
+    let Some(store) = postgres().await else {
+        return;
+    };
+    let schema = store.schema.clone().unwrap();
+    let id = completes_in_a_blind_transaction::enqueue(&store.client, schema)
+        .await
+        .unwrap()
+        .id;
+    Worker::new(store.client.clone())
+        .run_until_idle()
+        .await
+        .unwrap();
+    let done = job(&store.client, id).await;
+    assert_eq!(done.state, JobState::Dead, "{done:?}");
+    assert!(
+        done.errors[0].message.contains("errand_jobs"),
+        "{:?}",
+        done.errors
+    );
+    store.clean_up().await;
+}
+
+/// Under REPEATABLE READ, a renewal between the transaction's snapshot and `complete_in` makes
+/// `complete_in` fail with a serialization error: the transaction rolls back, the job retries,
+/// and the effect happens once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn complete_in_under_repeatable_read_retries_and_pays_once() {
+    let Some(store) = postgres().await else {
+        return;
+    };
+    let pool = store.postgres_pool().await;
+    sqlx::query("CREATE TABLE payments (order_id BIGINT NOT NULL)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let schema = store.schema.clone().unwrap();
+    let id = pays_in_repeatable_read::enqueue(&store.client, schema, 7)
+        .await
+        .unwrap()
+        .id;
+    let w = worker(&store.client, &["default"]).lease(Duration::from_millis(600));
+    errand_tests::common::work_until_final(w, &store.client, &[id]).await;
+    let done = job(&store.client, id).await;
+    assert_eq!(
+        (done.state, done.attempt),
+        (JobState::Completed, 2),
+        "{done:?}"
+    );
+    assert!(
+        done.errors[0].message.contains("serialize"),
+        "{:?}",
+        done.errors
+    );
+    let payments: Vec<i64> = sqlx::query_scalar("SELECT order_id FROM payments")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(payments, [7], "the effect happened once");
+    store.clean_up().await;
+}
