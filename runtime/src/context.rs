@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::error::Error;
 use crate::job::JobId;
 use crate::request::Transaction;
-use crate::store::{Backend, Claimed, Store};
+use crate::store::{Backend, Claimed, StepOwner, Store};
 use crate::worker::runs::RunSignal;
 
 /// The running job's identity, handed to a `#[job]` function that takes `ctx: &Context` first.
@@ -277,7 +277,14 @@ impl Context {
         let value = effect.await?;
         let json = serde_json::to_string(&value)
             .map_err(|e| step_error(format!("its result does not encode: {e}")))?;
-        self.inner.store.record_step(scope, name, &json).await?;
+        let inner = &self.inner;
+        let owner = StepOwner {
+            scope,
+            kind: &inner.kind,
+            key: inner.has_key.then_some(inner.idempotency_key.as_str()),
+            job: inner.id,
+        };
+        inner.store.record_step(&owner, name, &json).await?;
         Ok(value)
     }
 }

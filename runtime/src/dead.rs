@@ -157,15 +157,18 @@ pub struct Retention {
     pub(crate) finished_for: Duration,
     pub(crate) dead_for: Duration,
     pub(crate) max_dead: usize,
+    pub(crate) steps_for: Duration,
 }
 
 impl Default for Retention {
-    /// Completed and cancelled jobs for a day; dead jobs for 180 days, at most 10,000.
+    /// Completed and cancelled jobs for a day; dead jobs for 180 days, at most 10,000; ledger
+    /// steps for 7 days.
     fn default() -> Self {
         Retention {
             finished_for: Duration::from_secs(86_400),
             dead_for: Duration::from_secs(180 * 86_400),
             max_dead: 10_000,
+            steps_for: Duration::from_secs(7 * 86_400),
         }
     }
 }
@@ -186,6 +189,16 @@ impl Retention {
     /// Keep at most this many dead jobs; the oldest deaths go first.
     pub fn max_dead(mut self, count: usize) -> Self {
         self.max_dead = count;
+        self
+    }
+
+    /// Keep the effect ledger's records ([`Context::step`](crate::Context::step)) this long
+    /// after they were recorded (default 7 days), and in any case while a job that has not
+    /// finished holds their key. A key thus names one logical operation for this long: a
+    /// job enqueued later with the same key gets the recorded results instead of running its
+    /// steps. Put what makes an operation new into its key (a daily digest: the date).
+    pub fn keep_steps_for(mut self, keep: Duration) -> Self {
+        self.steps_for = keep;
         self
     }
 }

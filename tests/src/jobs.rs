@@ -683,3 +683,15 @@ pub async fn pays_in_repeatable_read(
     tx.commit().await?;
     Ok(())
 }
+
+/// Records `effect` when its ledger step runs: a step that returns its recorded result leaves
+/// no record.
+#[job(key = "lc-<key>", backoff = fast)]
+pub async fn ledger_counted(ctx: &Context, tag: String, key: String) -> Result<(), TestError> {
+    let _ = &key; // in the key only
+    ctx.step("effect", async {
+        record(&tag, "effect");
+        Ok::<_, TestError>(())
+    })
+    .await
+}

@@ -13,7 +13,7 @@ use crate::info::{duration_millis, from_millis, to_millis, AttemptError, JobInfo
 use crate::job::{JobId, JobState};
 use crate::job::{OnConflict, UniqueStrategy};
 use crate::store::{
-    Claimed, DeadQuery, Finish, Inserted, NewJob, RunId, Store, KEEP_FIRST_ERRORS,
+    Claimed, DeadQuery, Finish, Inserted, NewJob, RunId, StepOwner, Store, KEEP_FIRST_ERRORS,
     LEASE_LOST_AFTER, LEASE_LOST_BEFORE, MAX_ERRORS,
 };
 
@@ -27,9 +27,19 @@ struct Inner {
     next_id: i64,
     jobs: BTreeMap<i64, Row>,
     /// The effect ledger: `(scope, step)` to the recorded result.
-    steps: HashMap<(String, String), String>,
+    steps: HashMap<(String, String), Step>,
     /// How far the test has moved the clock past real time.
     skew_ms: i64,
+}
+
+/// A ledger record and whose it is, for pruning.
+#[derive(Clone, Debug)]
+struct Step {
+    result: String,
+    created_at: i64,
+    kind: String,
+    key: Option<String>,
+    job: i64,
 }
 
 #[derive(Clone, Debug)]
@@ -455,15 +465,27 @@ impl Store for MemoryStore {
             .lock()
             .steps
             .get(&(scope.to_owned(), name.to_owned()))
-            .cloned())
+            .map(|step| step.result.clone()))
     }
 
-    async fn record_step(&self, scope: &str, name: &str, result: &str) -> Result<(), Error> {
+    async fn record_step(
+        &self,
+        owner: &StepOwner<'_>,
+        name: &str,
+        result: &str,
+    ) -> Result<(), Error> {
         let mut inner = self.lock();
+        let created_at = inner.now();
         inner
             .steps
-            .entry((scope.to_owned(), name.to_owned()))
-            .or_insert_with(|| result.to_owned());
+            .entry((owner.scope.to_owned(), name.to_owned()))
+            .or_insert_with(|| Step {
+                result: result.to_owned(),
+                created_at,
+                kind: owner.kind.to_owned(),
+                key: owner.key.map(str::to_owned),
+                job: owner.job.get(),
+            });
         Ok(())
     }
 
@@ -630,7 +652,28 @@ impl Store for MemoryStore {
         for id in &doomed {
             inner.jobs.remove(id);
         }
-        Ok(doomed.len() as u64)
+        let steps_before = now.saturating_sub(duration_millis(retention.steps_for));
+        let held = |inner: &Inner, step: &Step| {
+            inner.jobs.values().any(|r| {
+                !r.info.state.is_final()
+                    && r.info.kind == step.kind
+                    && match &step.key {
+                        Some(key) => r.info.key.as_ref() == Some(key),
+                        None => r.info.id.get() == step.job,
+                    }
+            })
+        };
+        let stale: Vec<(String, String)> = inner
+            .steps
+            .iter()
+            .filter(|(_, step)| step.created_at < steps_before && !held(&inner, step))
+            .map(|(name, _)| name.clone())
+            .take(batch)
+            .collect();
+        for name in &stale {
+            inner.steps.remove(name);
+        }
+        Ok((doomed.len() + stale.len()) as u64)
     }
 
     async fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<JobId>, Error> {

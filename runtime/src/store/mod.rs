@@ -268,7 +268,7 @@ pub(crate) trait Store: Send + Sync {
     /// Records a step's result; the first record of a step wins.
     fn record_step(
         &self,
-        scope: &str,
+        owner: &StepOwner<'_>,
         name: &str,
         result: &str,
     ) -> impl Future<Output = Result<(), Error>> + Send;
@@ -325,6 +325,17 @@ pub(crate) trait Store: Send + Sync {
         &self,
         jobs: &[NewJob],
     ) -> impl Future<Output = Result<Vec<JobId>, Error>> + Send;
+}
+
+/// Whose ledger entry a step is: its scope (the key it is recorded under) and the job that
+/// recorded it. Pruning keeps the entry while a job that has not finished holds the key (or,
+/// for a keyless job, while that job has not finished).
+pub(crate) struct StepOwner<'a> {
+    pub(crate) scope: &'a str,
+    pub(crate) kind: &'a str,
+    /// The job's rendered key, for a job with a key template.
+    pub(crate) key: Option<&'a str>,
+    pub(crate) job: JobId,
 }
 
 /// Which dead jobs an operation is about: every field that is set must match.
@@ -495,8 +506,13 @@ impl Store for Backend {
         dispatch!(self, s => s.step_result(scope, name).await)
     }
 
-    async fn record_step(&self, scope: &str, name: &str, result: &str) -> Result<(), Error> {
-        dispatch!(self, s => s.record_step(scope, name, result).await)
+    async fn record_step(
+        &self,
+        owner: &StepOwner<'_>,
+        name: &str,
+        result: &str,
+    ) -> Result<(), Error> {
+        dispatch!(self, s => s.record_step(owner, name, result).await)
     }
 
     async fn cancel(&self, id: JobId, error: &AttemptError) -> Result<Cancellation, Error> {

@@ -21,7 +21,7 @@ use crate::info::{duration_millis, AttemptError, JobInfo, StoredAttempt};
 use crate::job::JobId;
 use crate::job::OnConflict;
 use crate::store::{
-    job_from_row, BoxFuture, Claimed, DeadQuery, Finish, Inserted, NewJob, RunId, Store,
+    job_from_row, BoxFuture, Claimed, DeadQuery, Finish, Inserted, NewJob, RunId, StepOwner, Store,
     KEEP_FIRST_ERRORS, LEASE_LOST_AFTER, LEASE_LOST_BEFORE, MAX_ERRORS,
 };
 
@@ -41,6 +41,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         4,
         include_str!("../../migrations/postgres/0004_death_leases.sql"),
+    ),
+    (
+        5,
+        include_str!("../../migrations/postgres/0005_retention.sql"),
     ),
 ];
 
@@ -617,14 +621,24 @@ impl Store for PostgresStore {
             .map_err(|e| op_error(format!("read step `{name}` of `{scope}`"), e))
     }
 
-    async fn record_step(&self, scope: &str, name: &str, result: &str) -> Result<(), Error> {
+    async fn record_step(
+        &self,
+        owner: &StepOwner<'_>,
+        name: &str,
+        result: &str,
+    ) -> Result<(), Error> {
+        let scope = owner.scope;
         sqlx::query(
-            "INSERT INTO errand_steps (scope, name, result, created_at) VALUES ($1, $2, $3, errand_now_ms())
+            "INSERT INTO errand_steps (scope, name, result, created_at, kind, job_key, job_id)
+             VALUES ($1, $2, $3, errand_now_ms(), $4, $5, $6)
              ON CONFLICT DO NOTHING",
         )
         .bind(scope)
         .bind(name)
         .bind(result)
+        .bind(owner.kind)
+        .bind(owner.key)
+        .bind(owner.job.get())
         .execute(&self.pool)
         .await
         .map_err(|e| op_error(format!("record step `{name}` of `{scope}`"), e))?;
@@ -776,24 +790,66 @@ impl Store for PostgresStore {
     }
 
     async fn prune(&self, retention: &Retention, batch: usize) -> Result<u64, Error> {
-        let deleted = sqlx::query(
-            "DELETE FROM errand_jobs WHERE id IN (
-                 SELECT id FROM errand_jobs
-                 WHERE (state IN ('completed', 'cancelled') AND finished_at < errand_now_ms() - $1)
-                    OR (state = 'dead' AND finished_at < errand_now_ms() - $2)
-                 LIMIT $4)
-             OR id IN (
-                 SELECT id FROM errand_jobs WHERE state = 'dead'
-                 ORDER BY finished_at DESC, id DESC LIMIT $4 OFFSET $3)",
-        )
-        .bind(duration_millis(retention.finished_for))
-        .bind(duration_millis(retention.dead_for))
-        .bind(i64::try_from(retention.max_dead).unwrap_or(i64::MAX))
-        .bind(i64::try_from(batch).unwrap_or(i64::MAX))
-        .execute(&self.pool)
-        .await
-        .map_err(|e| op_error("prune finished jobs", e))?;
-        Ok(deleted.rows_affected())
+        // One statement per kind of row, each a range of one index, so that a backlog of
+        // millions costs each batch an index scan, not a table scan (the single statement this
+        // replaced, `id IN (..) OR id IN (..)`, could use no index). With 1,000,000 jobs and
+        // 200,000 ledger records of which 1% are due, `EXPLAIN` shows: a `Bitmap Index Scan on
+        // errand_jobs_finished` under the `LIMIT` of the first two; an `Index Only Scan
+        // Backward using errand_jobs_finished` for the surplus of dead jobs; and for the
+        // ledger, an `Index Scan using errand_steps_created` whose two `NOT EXISTS` are index
+        // look-ups (`errand_jobs_key`, `errand_jobs_pkey`), deleted by a `Tid Scan`. Where most
+        // rows are due, the planner rightly prefers a sequential scan that stops at the limit.
+        let batch = i64::try_from(batch).unwrap_or(i64::MAX);
+        let statements: [(&str, i64, &str); 4] = [
+            (
+                "DELETE FROM errand_jobs WHERE id IN (
+                     SELECT id FROM errand_jobs
+                     WHERE state IN ('completed', 'cancelled') AND finished_at < errand_now_ms() - $1
+                     LIMIT $2)",
+                duration_millis(retention.finished_for),
+                "prune finished jobs",
+            ),
+            (
+                "DELETE FROM errand_jobs WHERE id IN (
+                     SELECT id FROM errand_jobs
+                     WHERE state = 'dead' AND finished_at < errand_now_ms() - $1
+                     LIMIT $2)",
+                duration_millis(retention.dead_for),
+                "prune old dead jobs",
+            ),
+            (
+                "DELETE FROM errand_jobs WHERE id IN (
+                     SELECT id FROM errand_jobs WHERE state = 'dead'
+                     ORDER BY finished_at DESC, id DESC OFFSET $1 LIMIT $2)",
+                i64::try_from(retention.max_dead).unwrap_or(i64::MAX),
+                "prune surplus dead jobs",
+            ),
+            (
+                "DELETE FROM errand_steps WHERE ctid = ANY (ARRAY(
+                 SELECT ctid FROM errand_steps s
+                 WHERE s.created_at < errand_now_ms() - $1
+                   AND NOT EXISTS (SELECT 1 FROM errand_jobs j
+                                   WHERE j.kind = s.kind AND j.idempotency_key = s.job_key
+                                     AND j.state NOT IN ('completed', 'cancelled', 'dead'))
+                   AND NOT EXISTS (SELECT 1 FROM errand_jobs j
+                                   WHERE s.job_key IS NULL AND j.id = s.job_id
+                                     AND j.state NOT IN ('completed', 'cancelled', 'dead'))
+                 LIMIT $2))",
+                duration_millis(retention.steps_for),
+                "prune the effect ledger",
+            ),
+        ];
+        let mut deleted = 0;
+        for (sql, bound, op) in statements {
+            let done = sqlx::query(sql)
+                .bind(bound)
+                .bind(batch)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| op_error(op, e))?;
+            deleted += done.rows_affected();
+        }
+        Ok(deleted)
     }
 
     async fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<JobId>, Error> {

@@ -19,7 +19,7 @@ use crate::info::{duration_millis, to_millis, AttemptError, JobInfo, StoredAttem
 use crate::job::OnConflict;
 use crate::job::{JobId, JobState};
 use crate::store::{
-    job_from_row, BoxFuture, Claimed, DeadQuery, Finish, Inserted, NewJob, RunId, Store,
+    job_from_row, BoxFuture, Claimed, DeadQuery, Finish, Inserted, NewJob, RunId, StepOwner, Store,
     KEEP_FIRST_ERRORS, LEASE_LOST_AFTER, LEASE_LOST_BEFORE, MAX_ERRORS,
 };
 
@@ -36,6 +36,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         4,
         include_str!("../../migrations/sqlite/0004_death_leases.sql"),
+    ),
+    (
+        5,
+        include_str!("../../migrations/sqlite/0005_retention.sql"),
     ),
 ];
 
@@ -581,15 +585,25 @@ impl Store for SqliteStore {
             .map_err(|e| op_error(format!("read step `{name}` of `{scope}`"), e))
     }
 
-    async fn record_step(&self, scope: &str, name: &str, result: &str) -> Result<(), Error> {
+    async fn record_step(
+        &self,
+        owner: &StepOwner<'_>,
+        name: &str,
+        result: &str,
+    ) -> Result<(), Error> {
+        let scope = owner.scope;
         sqlx::query(
-            "INSERT INTO errand_steps (scope, name, result, created_at) VALUES (?1, ?2, ?3, ?4)
+            "INSERT INTO errand_steps (scope, name, result, created_at, kind, job_key, job_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT DO NOTHING",
         )
         .bind(scope)
         .bind(name)
         .bind(result)
         .bind(now_ms())
+        .bind(owner.kind)
+        .bind(owner.key)
+        .bind(owner.job.get())
         .execute(&self.pool)
         .await
         .map_err(|e| op_error(format!("record step `{name}` of `{scope}`"), e))?;
@@ -741,25 +755,57 @@ impl Store for SqliteStore {
     }
 
     async fn prune(&self, retention: &Retention, batch: usize) -> Result<u64, Error> {
+        // One statement per kind of row, each a range of one index (see the PostgreSQL store).
         let now = now_ms();
-        let deleted = sqlx::query(
-            "DELETE FROM errand_jobs WHERE id IN (
-                 SELECT id FROM errand_jobs
-                 WHERE (state IN ('completed', 'cancelled') AND finished_at < ?1)
-                    OR (state = 'dead' AND finished_at < ?2)
-                 LIMIT ?4)
-             OR id IN (
-                 SELECT id FROM errand_jobs WHERE state = 'dead'
-                 ORDER BY finished_at DESC, id DESC LIMIT ?4 OFFSET ?3)",
-        )
-        .bind(now.saturating_sub(duration_millis(retention.finished_for)))
-        .bind(now.saturating_sub(duration_millis(retention.dead_for)))
-        .bind(i64::try_from(retention.max_dead).unwrap_or(i64::MAX))
-        .bind(i64::try_from(batch).unwrap_or(i64::MAX))
-        .execute(&self.pool)
-        .await
-        .map_err(|e| op_error("prune finished jobs", e))?;
-        Ok(deleted.rows_affected())
+        let ago = |keep| now.saturating_sub(duration_millis(keep));
+        let batch = i64::try_from(batch).unwrap_or(i64::MAX);
+        let statements: [(&str, i64, &str); 4] = [
+            (
+                "DELETE FROM errand_jobs WHERE id IN (
+                     SELECT id FROM errand_jobs
+                     WHERE state IN ('completed', 'cancelled') AND finished_at < ?1 LIMIT ?2)",
+                ago(retention.finished_for),
+                "prune finished jobs",
+            ),
+            (
+                "DELETE FROM errand_jobs WHERE id IN (
+                     SELECT id FROM errand_jobs WHERE state = 'dead' AND finished_at < ?1 LIMIT ?2)",
+                ago(retention.dead_for),
+                "prune old dead jobs",
+            ),
+            (
+                "DELETE FROM errand_jobs WHERE id IN (
+                     SELECT id FROM errand_jobs WHERE state = 'dead'
+                     ORDER BY finished_at DESC, id DESC LIMIT ?2 OFFSET ?1)",
+                i64::try_from(retention.max_dead).unwrap_or(i64::MAX),
+                "prune surplus dead jobs",
+            ),
+            (
+                "DELETE FROM errand_steps WHERE (scope, name) IN (
+                 SELECT scope, name FROM errand_steps s
+                 WHERE s.created_at < ?1
+                   AND NOT EXISTS (SELECT 1 FROM errand_jobs j
+                                   WHERE j.kind = s.kind AND j.idempotency_key = s.job_key
+                                     AND j.state NOT IN ('completed', 'cancelled', 'dead'))
+                   AND NOT EXISTS (SELECT 1 FROM errand_jobs j
+                                   WHERE s.job_key IS NULL AND j.id = s.job_id
+                                     AND j.state NOT IN ('completed', 'cancelled', 'dead'))
+                 LIMIT ?2)",
+                ago(retention.steps_for),
+                "prune the effect ledger",
+            ),
+        ];
+        let mut deleted = 0;
+        for (sql, bound, op) in statements {
+            let done = sqlx::query(sql)
+                .bind(bound)
+                .bind(batch)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| op_error(op, e))?;
+            deleted += done.rows_affected();
+        }
+        Ok(deleted)
     }
 
     async fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<JobId>, Error> {
