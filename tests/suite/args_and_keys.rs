@@ -106,17 +106,19 @@ errand_tests::per_store!(values_that_look_like_separators_keep_keys_apart);
 async fn values_that_look_like_separators_keep_keys_apart(store: TestStore) {
     let client = &store.client;
     let t = tag("pair-keys");
+    // One after the other, so that the second finds the first's record if they share a key.
     let first = ledger_pair::with(t.clone(), "x-y".into(), "z".into())
         .enqueue(client)
         .await
         .unwrap()
         .id;
+    work_until_final(worker(client, &["default"]), client, &[first]).await;
     let second = ledger_pair::with(t.clone(), "x".into(), "y-z".into())
         .enqueue(client)
         .await
         .unwrap()
         .id;
-    work_until_final(worker(client, &["default"]), client, &[first, second]).await;
+    work_until_final(worker(client, &["default"]), client, &[second]).await;
     let mut charged = records(&t);
     charged.sort();
     assert_eq!(charged, ["x-y|z", "x|y-z"], "each job ran its own charge");
