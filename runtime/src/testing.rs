@@ -178,7 +178,6 @@ pub fn context(kind: &str, key: &str) -> Context {
         max_attempts: 1,
         key: Some(key.to_owned()),
         fence: 0,
-        created_at: 0,
     };
     Context::new(
         &job,

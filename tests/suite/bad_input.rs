@@ -178,41 +178,57 @@ async fn undecodable_arguments_die_at_once_and_never_stop_the_worker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_kind_waits_out_its_grace_period_then_dies() {
     let store = sqlite().await;
+    let url = store.url.as_deref().unwrap();
     let now = errand_now();
-    let id = insert_raw_at(
-        store.url.as_deref().unwrap(),
-        "from_the_future",
-        "{}",
-        5,
-        now,
-    )
-    .await;
-    // Within the grace period, the job is left (snoozed, no attempt spent) for another worker.
+    // Enqueued long ago, due only now (a retry after its backoff, a delayed job, a retried
+    // dead job): the grace runs from when it became due, not from its enqueue.
+    let id = insert_raw_at(url, "from_the_future", "{}", 5, 0).await;
+    sqlx_run(url, &format!("UPDATE errand_jobs SET run_at = {now}")).await;
+    // Within the grace period, the job is left untouched for a worker that knows the kind.
     worker(&store.client, &["default"])
         .run_until_idle()
         .await
         .unwrap();
     let waiting = job(&store.client, id).await;
-    assert_eq!((waiting.state, waiting.attempt), (JobState::Scheduled, 0));
+    assert_eq!((waiting.state, waiting.attempt), (JobState::Available, 0));
     assert!(waiting.errors.is_empty());
-    // Past it, the job dies at once, with an error naming the kind.
-    sqlx_run(
-        store.url.as_deref().unwrap(),
-        "UPDATE errand_jobs SET run_at = 0",
-    )
-    .await;
+    // Past it, the job dies, with an error naming the kind.
+    sqlx_run(url, "UPDATE errand_jobs SET run_at = 0").await;
     worker(&store.client, &["default"])
-        .unknown_kind_grace(std::time::Duration::ZERO)
         .run_until_idle()
         .await
         .unwrap();
     let dead = job(&store.client, id).await;
-    assert_eq!((dead.state, dead.attempt), (JobState::Dead, 1));
+    assert_eq!((dead.state, dead.attempt), (JobState::Dead, 0));
     assert_eq!(dead.errors[0].kind, FailureKind::UnknownKind);
     assert!(
         dead.errors[0].message.contains("`from_the_future`"),
         "{}",
         dead.errors[0].message
+    );
+}
+
+/// Two binaries on one queue, one of which knows a kind the other does not (a deploy in
+/// progress): the one that does not know it never takes it, so it cannot kill it; the one
+/// that knows it runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_never_claims_a_kind_it_does_not_know() {
+    let store = sqlite().await;
+    let url = store.url.as_deref().unwrap();
+    // Enqueued long ago, due for half an hour: within the default grace of an hour.
+    let id = insert_raw_at(url, "from_the_future", "{}", 5, 0).await;
+    let due = errand_now() - 30 * 60 * 1000;
+    sqlx_run(url, &format!("UPDATE errand_jobs SET run_at = {due}")).await;
+    worker(&store.client, &["default"])
+        .run_until_idle()
+        .await
+        .unwrap();
+    let untouched = job(&store.client, id).await;
+    assert_eq!(
+        (untouched.state, untouched.attempt),
+        (JobState::Available, 0),
+        "{:?}",
+        untouched.errors
     );
 }
 

@@ -14,7 +14,7 @@ use crate::job::{JobId, JobState};
 use crate::job::{OnConflict, UniqueStrategy};
 use crate::store::{
     Claimed, DeadQuery, Finish, Inserted, NewJob, RunId, StepOwner, Store, KEEP_FIRST_ERRORS,
-    LEASE_LOST_AFTER, LEASE_LOST_BEFORE, MAX_ERRORS,
+    LEASE_LOST_AFTER, LEASE_LOST_BEFORE, MAX_ERRORS, UNKNOWN_KIND_AFTER, UNKNOWN_KIND_BEFORE,
 };
 
 #[derive(Clone, Debug, Default)]
@@ -150,6 +150,7 @@ impl MemoryStore {
         &self,
         queue: &str,
         limit: usize,
+        kinds: &[&str],
         worker: &str,
         lease: Duration,
     ) -> Result<Vec<Claimed>, Error> {
@@ -160,6 +161,7 @@ impl MemoryStore {
             .values()
             .filter(|r| {
                 r.info.queue == queue
+                    && kinds.contains(&r.info.kind.as_str())
                     && matches!(
                         r.info.state,
                         JobState::Scheduled | JobState::Available | JobState::Retryable
@@ -198,7 +200,6 @@ impl MemoryStore {
                 max_attempts: row.info.max_attempts,
                 key: row.info.key.clone(),
                 fence: row.fence,
-                created_at: to_millis(row.info.created_at),
             });
         }
         Ok(claimed)
@@ -288,14 +289,62 @@ impl Store for MemoryStore {
     async fn claim(
         &self,
         wanted: &[(&str, usize)],
+        kinds: &[&str],
         worker: &str,
         lease: Duration,
     ) -> Result<Vec<Claimed>, Error> {
         let mut claimed = Vec::new();
         for (queue, limit) in wanted {
-            claimed.extend(self.claim_queue(queue, *limit, worker, lease).await?);
+            claimed.extend(
+                self.claim_queue(queue, *limit, kinds, worker, lease)
+                    .await?,
+            );
         }
         Ok(claimed)
+    }
+
+    async fn bury_unknown(
+        &self,
+        queues: &[&str],
+        kinds: &[&str],
+        grace: Duration,
+        worker: &str,
+    ) -> Result<u64, Error> {
+        let mut inner = self.lock();
+        let now = inner.now();
+        let cut = now.saturating_sub(duration_millis(grace));
+        let mut buried = 0;
+        for row in inner.jobs.values_mut() {
+            let waiting = matches!(
+                row.info.state,
+                JobState::Scheduled | JobState::Available | JobState::Retryable
+            );
+            if !waiting
+                || !queues.contains(&row.info.queue.as_str())
+                || kinds.contains(&row.info.kind.as_str())
+                || to_millis(row.info.scheduled_at) > cut
+            {
+                continue;
+            }
+            let message = format!("{UNKNOWN_KIND_BEFORE}{}{UNKNOWN_KIND_AFTER}", row.info.kind);
+            push_error(
+                &mut row.info.errors,
+                AttemptError {
+                    attempt: row.info.attempt,
+                    kind: FailureKind::UnknownKind,
+                    message,
+                    at: from_millis(now),
+                    duration: Duration::ZERO,
+                    worker: worker.to_owned(),
+                },
+            );
+            row.info.state = JobState::Dead;
+            row.info.finished_at = Some(from_millis(now));
+            row.death_pending = true;
+            row.release_keys_at_end();
+            buried += 1;
+        }
+        Ok(buried)
     }
 
     async fn finish(&self, id: JobId, fence: i64, finish: &Finish) -> Result<bool, Error> {

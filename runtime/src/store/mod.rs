@@ -130,8 +130,6 @@ pub(crate) struct Claimed {
     pub key: Option<String>,
     /// Bumped on every claim: a write carrying an older fence is from a worker that lost the job.
     pub fence: i64,
-    /// When the job was enqueued, in milliseconds since the epoch.
-    pub created_at: i64,
 }
 
 /// The state change that ends a run, decided by the worker.
@@ -199,14 +197,26 @@ pub(crate) trait Store: Send + Sync {
     /// key is taken.
     fn enqueue(&self, job: &NewJob) -> impl Future<Output = Result<Inserted, Error>> + Send;
 
-    /// Claims, for each `(queue, limit)`, up to `limit` due jobs of that queue, most urgent
-    /// first, for `worker`, with a lease.
+    /// Claims, for each `(queue, limit)`, up to `limit` due jobs of that queue whose kind is
+    /// one of `kinds` (those the worker can run), most urgent first, for `worker`, with a lease.
     fn claim(
         &self,
         wanted: &[(&str, usize)],
+        kinds: &[&str],
         worker: &str,
         lease: Duration,
     ) -> impl Future<Output = Result<Vec<Claimed>, Error>> + Send;
+
+    /// Kills the waiting jobs of `queues` whose kind is none of `kinds` and that have been due
+    /// for `grace` or longer, by the database's clock: no worker that knows their kind took
+    /// them. Returns how many.
+    fn bury_unknown(
+        &self,
+        queues: &[&str],
+        kinds: &[&str],
+        grace: Duration,
+        worker: &str,
+    ) -> impl Future<Output = Result<u64, Error>> + Send;
 
     /// Ends a run, unless the job was taken from this worker (`fence` no longer matches).
     /// Returns whether the change was made.
@@ -459,10 +469,21 @@ impl Store for Backend {
     async fn claim(
         &self,
         wanted: &[(&str, usize)],
+        kinds: &[&str],
         worker: &str,
         lease: Duration,
     ) -> Result<Vec<Claimed>, Error> {
-        dispatch!(self, s => s.claim(wanted, worker, lease).await)
+        dispatch!(self, s => s.claim(wanted, kinds, worker, lease).await)
+    }
+
+    async fn bury_unknown(
+        &self,
+        queues: &[&str],
+        kinds: &[&str],
+        grace: Duration,
+        worker: &str,
+    ) -> Result<u64, Error> {
+        dispatch!(self, s => s.bury_unknown(queues, kinds, grace, worker).await)
     }
 
     async fn finish(&self, id: JobId, fence: i64, finish: &Finish) -> Result<bool, Error> {
@@ -560,6 +581,12 @@ impl Store for Backend {
         dispatch!(self, s => s.enqueue_many(jobs).await)
     }
 }
+
+/// The message recorded when a job of a kind no worker knows is buried is these two around its
+/// kind; SQL stores build it in the statement that buries the job.
+pub(crate) const UNKNOWN_KIND_BEFORE: &str = "no worker that knows the kind `";
+pub(crate) const UNKNOWN_KIND_AFTER: &str =
+    "` took this job within the grace period after it became due; is the crate that defines it linked into the worker binary?";
 
 /// The message recorded when a lease runs out is these two around the worker's id; SQL stores
 /// build it in the statement that rescues the job.

@@ -22,7 +22,8 @@ use crate::job::JobId;
 use crate::job::OnConflict;
 use crate::store::{
     job_from_row, BoxFuture, Claimed, DeadQuery, Finish, Inserted, NewJob, RunId, StepOwner, Store,
-    KEEP_FIRST_ERRORS, LEASE_LOST_AFTER, LEASE_LOST_BEFORE, MAX_ERRORS,
+    KEEP_FIRST_ERRORS, LEASE_LOST_AFTER, LEASE_LOST_BEFORE, MAX_ERRORS, UNKNOWN_KIND_AFTER,
+    UNKNOWN_KIND_BEFORE,
 };
 
 const STORE: &str = "postgres";
@@ -366,6 +367,7 @@ impl Store for PostgresStore {
     async fn claim(
         &self,
         wanted: &[(&str, usize)],
+        kinds: &[&str],
         worker: &str,
         lease: Duration,
     ) -> Result<Vec<Claimed>, Error> {
@@ -383,6 +385,7 @@ impl Store for PostgresStore {
                      WHERE queue = w.queue
                        AND state IN ('scheduled', 'available', 'retryable')
                        AND run_at <= errand_now_ms()
+                       AND kind = ANY($5)
                      ORDER BY priority, run_at, id
                      LIMIT w.n
                      FOR UPDATE SKIP LOCKED
@@ -394,12 +397,13 @@ impl Store for PostgresStore {
                  unique_key = CASE WHEN unique_strategy = 'until_executing' THEN NULL ELSE unique_key END
              WHERE id IN (SELECT id FROM picked)
              RETURNING id, kind, queue, args::text AS args, attempt, max_attempts, idempotency_key, fence,
-                       priority, run_at, created_at",
+                       priority, run_at",
         )
         .bind(&queues)
         .bind(&limits)
         .bind(duration_millis(lease))
         .bind(worker)
+        .bind(kinds)
         .fetch_all(&self.pool)
         .await
         .map_err(|e| op_error(format!("claim jobs from {queues:?}"), e))?;
@@ -420,7 +424,6 @@ impl Store for PostgresStore {
                         .unwrap_or(u32::MAX),
                     key: row.try_get("idempotency_key")?,
                     fence: row.try_get("fence")?,
-                    created_at: row.try_get("created_at")?,
                 };
                 Ok((order, job))
             })
@@ -429,6 +432,38 @@ impl Store for PostgresStore {
         // RETURNING gives rows in no particular order; start the most urgent first.
         claimed.sort_by_key(|(order, job)| (*order, job.id));
         Ok(claimed.into_iter().map(|(_, job)| job).collect())
+    }
+
+    async fn bury_unknown(
+        &self,
+        queues: &[&str],
+        kinds: &[&str],
+        grace: Duration,
+        worker: &str,
+    ) -> Result<u64, Error> {
+        let buried = sqlx::query(
+            "UPDATE errand_jobs
+             SET state = 'dead', finished_at = errand_now_ms(), lease_until = NULL, death_pending = true,
+                 unique_key = CASE WHEN unique_strategy = 'until_expired' THEN unique_key END,
+                 errors = (CASE WHEN jsonb_array_length(errors) >= $6 THEN errors - $7::int ELSE errors END)
+                     || jsonb_build_array(jsonb_build_object(
+                     'attempt', attempt, 'kind', 'unknown_kind', 'message', $4 || kind || $5,
+                     'at', errand_now_ms(), 'duration_ms', 0, 'worker', $8::text))
+             WHERE state IN ('scheduled', 'available', 'retryable') AND run_at <= errand_now_ms() - $1
+               AND queue = ANY($2) AND kind <> ALL($3)",
+        )
+        .bind(duration_millis(grace))
+        .bind(queues)
+        .bind(kinds)
+        .bind(UNKNOWN_KIND_BEFORE)
+        .bind(UNKNOWN_KIND_AFTER)
+        .bind(MAX_ERRORS as i32)
+        .bind(KEEP_FIRST_ERRORS as i32)
+        .bind(worker)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| op_error("bury jobs of kinds no worker knows", e))?;
+        Ok(buried.rows_affected())
     }
 
     async fn finish(&self, id: JobId, fence: i64, finish: &Finish) -> Result<bool, Error> {

@@ -20,7 +20,8 @@ use crate::job::OnConflict;
 use crate::job::{JobId, JobState};
 use crate::store::{
     job_from_row, BoxFuture, Claimed, DeadQuery, Finish, Inserted, NewJob, RunId, StepOwner, Store,
-    KEEP_FIRST_ERRORS, LEASE_LOST_AFTER, LEASE_LOST_BEFORE, MAX_ERRORS,
+    KEEP_FIRST_ERRORS, LEASE_LOST_AFTER, LEASE_LOST_BEFORE, MAX_ERRORS, UNKNOWN_KIND_AFTER,
+    UNKNOWN_KIND_BEFORE,
 };
 
 const STORE: &str = "sqlite";
@@ -305,6 +306,12 @@ pub(crate) fn complete(
     })
 }
 
+/// A JSON array of strings, for `IN (SELECT value FROM json_each(?))`.
+fn json_strings(values: &[&str]) -> String {
+    // Serializing strings cannot fail.
+    serde_json::to_string(values).unwrap_or_else(|_| "[]".to_owned())
+}
+
 /// A JSON array of `[id, fence]` pairs, for `(id, fence) IN (SELECT ... FROM json_each(?))`.
 fn run_pairs(runs: &[RunId]) -> String {
     let pairs: Vec<(i64, i64)> = runs.iter().map(|r| (r.id.get(), r.fence)).collect();
@@ -325,6 +332,7 @@ impl SqliteStore {
         &self,
         queue: &str,
         limit: usize,
+        kinds: &str,
         worker: &str,
         lease: Duration,
     ) -> Result<Vec<Claimed>, Error> {
@@ -337,16 +345,17 @@ impl SqliteStore {
              WHERE id IN (
                  SELECT id FROM errand_jobs
                  WHERE queue = ?4 AND state IN ('scheduled', 'available', 'retryable') AND run_at <= ?1
+                   AND kind IN (SELECT value FROM json_each(?6))
                  ORDER BY priority, run_at, id
                  LIMIT ?5)
-             RETURNING id, kind, queue, args, attempt, max_attempts, idempotency_key, fence, priority, run_at,
-                       created_at",
+             RETURNING id, kind, queue, args, attempt, max_attempts, idempotency_key, fence, priority, run_at",
         )
         .bind(now)
         .bind(now.saturating_add(duration_millis(lease)))
         .bind(worker)
         .bind(queue)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(kinds)
         .fetch_all(&self.pool)
         .await
         .map_err(|e| op_error(format!("claim jobs from queue `{queue}`"), e))?;
@@ -367,7 +376,6 @@ impl SqliteStore {
                         .unwrap_or(u32::MAX),
                     key: row.try_get("idempotency_key")?,
                     fence: row.try_get("fence")?,
-                    created_at: row.try_get("created_at")?,
                 };
                 Ok((order, job))
             })
@@ -392,14 +400,55 @@ impl Store for SqliteStore {
     async fn claim(
         &self,
         wanted: &[(&str, usize)],
+        kinds: &[&str],
         worker: &str,
         lease: Duration,
     ) -> Result<Vec<Claimed>, Error> {
+        let kinds = json_strings(kinds);
         let mut claimed = Vec::new();
         for (queue, limit) in wanted {
-            claimed.extend(self.claim_queue(queue, *limit, worker, lease).await?);
+            claimed.extend(
+                self.claim_queue(queue, *limit, &kinds, worker, lease)
+                    .await?,
+            );
         }
         Ok(claimed)
+    }
+
+    async fn bury_unknown(
+        &self,
+        queues: &[&str],
+        kinds: &[&str],
+        grace: Duration,
+        worker: &str,
+    ) -> Result<u64, Error> {
+        let now = now_ms();
+        let buried = sqlx::query(
+            "UPDATE errand_jobs
+             SET state = 'dead', finished_at = ?1, lease_until = NULL, death_pending = 1,
+                 unique_key = CASE WHEN unique_strategy = 'until_expired' THEN unique_key END,
+                 errors = json_insert(
+                     CASE WHEN json_array_length(errors) >= ?7 THEN json_remove(errors, ?8) ELSE errors END,
+                     '$[#]', json_object(
+                     'attempt', attempt, 'kind', 'unknown_kind', 'message', ?5 || kind || ?6,
+                     'at', ?1, 'duration_ms', 0, 'worker', ?9))
+             WHERE state IN ('scheduled', 'available', 'retryable') AND run_at <= ?2
+               AND queue IN (SELECT value FROM json_each(?3))
+               AND kind NOT IN (SELECT value FROM json_each(?4))",
+        )
+        .bind(now)
+        .bind(now.saturating_sub(duration_millis(grace)))
+        .bind(json_strings(queues))
+        .bind(json_strings(kinds))
+        .bind(UNKNOWN_KIND_BEFORE)
+        .bind(UNKNOWN_KIND_AFTER)
+        .bind(MAX_ERRORS as i64)
+        .bind(format!("$[{KEEP_FIRST_ERRORS}]"))
+        .bind(worker)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| op_error("bury jobs of kinds no worker knows", e))?;
+        Ok(buried.rows_affected())
     }
 
     async fn finish(&self, id: JobId, fence: i64, finish: &Finish) -> Result<bool, Error> {

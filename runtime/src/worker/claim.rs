@@ -148,7 +148,8 @@ impl ClaimLoop {
             .filter(|(_, share)| **share > 0)
             .map(|((queue, _), share)| (queue.as_str(), *share))
             .collect();
-        let mut jobs = store.claim(&wanted, &runner.id, lease).await?;
+        let kinds = &runner.kinds;
+        let mut jobs = store.claim(&wanted, kinds, &runner.id, lease).await?;
         // A queue that returned fewer jobs than asked for has nothing more due; slots it could
         // not fill go to the others, the heavier first.
         let exhausted = |queue: &str| {
@@ -166,7 +167,7 @@ impl ClaimLoop {
             }
             jobs.extend(
                 store
-                    .claim(&[(queue.as_str(), left)], &runner.id, lease)
+                    .claim(&[(queue.as_str(), left)], kinds, &runner.id, lease)
                     .await?,
             );
         }

@@ -106,22 +106,10 @@ impl Runner {
         ctx: Context,
     ) -> Result<Outcome, Failure> {
         let Some(registration) = registration else {
-            let waited =
-                Duration::from_millis(u64::try_from(now_ms() - job.created_at).unwrap_or(0));
-            if waited < self.settings.unknown_kind_grace {
-                // Leave it for a worker that knows the kind; look again later.
-                let wait = (self.settings.unknown_kind_grace - waited)
-                    .clamp(Duration::from_millis(100), Duration::from_secs(30));
-                tracing::warn!(wait = ?wait, "no job of this kind is registered here; leaving it for another worker");
-                return Ok(Outcome::Snooze(wait));
-            }
+            // Workers claim only the kinds they know; this is a registry that changed under us.
             return Err(Failure::new(
                 FailureKind::UnknownKind,
-                format!(
-                    "no worker ran a job of kind `{}` within {:?} of its enqueue (last tried by `{}`); \
-                     is the crate that defines it linked into the worker binary?",
-                    job.kind, self.settings.unknown_kind_grace, self.id
-                ),
+                format!("no job of kind `{}` is registered in this worker", job.kind),
             ));
         };
         let while_executing = registration
@@ -256,8 +244,4 @@ fn log_finish(finish: &Finish) {
         Cancelled => tracing::info!(reason = error, "job cancelled itself"),
         other => tracing::debug!(state = %other, "job finished"),
     }
-}
-
-fn now_ms() -> i64 {
-    crate::info::to_millis(SystemTime::now())
 }

@@ -162,9 +162,11 @@ impl Worker {
         self
     }
 
-    /// How long a job whose kind this worker does not know is left for a worker that knows it
-    /// (default one hour), before it dies with an error that names the kind. It waits snoozed,
-    /// spending no attempt.
+    /// How long a job of one of this worker's queues whose kind this worker does not know is
+    /// left for a worker that knows it (default one hour), measured on the database's clock
+    /// from the time the job became due; then it dies with an error that names the kind.
+    /// A worker claims only the kinds it knows, so such a job waits untouched, spending no
+    /// attempt. Keep the grace longer than a backlog can last on the workers that know it.
     pub fn unknown_kind_grace(mut self, grace: Duration) -> Worker {
         self.settings.unknown_kind_grace = grace;
         self
@@ -284,8 +286,12 @@ impl Worker {
                 self.settings.poll_interval
             )));
         }
+        let registry = registry()?;
+        let mut kinds: Vec<&'static str> = registry.keys().copied().collect();
+        kinds.sort_unstable();
         Ok(Arc::new(Runner {
-            registry: registry()?,
+            registry,
+            kinds,
             client: self.client,
             settings: self.settings,
             id: self.id,
@@ -299,6 +305,8 @@ impl Worker {
 pub(crate) struct Runner {
     client: Client,
     registry: HashMap<&'static str, &'static Registration>,
+    /// The kinds in the registry: the only ones this worker claims.
+    kinds: Vec<&'static str>,
     settings: Settings,
     id: String,
     /// Runs being executed, for the lease keeper and shutdown.
@@ -331,6 +339,11 @@ impl Runner {
                 service(Arc::clone(&runner), stop.clone())
             }));
         };
+        if until_idle {
+            // A script or a test expects what is rescuable or buriable now to be dealt with
+            // before it finds the queues idle.
+            rescue::once(&self).await;
+        }
         start("lease keeper", |r, stop| Box::pin(lease::keep(r, stop)));
         start("rescuer", |r, stop| Box::pin(rescue::rescue(r, stop)));
         if !until_idle {

@@ -1,5 +1,7 @@
 //! The rescuer: makes running jobs whose lease ran out retryable (or dead, with no attempts
-//! left), so that a killed worker's jobs run again. One node at a time, through a lease row.
+//! left), so that a killed worker's jobs run again, one node at a time through a lease row;
+//! and buries the jobs of this worker's queues whose kind no worker took within the grace
+//! period.
 
 use std::sync::Arc;
 
@@ -15,26 +17,53 @@ const RESCUE_LOCK: &str = "errand.rescue";
 pub(super) async fn rescue(runner: Arc<Runner>, stop: CancellationToken) -> Result<(), Error> {
     // As often as this worker renews: a killed worker's jobs wait at most a lease and a third.
     let every = runner.settings.lease / 3;
-    let store = runner.client.store();
     loop {
-        match store.try_lock(RESCUE_LOCK, &runner.id, every * 2).await {
-            Ok(true) => match store.rescue().await {
-                Ok(0) => {}
-                Ok(n) => {
-                    tracing::warn!(worker = %runner.id, jobs = n, "rescued jobs whose worker stopped renewing its lease")
-                }
-                Err(err) => {
-                    tracing::warn!(worker = %runner.id, error = %err, "rescuing jobs with expired leases failed")
-                }
-            },
-            Ok(false) => {}
-            Err(err) => {
-                tracing::warn!(worker = %runner.id, error = %err, "cannot take the rescue lock")
-            }
-        }
+        once(&runner).await;
         tokio::select! {
             () = tokio::time::sleep(every) => {}
             () = stop.cancelled() => return Ok(()),
+        }
+    }
+}
+
+/// One pass: rescue (if this node holds the lock), then bury unknown kinds.
+pub(super) async fn once(runner: &Runner) {
+    let store = runner.client.store();
+    let every = runner.settings.lease / 3;
+    match store.try_lock(RESCUE_LOCK, &runner.id, every * 2).await {
+        Ok(true) => match store.rescue().await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::warn!(worker = %runner.id, jobs = n, "rescued jobs whose worker stopped renewing its lease")
+            }
+            Err(err) => {
+                tracing::warn!(worker = %runner.id, error = %err, "rescuing jobs with expired leases failed")
+            }
+        },
+        Ok(false) => {}
+        Err(err) => {
+            tracing::warn!(worker = %runner.id, error = %err, "cannot take the rescue lock")
+        }
+    }
+    // Each worker judges by its own registry: a kind it knows is never buried by it.
+    let queues: Vec<&str> = runner
+        .settings
+        .queues
+        .iter()
+        .map(|(q, _)| q.as_str())
+        .collect();
+    let grace = runner.settings.unknown_kind_grace;
+    match store
+        .bury_unknown(&queues, &runner.kinds, grace, &runner.id)
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::error!(worker = %runner.id, jobs = n, ?grace, "jobs of kinds no worker knows died after the grace period");
+            runner.deaths.notify_one();
+        }
+        Err(err) => {
+            tracing::warn!(worker = %runner.id, error = %err, "burying jobs of unknown kinds failed")
         }
     }
 }
