@@ -113,10 +113,12 @@ impl Raw {
         })
     }
 
-    /// Jobs not yet completed: counted through the two partial indexes (ready, running), so
+    /// Jobs not yet completed: counted through the three partial indexes (available, due,
+    /// running), so
     /// that watching the drain costs the database next to nothing.
     async fn remaining(&self) -> Result<i64, BoxError> {
-        let sql = "SELECT (SELECT count(*) FROM errand_jobs WHERE state IN ('scheduled', 'available', 'retryable'))
+        let sql = "SELECT (SELECT count(*) FROM errand_jobs WHERE state = 'available')
+                        + (SELECT count(*) FROM errand_jobs WHERE state IN ('scheduled', 'retryable'))
                         + (SELECT count(*) FROM errand_jobs WHERE state = 'running')";
         self.scalar(sql, sql).await
     }

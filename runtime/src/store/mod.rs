@@ -207,6 +207,10 @@ pub(crate) trait Store: Send + Sync {
         lease: Duration,
     ) -> impl Future<Output = Result<Vec<Claimed>, Error>> + Send;
 
+    /// Makes up to `limit` `scheduled` or `retryable` jobs whose time has come `available`,
+    /// where claims find them. Returns how many.
+    fn promote(&self, limit: usize) -> impl Future<Output = Result<u64, Error>> + Send;
+
     /// Kills the waiting jobs of `queues` whose kind is none of `kinds` and that have been due
     /// for `grace` or longer, by the database's clock: no worker that knows their kind took
     /// them. Returns how many.
@@ -474,6 +478,10 @@ impl Store for Backend {
         lease: Duration,
     ) -> Result<Vec<Claimed>, Error> {
         dispatch!(self, s => s.claim(wanted, kinds, worker, lease).await)
+    }
+
+    async fn promote(&self, limit: usize) -> Result<u64, Error> {
+        dispatch!(self, s => s.promote(limit).await)
     }
 
     async fn bury_unknown(

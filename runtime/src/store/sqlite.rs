@@ -42,6 +42,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         5,
         include_str!("../../migrations/sqlite/0005_retention.sql"),
     ),
+    (
+        6,
+        include_str!("../../migrations/sqlite/0006_claim_available.sql"),
+    ),
 ];
 
 /// How long a statement waits for another connection's write lock before failing.
@@ -344,8 +348,7 @@ impl SqliteStore {
                  unique_key = CASE WHEN unique_strategy = 'until_executing' THEN NULL ELSE unique_key END
              WHERE id IN (
                  SELECT id FROM errand_jobs
-                 WHERE queue = ?4 AND state IN ('scheduled', 'available', 'retryable') AND run_at <= ?1
-                   AND kind IN (SELECT value FROM json_each(?6))
+                 WHERE queue = ?4 AND state = 'available' AND kind IN (SELECT value FROM json_each(?6))
                  ORDER BY priority, run_at, id
                  LIMIT ?5)
              RETURNING id, kind, queue, args, attempt, max_attempts, idempotency_key, fence, priority, run_at",
@@ -413,6 +416,21 @@ impl Store for SqliteStore {
             );
         }
         Ok(claimed)
+    }
+
+    async fn promote(&self, limit: usize) -> Result<u64, Error> {
+        let promoted = sqlx::query(
+            "UPDATE errand_jobs SET state = 'available'
+             WHERE id IN (SELECT id FROM errand_jobs
+                          WHERE state IN ('scheduled', 'retryable') AND run_at <= ?1
+                          ORDER BY run_at LIMIT ?2)",
+        )
+        .bind(now_ms())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| op_error("make due jobs available", e))?;
+        Ok(promoted.rows_affected())
     }
 
     async fn bury_unknown(

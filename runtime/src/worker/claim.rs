@@ -54,18 +54,30 @@ impl ClaimLoop {
         // round trip fetches many jobs instead of one.
         let refill = (settings.concurrency / 2).max(1);
         let mut last_claim = Instant::now();
+        // Due `scheduled` and `retryable` jobs are made `available` before a claim that may
+        // want them: after a claim came up short, and every poll interval in any case.
+        let mut promote_due = true;
+        let mut last_promote = Instant::now();
         while !shutdown.is_cancelled() {
             let free = settings.concurrency.saturating_sub(self.tasks.len());
             let batch_ready =
                 free >= refill || self.tasks.is_empty() || last_claim.elapsed() >= CLAIM_WINDOW;
             let mut claimed = 0;
+            let mut promoted_now = false;
+            let mut more_due = false;
             if free > 0 && batch_ready {
+                if promote_due || last_promote.elapsed() >= settings.poll_interval {
+                    last_promote = Instant::now();
+                    promoted_now = true;
+                    more_due = self.promote().await;
+                }
                 last_claim = Instant::now();
                 match self.claim(free).await {
                     Ok(jobs) => {
                         failures = 0;
                         claimed = jobs.len();
                         runs += claimed;
+                        promote_due = more_due || claimed < free;
                         for job in jobs {
                             self.spawn(job, last_claim);
                         }
@@ -86,7 +98,11 @@ impl ClaimLoop {
                 continue;
             }
             if until_idle && claimed == 0 && self.tasks.is_empty() {
-                break;
+                if promoted_now && !more_due {
+                    break;
+                }
+                // Idle only once a promotion found nothing more due.
+                continue;
             }
             if claimed > 0 && claimed == free {
                 // Every free slot was filled; there may be more where those came from.
@@ -131,6 +147,18 @@ impl ClaimLoop {
             Some(TaskEnd::Completed(done)) => self.completed.push(done),
             Some(TaskEnd::Recorded { died: true }) => self.runner.deaths.notify_one(),
             _ => {}
+        }
+    }
+
+    /// Makes due waiting jobs available. Returns whether there may be more to promote.
+    async fn promote(&self) -> bool {
+        const BATCH: usize = 1000;
+        match self.runner.client.store().promote(BATCH).await {
+            Ok(promoted) => promoted >= BATCH as u64,
+            Err(err) => {
+                tracing::warn!(worker = %self.runner.id, error = %err, "making due jobs available failed");
+                false
+            }
         }
     }
 
