@@ -46,6 +46,7 @@ pub struct Config {
     max_args_bytes: usize,
     schema: String,
     max_connections: u32,
+    migrate: bool,
 }
 
 impl Config {
@@ -72,6 +73,25 @@ impl Config {
     /// `options=-c search_path=<schema>` in its URL, or run `SET LOCAL search_path` first.
     pub fn schema(mut self, schema: impl Into<String>) -> Self {
         self.schema = schema.into();
+        self
+    }
+
+    /// Whether connecting brings errand's schema up to date (default `true`). With `false`,
+    /// the client only checks the schema's version, and fails with
+    /// [`Error::SchemaBehind`] if it is older than this errand needs: for roles that may read
+    /// and write errand's tables but not create them, with the migrations applied by your own
+    /// tool (see [`migrations`](crate::migrations)). On PostgreSQL, migrating needs the
+    /// database's CREATE privilege (for `CREATE SCHEMA IF NOT EXISTS`) even when the schema
+    /// exists.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), errand::Error> {
+    /// let config = errand::Config::default().schema("billing_jobs").migrate(false);
+    /// let client = errand::Client::connect_with("postgres://app@db/billing", config).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn migrate(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
         self
     }
 
@@ -111,6 +131,7 @@ impl Default for Config {
             max_args_bytes: Config::DEFAULT_MAX_ARGS_BYTES,
             schema: "public".to_owned(),
             max_connections: 10,
+            migrate: true,
         }
     }
 }
@@ -136,7 +157,7 @@ impl Client {
         let url = url.to_owned();
         async move {
             let store = if url.starts_with("sqlite:") {
-                connect_sqlite(&url).await?
+                connect_sqlite(&url, config.migrate).await?
             } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
                 connect_postgres(&url, &config).await?
             } else {
@@ -264,14 +285,14 @@ impl Client {
 }
 
 #[cfg(feature = "sqlite")]
-async fn connect_sqlite(url: &str) -> Result<Backend, Error> {
+async fn connect_sqlite(url: &str, migrate: bool) -> Result<Backend, Error> {
     Ok(Backend::Sqlite(
-        crate::store::sqlite::SqliteStore::connect(url).await?,
+        crate::store::sqlite::SqliteStore::connect(url, migrate).await?,
     ))
 }
 
 #[cfg(not(feature = "sqlite"))]
-async fn connect_sqlite(url: &str) -> Result<Backend, Error> {
+async fn connect_sqlite(url: &str, _migrate: bool) -> Result<Backend, Error> {
     Err(Error::InvalidUrl {
         url: redact(url),
         reason: "errand was built without its `sqlite` feature".to_owned(),
@@ -284,9 +305,13 @@ async fn connect_postgres(url: &str, config: &Config) -> Result<Backend, Error> 
         url: redact(url),
         reason,
     })?;
-    let store =
-        crate::store::postgres::PostgresStore::connect(url, &config.schema, config.max_connections)
-            .await?;
+    let store = crate::store::postgres::PostgresStore::connect(
+        url,
+        &config.schema,
+        config.max_connections,
+        config.migrate,
+    )
+    .await?;
     Ok(Backend::Postgres(store))
 }
 

@@ -24,6 +24,17 @@ pub enum Error {
         /// The driver's error.
         source: sqlx::Error,
     },
+    /// The database's schema is older than this errand needs, and the client was told not to
+    /// migrate it ([`Config::migrate(false)`](crate::Config::migrate)).
+    #[error("the {store} schema is at version {found}, but this errand needs version {needed}: apply errand's migrations (`errand::migrations`), or connect once with migrations on")]
+    SchemaBehind {
+        /// `"sqlite"` or `"postgres"`.
+        store: &'static str,
+        /// The version found (0: errand's tables are missing).
+        found: i64,
+        /// The version this errand needs.
+        needed: i64,
+    },
     /// Bringing the database's schema up to date failed.
     #[error("migrating the {store} database to version {version} failed: {source}")]
     Migrate {

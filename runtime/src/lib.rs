@@ -92,6 +92,7 @@ mod dead;
 mod error;
 mod info;
 mod job;
+pub mod migrations;
 mod registry;
 mod request;
 mod retry;

@@ -256,3 +256,90 @@ async fn complete_in_under_repeatable_read_retries_and_pays_once() {
     assert_eq!(payments, [7], "the effect happened once");
     store.clean_up().await;
 }
+
+/// A role that may use errand's tables but not create anything in the database cannot run the
+/// migrations (PostgreSQL wants the database's CREATE privilege for `CREATE SCHEMA IF NOT
+/// EXISTS`, even when the schema exists), but connects with `migrate(false)` and runs jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_least_privilege_role_connects_without_migrating() {
+    let Some(store) = postgres().await else {
+        return;
+    };
+    let schema = store.schema.clone().unwrap();
+    let pool = store.postgres_pool().await;
+    let role = format!("errand_app_{}", std::process::id());
+    // The role and schema names are the test's own, made of `[a-z0-9_]`: safe to name here.
+    for grant in [
+        format!("CREATE ROLE {role} LOGIN"),
+        format!("GRANT USAGE ON SCHEMA {schema} TO {role}"),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}"),
+        format!("GRANT USAGE ON ALL SEQUENCES IN SCHEMA {schema} TO {role}"),
+    ] {
+        sqlx::raw_sql(&grant).execute(&pool).await.unwrap();
+    }
+    let mut options: sqlx::postgres::PgConnectOptions = postgres_url().parse().unwrap();
+    options = options.username(&role);
+    let url = format!(
+        "postgres://{role}@{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("test")
+    );
+
+    let refused = Client::connect_with(&url, Config::default().schema(&schema)).await;
+    let err = refused.expect_err("migrating needs the CREATE privilege");
+    assert!(err.to_string().contains("permission denied"), "{err}");
+
+    let client = Client::connect_with(&url, Config::default().schema(&schema).migrate(false))
+        .await
+        .unwrap();
+    let id = succeed::enqueue(&client, tag("least-privilege"))
+        .await
+        .unwrap()
+        .id;
+    worker(&client, &["default"])
+        .run_until_idle()
+        .await
+        .unwrap();
+    assert_eq!(job(&client, id).await.state, JobState::Completed);
+
+    drop(client);
+    store.clean_up().await;
+    sqlx::raw_sql(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
+        .execute(&pool)
+        .await
+        .unwrap();
+}
+
+/// With `migrate(false)`, a schema errand's migrations never ran is refused with the versions
+/// found and needed, on both SQL stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unmigrated_schema_is_refused_with_its_version() {
+    let url = postgres_url();
+    let schema = format!("errand_bare_{}", std::process::id());
+    let err = Client::connect_with(&url, Config::default().schema(&schema).migrate(false))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, errand::Error::SchemaBehind { found: 0, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("errand::migrations"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite://{}", dir.path().join("bare.db").display());
+    let err = Client::connect_with(&sqlite, Config::default().migrate(false))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            errand::Error::SchemaBehind {
+                store: "sqlite",
+                found: 0,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}

@@ -28,31 +28,6 @@ use crate::store::{
 
 const STORE: &str = "postgres";
 
-/// Versioned schema changes, applied in order, each once.
-const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("../../migrations/postgres/0001_jobs.sql")),
-    (
-        2,
-        include_str!("../../migrations/postgres/0002_unique_and_steps.sql"),
-    ),
-    (
-        3,
-        include_str!("../../migrations/postgres/0003_failures.sql"),
-    ),
-    (
-        4,
-        include_str!("../../migrations/postgres/0004_death_leases.sql"),
-    ),
-    (
-        5,
-        include_str!("../../migrations/postgres/0005_retention.sql"),
-    ),
-    (
-        6,
-        include_str!("../../migrations/postgres/0006_claim_available.sql"),
-    ),
-];
-
 #[derive(Clone, Debug)]
 pub(crate) struct PostgresStore {
     pool: PgPool,
@@ -70,6 +45,7 @@ impl PostgresStore {
         url: &'a str,
         schema: &'a str,
         max_connections: u32,
+        migrate: bool,
     ) -> BoxFuture<'a, Result<PostgresStore, Error>> {
         Box::pin(async move {
             let options = PgConnectOptions::from_str(url)
@@ -116,7 +92,11 @@ impl PostgresStore {
                 options: Box::new(options),
                 schema: schema.to_owned(),
             };
-            store.migrate().await?;
+            if migrate {
+                store.migrate().await?;
+            } else {
+                store.check_version().await?;
+            }
             Ok(store)
         })
     }
@@ -134,6 +114,29 @@ impl PostgresStore {
             apply_migrations(&mut tx, &self.schema).await?;
             tx.commit().await.map_err(begin_error)
         })
+    }
+
+    /// Fails unless the schema has every migration this errand knows.
+    async fn check_version(&self) -> Result<(), Error> {
+        let needed = crate::migrations::latest(crate::migrations::POSTGRES);
+        let found =
+            sqlx::query_scalar::<_, i64>("SELECT COALESCE(MAX(version), 0) FROM errand_migrations")
+                .fetch_one(&self.pool)
+                .await;
+        let found = match found {
+            Ok(found) => found,
+            // 42P01: the table does not exist; errand's schema was never migrated.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => 0,
+            Err(e) => return Err(op_error("read the schema's version", e)),
+        };
+        if found < needed {
+            return Err(Error::SchemaBehind {
+                store: STORE,
+                found,
+                needed,
+            });
+        }
+        Ok(())
     }
 
     /// A listener for this schema's "job available" notifications.
@@ -187,10 +190,7 @@ fn apply_migrations<'a>(
         run(conn, sqlx::query(&create))
             .await
             .map_err(migrate_error(0))?;
-        let table = "CREATE TABLE IF NOT EXISTS errand_migrations (
-                         version BIGINT PRIMARY KEY,
-                         applied_at TIMESTAMPTZ NOT NULL DEFAULT now())";
-        run(conn, sqlx::query(table))
+        run(conn, sqlx::query(crate::migrations::POSTGRES_BOOKKEEPING))
             .await
             .map_err(migrate_error(0))?;
         let current = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM errand_migrations");
@@ -198,7 +198,10 @@ fn apply_migrations<'a>(
             .await
             .and_then(|r| r.try_get(0))
             .map_err(migrate_error(0))?;
-        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        for crate::migrations::Migration { version, sql, .. } in crate::migrations::POSTGRES
+            .iter()
+            .filter(|m| m.version > current)
+        {
             raw(conn, sql).await.map_err(migrate_error(*version))?;
             let record =
                 sqlx::query("INSERT INTO errand_migrations (version) VALUES ($1)").bind(version);
@@ -1008,7 +1011,7 @@ mod tests {
         let url = std::env::var("ERRAND_TEST_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
         let schema = format!("errand_plan_{}", std::process::id());
-        let store = match PostgresStore::connect(&url, &schema, 2).await {
+        let store = match PostgresStore::connect(&url, &schema, 2, true).await {
             Ok(store) => store,
             Err(err) if std::env::var_os("CI").is_none() => {
                 eprintln!("SKIPPED (PostgreSQL): {err}");

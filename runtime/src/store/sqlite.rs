@@ -26,28 +26,6 @@ use crate::store::{
 
 const STORE: &str = "sqlite";
 
-/// Versioned schema changes, applied in order, each once.
-const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("../../migrations/sqlite/0001_jobs.sql")),
-    (
-        2,
-        include_str!("../../migrations/sqlite/0002_unique_and_steps.sql"),
-    ),
-    (3, include_str!("../../migrations/sqlite/0003_failures.sql")),
-    (
-        4,
-        include_str!("../../migrations/sqlite/0004_death_leases.sql"),
-    ),
-    (
-        5,
-        include_str!("../../migrations/sqlite/0005_retention.sql"),
-    ),
-    (
-        6,
-        include_str!("../../migrations/sqlite/0006_claim_available.sql"),
-    ),
-];
-
 /// How long a statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -57,7 +35,7 @@ pub(crate) struct SqliteStore {
 }
 
 impl SqliteStore {
-    pub(crate) fn connect(url: &str) -> BoxFuture<'_, Result<SqliteStore, Error>> {
+    pub(crate) fn connect(url: &str, migrate: bool) -> BoxFuture<'_, Result<SqliteStore, Error>> {
         Box::pin(async move {
             let invalid = |reason: String| Error::InvalidUrl {
                 url: redact(url),
@@ -94,9 +72,41 @@ impl SqliteStore {
                 source,
             })?;
             let store = SqliteStore { pool };
-            store.migrate().await?;
+            if migrate {
+                store.migrate().await?;
+            } else {
+                store.check_version().await?;
+            }
             Ok(store)
         })
+    }
+
+    /// Fails unless the database has every migration this errand knows.
+    async fn check_version(&self) -> Result<(), Error> {
+        let needed = crate::migrations::latest(crate::migrations::SQLITE);
+        let table: Option<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'errand_migrations'",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| op_error("read the schema's version", e))?;
+        let found = match table {
+            None => 0,
+            Some(_) => sqlx::query_scalar::<_, i64>(
+                "SELECT COALESCE(MAX(version), 0) FROM errand_migrations",
+            )
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| op_error("read the schema's version", e))?,
+        };
+        if found < needed {
+            return Err(Error::SchemaBehind {
+                store: STORE,
+                found,
+                needed,
+            });
+        }
+        Ok(())
     }
 
     /// Applies the migrations this database lacks, under SQLite's write lock so that processes
@@ -139,14 +149,18 @@ fn apply_migrations(conn: &mut SqliteConnection) -> BoxFuture<'_, Result<(), Err
                 source,
             }
         };
-        let table = "CREATE TABLE IF NOT EXISTS errand_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)";
-        raw(conn, table).await.map_err(migrate_error(0))?;
+        raw(conn, crate::migrations::SQLITE_BOOKKEEPING)
+            .await
+            .map_err(migrate_error(0))?;
         let current = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM errand_migrations");
         let current: i64 = row(conn, current)
             .await
             .and_then(|r| r.try_get(0))
             .map_err(migrate_error(0))?;
-        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        for crate::migrations::Migration { version, sql, .. } in crate::migrations::SQLITE
+            .iter()
+            .filter(|m| m.version > current)
+        {
             raw(conn, sql).await.map_err(migrate_error(*version))?;
             let record =
                 sqlx::query("INSERT INTO errand_migrations (version, applied_at) VALUES (?1, ?2)")

@@ -1,0 +1,100 @@
+//! errand's schema changes, as SQL, for teams that run migrations with their own tool.
+//!
+//! [`Client::connect`](crate::Client::connect) applies them itself by default. To apply them
+//! elsewhere (a migration tool, a deploy step with a privileged role), connect with
+//! [`Config::migrate(false)`](crate::Config::migrate): the client then only checks that the
+//! schema is at [`POSTGRES`]'s (or [`SQLITE`]'s) last version, and fails with
+//! [`Error::SchemaBehind`](crate::Error::SchemaBehind) when it is not.
+//!
+//! Apply each migration once, in order, in errand's schema, and record it in the table
+//! [`POSTGRES_BOOKKEEPING`] creates, as errand's own runner does:
+//!
+//! ```no_run
+//! # async fn demo(pool: sqlx::PgPool) -> Result<(), sqlx::Error> {
+//! let mut tx = pool.begin().await?;
+//! sqlx::raw_sql(errand::migrations::POSTGRES_BOOKKEEPING).execute(&mut *tx).await?;
+//! for migration in errand::migrations::POSTGRES {
+//!     sqlx::raw_sql(migration.sql).execute(&mut *tx).await?;
+//!     sqlx::query("INSERT INTO errand_migrations (version) VALUES ($1)")
+//!         .bind(migration.version)
+//!         .execute(&mut *tx)
+//!         .await?;
+//! }
+//! tx.commit().await
+//! # }
+//! ```
+//! (A real tool applies only the versions above the highest recorded one.)
+
+/// One schema change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Migration {
+    /// Its number: migrations apply in rising order, each once.
+    pub version: i64,
+    /// What it is for, as its file is named.
+    pub name: &'static str,
+    /// Its statements.
+    pub sql: &'static str,
+}
+
+macro_rules! migrations {
+    ($dir:literal: $($version:literal $name:literal),* $(,)?) => {
+        &[$(Migration {
+            version: $version,
+            name: $name,
+            sql: include_str!(concat!("../migrations/", $dir, "/", $name, ".sql")),
+        }),*]
+    };
+}
+
+/// PostgreSQL's migrations, oldest first.
+pub const POSTGRES: &[Migration] = migrations!("postgres":
+    1 "0001_jobs",
+    2 "0002_unique_and_steps",
+    3 "0003_failures",
+    4 "0004_death_leases",
+    5 "0005_retention",
+    6 "0006_claim_available",
+);
+
+/// SQLite's migrations, oldest first.
+pub const SQLITE: &[Migration] = migrations!("sqlite":
+    1 "0001_jobs",
+    2 "0002_unique_and_steps",
+    3 "0003_failures",
+    4 "0004_death_leases",
+    5 "0005_retention",
+    6 "0006_claim_available",
+);
+
+/// The table in which errand records which migrations a PostgreSQL schema has.
+pub const POSTGRES_BOOKKEEPING: &str = "CREATE TABLE IF NOT EXISTS errand_migrations (
+    version    BIGINT PRIMARY KEY,
+    applied_at TIMESTAMPTZ NOT NULL DEFAULT now())";
+
+/// The table in which errand records which migrations an SQLite database has.
+pub const SQLITE_BOOKKEEPING: &str = "CREATE TABLE IF NOT EXISTS errand_migrations (
+    version    INTEGER PRIMARY KEY,
+    applied_at INTEGER NOT NULL DEFAULT 0)";
+
+/// The version a schema must have for this errand.
+pub(crate) fn latest(migrations: &[Migration]) -> i64 {
+    migrations.last().map_or(0, |m| m.version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_rise_by_one_and_both_stores_agree() {
+        for list in [POSTGRES, SQLITE] {
+            for (i, migration) in list.iter().enumerate() {
+                assert_eq!(migration.version, i as i64 + 1, "{}", migration.name);
+                assert!(migration
+                    .name
+                    .starts_with(&format!("{:04}_", migration.version)));
+            }
+        }
+        assert_eq!(latest(POSTGRES), latest(SQLITE));
+    }
+}
