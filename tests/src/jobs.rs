@@ -695,3 +695,15 @@ pub async fn ledger_counted(ctx: &Context, tag: String, key: String) -> Result<(
     })
     .await
 }
+
+/// `while_executing`, with the hold capped at 300 ms.
+#[job(unique = "while_executing", unique_for = "300ms", key = "wc-<id>", retry = 3, backoff = fast)]
+pub async fn while_executing_capped(
+    ctx: &Context,
+    tag: String,
+    id: i64,
+    mode: String,
+) -> Result<Outcome, TestError> {
+    let _ = id; // in the key only
+    behave(ctx, &tag, &mode).await
+}

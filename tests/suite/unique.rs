@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use errand::{Client, Enqueued, Error, JobId, JobState};
-use errand_tests::common::{gate, job, tag, wait_for, worker, TestStore};
+use errand_tests::common::{gate, job, records, tag, wait_for, worker, TestStore};
 use errand_tests::jobs::*;
 
 errand_tests::per_store!(
@@ -16,6 +16,8 @@ errand_tests::per_store!(
     until_expired_lets_the_key_go_after_unique_for,
     keys_longer_than_the_limit_are_refused,
     a_retried_dead_job_takes_its_key_back,
+    which_strategies_let_two_of_one_key_run_at_once,
+    unique_for_caps_how_long_a_running_key_holds,
 );
 
 const STATES: [JobState; 7] = [
@@ -321,4 +323,108 @@ async fn a_retried_dead_job_takes_its_key_back(store: TestStore) {
         0
     );
     assert_eq!(job(client, dead).await.state, JobState::Dead);
+}
+
+/// The table's last column: with a first job running, whether a second job of its key can run
+/// beside it. `until_executing` lets one in once the first started, and it runs at once, as in
+/// Sidekiq; `until_executed` and `until_expired` refuse it; `while_executing` accepts it but
+/// holds it back (snoozing) until the first ends.
+async fn which_strategies_let_two_of_one_key_run_at_once(store: TestStore) {
+    let client = &store.client;
+    let background = worker(client, &["default"]);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let working = tokio::spawn(background.run_until(async move {
+        let _ = stopped.await;
+    }));
+    for (n, strategy) in [
+        "until_executing",
+        "until_executed",
+        "while_executing",
+        "until_expired",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let t = tag(&format!("run-at-once-{strategy}"));
+        let key = 500 + n as i64;
+        let first = enqueue(client, strategy, &t, key, "block", false, false)
+            .await
+            .id;
+        wait_for("the first job to start", || async {
+            records(&t).contains(&"block:1".to_owned())
+        })
+        .await;
+        let second = enqueue(client, strategy, &t, key, "ok", false, false).await;
+        match strategy {
+            "until_executing" => {
+                assert_eq!(second.duplicate_of, None);
+                wait_for("the second job to run beside the first", || async {
+                    records(&t).contains(&"ok:1".to_owned())
+                })
+                .await;
+                assert_eq!(job(client, first).await.state, JobState::Running);
+            }
+            "while_executing" => {
+                assert_eq!(second.duplicate_of, None);
+                // Claimed, found the key held, and put back to wait: without running.
+                wait_for("the second job to be claimed and held back", || async {
+                    let held = job(client, second.id).await;
+                    held.attempted_at.is_some() && held.state == JobState::Scheduled
+                })
+                .await;
+                assert!(
+                    !records(&t).contains(&"ok:1".to_owned()),
+                    "{:?}",
+                    records(&t)
+                );
+                assert_eq!(job(client, first).await.state, JobState::Running);
+            }
+            _ => assert_eq!(second.duplicate_of, Some(first), "{strategy}"),
+        }
+        gate(&t).add_permits(1);
+        wait_for("both to finish", || async {
+            job(client, first).await.state.is_final()
+                && job(client, second.id).await.state.is_final()
+        })
+        .await;
+        assert_eq!(job(client, second.id).await.state, JobState::Completed);
+    }
+    let _ = stop.send(());
+    working.await.unwrap().unwrap();
+}
+
+/// `unique_for` caps a `while_executing` hold too: once the first run has held the key that
+/// long, a second job of the key may run.
+async fn unique_for_caps_how_long_a_running_key_holds(store: TestStore) {
+    let client = &store.client;
+    let t = tag("while-executing-capped");
+    let first = while_executing_capped::enqueue(client, t.clone(), 1, "block".into())
+        .await
+        .unwrap()
+        .id;
+    let background = worker(client, &["default"]);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let working = tokio::spawn(background.run_until(async move {
+        let _ = stopped.await;
+    }));
+    wait_for("the first job to start", || async {
+        records(&t).contains(&"block:1".to_owned())
+    })
+    .await;
+    let second = while_executing_capped::enqueue(client, t.clone(), 1, "ok".into())
+        .await
+        .unwrap()
+        .id;
+    wait_for("the second job to run once the hold ran out", || async {
+        records(&t).contains(&"ok:1".to_owned())
+    })
+    .await;
+    assert_eq!(job(client, first).await.state, JobState::Running);
+    gate(&t).add_permits(1);
+    wait_for("both to finish", || async {
+        job(client, first).await.state.is_final() && job(client, second).await.state.is_final()
+    })
+    .await;
+    let _ = stop.send(());
+    working.await.unwrap().unwrap();
 }

@@ -490,8 +490,14 @@ impl Store for MemoryStore {
         Ok(done)
     }
 
-    async fn take_running_key(&self, id: JobId, fence: i64) -> Result<bool, Error> {
+    async fn take_running_key(
+        &self,
+        id: JobId,
+        fence: i64,
+        hold: Option<Duration>,
+    ) -> Result<bool, Error> {
         let mut inner = self.lock();
+        let now = inner.now();
         let Some(row) = inner.jobs.get(&id.get()) else {
             return Ok(false);
         };
@@ -502,11 +508,17 @@ impl Store for MemoryStore {
             row.info.kind.clone(),
             row.info.key.clone().unwrap_or_default(),
         );
-        if inner
-            .holder(&kind, &key, |r| r.running_key.as_deref())
-            .is_some()
-        {
-            return Ok(false);
+        if let Some(holder) = inner.holder(&kind, &key, |r| r.running_key.as_deref()) {
+            let held_since = inner.jobs.get(&holder).and_then(|r| r.info.attempted_at);
+            let expired = hold.zip(held_since).is_some_and(|(hold, since)| {
+                to_millis(since).saturating_add(duration_millis(hold)) <= now
+            });
+            if !expired {
+                return Ok(false);
+            }
+            if let Some(holder) = inner.jobs.get_mut(&holder) {
+                holder.running_key = None;
+            }
         }
         if let Some(row) = inner.jobs.get_mut(&id.get()) {
             row.running_key = Some(key);

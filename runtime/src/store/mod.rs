@@ -265,11 +265,13 @@ pub(crate) trait Store: Send + Sync {
     ) -> impl Future<Output = Result<Vec<JobId>, Error>> + Send;
 
     /// For a `while_executing` job: takes its key for this run, or returns `false` when another
-    /// running job of its kind holds it.
+    /// running job of its kind holds it. With `hold` (the job's `unique_for`), a run that has
+    /// held the key that long gives it up first.
     fn take_running_key(
         &self,
         id: JobId,
         fence: i64,
+        hold: Option<Duration>,
     ) -> impl Future<Output = Result<bool, Error>> + Send;
 
     /// The recorded result of step `name` in `scope`, if it succeeded before.
@@ -527,8 +529,13 @@ impl Store for Backend {
         dispatch!(self, s => s.complete_many(runs).await)
     }
 
-    async fn take_running_key(&self, id: JobId, fence: i64) -> Result<bool, Error> {
-        dispatch!(self, s => s.take_running_key(id, fence).await)
+    async fn take_running_key(
+        &self,
+        id: JobId,
+        fence: i64,
+        hold: Option<Duration>,
+    ) -> Result<bool, Error> {
+        dispatch!(self, s => s.take_running_key(id, fence, hold).await)
     }
 
     async fn step_result(&self, scope: &str, name: &str) -> Result<Option<String>, Error> {

@@ -640,7 +640,27 @@ impl Store for SqliteStore {
         Ok(done.into_iter().map(JobId::new).collect())
     }
 
-    async fn take_running_key(&self, id: JobId, fence: i64) -> Result<bool, Error> {
+    async fn take_running_key(
+        &self,
+        id: JobId,
+        fence: i64,
+        hold: Option<Duration>,
+    ) -> Result<bool, Error> {
+        if let Some(hold) = hold {
+            // `unique_for` caps the hold: a run that has held the key that long gives it up.
+            sqlx::query(
+                "UPDATE errand_jobs SET running_key = NULL
+                 WHERE running_key IS NOT NULL AND attempted_at <= ?3 - ?2
+                   AND (kind, running_key) = (SELECT kind, idempotency_key FROM errand_jobs WHERE id = ?1)
+                   AND id <> ?1",
+            )
+            .bind(id.get())
+            .bind(duration_millis(hold))
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| op_error(format!("release an expired running key for job {id}"), e))?;
+        }
         let taken = sqlx::query(
             "UPDATE errand_jobs SET running_key = idempotency_key
              WHERE id = ?1 AND fence = ?2 AND state = 'running'",

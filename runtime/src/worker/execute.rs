@@ -120,7 +120,11 @@ impl Runner {
             match self
                 .client
                 .store()
-                .take_running_key(job.id, job.fence)
+                .take_running_key(
+                    job.id,
+                    job.fence,
+                    registration.options.unique.and_then(|u| u.unique_for),
+                )
                 .await
             {
                 Ok(true) => {}
