@@ -343,3 +343,38 @@ async fn an_unmigrated_schema_is_refused_with_its_version() {
         "{err:?}"
     );
 }
+
+/// Every time errand records comes from the database's clock, including when an attempt
+/// failed: with the schema's clock set to 2100, so are the job's times and its error's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_recorded_time_comes_from_the_database_clock() {
+    let Some(store) = postgres().await else {
+        return;
+    };
+    let pool = store.postgres_pool().await;
+    const Y2100: i64 = 4_102_444_800_000;
+    sqlx::raw_sql(&format!(
+        "CREATE OR REPLACE FUNCTION errand_now_ms() RETURNS bigint LANGUAGE sql STABLE AS $$ SELECT {Y2100}::bigint $$"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let id = broken::enqueue(&store.client, tag("db-clock"))
+        .await
+        .unwrap()
+        .id;
+    worker(&store.client, &["default"])
+        .run_until_idle()
+        .await
+        .unwrap();
+    let dead = job(&store.client, id).await;
+    let y2100 = std::time::UNIX_EPOCH + Duration::from_millis(Y2100 as u64);
+    assert_eq!(dead.state, JobState::Dead);
+    assert_eq!(dead.created_at, y2100);
+    assert_eq!(dead.finished_at, Some(y2100));
+    assert_eq!(
+        dead.errors[0].at, y2100,
+        "the attempt's time is the database's"
+    );
+    store.clean_up().await;
+}

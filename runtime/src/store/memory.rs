@@ -371,7 +371,14 @@ impl Store for MemoryStore {
         row.info.finished_at = finish.state.is_final().then(|| from_millis(now));
         row.lease_until = None;
         if let Some(error) = &finish.error {
-            push_error(&mut row.info.errors, error.clone());
+            let at = from_millis(now);
+            push_error(
+                &mut row.info.errors,
+                AttemptError {
+                    at,
+                    ..error.clone()
+                },
+            );
         }
         row.running_key = None;
         row.cancel_requested = false;
@@ -569,6 +576,7 @@ impl Store for MemoryStore {
                     &mut row.info.errors,
                     AttemptError {
                         attempt: row.info.attempt,
+                        at: from_millis(now),
                         ..error.clone()
                     },
                 );

@@ -490,7 +490,7 @@ impl Store for PostgresStore {
                  death_pending = $3 = 'dead',
                  errors = CASE WHEN $7::jsonb IS NULL THEN errors
                      ELSE (CASE WHEN jsonb_array_length(errors) >= $8 THEN errors - $9::int ELSE errors END)
-                          || jsonb_build_array($7::jsonb) END
+                          || jsonb_build_array(jsonb_set($7::jsonb, '{at}', to_jsonb(errand_now_ms()))) END
              WHERE id = $1 AND fence = $2 AND state = 'running'",
         )
         .bind(id.get())
@@ -706,7 +706,7 @@ impl Store for PostgresStore {
             "UPDATE errand_jobs
              SET state = 'cancelled', finished_at = errand_now_ms(), lease_until = NULL,
                  unique_key = CASE WHEN unique_strategy = 'until_expired' THEN unique_key END,
-                 errors = errors || jsonb_build_array(jsonb_set($2::jsonb, '{attempt}', to_jsonb(attempt)))
+                 errors = errors || jsonb_build_array(jsonb_set(jsonb_set($2::jsonb, '{attempt}', to_jsonb(attempt)), '{at}', to_jsonb(errand_now_ms())))
              WHERE id = $1 AND state IN ('scheduled', 'available', 'retryable', 'pending')",
         )
         .bind(id.get())

@@ -514,7 +514,7 @@ impl Store for SqliteStore {
                  death_pending = ?3 = 'dead',
                  errors = CASE WHEN ?7 IS NULL THEN errors ELSE json_insert(
                      CASE WHEN json_array_length(errors) >= ?8 THEN json_remove(errors, ?9) ELSE errors END,
-                     '$[#]', json(?7)) END
+                     '$[#]', json_set(json(?7), '$.at', ?10)) END
              WHERE id = ?1 AND fence = ?2 AND state = 'running'",
         )
         .bind(id.get())
@@ -526,6 +526,7 @@ impl Store for SqliteStore {
         .bind(error)
         .bind(MAX_ERRORS as i64)
         .bind(format!("$[{KEEP_FIRST_ERRORS}]"))
+        .bind(now)
         .execute(&self.pool)
         .await
         .map_err(|e| op_error(format!("mark job {id} {}", finish.state), e))?;
@@ -723,7 +724,7 @@ impl Store for SqliteStore {
             "UPDATE errand_jobs
              SET state = 'cancelled', finished_at = ?2, lease_until = NULL,
                  unique_key = CASE WHEN unique_strategy = 'until_expired' THEN unique_key END,
-                 errors = json_insert(errors, '$[#]', json_set(json(?3), '$.attempt', attempt))
+                 errors = json_insert(errors, '$[#]', json_set(json(?3), '$.attempt', attempt, '$.at', ?2))
              WHERE id = ?1 AND state IN ('scheduled', 'available', 'retryable', 'pending')",
         )
         .bind(id.get())
