@@ -308,17 +308,39 @@ async fn retention_prunes_finished_and_surplus_dead_jobs(store: TestStore) {
     let retention = Retention::default()
         .keep_finished_for(Duration::ZERO)
         .max_dead(1);
-    let pruning = worker(client, &["default"])
-        .lease(Duration::from_millis(300))
-        .prune_every(Duration::from_millis(100))
-        .retention(retention);
+    let pruning = || {
+        worker(client, &["default"])
+            .lease(Duration::from_millis(300))
+            .prune_every(Duration::from_millis(100))
+            .retention(retention.clone())
+    };
     let watched = client.clone();
-    pruning
+    pruning()
         .run_until(async move {
             wait_for("pruning", || async {
                 watched.job(done).await.unwrap().is_none()
             })
             .await;
+        })
+        .await
+        .unwrap();
+    // No handler has taken these deaths yet: surplus or not, they stay until one does.
+    let listed = client
+        .dead_jobs(&DeadFilter::all(), Page::first(10))
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 3, "undelivered deaths are kept");
+
+    let seen: Seen = Arc::default();
+    worker(client, &["default"])
+        .on_death(recording(&seen))
+        .run_until_idle()
+        .await
+        .unwrap();
+    assert_eq!(seen.lock().unwrap().len(), 3);
+    let watched = client.clone();
+    pruning()
+        .run_until(async move {
             wait_for("surplus dead jobs to go", || async {
                 watched
                     .dead_jobs(&DeadFilter::all(), Page::first(10))

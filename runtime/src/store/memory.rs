@@ -13,8 +13,9 @@ use crate::info::{duration_millis, from_millis, to_millis, AttemptError, JobInfo
 use crate::job::{JobId, JobState};
 use crate::job::{OnConflict, UniqueStrategy};
 use crate::store::{
-    Claimed, DeadQuery, Finish, Inserted, NewJob, RunId, StepOwner, Store, KEEP_FIRST_ERRORS,
-    LEASE_LOST_AFTER, LEASE_LOST_BEFORE, MAX_ERRORS, UNKNOWN_KIND_AFTER, UNKNOWN_KIND_BEFORE,
+    Claimed, DeadQuery, Finish, Inserted, NewJob, RunId, StepOwner, Store, DEATH_DELIVERY_WINDOW,
+    KEEP_FIRST_ERRORS, LEASE_LOST_AFTER, LEASE_LOST_BEFORE, MAX_ERRORS, UNKNOWN_KIND_AFTER,
+    UNKNOWN_KIND_BEFORE,
 };
 
 #[derive(Clone, Debug, Default)]
@@ -719,7 +720,17 @@ impl Store for MemoryStore {
             .map(|r| (died(r), r.info.id.get()))
             .collect();
         dead.sort_unstable_by(|a, b| b.cmp(a));
-        doomed.extend(dead.iter().skip(retention.max_dead).map(|(_, id)| *id));
+        doomed.extend(
+            dead.iter()
+                .skip(retention.max_dead)
+                .map(|(_, id)| *id)
+                // A death its handlers have not had an hour to take is kept until then.
+                .filter(|id| {
+                    inner.jobs.get(id).is_some_and(|r| {
+                        !r.death_pending || died(r) <= now - duration_millis(DEATH_DELIVERY_WINDOW)
+                    })
+                }),
+        );
         doomed.sort_unstable();
         doomed.dedup();
         doomed.truncate(batch);

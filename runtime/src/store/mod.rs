@@ -439,6 +439,11 @@ where
     })
 }
 
+/// How long a dead job whose death no handler has taken yet is kept from the pruning of surplus
+/// dead jobs (`Retention::max_dead`), so that a burst of deaths reaches its handlers. Past it,
+/// the death is taken for one that no handler will take (a deployment without handlers).
+pub(crate) const DEATH_DELIVERY_WINDOW: Duration = Duration::from_secs(3600);
+
 /// How many failed attempts a job's history keeps: the first `KEEP_FIRST_ERRORS` and the
 /// latest, up to `MAX_ERRORS` in all.
 pub(crate) const MAX_ERRORS: usize = 25;

@@ -869,7 +869,10 @@ impl Store for PostgresStore {
             (
                 "DELETE FROM errand_jobs WHERE id IN (
                      SELECT id FROM errand_jobs WHERE state = 'dead'
-                     ORDER BY finished_at DESC, id DESC OFFSET $1 LIMIT $2)",
+                     ORDER BY finished_at DESC, id DESC OFFSET $1 LIMIT $2)
+                 -- A death its handlers have not had an hour to take is kept until then
+                 -- (DEATH_DELIVERY_WINDOW).
+                 AND NOT (death_pending AND finished_at > errand_now_ms() - 3600000)",
                 i64::try_from(retention.max_dead).unwrap_or(i64::MAX),
                 "prune surplus dead jobs",
             ),

@@ -20,8 +20,8 @@ use crate::job::OnConflict;
 use crate::job::{JobId, JobState};
 use crate::store::{
     job_from_row, BoxFuture, Claimed, DeadQuery, Finish, Inserted, NewJob, RunId, StepOwner, Store,
-    KEEP_FIRST_ERRORS, LEASE_LOST_AFTER, LEASE_LOST_BEFORE, MAX_ERRORS, UNKNOWN_KIND_AFTER,
-    UNKNOWN_KIND_BEFORE,
+    DEATH_DELIVERY_WINDOW, KEEP_FIRST_ERRORS, LEASE_LOST_AFTER, LEASE_LOST_BEFORE, MAX_ERRORS,
+    UNKNOWN_KIND_AFTER, UNKNOWN_KIND_BEFORE,
 };
 
 const STORE: &str = "sqlite";
@@ -871,14 +871,17 @@ impl Store for SqliteStore {
             ),
             (
                 "DELETE FROM errand_jobs WHERE id IN (
-                     SELECT id FROM errand_jobs WHERE state = 'dead' AND finished_at < ?1 LIMIT ?2)",
+                     SELECT id FROM errand_jobs
+                     WHERE state = 'dead' AND finished_at < ?1 LIMIT ?2)",
                 ago(retention.dead_for),
                 "prune old dead jobs",
             ),
             (
                 "DELETE FROM errand_jobs WHERE id IN (
                      SELECT id FROM errand_jobs WHERE state = 'dead'
-                     ORDER BY finished_at DESC, id DESC LIMIT ?2 OFFSET ?1)",
+                     ORDER BY finished_at DESC, id DESC LIMIT ?2 OFFSET ?1)
+                 -- A death its handlers have not had an hour to take is kept until then.
+                 AND NOT (death_pending = 1 AND finished_at > ?3)",
                 i64::try_from(retention.max_dead).unwrap_or(i64::MAX),
                 "prune surplus dead jobs",
             ),
@@ -897,11 +900,13 @@ impl Store for SqliteStore {
                 "prune the effect ledger",
             ),
         ];
+        let delivery_window = ago(DEATH_DELIVERY_WINDOW);
         let mut deleted = 0;
         for (sql, bound, op) in statements {
             let done = sqlx::query(sql)
                 .bind(bound)
                 .bind(batch)
+                .bind(delivery_window)
                 .execute(&self.pool)
                 .await
                 .map_err(|e| op_error(op, e))?;
