@@ -1,7 +1,10 @@
 //! `errand-bench chaos`: three worker processes on PostgreSQL; every 2 s one is killed with
 //! SIGKILL and a new one started; PostgreSQL (a throwaway cluster) restarts once in the middle.
 //! Every job writes its effect in the transaction that completes it, so an effect recorded
-//! twice, a job lost or a job stuck in `running` is a bug. Exits non-zero on any of them.
+//! twice, a job lost or a job stuck in `running` is a bug. One job in a hundred more dies at
+//! once; every worker has a death handler that records each death, and prunes the dead set
+//! down to half of them every second, so a death that reaches no handler is a bug too. Exits
+//! non-zero on any of them.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -10,13 +13,13 @@ use errand::{Client, Config};
 use errand_tests::processes::TempCluster;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::jobs::chaos_effect;
+use crate::jobs::{chaos_dies, chaos_effect};
 use crate::BoxError;
 
 const SCHEMA: &str = "errand_chaos";
 const WORKERS: usize = 3;
 
-async fn start_worker(url: &str) -> Result<tokio::process::Child, BoxError> {
+async fn start_worker(url: &str, max_dead: i64) -> Result<tokio::process::Child, BoxError> {
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
         .args([
             "worker", "--url", url, "--schema", SCHEMA, "--queue", "chaos",
@@ -28,7 +31,12 @@ async fn start_worker(url: &str) -> Result<tokio::process::Child, BoxError> {
             "2000",
             "--poll-ms",
             "200",
+            "--deaths",
+            "--prune-ms",
+            "1000",
+            "--max-dead",
         ])
+        .arg(max_dead.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -64,14 +72,20 @@ pub(crate) async fn run(jobs: i64) -> Result<bool, BoxError> {
     sqlx::query("CREATE TABLE chaos_effects (n BIGINT NOT NULL)")
         .execute(&pool)
         .await?;
+    sqlx::query("CREATE TABLE chaos_deaths (job_id BIGINT NOT NULL)")
+        .execute(&pool)
+        .await?;
+    let dies = (jobs / 100).max(1);
+    let max_dead = (dies / 2).max(1);
     client
         .enqueue_many((0..jobs).map(chaos_effect::with))
         .await?;
+    client.enqueue_many((0..dies).map(chaos_dies::with)).await?;
     eprintln!("enqueued {jobs} jobs in {:?}", started.elapsed());
 
     let mut workers = Vec::new();
     for _ in 0..WORKERS {
-        workers.push(start_worker(&url).await?);
+        workers.push(start_worker(&url, max_dead).await?);
     }
     let (mut kills, mut restarts) = (0, 0);
     let deadline = Instant::now() + Duration::from_secs(3600);
@@ -82,7 +96,8 @@ pub(crate) async fn run(jobs: i64) -> Result<bool, BoxError> {
             "SELECT count(*) FROM errand_jobs WHERE state = 'completed'",
         )
         .await;
-        if completed == Some(jobs) {
+        let handled = count(&pool, "SELECT count(DISTINCT job_id) FROM chaos_deaths").await;
+        if completed == Some(jobs) && handled == Some(dies) {
             break;
         }
         if Instant::now() > deadline {
@@ -101,7 +116,7 @@ pub(crate) async fn run(jobs: i64) -> Result<bool, BoxError> {
             let victim = fastrand::usize(..workers.len());
             workers[victim].kill().await?;
             kills += 1;
-            match start_worker(&url).await {
+            match start_worker(&url, max_dead).await {
                 Ok(worker) => workers[victim] = worker,
                 Err(err) => eprintln!("{err}; will replace it at the next kill"),
             }
@@ -131,15 +146,28 @@ pub(crate) async fn run(jobs: i64) -> Result<bool, BoxError> {
     )
     .await
     .unwrap_or(0);
+    let handled = count(&pool, "SELECT count(DISTINCT job_id) FROM chaos_deaths")
+        .await
+        .unwrap_or(0);
+    let calls = count(&pool, "SELECT count(*) FROM chaos_deaths")
+        .await
+        .unwrap_or(0);
+    let dead_kept = count(
+        &pool,
+        "SELECT count(*) FROM errand_jobs WHERE state = 'dead'",
+    )
+    .await
+    .unwrap_or(0);
     let lost = (jobs - completed).max(jobs - effects);
     let duplicates = rows - effects;
+    let lost_deaths = dies - handled;
     let seconds = started.elapsed().as_secs();
-    println!("| jobs | completed | lost | duplicate effects | stuck | kills | PostgreSQL restarts | seconds |");
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
-    println!("| {jobs} | {completed} | {lost} | {duplicates} | {stuck} | {kills} | {restarts} | {seconds} |");
+    println!("| jobs | completed | lost | duplicate effects | stuck | deaths | deaths handled | handler calls | dead kept | kills | PostgreSQL restarts | seconds |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| {jobs} | {completed} | {lost} | {duplicates} | {stuck} | {dies} | {handled} | {calls} | {dead_kept} | {kills} | {restarts} | {seconds} |");
     println!(
-        "CHAOS jobs={jobs} completed={completed} lost={lost} duplicate_effects={duplicates} stuck={stuck} kills={kills} pg_restarts={restarts} seconds={seconds}"
+        "CHAOS jobs={jobs} completed={completed} lost={lost} duplicate_effects={duplicates} stuck={stuck} deaths={dies} lost_deaths={lost_deaths} handler_calls={calls} dead_kept={dead_kept} kills={kills} pg_restarts={restarts} seconds={seconds}"
     );
     drop(client);
-    Ok(lost == 0 && duplicates == 0 && stuck == 0)
+    Ok(lost == 0 && duplicates == 0 && stuck == 0 && lost_deaths == 0)
 }

@@ -18,6 +18,9 @@ pub enum BenchError {
     #[error("no recorder in this process")]
     #[permanent]
     NoRecorder,
+    #[error("this job is meant to die")]
+    #[permanent]
+    Doomed,
     #[error(transparent)]
     #[transient]
     Db(#[from] sqlx::Error),
@@ -79,5 +82,25 @@ pub async fn chaos_effect(ctx: &Context, n: i64) -> Result<(), BenchError> {
         .await?;
     ctx.complete_in(&mut tx).await?;
     tx.commit().await?;
+    Ok(())
+}
+
+/// Dies at once: the chaos run counts that each death reaches a handler.
+#[job(name = "chaos_dies", queue = "chaos", retry = 0)]
+pub async fn chaos_dies(n: i64) -> Result<(), BenchError> {
+    let _ = n;
+    Err(BenchError::Doomed)
+}
+
+/// The chaos run's death handler: one row per call, so a death handled twice shows, and one
+/// never handled is missing.
+pub async fn record_death(death: errand::Death) -> Result<(), errand::HandlerError> {
+    let Some(Recorder::Postgres(pool)) = RECORDER.get() else {
+        return Err("no recorder in this process".into());
+    };
+    sqlx::query("INSERT INTO chaos_deaths (job_id) VALUES ($1)")
+        .bind(death.job.id.get())
+        .execute(pool)
+        .await?;
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! `errand-bench worker`: a worker process for the benchmark and the chaos run.
 //!
-//! `--url U [--schema S] [--queue Q] [--concurrency N] [--lease-ms N] [--poll-ms N]`; prints
-//! `ready`, then works until SIGTERM.
+//! `--url U [--schema S] [--queue Q] [--concurrency N] [--lease-ms N] [--poll-ms N]
+//! [--deaths] [--prune-ms N] [--max-dead N]`; prints `ready`, then works until SIGTERM. With
+//! `--deaths`, a death handler records each death in `chaos_deaths`.
 
 use std::time::Duration;
 
@@ -32,7 +33,14 @@ pub(crate) async fn run(args: &[String]) -> Result<(), BoxError> {
     };
     let _ = RECORDER.set(recorder);
     println!("ready");
-    Worker::new(client)
+    let mut worker = Worker::new(client);
+    if args.iter().any(|a| a == "--deaths") {
+        worker = worker.on_death(crate::jobs::record_death);
+    }
+    let retention = errand::Retention::default().max_dead(number("--max-dead", 10_000) as usize);
+    worker
+        .retention(retention)
+        .prune_every(Duration::from_millis(number("--prune-ms", 60_000)))
         .queues([(queue, 1)])
         .concurrency(number("--concurrency", 16) as usize)
         .lease(Duration::from_millis(number("--lease-ms", 30_000)))
