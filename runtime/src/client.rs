@@ -2,11 +2,14 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
+use crate::classify::FailureKind;
+use crate::dead::{Cancellation, DeadFilter, DeadQuery, Page};
 use crate::error::{redact, Error};
-use crate::info::JobInfo;
+use crate::info::{AttemptError, JobInfo};
 use crate::job::Job;
 use crate::job::JobId;
 use crate::request::{Enqueued, Request};
@@ -281,6 +284,68 @@ impl Client {
 
     pub(crate) fn subscribe_enqueued(&self) -> watch::Receiver<u64> {
         self.inner.enqueued.subscribe()
+    }
+}
+
+/// The dead set and cancellation (types in [`crate::dead`]).
+impl Client {
+    /// Dead jobs matching `filter`, oldest id first, one page at a time.
+    pub async fn dead_jobs(&self, filter: &DeadFilter, page: Page) -> Result<Vec<JobInfo>, Error> {
+        self.store()
+            .dead_jobs(&filter.query, page.after, page.limit)
+            .await
+    }
+
+    /// Makes dead job `id` available again: its attempts start over, its history is kept.
+    /// Returns whether it was dead.
+    pub async fn retry_dead(&self, id: JobId) -> Result<bool, Error> {
+        let retried = self
+            .store()
+            .retry_dead(&DeadQuery {
+                id: Some(id),
+                ..DeadQuery::default()
+            })
+            .await?;
+        self.notify_enqueued();
+        Ok(retried == 1)
+    }
+
+    /// Retries every dead job matching `filter`; returns how many.
+    pub async fn retry_all_dead(&self, filter: &DeadFilter) -> Result<u64, Error> {
+        let retried = self.store().retry_dead(&filter.query).await?;
+        self.notify_enqueued();
+        Ok(retried)
+    }
+
+    /// Deletes dead job `id`; returns whether it was dead.
+    pub async fn delete_dead(&self, id: JobId) -> Result<bool, Error> {
+        Ok(self
+            .store()
+            .delete_dead(&DeadQuery {
+                id: Some(id),
+                ..DeadQuery::default()
+            })
+            .await?
+            == 1)
+    }
+
+    /// Deletes every dead job matching `filter`; returns how many.
+    pub async fn clear_dead(&self, filter: &DeadFilter) -> Result<u64, Error> {
+        self.store().delete_dead(&filter.query).await
+    }
+
+    /// Cancels job `id`: a job that has not started becomes `cancelled` at once; a running job
+    /// is asked to stop (see [`Cancellation::Requested`]).
+    pub async fn cancel(&self, id: JobId) -> Result<Cancellation, Error> {
+        let error = AttemptError {
+            attempt: 0,
+            kind: FailureKind::Cancelled,
+            message: "cancelled by the client".to_owned(),
+            at: SystemTime::now(),
+            duration: Duration::ZERO,
+            worker: "client".to_owned(),
+        };
+        self.store().cancel(id, &error).await
     }
 }
 

@@ -3,11 +3,12 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::error::Error;
 use crate::job::JobId;
 use crate::request::Transaction;
 use crate::store::{Backend, Claimed, StepOwner, Store};
-use crate::worker::runs::RunSignal;
 
 /// The running job's identity, handed to a `#[job]` function that takes `ctx: &Context` first.
 ///
@@ -286,5 +287,40 @@ impl Context {
         };
         inner.store.record_step(&owner, name, &json).await?;
         Ok(value)
+    }
+}
+
+/// What a running job's [`Context`](crate::Context) watches: a token that fires when the run
+/// should stop (the client cancelled it, or its lease surely ran out), and which of the two.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RunSignal {
+    stop: CancellationToken,
+    lost: Arc<AtomicBool>,
+}
+
+impl RunSignal {
+    /// Whether the run should stop, for either reason.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+
+    /// Resolves when the run should stop.
+    pub(crate) async fn stopped(&self) {
+        self.stop.cancelled().await
+    }
+
+    /// Whether the run's lease surely ran out: another worker may own the job now, so this run
+    /// must write nothing more.
+    pub(crate) fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn cancel(&self) {
+        self.stop.cancel();
+    }
+
+    pub(crate) fn lose(&self) {
+        self.lost.store(true, Ordering::SeqCst);
+        self.stop.cancel();
     }
 }

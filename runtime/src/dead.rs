@@ -1,5 +1,5 @@
-//! The dead set and what surrounds it: listing, retrying and clearing dead jobs, death
-//! handlers, cancellation, and retention.
+//! The dead set and what surrounds it: the filters, pages, deaths, cancellations and retention
+//! that [`Client`](crate::Client)'s dead-set methods and the worker's death handlers use.
 //!
 //! A job dies when it fails with a permanent error, runs out of attempts, or names a kind no
 //! worker knows for longer than the grace period. It stays in the dead set, with every
@@ -21,11 +21,8 @@
 use std::time::{Duration, SystemTime};
 
 use crate::classify::FailureKind;
-use crate::client::Client;
-use crate::error::Error;
 use crate::info::{to_millis, AttemptError, JobInfo};
 use crate::job::{JobId, JobState};
-use crate::store::{DeadQuery, Store};
 
 /// Which dead jobs to list, retry or clear: every condition set must hold.
 ///
@@ -36,7 +33,7 @@ use crate::store::{DeadQuery, Store};
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct DeadFilter {
-    query: DeadQuery,
+    pub(crate) query: DeadQuery,
 }
 
 impl DeadFilter {
@@ -73,8 +70,8 @@ impl DeadFilter {
 /// A page of a listing, by job id.
 #[derive(Clone, Copy, Debug)]
 pub struct Page {
-    after: Option<JobId>,
-    limit: usize,
+    pub(crate) after: Option<JobId>,
+    pub(crate) limit: usize,
 }
 
 impl Page {
@@ -203,63 +200,29 @@ impl Retention {
     }
 }
 
-impl Client {
-    /// Dead jobs matching `filter`, oldest id first, one page at a time.
-    pub async fn dead_jobs(&self, filter: &DeadFilter, page: Page) -> Result<Vec<JobInfo>, Error> {
-        self.store()
-            .dead_jobs(&filter.query, page.after, page.limit)
-            .await
-    }
+/// Which dead jobs an operation is about: every field that is set must match.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct DeadQuery {
+    pub(crate) id: Option<JobId>,
+    pub(crate) kind: Option<String>,
+    pub(crate) queue: Option<String>,
+    /// Died at or after, in ms.
+    pub(crate) after_ms: Option<i64>,
+    /// Died before, in ms.
+    pub(crate) before_ms: Option<i64>,
+}
 
-    /// Makes dead job `id` available again: its attempts start over, its history is kept.
-    /// Returns whether it was dead.
-    pub async fn retry_dead(&self, id: JobId) -> Result<bool, Error> {
-        let retried = self
-            .store()
-            .retry_dead(&DeadQuery {
-                id: Some(id),
-                ..DeadQuery::default()
-            })
-            .await?;
-        self.notify_enqueued();
-        Ok(retried == 1)
-    }
-
-    /// Retries every dead job matching `filter`; returns how many.
-    pub async fn retry_all_dead(&self, filter: &DeadFilter) -> Result<u64, Error> {
-        let retried = self.store().retry_dead(&filter.query).await?;
-        self.notify_enqueued();
-        Ok(retried)
-    }
-
-    /// Deletes dead job `id`; returns whether it was dead.
-    pub async fn delete_dead(&self, id: JobId) -> Result<bool, Error> {
-        Ok(self
-            .store()
-            .delete_dead(&DeadQuery {
-                id: Some(id),
-                ..DeadQuery::default()
-            })
-            .await?
-            == 1)
-    }
-
-    /// Deletes every dead job matching `filter`; returns how many.
-    pub async fn clear_dead(&self, filter: &DeadFilter) -> Result<u64, Error> {
-        self.store().delete_dead(&filter.query).await
-    }
-
-    /// Cancels job `id`: a job that has not started becomes `cancelled` at once; a running job
-    /// is asked to stop (see [`Cancellation::Requested`]).
-    pub async fn cancel(&self, id: JobId) -> Result<Cancellation, Error> {
-        let error = AttemptError {
-            attempt: 0,
-            kind: FailureKind::Cancelled,
-            message: "cancelled by the client".to_owned(),
-            at: SystemTime::now(),
-            duration: Duration::ZERO,
-            worker: "client".to_owned(),
-        };
-        self.store().cancel(id, &error).await
+impl DeadQuery {
+    pub(crate) fn matches(&self, job: &JobInfo) -> bool {
+        let died = job
+            .finished_at
+            .map(crate::info::to_millis)
+            .unwrap_or(i64::MIN);
+        job.state == JobState::Dead
+            && self.id.is_none_or(|id| id == job.id)
+            && self.kind.as_ref().is_none_or(|k| *k == job.kind)
+            && self.queue.as_ref().is_none_or(|q| *q == job.queue)
+            && self.after_ms.is_none_or(|t| died >= t)
+            && self.before_ms.is_none_or(|t| died < t)
     }
 }

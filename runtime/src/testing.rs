@@ -183,6 +183,6 @@ pub fn context(kind: &str, key: &str) -> Context {
         &job,
         tracing::Span::none(),
         Backend::Memory(MemoryStore::default()),
-        crate::worker::runs::RunSignal::default(),
+        crate::context::RunSignal::default(),
     )
 }

@@ -248,7 +248,7 @@ async fn cancel_stops_waiting_and_running_jobs(store: TestStore) {
         .unwrap()
         .id;
     let watched = client.clone();
-    let w = worker(client, &["default"]).lease(Duration::from_millis(600));
+    let w = worker(client, &["default"]).lease(Duration::from_secs(2));
     w.run_until(async move {
         wait_for("the job to start", || async {
             job(&watched, running).await.state == JobState::Running
@@ -310,7 +310,7 @@ async fn retention_prunes_finished_and_surplus_dead_jobs(store: TestStore) {
         .max_dead(1);
     let pruning = || {
         worker(client, &["default"])
-            .lease(Duration::from_millis(300))
+            .lease(Duration::from_secs(2))
             .prune_every(Duration::from_millis(100))
             .retention(retention.clone())
     };

@@ -236,7 +236,7 @@ async fn complete_in_under_repeatable_read_retries_and_pays_once() {
         .await
         .unwrap()
         .id;
-    let w = worker(&store.client, &["default"]).lease(Duration::from_millis(600));
+    let w = worker(&store.client, &["default"]).lease(Duration::from_secs(2));
     errand_tests::common::work_until_final(w, &store.client, &[id]).await;
     let done = job(&store.client, id).await;
     assert_eq!(

@@ -26,7 +26,7 @@ async fn a_task_that_panics_outside_its_job_gives_its_lease_up(store: TestStore)
         .await
         .unwrap()
         .id;
-    let w = worker(client, &["default"]).lease(Duration::from_millis(600));
+    let w = worker(client, &["default"]).lease(Duration::from_secs(2));
     work_until_final(w, client, &[id]).await;
     let done = job(client, id).await;
     assert_eq!((done.state, done.attempt), (JobState::Completed, 2));

@@ -75,7 +75,7 @@ async fn expired_lease_is_rescued(store: TestStore) {
     let client = &store.client;
     let t = tag("rescue");
     let id = blocks::enqueue(client, t.clone()).await.unwrap().id;
-    let crashing = worker(client, &["default"]).lease(Duration::from_millis(600));
+    let crashing = worker(client, &["default"]).lease(Duration::from_secs(2));
     let crashed_id = crashing.id().to_owned();
     let handle = tokio::spawn(crashing.run_until(std::future::pending()));
     wait_for("the job to start", || async { !records(&t).is_empty() }).await;
@@ -85,7 +85,7 @@ async fn expired_lease_is_rescued(store: TestStore) {
     assert_eq!(job(client, id).await.state, JobState::Running);
 
     gate(&t).add_permits(1);
-    let rescuer = worker(client, &["default"]).lease(Duration::from_millis(600));
+    let rescuer = worker(client, &["default"]).lease(Duration::from_secs(2));
     work_until_final(rescuer, client, &[id]).await;
     let done = job(client, id).await;
     assert_eq!((done.state, done.attempt), (JobState::Completed, 2));

@@ -8,11 +8,11 @@
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
+pub(crate) use crate::dead::DeadQuery;
 use crate::dead::{Cancellation, Retention};
 use crate::error::Error;
 use crate::info::{AttemptError, JobInfo};
 use crate::job::{JobId, JobState, OnConflict, Unique, UniqueStrategy};
-pub(crate) use crate::worker::runs::RunId;
 
 pub(crate) mod memory;
 #[cfg(feature = "postgres")]
@@ -115,6 +115,13 @@ impl RunAt {
             RunAt::At(t) => (None, Some(crate::info::to_millis(t))),
         }
     }
+}
+
+/// One claim of one job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct RunId {
+    pub id: JobId,
+    pub fence: i64,
 }
 
 /// A job a worker has just claimed.
@@ -352,33 +359,6 @@ pub(crate) struct StepOwner<'a> {
     /// The job's rendered key, for a job with a key template.
     pub(crate) key: Option<&'a str>,
     pub(crate) job: JobId,
-}
-
-/// Which dead jobs an operation is about: every field that is set must match.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct DeadQuery {
-    pub(crate) id: Option<JobId>,
-    pub(crate) kind: Option<String>,
-    pub(crate) queue: Option<String>,
-    /// Died at or after, in ms.
-    pub(crate) after_ms: Option<i64>,
-    /// Died before, in ms.
-    pub(crate) before_ms: Option<i64>,
-}
-
-impl DeadQuery {
-    pub(crate) fn matches(&self, job: &JobInfo) -> bool {
-        let died = job
-            .finished_at
-            .map(crate::info::to_millis)
-            .unwrap_or(i64::MIN);
-        job.state == JobState::Dead
-            && self.id.is_none_or(|id| id == job.id)
-            && self.kind.as_ref().is_none_or(|k| *k == job.kind)
-            && self.queue.as_ref().is_none_or(|q| *q == job.queue)
-            && self.after_ms.is_none_or(|t| died >= t)
-            && self.before_ms.is_none_or(|t| died < t)
-    }
 }
 
 /// Reads a row selected by a SQL store's `SELECT_JOB`: the same columns on every SQL store,

@@ -2,18 +2,16 @@
 //! of runs that finished. Nothing else awaits in it: leases, rescue, pruning and death handlers
 //! are other services' work, so a slow one never delays a claim or a renewal.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::execute::{PendingCompletion, TaskEnd};
+use super::execute::{log_join, write_completions, PendingCompletion, TaskEnd};
 use super::runs::{RunGuard, RunId};
 use super::{store_backoff, Runner};
 use crate::error::Error;
-use crate::job::JobId;
 use crate::store::{Claimed, Store};
 
 /// The longest a free slot waits for others to free up before the worker claims for it.
@@ -207,44 +205,6 @@ impl ClaimLoop {
     /// next pass.
     async fn write_completions(&mut self) -> bool {
         write_completions(&self.runner, &mut self.completed).await
-    }
-}
-
-/// See [`ClaimLoop::write_completions`]; shutdown writes the last ones with it too.
-pub(super) async fn write_completions(
-    runner: &Runner,
-    completed: &mut Vec<PendingCompletion>,
-) -> bool {
-    let runs: Vec<(JobId, i64)> = completed.iter().map(|c| (c.run.id, c.run.fence)).collect();
-    match runner.client.store().complete_many(&runs).await {
-        Ok(written) => {
-            let written: HashSet<JobId> = written.into_iter().collect();
-            for done in completed.drain(..) {
-                runner.runs.remove(done.run);
-                if !done.in_tx && !written.contains(&done.run.id) {
-                    tracing::warn!(job.id = %done.run.id, "job was taken from this worker (its lease ran out); this run's outcome is discarded");
-                }
-            }
-            true
-        }
-        Err(err) => {
-            tracing::warn!(worker = %runner.id, jobs = runs.len(), error = %err, "recording completions failed; will retry");
-            false
-        }
-    }
-}
-
-/// How a job task ended; logs a task that failed outside its job (its run has left the registry
-/// through its guard, so its lease runs out and the rescuer takes it).
-pub(super) fn log_join(joined: Result<TaskEnd, tokio::task::JoinError>) -> Option<TaskEnd> {
-    match joined {
-        Ok(end) => Some(end),
-        Err(err) => {
-            // Job panics are caught inside the task; this is a panic outside the job's own
-            // code (a value dropped after a timeout, or errand itself).
-            tracing::error!(error = %err, "a job task failed outside the job; the job will be rescued when its lease runs out");
-            None
-        }
     }
 }
 

@@ -2,16 +2,18 @@
 //! outcome, and record it (completions are left to the claim loop, which writes them in
 //! batches).
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant, SystemTime};
 
 use tracing::Instrument as _;
 
-use super::runs::{RunGuard, RunId, RunSignal};
+use super::runs::{RunGuard, RunId};
 use super::{store_backoff, Runner};
 use crate::classify::FailureKind;
 use crate::context::Context;
+use crate::context::RunSignal;
 use crate::info::AttemptError;
-use crate::job::{JobState, Outcome, UniqueStrategy};
+use crate::job::{JobId, JobState, Outcome, UniqueStrategy};
 use crate::registry::{CatchPanic, Failure, Registration};
 use crate::retry::{after_failure, AfterFailure, Backoff};
 use crate::store::{Claimed, Finish, Store};
@@ -247,5 +249,45 @@ fn log_finish(finish: &Finish) {
         Dead => tracing::error!(error, kind, "job died"),
         Cancelled => tracing::info!(reason = error, "job cancelled itself"),
         other => tracing::debug!(state = %other, "job finished"),
+    }
+}
+
+/// Writes the completions of runs that finished, in one statement: the claim loop's after
+/// each claim, shutdown's last ones. Returns whether it could; on failure they stay pending
+/// (their leases renewed) for the next try.
+pub(super) async fn write_completions(
+    runner: &Runner,
+    completed: &mut Vec<PendingCompletion>,
+) -> bool {
+    let runs: Vec<(JobId, i64)> = completed.iter().map(|c| (c.run.id, c.run.fence)).collect();
+    match runner.client.store().complete_many(&runs).await {
+        Ok(written) => {
+            let written: HashSet<JobId> = written.into_iter().collect();
+            for done in completed.drain(..) {
+                runner.runs.remove(done.run);
+                if !done.in_tx && !written.contains(&done.run.id) {
+                    tracing::warn!(job.id = %done.run.id, "job was taken from this worker (its lease ran out); this run's outcome is discarded");
+                }
+            }
+            true
+        }
+        Err(err) => {
+            tracing::warn!(worker = %runner.id, jobs = runs.len(), error = %err, "recording completions failed; will retry");
+            false
+        }
+    }
+}
+
+/// How a job task ended; logs a task that failed outside its job (its run has left the registry
+/// through its guard, so its lease runs out and the rescuer takes it).
+pub(super) fn log_join(joined: Result<TaskEnd, tokio::task::JoinError>) -> Option<TaskEnd> {
+    match joined {
+        Ok(end) => Some(end),
+        Err(err) => {
+            // Job panics are caught inside the task; this is a panic outside the job's own
+            // code (a value dropped after a timeout, or errand itself).
+            tracing::error!(error = %err, "a job task failed outside the job; the job will be rescued when its lease runs out");
+            None
+        }
     }
 }

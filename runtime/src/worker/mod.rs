@@ -35,7 +35,7 @@ mod execute;
 mod lease;
 mod prune;
 mod rescue;
-pub(crate) mod runs;
+mod runs;
 mod shutdown;
 mod supervise;
 

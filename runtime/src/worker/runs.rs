@@ -7,55 +7,11 @@
 //! written its completion.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio_util::sync::CancellationToken;
-
-use crate::job::JobId;
-
-/// One claim of one job.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct RunId {
-    pub id: JobId,
-    pub fence: i64,
-}
-
-/// What a running job's [`Context`](crate::Context) watches: a token that fires when the run
-/// should stop (the client cancelled it, or its lease surely ran out), and which of the two.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct RunSignal {
-    stop: CancellationToken,
-    lost: Arc<AtomicBool>,
-}
-
-impl RunSignal {
-    /// Whether the run should stop, for either reason.
-    pub(crate) fn is_stopped(&self) -> bool {
-        self.stop.is_cancelled()
-    }
-
-    /// Resolves when the run should stop.
-    pub(crate) async fn stopped(&self) {
-        self.stop.cancelled().await
-    }
-
-    /// Whether the run's lease surely ran out: another worker may own the job now, so this run
-    /// must write nothing more.
-    pub(crate) fn is_lost(&self) -> bool {
-        self.lost.load(Ordering::SeqCst)
-    }
-
-    fn cancel(&self) {
-        self.stop.cancel();
-    }
-
-    fn lose(&self) {
-        self.lost.store(true, Ordering::SeqCst);
-        self.stop.cancel();
-    }
-}
+use crate::context::RunSignal;
+pub(crate) use crate::store::RunId;
 
 struct Run {
     signal: RunSignal,
@@ -168,6 +124,7 @@ impl Drop for RunGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::JobId;
 
     fn run(id: i64, fence: i64) -> RunId {
         RunId {

@@ -6,8 +6,7 @@ use std::collections::HashSet;
 
 use tokio::task::JoinSet;
 
-use super::claim::{log_join, write_completions};
-use super::execute::{PendingCompletion, TaskEnd};
+use super::execute::{log_join, write_completions, PendingCompletion, TaskEnd};
 use super::runs::RunId;
 use super::{store_backoff, Runner};
 use crate::job::JobId;
