@@ -218,9 +218,9 @@ pub(crate) trait Store: Send + Sync {
     /// where claims find them. Returns how many.
     fn promote(&self, limit: usize) -> impl Future<Output = Result<u64, Error>> + Send;
 
-    /// Kills the waiting jobs of `queues` whose kind is none of `kinds` and that have been due
+    /// Kills the available jobs of `queues` whose kind is none of `kinds` and that have been due
     /// for `grace` or longer, by the database's clock: no worker that knows their kind took
-    /// them. Returns how many.
+    /// them. (Waiting jobs become available when due, whatever their kind.) Returns how many.
     fn bury_unknown(
         &self,
         queues: &[&str],

@@ -443,7 +443,7 @@ impl Store for PostgresStore {
                      || jsonb_build_array(jsonb_build_object(
                      'attempt', attempt, 'kind', 'unknown_kind', 'message', $4 || kind || $5,
                      'at', errand_now_ms(), 'duration_ms', 0, 'worker', $8::text))
-             WHERE state IN ('scheduled', 'available', 'retryable') AND run_at <= errand_now_ms() - $1
+             WHERE state = 'available' AND run_at <= errand_now_ms() - $1
                AND queue = ANY($2) AND kind <> ALL($3)",
         )
         .bind(duration_millis(grace))

@@ -464,7 +464,7 @@ impl Store for SqliteStore {
                      '$[#]', json_object(
                      'attempt', attempt, 'kind', 'unknown_kind', 'message', ?5 || kind || ?6,
                      'at', ?1, 'duration_ms', 0, 'worker', ?9))
-             WHERE state IN ('scheduled', 'available', 'retryable') AND run_at <= ?2
+             WHERE state = 'available' AND run_at <= ?2
                AND queue IN (SELECT value FROM json_each(?3))
                AND kind NOT IN (SELECT value FROM json_each(?4))",
         )

@@ -52,8 +52,9 @@ impl ClaimLoop {
         // round trip fetches many jobs instead of one.
         let refill = (settings.concurrency / 2).max(1);
         let mut last_claim = Instant::now();
-        // Due `scheduled` and `retryable` jobs are made `available` before a claim that may
-        // want them: after a claim came up short, and every poll interval in any case.
+        // Due `scheduled` and `retryable` jobs are made `available` every poll interval, and at
+        // once while a promotion finds more than one batch, or before a worker that runs until
+        // idle decides it is. A wake-up for a new job claims without promoting first.
         let mut promote_due = true;
         let mut last_promote = Instant::now();
         while !shutdown.is_cancelled() {
@@ -75,7 +76,7 @@ impl ClaimLoop {
                         failures = 0;
                         claimed = jobs.len();
                         runs += claimed;
-                        promote_due = more_due || claimed < free;
+                        promote_due = more_due;
                         for job in jobs {
                             self.spawn(job, last_claim);
                         }
@@ -100,6 +101,7 @@ impl ClaimLoop {
                     break;
                 }
                 // Idle only once a promotion found nothing more due.
+                promote_due = true;
                 continue;
             }
             if claimed > 0 && claimed == free {

@@ -4,6 +4,7 @@
 //! period.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -14,11 +15,20 @@ use crate::store::Store;
 /// The lock that keeps rescuing to one node at a time.
 const RESCUE_LOCK: &str = "errand.rescue";
 
+/// How often at most a worker looks for jobs of kinds nobody knows: the grace is long (an hour
+/// by default), and the look reads every available job of the worker's queues.
+const BURY_EVERY: Duration = Duration::from_secs(30);
+
 pub(super) async fn rescue(runner: Arc<Runner>, stop: CancellationToken) -> Result<(), Error> {
     // As often as this worker renews: a killed worker's jobs wait at most a lease and a third.
     let every = runner.settings.lease / 3;
+    let mut last_bury: Option<Instant> = None;
     loop {
-        once(&runner).await;
+        rescue_expired(&runner).await;
+        if last_bury.is_none_or(|at| at.elapsed() >= BURY_EVERY) {
+            last_bury = Some(Instant::now());
+            bury_unknown(&runner).await;
+        }
         tokio::select! {
             () = tokio::time::sleep(every) => {}
             () = stop.cancelled() => return Ok(()),
@@ -26,8 +36,14 @@ pub(super) async fn rescue(runner: Arc<Runner>, stop: CancellationToken) -> Resu
     }
 }
 
-/// One pass: rescue (if this node holds the lock), then bury unknown kinds.
+/// One pass of both: for a worker that runs until idle.
 pub(super) async fn once(runner: &Runner) {
+    rescue_expired(runner).await;
+    bury_unknown(runner).await;
+}
+
+/// Rescues jobs whose lease ran out, if this node holds the rescue lock.
+async fn rescue_expired(runner: &Runner) {
     let store = runner.client.store();
     let every = runner.settings.lease / 3;
     match store.try_lock(RESCUE_LOCK, &runner.id, every * 2).await {
@@ -45,6 +61,11 @@ pub(super) async fn once(runner: &Runner) {
             tracing::warn!(worker = %runner.id, error = %err, "cannot take the rescue lock")
         }
     }
+}
+
+/// Buries the jobs of this worker's queues whose kind no worker took within the grace.
+async fn bury_unknown(runner: &Runner) {
+    let store = runner.client.store();
     // Each worker judges by its own registry: a kind it knows is never buried by it.
     let queues: Vec<&str> = runner
         .settings
