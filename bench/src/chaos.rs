@@ -2,7 +2,8 @@
 //! SIGKILL and a new one started; PostgreSQL (a throwaway cluster) restarts once in the middle.
 //! Every job writes its effect in the transaction that completes it, so an effect recorded
 //! twice, a job lost or a job stuck in `running` is a bug. One job in a hundred more dies at
-//! once; every worker has a death handler that records each death, and prunes the dead set
+//! once; every worker has a death handler that records each death (with a 2 s timeout, so a
+//! death whose worker was killed mid-call is taken again 4 s later), and prunes the dead set
 //! down to half of them every second, so a death that reaches no handler is a bug too. Exits
 //! non-zero on any of them.
 

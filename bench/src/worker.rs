@@ -35,7 +35,10 @@ pub(crate) async fn run(args: &[String]) -> Result<(), BoxError> {
     println!("ready");
     let mut worker = Worker::new(client);
     if args.iter().any(|a| a == "--deaths") {
-        worker = worker.on_death(crate::jobs::record_death);
+        // Short, so that a death whose worker was killed mid-call is retried within seconds.
+        worker = worker
+            .on_death(crate::jobs::record_death)
+            .death_handler_timeout(Duration::from_secs(2));
     }
     let retention = errand::Retention::default().max_dead(number("--max-dead", 10_000) as usize);
     worker

@@ -521,8 +521,8 @@ impl Store for PostgresStore {
         let renewed: Vec<(i64, i64, bool)> = sqlx::query_as(
             "UPDATE errand_jobs j SET lease_until = errand_now_ms() + $1
              FROM (SELECT e.id FROM errand_jobs e
-                   JOIN unnest($3::bigint[], $4::bigint[]) AS r(id, fence) ON e.id = r.id AND e.fence = r.fence
-                   WHERE e.state = 'running' AND e.worker = $2
+                   WHERE e.id = ANY($3) AND e.state = 'running' AND e.worker = $2
+                     AND (e.id, e.fence) IN (SELECT * FROM unnest($3::bigint[], $4::bigint[]))
                    FOR UPDATE OF e SKIP LOCKED) live
              WHERE j.id = live.id
              RETURNING j.id, j.fence, j.cancel_requested",
