@@ -77,6 +77,7 @@ pub const SQLITE_BOOKKEEPING: &str = "CREATE TABLE IF NOT EXISTS errand_migratio
     applied_at INTEGER NOT NULL DEFAULT 0)";
 
 /// The version a schema must have for this errand.
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 pub(crate) fn latest(migrations: &[Migration]) -> i64 {
     migrations.last().map_or(0, |m| m.version)
 }
