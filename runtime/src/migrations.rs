@@ -36,28 +36,27 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
+/// Both stores' lists from one list of names: each migration has a file of that name in
+/// `migrations/postgres/` and in `migrations/sqlite/`.
 macro_rules! migrations {
-    ($dir:literal: $($version:literal $name:literal),* $(,)?) => {
-        &[$(Migration {
+    ($($version:literal $name:literal),* $(,)?) => {
+        /// PostgreSQL's migrations, oldest first.
+        pub const POSTGRES: &[Migration] = &[$(Migration {
             version: $version,
             name: $name,
-            sql: include_str!(concat!("../migrations/", $dir, "/", $name, ".sql")),
-        }),*]
+            sql: include_str!(concat!("../migrations/postgres/", $name, ".sql")),
+        }),*];
+
+        /// SQLite's migrations, oldest first.
+        pub const SQLITE: &[Migration] = &[$(Migration {
+            version: $version,
+            name: $name,
+            sql: include_str!(concat!("../migrations/sqlite/", $name, ".sql")),
+        }),*];
     };
 }
 
-/// PostgreSQL's migrations, oldest first.
-pub const POSTGRES: &[Migration] = migrations!("postgres":
-    1 "0001_jobs",
-    2 "0002_unique_and_steps",
-    3 "0003_failures",
-    4 "0004_death_leases",
-    5 "0005_retention",
-    6 "0006_claim_available",
-);
-
-/// SQLite's migrations, oldest first.
-pub const SQLITE: &[Migration] = migrations!("sqlite":
+migrations!(
     1 "0001_jobs",
     2 "0002_unique_and_steps",
     3 "0003_failures",

@@ -32,6 +32,16 @@ async fn setup() -> Option<Setup> {
     })
 }
 
+/// The table the worker processes' death handler records into.
+async fn create_deaths_table(pool: &PgPool) {
+    sqlx::query(
+        "CREATE TABLE deaths (job_id BIGINT NOT NULL, reason TEXT NOT NULL, pid BIGINT NOT NULL)",
+    )
+    .execute(pool)
+    .await
+    .expect("create deaths");
+}
+
 async fn count(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.expect(sql)
 }
@@ -492,12 +502,7 @@ async fn a_thousand_mixed_failures_across_two_processes_land_where_their_errors_
     else {
         return;
     };
-    sqlx::query(
-        "CREATE TABLE deaths (job_id BIGINT NOT NULL, reason TEXT NOT NULL, pid BIGINT NOT NULL)",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+    create_deaths_table(&pool).await;
     let mut tx = pool.begin().await.unwrap();
     let mut ids = Vec::new();
     for n in 0..JOBS {
@@ -592,12 +597,7 @@ async fn slow_death_handlers_never_cost_a_lease() {
     else {
         return;
     };
-    sqlx::query(
-        "CREATE TABLE deaths (job_id BIGINT NOT NULL, reason TEXT NOT NULL, pid BIGINT NOT NULL)",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+    create_deaths_table(&pool).await;
     let mut tx = pool.begin().await.unwrap();
     let mut long = Vec::new();
     for n in 0..LONG {
