@@ -227,11 +227,16 @@ impl TempCluster {
 
     /// Stops the server at once (clients are cut off) and starts it again.
     pub fn restart(&self) {
+        self.stop();
+        self.start_server();
+    }
+
+    /// Stops the server at once: clients are cut off, and new connections refused.
+    pub fn stop(&self) {
         self.pg(
             "pg_ctl",
             &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
         );
-        self.start_server();
     }
 
     fn start_server(&self) {

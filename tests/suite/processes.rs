@@ -669,3 +669,32 @@ async fn slow_death_handlers_never_cost_a_lease() {
     }
     store.clean_up().await;
 }
+
+/// A run whose worker cannot renew its lease (the database went away) for a whole lease is
+/// stopped locally: its `ctx.cancelled()` fires, because another worker may own the job by
+/// the time the database is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_lease_cannot_be_renewed_is_stopped() {
+    let Some(cluster) = TempCluster::start() else {
+        return;
+    };
+    let client = Client::connect_with(&cluster.url(), Config::default().schema("lost_lease"))
+        .await
+        .unwrap();
+    let t = errand_tests::common::tag("lost-lease");
+    waits_for_cancel::enqueue(&client, t.clone()).await.unwrap();
+    let w = errand_tests::common::worker(&client, &["default"]).lease(Duration::from_secs(1));
+    let working = tokio::spawn(w.run_until(std::future::pending()));
+    let started = t.clone();
+    wait_for("the job to start", || async {
+        errand_tests::common::records(&started).contains(&"started".to_owned())
+    })
+    .await;
+    cluster.stop();
+    let stopped = t.clone();
+    wait_for("the run to be told to stop", || async {
+        errand_tests::common::records(&stopped).contains(&"saw the cancellation".to_owned())
+    })
+    .await;
+    working.abort();
+}
