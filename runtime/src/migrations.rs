@@ -63,6 +63,7 @@ migrations!(
     4 "0004_death_leases",
     5 "0005_retention",
     6 "0006_claim_available",
+    7 "0007_key_rule",
 );
 
 /// The table in which errand records which migrations a PostgreSQL schema has.

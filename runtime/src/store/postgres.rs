@@ -345,7 +345,7 @@ pub(crate) fn complete(
         let done = sqlx::query(
             "UPDATE errand_jobs
              SET state = 'completed', finished_at = errand_now_ms(), lease_until = NULL, running_key = NULL,
-                 unique_key = CASE WHEN unique_strategy = 'until_expired' THEN unique_key END
+                 unique_key = errand_key_after(unique_strategy, 'completed', unique_key)
              WHERE id = $1 AND fence = $2 AND state = 'running'",
         )
         .bind(id.get())
@@ -438,7 +438,7 @@ impl Store for PostgresStore {
         let buried = sqlx::query(
             "UPDATE errand_jobs
              SET state = 'dead', finished_at = errand_now_ms(), lease_until = NULL, death_pending = true,
-                 unique_key = CASE WHEN unique_strategy = 'until_expired' THEN unique_key END,
+                 unique_key = errand_key_after(unique_strategy, 'dead', unique_key),
                  errors = (CASE WHEN jsonb_array_length(errors) >= $6 THEN errors - $7::int ELSE errors END)
                      || jsonb_build_array(jsonb_build_object(
                      'attempt', attempt, 'kind', 'unknown_kind', 'message', $4 || kind || $5,
@@ -479,13 +479,13 @@ impl Store for PostgresStore {
                  finished_at = CASE WHEN $6 THEN errand_now_ms() END,
                  lease_until = NULL,
                  running_key = NULL,
+                 -- A retried or snoozed `until_executing` job takes its key back if it is free.
                  unique_key = CASE
-                     WHEN $6 THEN CASE WHEN unique_strategy = 'until_expired' THEN unique_key END
-                     WHEN unique_strategy = 'until_executing' AND NOT EXISTS (
+                     WHEN NOT $6 AND unique_strategy = 'until_executing' AND NOT EXISTS (
                          SELECT 1 FROM errand_jobs held
                          WHERE held.kind = errand_jobs.kind AND held.unique_key = errand_jobs.idempotency_key)
                      THEN idempotency_key
-                     ELSE unique_key END,
+                     ELSE errand_key_after(unique_strategy, $3, unique_key) END,
                  cancel_requested = false,
                  death_pending = $3 = 'dead',
                  errors = CASE WHEN $7::jsonb IS NULL THEN errors
@@ -569,9 +569,8 @@ impl Store for PostgresStore {
                  run_at = errand_now_ms(),
                  lease_until = NULL,
                  running_key = NULL,
-                 unique_key = CASE
-                     WHEN attempt >= max_attempts AND unique_strategy <> 'until_expired' THEN NULL
-                     ELSE unique_key END,
+                 unique_key = errand_key_after(unique_strategy,
+                     CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'retryable' END, unique_key),
                  death_pending = attempt >= max_attempts,
                  cancel_requested = false,
                  errors = (CASE WHEN jsonb_array_length(errors) >= $3 THEN errors - $4::int ELSE errors END)
@@ -611,7 +610,7 @@ impl Store for PostgresStore {
         let done: Vec<i64> = sqlx::query_scalar(
             "UPDATE errand_jobs j
              SET state = 'completed', finished_at = errand_now_ms(), lease_until = NULL, running_key = NULL,
-                 unique_key = CASE WHEN j.unique_strategy = 'until_expired' THEN j.unique_key END
+                 unique_key = errand_key_after(j.unique_strategy, 'completed', j.unique_key)
              FROM unnest($1::bigint[], $2::bigint[]) AS d(id, fence)
              WHERE j.id = d.id AND j.fence = d.fence AND j.state = 'running'
              RETURNING j.id",
@@ -705,7 +704,7 @@ impl Store for PostgresStore {
         let cancelled = sqlx::query(
             "UPDATE errand_jobs
              SET state = 'cancelled', finished_at = errand_now_ms(), lease_until = NULL,
-                 unique_key = CASE WHEN unique_strategy = 'until_expired' THEN unique_key END,
+                 unique_key = errand_key_after(unique_strategy, 'cancelled', unique_key),
                  errors = errors || jsonb_build_array(jsonb_set(jsonb_set($2::jsonb, '{attempt}', to_jsonb(attempt)), '{at}', to_jsonb(errand_now_ms())))
              WHERE id = $1 AND state IN ('scheduled', 'available', 'retryable', 'pending')",
         )
@@ -971,7 +970,7 @@ pub(crate) const CLAIM: &str = "WITH picked AS (
      UPDATE errand_jobs
      SET state = 'running', attempt = attempt + 1, fence = fence + 1,
          attempted_at = errand_now_ms(), lease_until = errand_now_ms() + $3, worker = $4,
-         unique_key = CASE WHEN unique_strategy = 'until_executing' THEN NULL ELSE unique_key END
+         unique_key = errand_key_after(unique_strategy, 'running', unique_key)
      WHERE id IN (SELECT id FROM picked)
      RETURNING id, kind, queue, args::text AS args, attempt, max_attempts, idempotency_key, fence,
                priority, run_at";

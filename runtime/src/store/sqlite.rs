@@ -26,6 +26,26 @@ use crate::store::{
 
 const STORE: &str = "sqlite";
 
+/// The one rule of unique keys, as PostgreSQL's `errand_key_after` (migration 0007) has it:
+/// the key a job holds once it moves to the state `$state` (SQL text), given its `unique_key`.
+/// A finished job keeps its key only under `until_expired`; a running `until_executing` job
+/// gives it up; every other move keeps it.
+macro_rules! key_after {
+    ($state:literal) => {
+        concat!(
+            "CASE WHEN ",
+            $state,
+            " IN ('completed', 'cancelled', 'dead') THEN ",
+            "CASE WHEN unique_strategy = 'until_expired' THEN unique_key END ",
+            "WHEN ",
+            $state,
+            " = 'running' THEN ",
+            "CASE WHEN unique_strategy = 'until_executing' THEN NULL ELSE unique_key END ",
+            "ELSE unique_key END"
+        )
+    };
+}
+
 /// How long a statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -308,12 +328,14 @@ pub(crate) fn complete(
     fence: i64,
 ) -> BoxFuture<'_, Result<bool, Error>> {
     Box::pin(async move {
-        let done = sqlx::query(
+        let done = sqlx::query(concat!(
             "UPDATE errand_jobs
              SET state = 'completed', finished_at = ?3, lease_until = NULL, running_key = NULL,
-                 unique_key = CASE WHEN unique_strategy = 'until_expired' THEN unique_key END
-             WHERE id = ?1 AND fence = ?2 AND state = 'running'",
-        )
+                 unique_key = ",
+            key_after!("'completed'"),
+            "
+             WHERE id = ?1 AND fence = ?2 AND state = 'running'"
+        ))
         .bind(id.get())
         .bind(fence)
         .bind(now_ms())
@@ -356,16 +378,16 @@ impl SqliteStore {
     ) -> Result<Vec<Claimed>, Error> {
         let now = now_ms();
         let rows = sqlx::query(
-            "UPDATE errand_jobs
+            concat!("UPDATE errand_jobs
              SET state = 'running', attempt = attempt + 1, fence = fence + 1,
                  attempted_at = ?1, lease_until = ?2, worker = ?3,
-                 unique_key = CASE WHEN unique_strategy = 'until_executing' THEN NULL ELSE unique_key END
+                 unique_key = ", key_after!("'running'"), "
              WHERE id IN (
                  SELECT id FROM errand_jobs
                  WHERE queue = ?4 AND state = 'available' AND kind IN (SELECT value FROM json_each(?6))
                  ORDER BY priority, run_at, id
                  LIMIT ?5)
-             RETURNING id, kind, queue, args, attempt, max_attempts, idempotency_key, fence, priority, run_at",
+             RETURNING id, kind, queue, args, attempt, max_attempts, idempotency_key, fence, priority, run_at"),
         )
         .bind(now)
         .bind(now.saturating_add(duration_millis(lease)))
@@ -456,9 +478,9 @@ impl Store for SqliteStore {
     ) -> Result<u64, Error> {
         let now = now_ms();
         let buried = sqlx::query(
-            "UPDATE errand_jobs
+            concat!("UPDATE errand_jobs
              SET state = 'dead', finished_at = ?1, lease_until = NULL, death_pending = 1,
-                 unique_key = CASE WHEN unique_strategy = 'until_expired' THEN unique_key END,
+                 unique_key = ", key_after!("'dead'"), ",
                  errors = json_insert(
                      CASE WHEN json_array_length(errors) >= ?7 THEN json_remove(errors, ?8) ELSE errors END,
                      '$[#]', json_object(
@@ -466,7 +488,7 @@ impl Store for SqliteStore {
                      'at', ?1, 'duration_ms', 0, 'worker', ?9))
              WHERE state = 'available' AND run_at <= ?2
                AND queue IN (SELECT value FROM json_each(?3))
-               AND kind NOT IN (SELECT value FROM json_each(?4))",
+               AND kind NOT IN (SELECT value FROM json_each(?4))"),
         )
         .bind(now)
         .bind(now.saturating_sub(duration_millis(grace)))
@@ -496,26 +518,26 @@ impl Store for SqliteStore {
             reason: format!("cannot encode an attempt error: {e}"),
         })?;
         let result = sqlx::query(
-            "UPDATE errand_jobs
+            concat!("UPDATE errand_jobs
              SET state = ?3,
                  run_at = COALESCE(?4, run_at),
                  attempt = attempt - ?5,
                  finished_at = ?6,
                  lease_until = NULL,
                  running_key = NULL,
+                 -- A retried or snoozed `until_executing` job takes its key back if it is free.
                  unique_key = CASE
-                     WHEN ?6 IS NOT NULL THEN CASE WHEN unique_strategy = 'until_expired' THEN unique_key END
-                     WHEN unique_strategy = 'until_executing' AND NOT EXISTS (
+                     WHEN ?6 IS NULL AND unique_strategy = 'until_executing' AND NOT EXISTS (
                          SELECT 1 FROM errand_jobs held
                          WHERE held.kind = errand_jobs.kind AND held.unique_key = errand_jobs.idempotency_key)
                      THEN idempotency_key
-                     ELSE unique_key END,
+                     ELSE ", key_after!("?3"), " END,
                  cancel_requested = 0,
                  death_pending = ?3 = 'dead',
                  errors = CASE WHEN ?7 IS NULL THEN errors ELSE json_insert(
                      CASE WHEN json_array_length(errors) >= ?8 THEN json_remove(errors, ?9) ELSE errors END,
                      '$[#]', json_set(json(?7), '$.at', ?10)) END
-             WHERE id = ?1 AND fence = ?2 AND state = 'running'",
+             WHERE id = ?1 AND fence = ?2 AND state = 'running'"),
         )
         .bind(id.get())
         .bind(fence)
@@ -581,15 +603,13 @@ impl Store for SqliteStore {
     async fn rescue(&self) -> Result<u64, Error> {
         let now = now_ms();
         let result = sqlx::query(
-            "UPDATE errand_jobs
+            concat!("UPDATE errand_jobs
              SET state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'retryable' END,
                  finished_at = CASE WHEN attempt >= max_attempts THEN ?1 END,
                  run_at = ?1,
                  lease_until = NULL,
                  running_key = NULL,
-                 unique_key = CASE
-                     WHEN attempt >= max_attempts AND unique_strategy <> 'until_expired' THEN NULL
-                     ELSE unique_key END,
+                 unique_key = ", key_after!("CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'retryable' END"), ",
                  death_pending = attempt >= max_attempts,
                  cancel_requested = 0,
                  errors = json_insert(
@@ -599,7 +619,7 @@ impl Store for SqliteStore {
                      'message', ?2 || COALESCE(worker, '?') || ?3,
                      'at', ?1, 'duration_ms', ?1 - COALESCE(attempted_at, ?1),
                      'worker', COALESCE(worker, '?')))
-             WHERE state = 'running' AND lease_until < ?1",
+             WHERE state = 'running' AND lease_until < ?1"),
         )
         .bind(now)
         .bind(LEASE_LOST_BEFORE)
@@ -625,14 +645,16 @@ impl Store for SqliteStore {
         let pairs: Vec<(i64, i64)> = runs.iter().map(|(id, fence)| (id.get(), *fence)).collect();
         // Serializing pairs of integers cannot fail.
         let pairs = serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".to_owned());
-        let done: Vec<i64> = sqlx::query_scalar(
+        let done: Vec<i64> = sqlx::query_scalar(concat!(
             "UPDATE errand_jobs
              SET state = 'completed', finished_at = ?1, lease_until = NULL, running_key = NULL,
-                 unique_key = CASE WHEN unique_strategy = 'until_expired' THEN unique_key END
+                 unique_key = ",
+            key_after!("'completed'"),
+            "
              WHERE state = 'running' AND (id, fence) IN (
                  SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?2))
-             RETURNING id",
-        )
+             RETURNING id"
+        ))
         .bind(now_ms())
         .bind(pairs)
         .fetch_all(&self.pool)
@@ -721,11 +743,11 @@ impl Store for SqliteStore {
                 reason: format!("cannot encode an attempt error: {e}"),
             })?;
         let cancelled = sqlx::query(
-            "UPDATE errand_jobs
+            concat!("UPDATE errand_jobs
              SET state = 'cancelled', finished_at = ?2, lease_until = NULL,
-                 unique_key = CASE WHEN unique_strategy = 'until_expired' THEN unique_key END,
+                 unique_key = ", key_after!("'cancelled'"), ",
                  errors = json_insert(errors, '$[#]', json_set(json(?3), '$.attempt', attempt, '$.at', ?2))
-             WHERE id = ?1 AND state IN ('scheduled', 'available', 'retryable', 'pending')",
+             WHERE id = ?1 AND state IN ('scheduled', 'available', 'retryable', 'pending')"),
         )
         .bind(id.get())
         .bind(now_ms())
