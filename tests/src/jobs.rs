@@ -260,12 +260,30 @@ pub async fn create_runs_table(pool: &sqlx::PgPool) {
         .expect("add test_runs.at");
 }
 
-/// Records its start, runs for five seconds, and records its end: a job run twice (its lease
-/// lost while it ran) leaves two starts.
+/// Records its start, runs until `deaths` deaths have been handled (recorded in `deaths`), and
+/// records its end: it runs through a burst of death handlers, and a job run twice (its lease
+/// lost meanwhile) leaves two starts.
 #[job(queue = "procs", retry = 20, backoff = fast)]
-pub async fn recorded_long_run(ctx: &Context, n: i64) -> Result<(), TestError> {
+pub async fn recorded_long_run(ctx: &Context, n: i64, deaths: i64) -> Result<(), TestError> {
     record_run(ctx, n, "started").await?;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    let pool = RECORDER
+        .get()
+        .ok_or_else(|| TestError::Broken("no recorder in this process".into()))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let handled: i64 = sqlx::query_scalar("SELECT count(DISTINCT job_id) FROM deaths")
+            .fetch_one(pool)
+            .await?;
+        if handled >= deaths {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(TestError::Broken(format!(
+                "only {handled} of {deaths} deaths handled"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     record_run(ctx, n, "finished").await
 }
 

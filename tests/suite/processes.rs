@@ -582,8 +582,9 @@ async fn a_thousand_mixed_failures_across_two_processes_land_where_their_errors_
 }
 
 /// Twenty jobs die in a burst while each death handler takes 2 s (a slow webhook), the lease
-/// is 3 s, and other jobs run 5 s each: the handlers must not hold up lease renewals, so no job
-/// is rescued from a live worker and run twice, and every death reaches a handler.
+/// is 3 s, and other jobs run until every death has been handled (several leases): the handlers
+/// must not hold up lease renewals, so no job is rescued from a live worker and run twice, and
+/// every death reaches a handler.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_death_handlers_never_cost_a_lease() {
     const DEATHS: i64 = 20;
@@ -602,7 +603,7 @@ async fn slow_death_handlers_never_cost_a_lease() {
     let mut long = Vec::new();
     for n in 0..LONG {
         long.push(
-            recorded_long_run::with(n)
+            recorded_long_run::with(n, DEATHS)
                 .enqueue_tx(&mut tx)
                 .await
                 .unwrap()

@@ -6,7 +6,6 @@
 //! the death pending, and a worker with a handler (this one or another) takes it again once the
 //! lease ran out, up to [`MAX_DELIVERIES`] times. Handlers must therefore tolerate a repeat.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
@@ -21,7 +20,6 @@ use super::{store_backoff, DeathHandler, Runner};
 use crate::dead::Death;
 use crate::error::Error;
 use crate::info::JobInfo;
-use crate::job::JobId;
 use crate::registry::panic_text;
 use crate::store::Store;
 
@@ -37,7 +35,6 @@ pub(super) async fn notify(runner: Arc<Runner>, stop: CancellationToken) -> Resu
     let store = runner.client.store();
     let lease = death_lease(&runner);
     let mut handlers = JoinSet::new();
-    let mut calls: HashMap<tokio::task::Id, JobId> = HashMap::new();
     let mut failures = 0u32;
     loop {
         let free = DEATH_CONCURRENCY - handlers.len();
@@ -48,9 +45,12 @@ pub(super) async fn notify(runner: Arc<Runner>, stop: CancellationToken) -> Resu
                     failures = 0;
                     taken = deaths.len();
                     for (job, deliveries) in deaths {
-                        let id = job.id;
-                        let call = deliver(Arc::clone(&runner), handler.clone(), job, deliveries);
-                        calls.insert(handlers.spawn(call).id(), id);
+                        handlers.spawn(deliver(
+                            Arc::clone(&runner),
+                            handler.clone(),
+                            job,
+                            deliveries,
+                        ));
                     }
                 }
                 Err(err) => {
@@ -61,8 +61,8 @@ pub(super) async fn notify(runner: Arc<Runner>, stop: CancellationToken) -> Resu
         }
         if free > 0 && taken == free {
             // There may be more deaths waiting, and room for them once a handler ends.
-            if let Some(ended) = handlers.join_next_with_id().await {
-                log_task_end(&runner, &mut calls, ended);
+            if let Some(ended) = handlers.join_next().await {
+                log_task_end(&runner, ended);
             }
             continue;
         }
@@ -73,8 +73,8 @@ pub(super) async fn notify(runner: Arc<Runner>, stop: CancellationToken) -> Resu
         };
         tokio::select! {
             () = stop.cancelled() => return Ok(()),
-            Some(ended) = handlers.join_next_with_id(), if !handlers.is_empty() => {
-                log_task_end(&runner, &mut calls, ended);
+            Some(ended) = handlers.join_next(), if !handlers.is_empty() => {
+                log_task_end(&runner, ended);
             }
             () = runner.deaths.notified() => {}
             () = tokio::time::sleep(wait) => {}
@@ -121,19 +121,10 @@ fn death_lease(runner: &Runner) -> Duration {
     runner.settings.death_handler_timeout.saturating_mul(2)
 }
 
-fn log_task_end(
-    runner: &Runner,
-    calls: &mut HashMap<tokio::task::Id, JobId>,
-    ended: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
-) {
-    let task = match &ended {
-        Ok((task, ())) => *task,
-        Err(err) => err.id(),
-    };
-    let job = calls.remove(&task);
+fn log_task_end(runner: &Runner, ended: Result<(), tokio::task::JoinError>) {
     if let Err(err) = ended {
-        // `deliver` catches the handler's panics; this is errand's own.
-        tracing::error!(worker = %runner.id, job.id = ?job, error = %err, "a death delivery task failed; the death will be delivered again");
+        // `deliver` catches the handler's panics and logs each call; this is errand's own.
+        tracing::error!(worker = %runner.id, error = %err, "a death delivery task failed; the death will be delivered again");
     }
 }
 

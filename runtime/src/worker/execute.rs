@@ -174,6 +174,7 @@ impl Runner {
             attempt: job.attempt,
             kind,
             message,
+            // A placeholder: the store records its own clock's time when it writes the error.
             at: SystemTime::now(),
             duration: took,
             worker: self.id.clone(),

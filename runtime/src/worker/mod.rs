@@ -339,11 +339,10 @@ impl Runner {
                 service(Arc::clone(&runner), stop.clone())
             }));
         };
-        if until_idle {
-            // A script or a test expects what is rescuable or buriable now to be dealt with
-            // before it finds the queues idle.
-            rescue::once(&self).await;
-        }
+        // What is rescuable or buriable now is dealt with before the first claim: a script or a
+        // test that runs until idle expects it, and a worker restarted after a crash takes its
+        // own expired jobs back at once. The rescuer carries on from there.
+        rescue::once(&self).await;
         start("lease keeper", |r, stop| Box::pin(lease::keep(r, stop)));
         start("rescuer", |r, stop| Box::pin(rescue::rescue(r, stop)));
         if !until_idle {

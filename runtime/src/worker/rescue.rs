@@ -21,22 +21,23 @@ const BURY_EVERY: Duration = Duration::from_secs(30);
 
 pub(super) async fn rescue(runner: Arc<Runner>, stop: CancellationToken) -> Result<(), Error> {
     // As often as this worker renews: a killed worker's jobs wait at most a lease and a third.
+    // The worker made the first pass of both before it started this service.
     let every = runner.settings.lease / 3;
-    let mut last_bury: Option<Instant> = None;
+    let mut last_bury = Instant::now();
     loop {
-        rescue_expired(&runner).await;
-        if last_bury.is_none_or(|at| at.elapsed() >= BURY_EVERY) {
-            last_bury = Some(Instant::now());
-            bury_unknown(&runner).await;
-        }
         tokio::select! {
             () = tokio::time::sleep(every) => {}
             () = stop.cancelled() => return Ok(()),
         }
+        rescue_expired(&runner).await;
+        if last_bury.elapsed() >= BURY_EVERY {
+            last_bury = Instant::now();
+            bury_unknown(&runner).await;
+        }
     }
 }
 
-/// One pass of both: for a worker that runs until idle.
+/// One pass of both, as a worker starts.
 pub(super) async fn once(runner: &Runner) {
     rescue_expired(runner).await;
     bury_unknown(runner).await;
