@@ -35,6 +35,18 @@ pub enum Error {
         /// The version this errand needs.
         needed: i64,
     },
+    /// A migration the database has applied differs from this errand's text of it: its
+    /// file was edited after it ran, or the database was migrated by another errand build
+    /// with different migrations. errand will not guess which schema is right.
+    #[error("migration {version} (`{name}`) applied to the {store} database differs from this errand's: its checksum does not match; restore the migration's original text, or migrate a fresh database")]
+    MigrationChanged {
+        /// `"sqlite"` or `"postgres"`.
+        store: &'static str,
+        /// The migration's version.
+        version: i64,
+        /// Its name.
+        name: &'static str,
+    },
     /// Bringing the database's schema up to date failed.
     #[error("migrating the {store} database to version {version} failed: {source}")]
     Migrate {

@@ -6,8 +6,11 @@
 //! schema is at [`POSTGRES`]'s (or [`SQLITE`]'s) last version, and fails with
 //! [`Error::SchemaBehind`](crate::Error::SchemaBehind) when it is not.
 //!
-//! Apply each migration once, in order, in errand's schema, and record it in the table
-//! [`POSTGRES_BOOKKEEPING`] creates, as errand's own runner does:
+//! Apply each migration once, in order, in errand's schema, and record it with its
+//! [`checksum`](Migration::checksum) in the table [`POSTGRES_BOOKKEEPING`] creates, as errand's
+//! own runner does. Every connect compares the recorded checksums with its own and refuses a
+//! database migrated from a different text
+//! ([`Error::MigrationChanged`](crate::Error::MigrationChanged)).
 //!
 //! ```no_run
 //! # async fn demo(pool: sqlx::PgPool) -> Result<(), sqlx::Error> {
@@ -15,8 +18,9 @@
 //! sqlx::raw_sql(errand::migrations::POSTGRES_BOOKKEEPING).execute(&mut *tx).await?;
 //! for migration in errand::migrations::POSTGRES {
 //!     sqlx::raw_sql(migration.sql).execute(&mut *tx).await?;
-//!     sqlx::query("INSERT INTO errand_migrations (version) VALUES ($1)")
+//!     sqlx::query("INSERT INTO errand_migrations (version, checksum) VALUES ($1, $2)")
 //!         .bind(migration.version)
+//!         .bind(migration.checksum())
 //!         .execute(&mut *tx)
 //!         .await?;
 //! }
@@ -24,6 +28,10 @@
 //! # }
 //! ```
 //! (A real tool applies only the versions above the highest recorded one.)
+//!
+//! errand keeps its own bookkeeping rather than sqlx's `_sqlx_migrations`: that table's name is
+//! fixed, so errand's versions would mix with an application's own sqlx migrations in the same
+//! schema (always, on SQLite), and each side's migrator would refuse the other's versions.
 
 /// One schema change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +42,25 @@ pub struct Migration {
     pub name: &'static str,
     /// Its statements.
     pub sql: &'static str,
+}
+
+impl Migration {
+    /// The SHA-256 of its statements, in lowercase hex, as recorded when it is applied: a
+    /// migration whose recorded checksum differs was changed after it ran, and errand refuses
+    /// the database ([`Error::MigrationChanged`](crate::Error::MigrationChanged)).
+    pub fn checksum(&self) -> String {
+        use sha2::Digest;
+        use std::fmt::Write;
+
+        let digest = sha2::Sha256::digest(self.sql.as_bytes());
+        digest
+            .iter()
+            .fold(String::with_capacity(64), |mut hex, byte| {
+                // Writing to a String cannot fail.
+                let _ = write!(hex, "{byte:02x}");
+                hex
+            })
+    }
 }
 
 /// Both stores' lists from one list of names: each migration has a file of that name in
@@ -69,12 +96,14 @@ migrations!(
 /// The table in which errand records which migrations a PostgreSQL schema has.
 pub const POSTGRES_BOOKKEEPING: &str = "CREATE TABLE IF NOT EXISTS errand_migrations (
     version    BIGINT PRIMARY KEY,
-    applied_at TIMESTAMPTZ NOT NULL DEFAULT now())";
+    applied_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    checksum   TEXT)";
 
 /// The table in which errand records which migrations an SQLite database has.
 pub const SQLITE_BOOKKEEPING: &str = "CREATE TABLE IF NOT EXISTS errand_migrations (
     version    INTEGER PRIMARY KEY,
-    applied_at INTEGER NOT NULL DEFAULT 0)";
+    applied_at INTEGER NOT NULL DEFAULT 0,
+    checksum   TEXT)";
 
 /// The version a schema must have for this errand.
 #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]

@@ -348,6 +348,81 @@ async fn an_unmigrated_schema_is_refused_with_its_version() {
     );
 }
 
+/// Each applied migration's checksum is recorded and checked on every connect: a database
+/// migrated from a different text of a migration is refused, naming it, whether or not the
+/// client migrates. A database from before checksums (its bookkeeping has no `checksum`
+/// column) gains them on its next migrating connect. On both SQL stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_migration_is_refused_by_name() {
+    let Some(store) = postgres().await else {
+        return;
+    };
+    let pg = store.postgres_pool().await;
+    let schema = store.schema.clone().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = format!("sqlite://{}", dir.path().join("changed.db").display());
+    let reconnect = |migrate: bool| {
+        let (schema, file) = (schema.clone(), file.clone());
+        async move {
+            let config = Config::default().schema(&schema).migrate(migrate);
+            let pg = Client::connect_with(&postgres_url(), config.clone()).await;
+            let lite = Client::connect_with(&file, config).await;
+            [pg.map(drop), lite.map(drop)]
+        }
+    };
+    for connected in reconnect(true).await {
+        connected.unwrap();
+    }
+    let lite = sqlx::SqlitePool::connect(&file).await.unwrap();
+    let run_both = |sql: &'static str| {
+        let (pg, lite) = (pg.clone(), lite.clone());
+        async move {
+            sqlx::raw_sql(sql).execute(&pg).await.unwrap();
+            sqlx::raw_sql(sql).execute(&lite).await.unwrap();
+        }
+    };
+    let checksums = || async {
+        let sql = "SELECT count(*) FROM errand_migrations WHERE checksum IS NOT NULL";
+        let pg = sqlx::query_scalar::<_, i64>(sql).fetch_one(&pg).await;
+        let lite = sqlx::query_scalar::<_, i64>(sql).fetch_one(&lite).await;
+        [pg.unwrap(), lite.unwrap()]
+    };
+    let known = errand::migrations::POSTGRES.len() as i64;
+    assert_eq!(checksums().await, [known, known]);
+
+    // A bookkeeping table from before checksums.
+    run_both("ALTER TABLE errand_migrations DROP COLUMN checksum").await;
+    for connected in reconnect(false).await {
+        connected.expect("a schema without checksums is still at its version");
+    }
+    for connected in reconnect(true).await {
+        connected.unwrap();
+    }
+    assert_eq!(checksums().await, [known, known]);
+
+    // Migration 3 as some other text had it.
+    run_both("UPDATE errand_migrations SET checksum = 'edited' WHERE version = 3").await;
+    for migrate in [true, false] {
+        for connected in reconnect(migrate).await {
+            let err = connected.expect_err("a changed migration is refused");
+            assert!(
+                matches!(
+                    err,
+                    errand::Error::MigrationChanged {
+                        version: 3,
+                        name: "0003_failures",
+                        ..
+                    }
+                ),
+                "{err:?}"
+            );
+            assert!(err.to_string().contains("0003_failures"), "{err}");
+        }
+    }
+    lite.close().await;
+    store.clean_up().await;
+}
+
 /// Every time errand records comes from the database's clock, including when an attempt
 /// failed: with the schema's clock set to 2100, so are the job's times and its error's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

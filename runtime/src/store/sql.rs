@@ -1,0 +1,939 @@
+//! The SQL stores' control flow, written once for every dialect.
+//!
+//! A [`Dialect`] supplies what differs between databases: its statements (hand-written, one
+//! [`Statements`] per dialect), how a [`Value`] is bound, and the two operations whose shape
+//! differs (a claim across queues, a bulk insert). Everything else — which statement runs when,
+//! how a unique key's holder is found, what a cancellation falls back to, how migrations are
+//! applied and checked — lives here, so a rule is fixed in one place for both stores.
+//!
+//! Every statement of one operation takes the same parameters, in the same order, on every
+//! dialect; the field docs of [`Statements`] list them. [`Value::Now`] is the current time for a
+//! dialect that reads it in Rust: SQLite, whose database runs in this process, binds this
+//! process's clock; PostgreSQL's statements call `errand_now_ms()` and leave it unused.
+
+use std::time::Duration;
+
+use crate::dead::{Cancellation, Retention};
+use crate::error::Error;
+use crate::info::{duration_millis, AttemptError, JobInfo, StoredAttempt};
+use crate::job::{JobId, OnConflict};
+use crate::migrations::Migration;
+use crate::store::{
+    BoxFuture, Claimed, DeadQuery, Finish, Inserted, NewJob, RunId, StepOwner, Store,
+    DEATH_DELIVERY_WINDOW, KEEP_FIRST_ERRORS, LEASE_LOST_AFTER, LEASE_LOST_BEFORE, MAX_ERRORS,
+    UNKNOWN_KIND_AFTER, UNKNOWN_KIND_BEFORE,
+};
+
+/// A connection of dialect `D`'s database.
+pub(crate) type Conn<D> = <<D as Dialect>::Db as sqlx::Database>::Connection;
+
+/// One bound parameter.
+#[derive(Clone, Debug)]
+pub(crate) enum Value<'a> {
+    Int(Option<i64>),
+    Bool(bool),
+    Text(Option<&'a str>),
+    /// A list: a PostgreSQL array, an SQLite JSON array.
+    Texts(Vec<&'a str>),
+    /// A list: a PostgreSQL array, an SQLite JSON array.
+    Ints(Vec<i64>),
+    /// A list with NULLs (PostgreSQL's bulk insert).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    OptTexts(Vec<Option<&'a str>>),
+    /// A list with NULLs (PostgreSQL's bulk insert).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    OptInts(Vec<Option<i64>>),
+    /// JSON text the dialect built (SQLite's bulk insert).
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    Json(String),
+    /// The current time, in milliseconds since the epoch (see the module docs).
+    Now,
+}
+
+impl From<i64> for Value<'_> {
+    fn from(value: i64) -> Self {
+        Value::Int(Some(value))
+    }
+}
+
+impl From<Option<i64>> for Value<'_> {
+    fn from(value: Option<i64>) -> Self {
+        Value::Int(value)
+    }
+}
+
+impl From<bool> for Value<'_> {
+    fn from(value: bool) -> Self {
+        Value::Bool(value)
+    }
+}
+
+impl<'a> From<&'a str> for Value<'a> {
+    fn from(value: &'a str) -> Self {
+        Value::Text(Some(value))
+    }
+}
+
+impl<'a> From<Option<&'a str>> for Value<'a> {
+    fn from(value: Option<&'a str>) -> Self {
+        Value::Text(value)
+    }
+}
+
+/// The parameters of a statement, in order.
+macro_rules! values {
+    ($($value:expr),* $(,)?) => {
+        vec![$(Value::from($value)),*]
+    };
+}
+
+fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A row a statement returned, read by column position.
+pub(crate) trait SqlRow: Send {
+    fn int(&self, column: usize) -> Result<i64, sqlx::Error>;
+    fn text(&self, column: usize) -> Result<String, sqlx::Error>;
+    fn opt_text(&self, column: usize) -> Result<Option<String>, sqlx::Error>;
+    fn flag(&self, column: usize) -> Result<bool, sqlx::Error>;
+    /// A row of [`Statements::select_job`]'s columns.
+    fn job(&self, store: &'static str) -> Result<JobInfo, Error>;
+}
+
+impl<R> SqlRow for R
+where
+    R: sqlx::Row + Send,
+    usize: sqlx::ColumnIndex<R>,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn int(&self, column: usize) -> Result<i64, sqlx::Error> {
+        self.try_get(column)
+    }
+
+    fn text(&self, column: usize) -> Result<String, sqlx::Error> {
+        self.try_get(column)
+    }
+
+    fn opt_text(&self, column: usize) -> Result<Option<String>, sqlx::Error> {
+        self.try_get(column)
+    }
+
+    fn flag(&self, column: usize) -> Result<bool, sqlx::Error> {
+        self.try_get(column)
+    }
+
+    fn job(&self, store: &'static str) -> Result<JobInfo, Error> {
+        crate::store::job_from_row(self, store)
+    }
+}
+
+/// What differs between SQL databases. Implemented by a unit (SQLite) or a small struct
+/// (PostgreSQL: what it needs to open a `LISTEN` connection) held by the [`SqlStore`].
+pub(crate) trait Dialect: Send + Sync + Sized + 'static {
+    type Db: sqlx::Database;
+    type Row: SqlRow;
+
+    /// The store's name in errors.
+    const STORE: &'static str;
+    /// Its statements.
+    const SQL: &'static Statements;
+    /// Its migrations, oldest first.
+    const MIGRATIONS: &'static [Migration];
+    /// Whether [`Statements::claim`] claims from every queue at once; otherwise it is run once
+    /// per queue, with one-element lists.
+    const CLAIMS_ALL_QUEUES: bool;
+
+    /// Runs one statement; returns how many rows it changed.
+    fn execute<'c>(
+        conn: &'c mut Conn<Self>,
+        sql: &'c str,
+        values: Vec<Value<'c>>,
+    ) -> BoxFuture<'c, Result<u64, sqlx::Error>>;
+
+    /// Runs one statement; returns the rows it returned.
+    fn fetch<'c>(
+        conn: &'c mut Conn<Self>,
+        sql: &'c str,
+        values: Vec<Value<'c>>,
+    ) -> BoxFuture<'c, Result<Vec<Self::Row>, sqlx::Error>>;
+
+    /// Runs several statements in one string, unprepared, as migrations are.
+    fn raw<'c>(conn: &'c mut Conn<Self>, sql: &'c str) -> BoxFuture<'c, Result<(), sqlx::Error>>;
+
+    /// Opens the transaction migrations run in, holding whatever lock makes processes that
+    /// start together apply each migration once.
+    fn begin_migrations<'c>(
+        &'c self,
+        conn: &'c mut Conn<Self>,
+    ) -> BoxFuture<'c, Result<(), sqlx::Error>>;
+
+    /// The parameters of [`Statements::insert_many`] for `jobs`.
+    fn many_values<'a>(jobs: &'a [NewJob]) -> Vec<Value<'a>>;
+}
+
+/// A dialect's statements. Each field names its parameters, in order; every time in them is
+/// in milliseconds since the epoch, every duration in milliseconds.
+pub(crate) struct Statements {
+    /// `kind, key, now`: frees a key whose `unique_for` has passed.
+    pub expire_key: &'static str,
+    /// `kind, queue, args, priority, max_attempts, key, delay, at, unique_key, strategy,
+    /// unique_for, now` (one of `delay` and `at` set): inserts a job unless its unique key is
+    /// taken; returns its id.
+    pub insert: &'static str,
+    /// `kind, key`: the id of the job holding a unique key.
+    pub key_holder: &'static str,
+    /// `id, args, queue, priority, delay, at, now`: replaces a job that has not started;
+    /// returns its id.
+    pub replace: &'static str,
+    /// `[jobs] , now` as [`Dialect::many_values`] builds them: inserts jobs that are not
+    /// unique; returns their ids.
+    pub insert_many: &'static str,
+    /// `queues, limits, lease, worker, kinds, now`: claims, returning `id, kind, queue, args,
+    /// attempt, max_attempts, idempotency_key, fence, priority, run_at`.
+    pub claim: &'static str,
+    /// `limit, now`: makes due scheduled and retryable jobs available.
+    pub promote: &'static str,
+    /// `grace, queues, kinds, message_before, message_after, max_errors, keep_first, worker,
+    /// now`: kills available jobs of unknown kinds due for `grace`.
+    pub bury_unknown: &'static str,
+    /// `id, fence, state, run_after, refund, is_final, error, max_errors, keep_first, now`.
+    pub finish: &'static str,
+    /// `id, fence, now`: completes a running job.
+    pub complete: &'static str,
+    /// `ids, fences, now`: completes running jobs; returns the ids completed.
+    pub complete_many: &'static str,
+    /// `lease, worker, ids, fences, now`: returns `id, fence, cancel_requested` of each run
+    /// renewed.
+    pub renew: &'static str,
+    /// `worker, ids`: puts running jobs back, refunding the attempt.
+    pub release: &'static str,
+    /// `message_before, message_after, max_errors, keep_first, now`.
+    pub rescue: &'static str,
+    /// `id`: the columns [`SqlRow::job`] reads.
+    pub job: &'static str,
+    /// `kind` (or NULL for all): jobs, oldest first.
+    pub jobs: &'static str,
+    /// `id, hold, now`: frees a running key held for `hold` by another job.
+    pub expire_running_key: &'static str,
+    /// `id, fence`: takes a running job's key for its run.
+    pub take_running_key: &'static str,
+    /// `scope, name`: a step's result.
+    pub step_result: &'static str,
+    /// `scope, name, result, kind, job_key, job_id, now`.
+    pub record_step: &'static str,
+    /// `id, error, now`: cancels a job that has not started.
+    pub cancel: &'static str,
+    /// `id`: asks a running job to stop.
+    pub request_cancel: &'static str,
+    /// `limit, lease, now`: leases pending deaths; returns `id, deliveries`.
+    pub claim_deaths: &'static str,
+    /// `id`.
+    pub death_delivered: &'static str,
+    /// The dead-set filter's five parameters (`id, kind, queue, died_after, died_before`), then
+    /// `after, limit`.
+    pub dead_jobs: &'static str,
+    /// The filter's five, then `now`.
+    pub retry_dead: &'static str,
+    /// The filter's five.
+    pub delete_dead: &'static str,
+    /// `name, holder, ttl, now`: returns a row when the lock is held by `holder`.
+    pub try_lock: &'static str,
+    /// Each `keep, batch, now, delivery_window` (keep: a duration, or for surplus dead jobs a
+    /// count), with what it does.
+    pub prune: [(&'static str, &'static str); 4],
+    /// Creates the migrations' bookkeeping table.
+    pub bookkeeping: &'static str,
+    /// No parameters: `1` when the bookkeeping table exists, else `0`.
+    pub has_bookkeeping: &'static str,
+    /// No parameters: `1` when the bookkeeping table has its `checksum` column, else `0`.
+    pub has_checksums: &'static str,
+    /// Adds the `checksum` column to a bookkeeping table that predates it.
+    pub add_checksums: &'static str,
+    /// No parameters: `version, checksum` of every applied migration.
+    pub applied: &'static str,
+    /// `version, checksum, now`.
+    pub record_migration: &'static str,
+    /// `version, checksum`: records the checksum of a migration applied before errand kept
+    /// them.
+    pub set_checksum: &'static str,
+}
+
+/// A dialect's [`Dialect::execute`], [`Dialect::fetch`] and [`Dialect::raw`], given its
+/// connection and row types and a function `query(sql, values)` that binds its values.
+macro_rules! dialect_io {
+    ($conn:ty, $row:ty, $query:ident) => {
+        fn execute<'c>(
+            conn: &'c mut $conn,
+            sql: &'c str,
+            values: Vec<Value<'c>>,
+        ) -> BoxFuture<'c, Result<u64, sqlx::Error>> {
+            Box::pin(async move {
+                let done = $query(sql, values).execute(conn).await?;
+                Ok(done.rows_affected())
+            })
+        }
+
+        fn fetch<'c>(
+            conn: &'c mut $conn,
+            sql: &'c str,
+            values: Vec<Value<'c>>,
+        ) -> BoxFuture<'c, Result<Vec<$row>, sqlx::Error>> {
+            Box::pin($query(sql, values).fetch_all(conn))
+        }
+
+        fn raw<'c>(conn: &'c mut $conn, sql: &'c str) -> BoxFuture<'c, Result<(), sqlx::Error>> {
+            Box::pin(async move { sqlx::Executor::execute(conn, sql).await.map(|_| ()) })
+        }
+    };
+}
+pub(crate) use dialect_io;
+
+/// A store on a SQL database of dialect `D`.
+#[derive(Debug)]
+pub(crate) struct SqlStore<D: Dialect> {
+    pub(crate) pool: sqlx::Pool<D::Db>,
+    pub(crate) dialect: D,
+}
+
+impl<D: Dialect + Clone> Clone for SqlStore<D> {
+    fn clone(&self) -> Self {
+        SqlStore {
+            pool: self.pool.clone(),
+            dialect: self.dialect.clone(),
+        }
+    }
+}
+
+pub(crate) fn op_error<D: Dialect>(op: impl Into<String>, source: sqlx::Error) -> Error {
+    Error::Store {
+        store: D::STORE,
+        op: op.into(),
+        source,
+    }
+}
+
+fn encode_error<D: Dialect>(id: JobId, error: &AttemptError) -> Result<String, Error> {
+    serde_json::to_string(&StoredAttempt::from(error)).map_err(|e| Error::Corrupt {
+        store: D::STORE,
+        id,
+        reason: format!("cannot encode an attempt error: {e}"),
+    })
+}
+
+/// The dead-set filter's five parameters.
+fn dead_values(filter: &DeadQuery) -> Vec<Value<'_>> {
+    values![
+        filter.id.map(JobId::get),
+        filter.kind.as_deref(),
+        filter.queue.as_deref(),
+        filter.after_ms,
+        filter.before_ms,
+    ]
+}
+
+/// Inserts a job on `conn` (the pool's, or the caller's transaction), unless its unique key is
+/// taken. The unique index decides, never a check before the insert: of many enqueues of one
+/// key at once, from any number of processes, exactly one inserts.
+pub(crate) fn insert<'a, D: Dialect>(
+    conn: &'a mut Conn<D>,
+    job: &'a NewJob,
+) -> BoxFuture<'a, Result<Inserted, Error>> {
+    Box::pin(async move {
+        let sql = D::SQL;
+        let op = |e| op_error::<D>(format!("enqueue a `{}` job", job.kind), e);
+        // Relative times are measured on the store's clock; absolute ones are taken as given.
+        let (delay, at) = job.run_at.delay_or_at_ms();
+        let unique_key = job.unique_key();
+        // A holder can release the key between our insert and our look-up; then try again.
+        for _ in 0..3 {
+            if let Some(key) = unique_key {
+                let expire = values![job.kind, key, Value::Now];
+                D::execute(conn, sql.expire_key, expire).await.map_err(op)?;
+            }
+            let new = values![
+                job.kind,
+                job.queue.as_str(),
+                job.args.as_str(),
+                i64::from(job.priority),
+                i64::from(job.max_attempts),
+                job.key.as_deref(),
+                delay,
+                at,
+                unique_key,
+                job.unique_strategy(),
+                job.unique_for_ms(),
+                Value::Now,
+            ];
+            if let Some(row) = first(D::fetch(conn, sql.insert, new).await.map_err(op)?) {
+                return Ok(Inserted::New(JobId::new(row.int(0).map_err(op)?)));
+            }
+            let Some(key) = unique_key else { continue };
+            let holder = D::fetch(conn, sql.key_holder, values![job.kind, key]).await;
+            let Some(holder) = first(holder.map_err(op)?) else {
+                continue;
+            };
+            let holder = JobId::new(holder.int(0).map_err(op)?);
+            if job.on_conflict() != OnConflict::Replace {
+                return Ok(Inserted::Duplicate(holder));
+            }
+            let replace = values![
+                holder.get(),
+                job.args.as_str(),
+                job.queue.as_str(),
+                i64::from(job.priority),
+                delay,
+                at,
+                Value::Now,
+            ];
+            let replaced = D::fetch(conn, sql.replace, replace).await.map_err(op)?;
+            return Ok(if replaced.is_empty() {
+                Inserted::Duplicate(holder)
+            } else {
+                Inserted::Replaced(holder)
+            });
+        }
+        Err(Error::KeyContended {
+            kind: job.kind,
+            key: job.key.clone().unwrap_or_default(),
+        })
+    })
+}
+
+/// Marks a running job completed on `conn`, inside the caller's transaction.
+pub(crate) fn complete<D: Dialect>(
+    conn: &mut Conn<D>,
+    id: JobId,
+    fence: i64,
+) -> BoxFuture<'_, Result<bool, Error>> {
+    Box::pin(async move {
+        let done = D::execute(conn, D::SQL.complete, values![id.get(), fence, Value::Now])
+            .await
+            .map_err(|e| op_error::<D>(format!("complete job {id} in a transaction"), e))?;
+        Ok(done == 1)
+    })
+}
+
+/// The error of migration `version` (0: the bookkeeping around them).
+fn failed<D: Dialect>(version: i64) -> impl Fn(sqlx::Error) -> Error {
+    move |source| Error::Migrate {
+        store: D::STORE,
+        version,
+        source,
+    }
+}
+
+fn first<T>(rows: Vec<T>) -> Option<T> {
+    rows.into_iter().next()
+}
+
+/// A claimed row: `id, kind, queue, args, attempt, max_attempts, idempotency_key, fence,
+/// priority, run_at`, with the order it should start in.
+fn claimed_row(row: &impl SqlRow) -> Result<((i64, i64), Claimed), sqlx::Error> {
+    let job = Claimed {
+        id: JobId::new(row.int(0)?),
+        kind: row.text(1)?,
+        queue: row.text(2)?,
+        args: row.text(3)?,
+        attempt: u32::try_from(row.int(4)?).unwrap_or(u32::MAX),
+        max_attempts: u32::try_from(row.int(5)?).unwrap_or(u32::MAX),
+        key: row.opt_text(6)?,
+        fence: row.int(7)?,
+    };
+    Ok(((row.int(8)?, row.int(9)?), job))
+}
+
+impl<D: Dialect> SqlStore<D> {
+    /// A connection from the pool, for `op`.
+    async fn conn(&self, op: &str) -> Result<sqlx::pool::PoolConnection<D::Db>, Error> {
+        self.pool
+            .acquire()
+            .await
+            .map_err(|e| op_error::<D>(op.to_owned(), e))
+    }
+
+    /// Runs one statement on a pooled connection; returns how many rows it changed.
+    async fn execute(&self, sql: &str, values: Vec<Value<'_>>, op: &str) -> Result<u64, Error> {
+        let mut conn = self.conn(op).await?;
+        D::execute(&mut conn, sql, values)
+            .await
+            .map_err(|e| op_error::<D>(op.to_owned(), e))
+    }
+
+    /// Runs one statement on a pooled connection; returns its rows.
+    async fn fetch(
+        &self,
+        sql: &str,
+        values: Vec<Value<'_>>,
+        op: &str,
+    ) -> Result<Vec<D::Row>, Error> {
+        let mut conn = self.conn(op).await?;
+        D::fetch(&mut conn, sql, values)
+            .await
+            .map_err(|e| op_error::<D>(op.to_owned(), e))
+    }
+
+    fn jobs_from(rows: &[D::Row]) -> Result<Vec<JobInfo>, Error> {
+        rows.iter().map(|row| row.job(D::STORE)).collect()
+    }
+
+    /// Applies the migrations the database lacks, each once, in one transaction.
+    pub(crate) fn migrate(&self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async move {
+            let mut conn = self.conn("open a connection to migrate").await?;
+            self.dialect
+                .begin_migrations(&mut conn)
+                .await
+                .map_err(failed::<D>(0))?;
+            let result = apply_migrations::<D>(&mut conn).await;
+            let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+            let ended = D::raw(&mut conn, end).await;
+            result?;
+            ended.map_err(failed::<D>(0))
+        })
+    }
+
+    /// Fails unless the database has every migration this errand knows, unchanged.
+    pub(crate) async fn check_version(&self) -> Result<(), Error> {
+        let mut conn = self.conn("read the schema's version").await?;
+        let found = applied::<D>(&mut conn).await?;
+        let needed = crate::migrations::latest(D::MIGRATIONS);
+        let found = found.last().map_or(0, |(version, _)| *version);
+        if found < needed {
+            return Err(Error::SchemaBehind {
+                store: D::STORE,
+                found,
+                needed,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The migrations applied to the database, each with its recorded checksum; none when errand
+/// never migrated it. Fails when an applied migration's checksum differs from this errand's.
+fn applied<D: Dialect>(conn: &mut Conn<D>) -> BoxFuture<'_, Result<Vec<(i64, String)>, Error>> {
+    Box::pin(async move {
+        let op = |e| op_error::<D>("read the applied migrations", e);
+        let exists = D::fetch(conn, D::SQL.has_bookkeeping, vec![]).await;
+        if first(exists.map_err(op)?)
+            .map(|r| r.int(0))
+            .transpose()
+            .map_err(op)?
+            != Some(1)
+        {
+            return Ok(Vec::new());
+        }
+        let checksums = D::fetch(conn, D::SQL.has_checksums, vec![]).await;
+        if first(checksums.map_err(op)?)
+            .map(|r| r.int(0))
+            .transpose()
+            .map_err(op)?
+            != Some(1)
+        {
+            // Recorded before errand kept checksums: nothing to compare against.
+            let rows = D::fetch(
+                conn,
+                "SELECT version FROM errand_migrations ORDER BY version",
+                vec![],
+            );
+            let rows = rows.await.map_err(op)?;
+            return rows
+                .iter()
+                .map(|r| Ok((r.int(0).map_err(op)?, String::new())))
+                .collect();
+        }
+        let rows = D::fetch(conn, D::SQL.applied, vec![]).await.map_err(op)?;
+        let mut applied = Vec::with_capacity(rows.len());
+        for row in rows {
+            let version = row.int(0).map_err(op)?;
+            let recorded = row.opt_text(1).map_err(op)?.unwrap_or_default();
+            let known = D::MIGRATIONS.iter().find(|m| m.version == version);
+            if let Some(migration) = known {
+                let expected = migration.checksum();
+                if !recorded.is_empty() && recorded != expected {
+                    return Err(Error::MigrationChanged {
+                        store: D::STORE,
+                        version,
+                        name: migration.name,
+                    });
+                }
+            }
+            applied.push((version, recorded));
+        }
+        Ok(applied)
+    })
+}
+
+/// The migrations, inside the migrating transaction.
+fn apply_migrations<D: Dialect>(conn: &mut Conn<D>) -> BoxFuture<'_, Result<(), Error>> {
+    Box::pin(async move {
+        D::raw(conn, D::SQL.bookkeeping)
+            .await
+            .map_err(failed::<D>(0))?;
+        let has = D::fetch(conn, D::SQL.has_checksums, vec![]).await;
+        let has = first(has.map_err(failed::<D>(0))?).map(|r| r.int(0));
+        if has.transpose().map_err(failed::<D>(0))? != Some(1) {
+            D::raw(conn, D::SQL.add_checksums)
+                .await
+                .map_err(failed::<D>(0))?;
+        }
+        let applied = applied::<D>(conn).await?;
+        let current = applied.last().map_or(0, |(version, _)| *version);
+        // Migrations recorded before errand kept checksums get theirs now: they were applied
+        // from the same text, which a checksum from now on keeps from changing unnoticed.
+        for (version, recorded) in &applied {
+            if !recorded.is_empty() {
+                continue;
+            }
+            if let Some(migration) = D::MIGRATIONS.iter().find(|m| m.version == *version) {
+                let checksum = migration.checksum();
+                let record = values![*version, checksum.as_str()];
+                D::execute(conn, D::SQL.set_checksum, record)
+                    .await
+                    .map_err(failed::<D>(*version))?;
+            }
+        }
+        for migration in D::MIGRATIONS.iter().filter(|m| m.version > current) {
+            let version = migration.version;
+            D::raw(conn, migration.sql)
+                .await
+                .map_err(failed::<D>(version))?;
+            let checksum = migration.checksum();
+            let record = values![version, checksum.as_str(), Value::Now];
+            D::execute(conn, D::SQL.record_migration, record)
+                .await
+                .map_err(failed::<D>(version))?;
+        }
+        Ok(())
+    })
+}
+
+impl<D: Dialect> Store for SqlStore<D> {
+    async fn enqueue(&self, job: &NewJob) -> Result<Inserted, Error> {
+        let mut conn = self.conn(&format!("enqueue a `{}` job", job.kind)).await?;
+        insert::<D>(&mut conn, job).await
+    }
+
+    async fn claim(
+        &self,
+        wanted: &[(&str, usize)],
+        kinds: &[&str],
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Vec<Claimed>, Error> {
+        let groups: Vec<&[(&str, usize)]> = if D::CLAIMS_ALL_QUEUES {
+            vec![wanted]
+        } else {
+            wanted.chunks(1).collect()
+        };
+        let mut claimed = Vec::new();
+        for group in groups {
+            let queues: Vec<&str> = group.iter().map(|(queue, _)| *queue).collect();
+            let op = format!("claim jobs from {queues:?}");
+            let limits = group.iter().map(|(_, n)| count(*n)).collect();
+            let claim = vec![
+                Value::Texts(queues),
+                Value::Ints(limits),
+                duration_millis(lease).into(),
+                worker.into(),
+                Value::Texts(kinds.to_vec()),
+                Value::Now,
+            ];
+            let rows = self.fetch(D::SQL.claim, claim, &op).await?;
+            let rows = rows.iter().map(claimed_row).collect::<Result<Vec<_>, _>>();
+            claimed.extend(rows.map_err(|e| op_error::<D>(op, e))?);
+        }
+        // RETURNING gives rows in no particular order; start the most urgent first.
+        claimed.sort_by_key(|(order, job)| (*order, job.id));
+        Ok(claimed.into_iter().map(|(_, job)| job).collect())
+    }
+
+    async fn promote(&self, limit: usize) -> Result<u64, Error> {
+        let promote = values![count(limit), Value::Now];
+        self.execute(D::SQL.promote, promote, "make due jobs available")
+            .await
+    }
+
+    async fn bury_unknown(
+        &self,
+        queues: &[&str],
+        kinds: &[&str],
+        grace: Duration,
+        worker: &str,
+    ) -> Result<u64, Error> {
+        let bury = vec![
+            duration_millis(grace).into(),
+            Value::Texts(queues.to_vec()),
+            Value::Texts(kinds.to_vec()),
+            UNKNOWN_KIND_BEFORE.into(),
+            UNKNOWN_KIND_AFTER.into(),
+            count(MAX_ERRORS).into(),
+            count(KEEP_FIRST_ERRORS).into(),
+            worker.into(),
+            Value::Now,
+        ];
+        let op = "bury jobs of kinds no worker knows";
+        self.execute(D::SQL.bury_unknown, bury, op).await
+    }
+
+    async fn finish(&self, id: JobId, fence: i64, finish: &Finish) -> Result<bool, Error> {
+        let error = finish
+            .error
+            .as_ref()
+            .map(|e| encode_error::<D>(id, e))
+            .transpose()?;
+        let change = values![
+            id.get(),
+            fence,
+            finish.state.as_str(),
+            finish.run_after.map(duration_millis),
+            i64::from(finish.refund_attempt),
+            finish.state.is_final(),
+            error.as_deref(),
+            count(MAX_ERRORS),
+            count(KEEP_FIRST_ERRORS),
+            Value::Now,
+        ];
+        let op = format!("mark job {id} {}", finish.state);
+        Ok(self.execute(D::SQL.finish, change, &op).await? == 1)
+    }
+
+    async fn renew(
+        &self,
+        worker: &str,
+        runs: &[RunId],
+        lease: Duration,
+    ) -> Result<Vec<(RunId, bool)>, Error> {
+        let renew = vec![
+            duration_millis(lease).into(),
+            worker.into(),
+            Value::Ints(runs.iter().map(|r| r.id.get()).collect()),
+            Value::Ints(runs.iter().map(|r| r.fence).collect()),
+            Value::Now,
+        ];
+        let op = format!("renew the leases of {} jobs", runs.len());
+        let rows = self.fetch(D::SQL.renew, renew, &op).await?;
+        rows.iter()
+            .map(|row| {
+                let run = RunId {
+                    id: JobId::new(row.int(0)?),
+                    fence: row.int(1)?,
+                };
+                Ok((run, row.flag(2)?))
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(|e| op_error::<D>(op, e))
+    }
+
+    async fn release(&self, worker: &str, jobs: &[JobId]) -> Result<(), Error> {
+        let release = vec![
+            worker.into(),
+            Value::Ints(jobs.iter().map(|id| id.get()).collect()),
+        ];
+        let op = format!("put back {} unfinished jobs", jobs.len());
+        self.execute(D::SQL.release, release, &op).await?;
+        Ok(())
+    }
+
+    async fn rescue(&self) -> Result<u64, Error> {
+        let rescue = values![
+            LEASE_LOST_BEFORE,
+            LEASE_LOST_AFTER,
+            count(MAX_ERRORS),
+            count(KEEP_FIRST_ERRORS),
+            Value::Now,
+        ];
+        let op = "rescue jobs whose lease ran out";
+        self.execute(D::SQL.rescue, rescue, op).await
+    }
+
+    async fn job(&self, id: JobId) -> Result<Option<JobInfo>, Error> {
+        let op = format!("read job {id}");
+        let rows = self.fetch(D::SQL.job, values![id.get()], &op).await?;
+        rows.first().map(|row| row.job(D::STORE)).transpose()
+    }
+
+    async fn jobs(&self, kind: Option<&str>) -> Result<Vec<JobInfo>, Error> {
+        let rows = self.fetch(D::SQL.jobs, values![kind], "list jobs").await?;
+        Self::jobs_from(&rows)
+    }
+
+    async fn complete_many(&self, runs: &[(JobId, i64)]) -> Result<Vec<JobId>, Error> {
+        let complete = vec![
+            Value::Ints(runs.iter().map(|(id, _)| id.get()).collect()),
+            Value::Ints(runs.iter().map(|(_, fence)| *fence).collect()),
+            Value::Now,
+        ];
+        let op = format!("mark {} jobs completed", runs.len());
+        let rows = self.fetch(D::SQL.complete_many, complete, &op).await?;
+        rows.iter()
+            .map(|row| row.int(0).map(JobId::new))
+            .collect::<Result<_, _>>()
+            .map_err(|e| op_error::<D>(op, e))
+    }
+
+    async fn take_running_key(
+        &self,
+        id: JobId,
+        fence: i64,
+        hold: Option<Duration>,
+    ) -> Result<bool, Error> {
+        if let Some(hold) = hold {
+            // `unique_for` caps the hold: a run that has held the key that long gives it up.
+            let expire = values![id.get(), duration_millis(hold), Value::Now];
+            let op = format!("release an expired running key for job {id}");
+            self.execute(D::SQL.expire_running_key, expire, &op).await?;
+        }
+        let op = format!("take the running key of job {id}");
+        let mut conn = self.conn(&op).await?;
+        let taken = D::execute(&mut conn, D::SQL.take_running_key, values![id.get(), fence]);
+        match taken.await {
+            Ok(done) => Ok(done == 1),
+            // The unique index refused: another running job of this kind holds the key.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
+            Err(e) => Err(op_error::<D>(op, e)),
+        }
+    }
+
+    async fn step_result(&self, scope: &str, name: &str) -> Result<Option<String>, Error> {
+        let op = format!("read step `{name}` of `{scope}`");
+        let rows = self
+            .fetch(D::SQL.step_result, values![scope, name], &op)
+            .await?;
+        rows.first()
+            .map(|row| row.text(0))
+            .transpose()
+            .map_err(|e| op_error::<D>(op, e))
+    }
+
+    async fn record_step(
+        &self,
+        owner: &StepOwner<'_>,
+        name: &str,
+        result: &str,
+    ) -> Result<(), Error> {
+        let scope = owner.scope;
+        let record = values![
+            scope,
+            name,
+            result,
+            owner.kind,
+            owner.key,
+            owner.job.get(),
+            Value::Now
+        ];
+        let op = format!("record step `{name}` of `{scope}`");
+        self.execute(D::SQL.record_step, record, &op).await?;
+        Ok(())
+    }
+
+    async fn cancel(&self, id: JobId, error: &AttemptError) -> Result<Cancellation, Error> {
+        let op = format!("cancel job {id}");
+        let error = encode_error::<D>(id, error)?;
+        let cancel = values![id.get(), error.as_str(), Value::Now];
+        if self.execute(D::SQL.cancel, cancel, &op).await? == 1 {
+            return Ok(Cancellation::Cancelled);
+        }
+        let request = values![id.get()];
+        if self.execute(D::SQL.request_cancel, request, &op).await? == 1 {
+            return Ok(Cancellation::Requested);
+        }
+        Ok(match self.job(id).await? {
+            Some(job) => Cancellation::AlreadyFinished(job.state),
+            None => Cancellation::NotFound,
+        })
+    }
+
+    async fn claim_deaths(
+        &self,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<(JobInfo, u32)>, Error> {
+        let op = "claim deaths for their handlers";
+        let claim = values![count(limit), duration_millis(lease), Value::Now];
+        let rows = self.fetch(D::SQL.claim_deaths, claim, op).await?;
+        let mut deaths = Vec::with_capacity(rows.len());
+        for row in rows {
+            let (id, deliveries) = (row.int(0), row.int(1));
+            let (id, deliveries) = (id.map_err(|e| op_error::<D>(op, e))?, deliveries);
+            let deliveries = deliveries.map_err(|e| op_error::<D>(op, e))?;
+            if let Some(job) = self.job(JobId::new(id)).await? {
+                deaths.push((job, u32::try_from(deliveries).unwrap_or(u32::MAX)));
+            }
+        }
+        Ok(deaths)
+    }
+
+    async fn death_delivered(&self, id: JobId) -> Result<(), Error> {
+        let op = format!("mark the death of job {id} delivered");
+        self.execute(D::SQL.death_delivered, values![id.get()], &op)
+            .await?;
+        Ok(())
+    }
+
+    async fn dead_jobs(
+        &self,
+        filter: &DeadQuery,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> Result<Vec<JobInfo>, Error> {
+        let mut list = dead_values(filter);
+        list.extend(values![after.map_or(0, JobId::get), count(limit)]);
+        let rows = self.fetch(D::SQL.dead_jobs, list, "list dead jobs").await?;
+        Self::jobs_from(&rows)
+    }
+
+    async fn retry_dead(&self, filter: &DeadQuery) -> Result<u64, Error> {
+        let mut retry = dead_values(filter);
+        retry.push(Value::Now);
+        self.execute(D::SQL.retry_dead, retry, "retry dead jobs")
+            .await
+    }
+
+    async fn delete_dead(&self, filter: &DeadQuery) -> Result<u64, Error> {
+        let delete = dead_values(filter);
+        self.execute(D::SQL.delete_dead, delete, "delete dead jobs")
+            .await
+    }
+
+    async fn try_lock(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, Error> {
+        let lock = values![name, holder, duration_millis(ttl), Value::Now];
+        let op = format!("take the lock `{name}`");
+        Ok(!self.fetch(D::SQL.try_lock, lock, &op).await?.is_empty())
+    }
+
+    async fn prune(&self, retention: &Retention, batch: usize) -> Result<u64, Error> {
+        // One statement per kind of row, each a range of one index, so that a backlog of
+        // millions costs each batch an index scan, not a table scan (see the PostgreSQL
+        // dialect's statements for the plans).
+        let keep = [
+            duration_millis(retention.finished_for),
+            duration_millis(retention.dead_for),
+            count(retention.max_dead),
+            duration_millis(retention.steps_for),
+        ];
+        let mut deleted = 0;
+        for ((sql, op), keep) in D::SQL.prune.iter().zip(keep) {
+            let window = duration_millis(DEATH_DELIVERY_WINDOW);
+            let prune = values![keep, count(batch), Value::Now, window];
+            deleted += self.execute(sql, prune, op).await?;
+        }
+        Ok(deleted)
+    }
+
+    async fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<JobId>, Error> {
+        let op = format!("enqueue {} jobs", jobs.len());
+        let rows = self
+            .fetch(D::SQL.insert_many, D::many_values(jobs), &op)
+            .await?;
+        let ids: Result<Vec<i64>, _> = rows.iter().map(|row| row.int(0)).collect();
+        let mut ids = ids.map_err(|e| op_error::<D>(op, e))?;
+        // Ids rise in insertion order.
+        ids.sort_unstable();
+        Ok(ids.into_iter().map(JobId::new).collect())
+    }
+}
