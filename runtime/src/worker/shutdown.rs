@@ -35,23 +35,28 @@ pub(super) async fn shut_down(
             }
         }
     }
-    // What is still registered and has not completed is what the aborted tasks were running.
+    // What is still registered is what the tasks were running when the grace period ended
+    // (an aborted task's guard removes its run, so look before aborting).
+    let registered = runner.runs.snapshot();
+    tasks.abort_all();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            // A task that ended between the look and the abort: its job is done, and must be
+            // completed, not put back to run again.
+            Ok(TaskEnd::Completed(done)) => completed.push(done),
+            Ok(_) => {}
+            Err(err) if err.is_panic() => {
+                tracing::error!(worker = %runner.id, "a job task panicked while stopping");
+            }
+            Err(_) => {}
+        }
+    }
     let done: HashSet<RunId> = completed.iter().map(|c| c.run).collect();
-    let unfinished: Vec<JobId> = runner
-        .runs
-        .snapshot()
+    let unfinished: Vec<JobId> = registered
         .into_iter()
         .filter(|run| !done.contains(run))
         .map(|run| run.id)
         .collect();
-    tasks.abort_all();
-    while let Some(joined) = tasks.join_next().await {
-        if let Err(err) = joined {
-            if err.is_panic() {
-                tracing::error!(worker = %runner.id, "a job task panicked while stopping");
-            }
-        }
-    }
     // Jobs that completed before the deadline are recorded as completed, not put back.
     for _ in 0..5 {
         if completed.is_empty() || write_completions(runner, &mut completed).await {
