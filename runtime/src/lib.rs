@@ -87,6 +87,10 @@
 
 mod classify;
 mod client;
+/// For `errand-model`'s conformance tests only: not part of errand's API.
+#[cfg(feature = "conformance")]
+#[doc(hidden)]
+pub mod conformance;
 mod context;
 mod dead;
 mod error;

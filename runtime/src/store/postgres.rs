@@ -339,11 +339,11 @@ static STATEMENTS: Statements = Statements {
     ),
     complete: "UPDATE errand_jobs
         SET state = 'completed', finished_at = errand_now_ms(), lease_until = NULL, running_key = NULL,
-            unique_key = errand_key_after(unique_strategy, 'completed', unique_key)
+            cancel_requested = false, unique_key = errand_key_after(unique_strategy, 'completed', unique_key)
         WHERE id = $1 AND fence = $2 AND state = 'running'",
     complete_many: "UPDATE errand_jobs j
         SET state = 'completed', finished_at = errand_now_ms(), lease_until = NULL, running_key = NULL,
-            unique_key = errand_key_after(j.unique_strategy, 'completed', j.unique_key)
+            cancel_requested = false, unique_key = errand_key_after(j.unique_strategy, 'completed', j.unique_key)
         FROM unnest($1::bigint[], $2::bigint[]) AS d(id, fence)
         WHERE j.id = d.id AND j.fence = d.fence AND j.state = 'running'
         RETURNING j.id",

@@ -315,7 +315,7 @@ static STATEMENTS: Statements = Statements {
     complete: concat!(
         "UPDATE errand_jobs
         SET state = 'completed', finished_at = ?3, lease_until = NULL, running_key = NULL,
-            unique_key = ",
+            cancel_requested = 0, unique_key = ",
         key_after!("'completed'"),
         "
         WHERE id = ?1 AND fence = ?2 AND state = 'running'"
@@ -323,7 +323,7 @@ static STATEMENTS: Statements = Statements {
     complete_many: concat!(
         "UPDATE errand_jobs
         SET state = 'completed', finished_at = ?3, lease_until = NULL, running_key = NULL,
-            unique_key = ",
+            cancel_requested = 0, unique_key = ",
         key_after!("'completed'"),
         "
         WHERE id IN (SELECT value FROM json_each(?1))

@@ -1,0 +1,347 @@
+//! The store operations, one call each, for the model crate's conformance tests (cargo feature
+//! `conformance`, not for users: nothing here is stable). `errand-model` drives a real store
+//! and its spec with the same operations and compares every result and row.
+
+use std::time::{Duration, SystemTime};
+
+use crate::client::{Client, Config};
+use crate::error::Error;
+use crate::info::{to_millis, AttemptError};
+use crate::job::{JobId, OnConflict, Unique, UniqueStrategy};
+use crate::store::{Backend, Finish, Inserted, NewJob, RunAt, RunId, Store};
+use crate::FailureKind;
+
+/// A job's row, as the spec has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RowView {
+    pub state: String,
+    pub fence: i64,
+    pub attempt: i64,
+    pub holds_key: bool,
+    pub running_key: bool,
+    pub worker: Option<String>,
+    /// `None`: no lease; `Some(true)`: live; `Some(false)`: run out.
+    pub lease_live: Option<bool>,
+    pub death_pending: bool,
+    pub death_leased: bool,
+    pub cancel_requested: bool,
+}
+
+/// A store under test.
+pub struct ConformanceStore {
+    client: Client,
+    pub max_attempts: u32,
+}
+
+/// How a run ends.
+#[derive(Clone, Copy, Debug)]
+pub enum End {
+    Complete,
+    Retry,
+    Die,
+    Snooze,
+}
+
+const KIND: &str = "conformance";
+const KEY: &str = "the-key";
+
+fn now_ms() -> i64 {
+    to_millis(SystemTime::now())
+}
+
+impl ConformanceStore {
+    /// Connects to `url` (SQLite, or PostgreSQL in `schema`), migrated and empty.
+    pub async fn connect(
+        url: &str,
+        schema: &str,
+        max_attempts: u32,
+    ) -> Result<ConformanceStore, Error> {
+        let client = Client::connect_with(url, Config::default().schema(schema)).await?;
+        Ok(ConformanceStore {
+            client,
+            max_attempts,
+        })
+    }
+
+    fn store(&self) -> &Backend {
+        self.client.store()
+    }
+
+    /// Enqueues a job with the shared key under `strategy`; `Ok((id, new))`.
+    pub async fn enqueue(&self, strategy: &str) -> Result<(i64, bool), Error> {
+        let strategy = match strategy {
+            "until_executing" => UniqueStrategy::UntilExecuting,
+            "until_executed" => UniqueStrategy::UntilExecuted,
+            _ => UniqueStrategy::WhileExecuting,
+        };
+        let job = NewJob {
+            kind: KIND,
+            queue: "default".to_owned(),
+            args: "{}".to_owned(),
+            priority: 5,
+            max_attempts: self.max_attempts,
+            run_at: RunAt::Now,
+            key: Some(KEY.to_owned()),
+            unique: Some(Unique {
+                strategy,
+                unique_for: None,
+                on_conflict: OnConflict::Skip,
+            }),
+        };
+        Ok(match self.store().enqueue(&job).await? {
+            Inserted::New(id) => (id.get(), true),
+            Inserted::Duplicate(id) | Inserted::Replaced(id) => (id.get(), false),
+        })
+    }
+
+    /// Claims every available job for `worker`: `(id, fence, attempt)`.
+    pub async fn claim(&self, worker: &str) -> Result<Vec<(i64, i64, u32)>, Error> {
+        let lease = Duration::from_secs(3600);
+        let claimed = self
+            .store()
+            .claim(&[("default", 100)], &[KIND], worker, lease)
+            .await?;
+        Ok(claimed
+            .into_iter()
+            .map(|c| (c.id.get(), c.fence, c.attempt))
+            .collect())
+    }
+
+    pub async fn promote(&self) -> Result<u64, Error> {
+        self.store().promote(100).await
+    }
+
+    pub async fn take_running_key(&self, id: i64, fence: i64) -> Result<bool, Error> {
+        self.store()
+            .take_running_key(JobId::new(id), fence, None)
+            .await
+    }
+
+    pub async fn finish(&self, id: i64, fence: i64, end: End) -> Result<bool, Error> {
+        let error = || AttemptError {
+            attempt: 0,
+            kind: FailureKind::Transient,
+            message: "conformance".to_owned(),
+            at: SystemTime::now(),
+            duration: Duration::ZERO,
+            worker: "conformance".to_owned(),
+        };
+        let finish = match end {
+            End::Complete => Finish::completed(),
+            End::Retry => Finish::retry(Duration::ZERO, error()),
+            End::Die => Finish::dead(error()),
+            End::Snooze => Finish::snooze(Duration::ZERO),
+        };
+        self.store().finish(JobId::new(id), fence, &finish).await
+    }
+
+    pub async fn complete_many(&self, runs: &[(i64, i64)]) -> Result<Vec<i64>, Error> {
+        let runs: Vec<(JobId, i64)> = runs.iter().map(|&(id, f)| (JobId::new(id), f)).collect();
+        let mut done: Vec<i64> = self
+            .store()
+            .complete_many(&runs)
+            .await?
+            .into_iter()
+            .map(JobId::get)
+            .collect();
+        done.sort_unstable();
+        Ok(done)
+    }
+
+    pub async fn renew(
+        &self,
+        worker: &str,
+        runs: &[(i64, i64)],
+    ) -> Result<Vec<(i64, i64, bool)>, Error> {
+        let runs: Vec<RunId> = runs
+            .iter()
+            .map(|&(id, fence)| RunId {
+                id: JobId::new(id),
+                fence,
+            })
+            .collect();
+        let mut renewed: Vec<(i64, i64, bool)> = self
+            .store()
+            .renew(worker, &runs, Duration::from_secs(3600))
+            .await?
+            .into_iter()
+            .map(|(run, cancel)| (run.id.get(), run.fence, cancel))
+            .collect();
+        renewed.sort_unstable();
+        Ok(renewed)
+    }
+
+    pub async fn rescue(&self) -> Result<u64, Error> {
+        self.store().rescue().await
+    }
+
+    pub async fn release(&self, worker: &str, ids: &[i64]) -> Result<(), Error> {
+        let ids: Vec<JobId> = ids.iter().map(|&id| JobId::new(id)).collect();
+        self.store().release(worker, &ids).await
+    }
+
+    /// `"cancelled"`, `"requested"` or `"finished"`.
+    pub async fn cancel(&self, id: i64) -> Result<&'static str, Error> {
+        let error = AttemptError {
+            attempt: 0,
+            kind: FailureKind::Cancelled,
+            message: "conformance".to_owned(),
+            at: SystemTime::now(),
+            duration: Duration::ZERO,
+            worker: "conformance".to_owned(),
+        };
+        Ok(match self.store().cancel(JobId::new(id), &error).await? {
+            crate::Cancellation::Cancelled => "cancelled",
+            crate::Cancellation::Requested => "requested",
+            _ => "finished",
+        })
+    }
+
+    pub async fn claim_deaths(&self) -> Result<Vec<i64>, Error> {
+        let deaths = self
+            .store()
+            .claim_deaths(100, Duration::from_secs(3600))
+            .await?;
+        let mut ids: Vec<i64> = deaths.into_iter().map(|(job, _)| job.id.get()).collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    pub async fn death_delivered(&self, id: i64) -> Result<(), Error> {
+        self.store().death_delivered(JobId::new(id)).await
+    }
+
+    pub async fn retry_dead(&self, id: i64) -> Result<u64, Error> {
+        let filter = crate::dead::DeadQuery {
+            id: Some(JobId::new(id)),
+            ..crate::dead::DeadQuery::default()
+        };
+        self.store().retry_dead(&filter).await
+    }
+
+    pub async fn step_result(&self) -> Result<bool, Error> {
+        Ok(self.store().step_result(KEY, "step").await?.is_some())
+    }
+
+    pub async fn record_step(&self, id: i64) -> Result<(), Error> {
+        let owner = crate::store::StepOwner {
+            scope: KEY,
+            kind: KIND,
+            key: Some(KEY),
+            job: JobId::new(id),
+        };
+        self.store().record_step(&owner, "step", "null").await
+    }
+
+    /// Time passes for job `id`'s lease: it has run out.
+    pub async fn expire_lease(&self, id: i64) -> Result<(), Error> {
+        self.set_past("lease_until", id).await
+    }
+
+    /// Time passes for job `id`'s death lease: it has run out.
+    pub async fn expire_death_lease(&self, id: i64) -> Result<(), Error> {
+        self.set_past("death_until", id).await
+    }
+
+    async fn set_past(&self, column: &'static str, id: i64) -> Result<(), Error> {
+        // `column` is one of two literals above, never input.
+        let sql =
+            format!("UPDATE errand_jobs SET {column} = 1 WHERE id = $1 AND {column} IS NOT NULL");
+        let failed = |source| Error::Store {
+            store: "conformance",
+            op: format!("set {column} in the past"),
+            source,
+        };
+        match self.store() {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(s) => sqlx::query(&sql)
+                .bind(id)
+                .execute(&s.pool)
+                .await
+                .map(drop)
+                .map_err(failed),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(s) => sqlx::query(&sql)
+                .bind(id)
+                .execute(&s.pool)
+                .await
+                .map(drop)
+                .map_err(failed),
+            Backend::Memory(_) => Ok(()),
+        }
+    }
+
+    /// Every row, by id.
+    pub async fn rows(&self) -> Result<Vec<(i64, RowView)>, Error> {
+        let sql = "SELECT id, state, fence, CAST(attempt AS BIGINT), unique_key IS NOT NULL,
+                          running_key IS NOT NULL, worker, lease_until, death_pending,
+                          death_until, cancel_requested
+                   FROM errand_jobs ORDER BY id";
+        let failed = |source| Error::Store {
+            store: "conformance",
+            op: "read the rows".to_owned(),
+            source,
+        };
+        type Raw = (
+            i64,
+            String,
+            i64,
+            i64,
+            bool,
+            bool,
+            Option<String>,
+            Option<i64>,
+            bool,
+            Option<i64>,
+            bool,
+        );
+        let raw: Vec<Raw> = match self.store() {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(s) => sqlx::query_as(sql)
+                .fetch_all(&s.pool)
+                .await
+                .map_err(failed)?,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(s) => sqlx::query_as(sql)
+                .fetch_all(&s.pool)
+                .await
+                .map_err(failed)?,
+            Backend::Memory(_) => Vec::new(),
+        };
+        let now = now_ms();
+        Ok(raw
+            .into_iter()
+            .map(|r| {
+                let view = RowView {
+                    state: r.1,
+                    fence: r.2,
+                    attempt: r.3,
+                    holds_key: r.4,
+                    running_key: r.5,
+                    worker: r.6,
+                    lease_live: r.7.map(|until| until >= now),
+                    death_pending: r.8,
+                    death_leased: r.9.is_some_and(|until| until >= now),
+                    cancel_requested: r.10,
+                };
+                (r.0, view)
+            })
+            .collect())
+    }
+
+    /// Drops a PostgreSQL schema made for the test; nothing on SQLite.
+    pub async fn drop_schema(&self, schema: &str) {
+        #[cfg(feature = "postgres")]
+        if let Backend::Postgres(s) = self.store() {
+            let drop: Result<String, _> =
+                sqlx::query_scalar("SELECT format('DROP SCHEMA %I CASCADE', $1::text)")
+                    .bind(schema)
+                    .fetch_one(&s.pool)
+                    .await;
+            if let Ok(drop) = drop {
+                let _ = sqlx::raw_sql(&drop).execute(&s.pool).await;
+            }
+        }
+        let _ = schema;
+    }
+}
