@@ -28,13 +28,17 @@
 //! A change to one of these statements changes [`StoreSpec`] in the same commit, or says in its
 //! message why it need not.
 //!
-//! [`StoreSpec`] serves twice. It is the model's database here; and in `tests/conformance.rs`
+//! [`StoreSpec`] serves three times. It is the model's database here; in `tests/conformance.rs`
 //! it is the reference that random sequences of store operations (`proptest-state-machine`)
 //! are checked against on a real SQLite file and a real PostgreSQL schema, comparing every
 //! return value and every row after each step and shrinking a divergence to a minimal
 //! sequence. The stores are driven through `errand::conformance` (cargo feature
 //! `conformance`, hidden: not an API). Time is the test's: "a lease runs out" moves that
 //! job's `lease_until` into the past, exactly as the spec's `expire_lease` does for one job.
+//! And in `tests/linearizability.rs` it is the sequential specification that concurrent
+//! histories on a real PostgreSQL (an enqueuer of one key, two workers claiming, renewing,
+//! finishing and completing in batches, a rescuer expiring leases and rescuing, all at once)
+//! must be linearizable to, checked with stateright's `LinearizabilityTester`.
 
 pub mod spec;
 

@@ -324,12 +324,26 @@ impl StoreSpec {
     /// `rescue`: every running job whose lease ran out is retried, or dies with no attempts
     /// left. Returns the ids.
     pub fn rescue(&mut self) -> Vec<usize> {
+        let expired: Vec<usize> = (0..self.rows.len())
+            .filter(|&id| self.rows[id].state == JobState::Running)
+            .filter(|&id| self.rows[id].lease == Some(Lease::Expired))
+            .collect();
+        self.rescue_only(&expired);
+        expired
+    }
+
+    /// The rescue of exactly `ids`, as PostgreSQL's may be when it skips rows other
+    /// statements hold: false (and nothing changed) unless each is running with its lease run
+    /// out.
+    pub fn rescue_only(&mut self, ids: &[usize]) -> bool {
+        let expired =
+            |row: &Row| row.state == JobState::Running && row.lease == Some(Lease::Expired);
+        if !ids.iter().all(|&id| self.rows.get(id).is_some_and(expired)) {
+            return false;
+        }
         let mut rescued = Vec::new();
-        for id in 0..self.rows.len() {
+        for &id in ids {
             let row = &self.rows[id];
-            if row.state != JobState::Running || row.lease != Some(Lease::Expired) {
-                continue;
-            }
             let state = if row.attempt >= self.max_attempts {
                 JobState::Dead
             } else {
@@ -354,7 +368,7 @@ impl StoreSpec {
         if !rescued.is_empty() {
             self.rescued = true;
         }
-        rescued
+        true
     }
 
     /// `release`: `worker`'s unfinished runs go back to `available`, their attempts refunded.

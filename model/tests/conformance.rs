@@ -186,7 +186,7 @@ impl ReferenceStateMachine for Reference {
                 spec.expire_lease(id);
                 Returned::Nothing
             }
-            Op::Rescue => Returned::Count(spec.rescue().len() as u64),
+            Op::Rescue => Returned::Ids(spec.rescue()),
             Op::Release(worker) => {
                 let runs = running(spec, None);
                 state.args = runs.clone();
@@ -313,7 +313,7 @@ impl Sut {
                 self.run(s.expire_lease(store_id(id)));
                 Returned::Nothing
             }
-            Op::Rescue => Returned::Count(self.run(s.rescue())),
+            Op::Rescue => Returned::Ids(self.run(s.rescue()).into_iter().map(spec_id).collect()),
             Op::Release(worker) => {
                 let ids: Vec<i64> = pairs().into_iter().map(|(id, _)| id).collect();
                 self.run(s.release(&worker_name(worker), &ids));

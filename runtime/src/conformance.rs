@@ -171,8 +171,40 @@ impl ConformanceStore {
         Ok(renewed)
     }
 
-    pub async fn rescue(&self) -> Result<u64, Error> {
-        self.store().rescue().await
+    /// The ids rescued, ascending.
+    pub async fn rescue(&self) -> Result<Vec<i64>, Error> {
+        let mut ids: Vec<i64> = self
+            .store()
+            .rescue()
+            .await?
+            .into_iter()
+            .map(JobId::get)
+            .collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Time passes for every running job's lease: all have run out. Returns their ids.
+    pub async fn expire_all_leases(&self) -> Result<Vec<i64>, Error> {
+        let sql = "UPDATE errand_jobs SET lease_until = 1 WHERE state = 'running' RETURNING id";
+        let failed = |source| Error::Store {
+            store: "conformance",
+            op: "set every lease in the past".to_owned(),
+            source,
+        };
+        let mut ids: Vec<i64> = match self.store() {
+            Backend::Sqlite(s) => sqlx::query_scalar(sql)
+                .fetch_all(&s.pool)
+                .await
+                .map_err(failed)?,
+            Backend::Postgres(s) => sqlx::query_scalar(sql)
+                .fetch_all(&s.pool)
+                .await
+                .map_err(failed)?,
+            Backend::Memory(_) => Vec::new(),
+        };
+        ids.sort_unstable();
+        Ok(ids)
     }
 
     pub async fn release(&self, worker: &str, ids: &[i64]) -> Result<(), Error> {
@@ -253,14 +285,12 @@ impl ConformanceStore {
             source,
         };
         match self.store() {
-            #[cfg(feature = "sqlite")]
             Backend::Sqlite(s) => sqlx::query(&sql)
                 .bind(id)
                 .execute(&s.pool)
                 .await
                 .map(drop)
                 .map_err(failed),
-            #[cfg(feature = "postgres")]
             Backend::Postgres(s) => sqlx::query(&sql)
                 .bind(id)
                 .execute(&s.pool)
@@ -296,12 +326,10 @@ impl ConformanceStore {
             bool,
         );
         let raw: Vec<Raw> = match self.store() {
-            #[cfg(feature = "sqlite")]
             Backend::Sqlite(s) => sqlx::query_as(sql)
                 .fetch_all(&s.pool)
                 .await
                 .map_err(failed)?,
-            #[cfg(feature = "postgres")]
             Backend::Postgres(s) => sqlx::query_as(sql)
                 .fetch_all(&s.pool)
                 .await
@@ -331,7 +359,6 @@ impl ConformanceStore {
 
     /// Drops a PostgreSQL schema made for the test; nothing on SQLite.
     pub async fn drop_schema(&self, schema: &str) {
-        #[cfg(feature = "postgres")]
         if let Backend::Postgres(s) = self.store() {
             let drop: Result<String, _> =
                 sqlx::query_scalar("SELECT format('DROP SCHEMA %I CASCADE', $1::text)")
@@ -342,6 +369,5 @@ impl ConformanceStore {
                 let _ = sqlx::raw_sql(&drop).execute(&s.pool).await;
             }
         }
-        let _ = schema;
     }
 }

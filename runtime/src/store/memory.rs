@@ -442,10 +442,10 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn rescue(&self) -> Result<u64, Error> {
+    async fn rescue(&self) -> Result<Vec<JobId>, Error> {
         let mut inner = self.lock();
         let now = inner.now();
-        let mut rescued = 0;
+        let mut rescued = Vec::new();
         for row in inner.jobs.values_mut() {
             if row.info.state != JobState::Running
                 || row.lease_until.is_none_or(|until| until >= now)
@@ -479,7 +479,7 @@ impl Store for MemoryStore {
                 row.release_keys_at_end();
                 row.death_pending = true;
             }
-            rescued += 1;
+            rescued.push(row.info.id);
         }
         Ok(rescued)
     }

@@ -257,8 +257,9 @@ pub(crate) trait Store: Send + Sync {
         ids: &[JobId],
     ) -> impl Future<Output = Result<(), Error>> + Send;
 
-    /// Makes running jobs whose lease ran out retryable (or dead, with no attempts left).
-    fn rescue(&self) -> impl Future<Output = Result<u64, Error>> + Send;
+    /// Makes running jobs whose lease ran out retryable (or dead, with no attempts left);
+    /// returns their ids.
+    fn rescue(&self) -> impl Future<Output = Result<Vec<JobId>, Error>> + Send;
 
     /// One job, if it exists.
     fn job(&self, id: JobId) -> impl Future<Output = Result<Option<JobInfo>, Error>> + Send;
@@ -500,7 +501,7 @@ impl Store for Backend {
         dispatch!(self, s => s.release(worker, ids).await)
     }
 
-    async fn rescue(&self) -> Result<u64, Error> {
+    async fn rescue(&self) -> Result<Vec<JobId>, Error> {
         dispatch!(self, s => s.rescue().await)
     }
 

@@ -385,7 +385,8 @@ static STATEMENTS: Statements = Statements {
             -- SKIP LOCKED: a job whose row a `complete_in` transaction holds is left alone;
             -- it is about to complete, or its worker still renews it.
             SELECT id FROM errand_jobs WHERE state = 'running' AND lease_until < errand_now_ms()
-            FOR UPDATE SKIP LOCKED)"
+            FOR UPDATE SKIP LOCKED)
+        RETURNING id"
     ),
     job: concat!(select_job!(), " WHERE id = $1"),
     jobs: concat!(select_job!(), " WHERE $1::text IS NULL OR kind = $1 ORDER BY id"),

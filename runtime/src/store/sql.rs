@@ -211,7 +211,7 @@ pub(crate) struct Statements {
     pub renew: &'static str,
     /// `worker, ids`: puts running jobs back, refunding the attempt.
     pub release: &'static str,
-    /// `message_before, message_after, max_errors, keep_first, now`.
+    /// `message_before, message_after, max_errors, keep_first, now`: returns the ids rescued.
     pub rescue: &'static str,
     /// `id`: the columns [`SqlRow::job`] reads.
     pub job: &'static str,
@@ -739,7 +739,7 @@ impl<D: Dialect> Store for SqlStore<D> {
         Ok(())
     }
 
-    async fn rescue(&self) -> Result<u64, Error> {
+    async fn rescue(&self) -> Result<Vec<JobId>, Error> {
         let rescue = values![
             LEASE_LOST_BEFORE,
             LEASE_LOST_AFTER,
@@ -748,7 +748,10 @@ impl<D: Dialect> Store for SqlStore<D> {
             Value::Now,
         ];
         let op = "rescue jobs whose lease ran out";
-        self.execute(D::SQL.rescue, rescue, op).await
+        let rows = self.fetch(D::SQL.rescue, rescue, op).await?;
+        let ids: Result<Vec<JobId>, _> =
+            rows.iter().map(|row| row.int(0).map(JobId::new)).collect();
+        ids.map_err(|e| op_error::<D>(op, e))
     }
 
     async fn job(&self, id: JobId) -> Result<Option<JobInfo>, Error> {

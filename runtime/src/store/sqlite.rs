@@ -363,7 +363,8 @@ static STATEMENTS: Statements = Statements {
                 'duration_ms', ?5 - COALESCE(attempted_at, ?5), 'worker', COALESCE(worker, '?'))"
         ),
         "
-        WHERE state = 'running' AND lease_until < ?5"
+        WHERE state = 'running' AND lease_until < ?5
+        RETURNING id"
     ),
     job: concat!(select_job!(), " WHERE id = ?1"),
     jobs: concat!(select_job!(), " WHERE ?1 IS NULL OR kind = ?1 ORDER BY id"),

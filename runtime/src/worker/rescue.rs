@@ -49,9 +49,9 @@ async fn rescue_expired(runner: &Runner) {
     let every = runner.settings.lease / 3;
     match store.try_lock(RESCUE_LOCK, &runner.id, every * 2).await {
         Ok(true) => match store.rescue().await {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::warn!(worker = %runner.id, jobs = n, "rescued jobs whose worker stopped renewing its lease")
+            Ok(ids) if ids.is_empty() => {}
+            Ok(ids) => {
+                tracing::warn!(worker = %runner.id, jobs = ?ids, "rescued jobs whose worker stopped renewing its lease")
             }
             Err(err) => {
                 tracing::warn!(worker = %runner.id, error = %err, "rescuing jobs with expired leases failed")
