@@ -261,6 +261,11 @@ pub struct WorkerFaults {
     /// A shutdown drops the completions of runs that end after the grace period's snapshot,
     /// and puts their jobs back (errand before this model found it).
     pub shutdown_drops_late_completions: bool,
+    /// A run never reads the ledger: every run runs the step's effect.
+    pub ledger_unread: bool,
+    /// The user's code commits its transaction whether or not `complete_in` succeeded (the
+    /// README's pattern before errand's reliability work).
+    pub complete_in_error_ignored: bool,
 }
 
 /// Which actions beyond the core (enqueue, claim, promote, the running key, the ledger step,
@@ -344,7 +349,10 @@ impl Model for Protocol {
                 JobState::Running if row.lease == Some(Lease::Live) => {
                     actions.push(Action::ExpireLease { id })
                 }
-                JobState::Dead if self.parts.retry_dead => actions.push(Action::RetryDead { id }),
+                // An operator may ask to retry any finished job; the store retries dead ones.
+                state if state.is_final() && self.parts.retry_dead => {
+                    actions.push(Action::RetryDead { id })
+                }
                 _ => {}
             }
             if self.parts.cancel && !row.state.is_final() {
@@ -495,7 +503,7 @@ impl Model for Protocol {
                 }
             }
             Action::ReadStep { worker, run } => {
-                let recorded = s.store.step_result();
+                let recorded = s.store.step_result() && !self.worker_faults.ledger_unread;
                 let next = if recorded {
                     s.history.step_skipped = true;
                     Phase::Body
@@ -554,6 +562,10 @@ impl Model for Protocol {
                 if commit && !r.lost && s.store.complete(r.id, r.fence) {
                     s.history.user_writes[r.id] += 1;
                     s.history.completed_in_tx[r.id] = true;
+                    s.workers[usize::from(worker)].runs.remove(run);
+                } else if commit && self.worker_faults.complete_in_error_ignored {
+                    // The error is dropped and the transaction committed anyway.
+                    s.history.user_writes[r.id] += 1;
                     s.workers[usize::from(worker)].runs.remove(run);
                 } else {
                     // Rolled back (the user's code failed, or the job was lost and `?` returned

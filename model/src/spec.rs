@@ -98,6 +98,12 @@ pub struct Faults {
     pub rescue_takes_key_back: bool,
     /// `claim_deaths` clears `death_pending` instead of leasing the death.
     pub deaths_cleared_when_claimed: bool,
+    /// `retry_dead` without `state = 'dead'`: a completed job can be retried.
+    pub retry_any_state: bool,
+    /// The rescue clears the lease but leaves the job `running`.
+    pub rescue_leaves_running: bool,
+    /// `renew` by id alone, without the worker and the fence.
+    pub renew_by_id_only: bool,
 }
 
 /// The rows, the ledger, and what the statements did that no row shows (for the properties).
@@ -296,15 +302,17 @@ impl StoreSpec {
     pub fn renew(&mut self, worker: u8, runs: &[(usize, u8)]) -> Vec<(usize, u8, bool)> {
         let mut renewed = Vec::new();
         for &(id, fence) in runs {
+            let by_id_only = self.faults.renew_by_id_only;
             let row = &mut self.rows[id];
-            if row.state == JobState::Running && row.worker == Some(worker) && row.fence == fence {
+            let owned = row.worker == Some(worker) && row.fence == fence;
+            if row.state == JobState::Running && (owned || by_id_only) {
                 row.lease = Some(Lease::Live);
                 renewed.push((id, fence, row.cancel_requested));
             }
         }
         for (id, row) in self.rows.iter().enumerate() {
             let renewed_here = renewed.iter().any(|&(r, _, _)| r == id);
-            if renewed_here && !runs.contains(&(id, row.fence)) {
+            if renewed_here && (!runs.contains(&(id, row.fence)) || row.worker != Some(worker)) {
                 self.foreign_renewal = true;
             }
         }
@@ -357,7 +365,11 @@ impl StoreSpec {
                 holds = true;
             }
             let row = &mut self.rows[id];
-            row.state = state;
+            row.state = if self.faults.rescue_leaves_running {
+                JobState::Running
+            } else {
+                state
+            };
             row.lease = None;
             row.running_key = false;
             row.holds_key = holds;
@@ -449,7 +461,9 @@ impl StoreSpec {
             self.strategy,
             Strategy::UntilExecuting | Strategy::UntilExecuted
         );
-        if self.rows[id].state != JobState::Dead || (unique && self.key_holder().is_some()) {
+        let retryable = self.rows[id].state == JobState::Dead
+            || (self.faults.retry_any_state && self.rows[id].state.is_final());
+        if !retryable || (unique && self.key_holder().is_some()) {
             return false;
         }
         let row = &mut self.rows[id];

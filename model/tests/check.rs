@@ -153,3 +153,65 @@ fn a_shutdown_that_drops_late_completions_is_caught() {
         "shutdown releases without spending attempts and never a finished job",
     );
 }
+
+#[test]
+fn retrying_a_completed_job_is_caught() {
+    let mut protocol = Protocol::new(Strategy::UntilExecuted).with(Parts {
+        retry_dead: true,
+        ..Parts::default()
+    });
+    protocol.faults = Faults {
+        retry_any_state: true,
+        ..Faults::default()
+    };
+    broken(protocol, "no job completed twice per enqueue");
+}
+
+#[test]
+fn a_rescue_that_leaves_the_job_running_is_caught() {
+    let mut protocol = Protocol::new(Strategy::UntilExecuted);
+    protocol.faults = Faults {
+        rescue_leaves_running: true,
+        ..Faults::default()
+    };
+    broken(protocol, "no job lost");
+}
+
+#[test]
+fn a_renewal_by_id_alone_is_caught() {
+    let mut protocol = Protocol::new(Strategy::UntilExecuted);
+    protocol.faults = Faults {
+        renew_by_id_only: true,
+        ..Faults::default()
+    };
+    broken(protocol, "renewals extend only the renewing runs' leases");
+}
+
+#[test]
+fn a_run_that_never_reads_the_ledger_is_caught() {
+    let mut protocol = Protocol::new(Strategy::UntilExecuted);
+    protocol.worker_faults = WorkerFaults {
+        ledger_unread: true,
+        ..WorkerFaults::default()
+    };
+    broken(
+        protocol,
+        "a step's effect runs once, unless a run died before recording it or runs overlapped",
+    );
+}
+
+#[test]
+fn committing_after_a_refused_complete_in_is_caught() {
+    let mut protocol = Protocol::new(Strategy::UntilExecuted).with(Parts {
+        complete_in: true,
+        ..Parts::default()
+    });
+    protocol.worker_faults = WorkerFaults {
+        complete_in_error_ignored: true,
+        ..WorkerFaults::default()
+    };
+    broken(
+        protocol,
+        "complete_in completes exactly when the user's transaction commits",
+    );
+}
