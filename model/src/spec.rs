@@ -165,15 +165,24 @@ impl StoreSpec {
         self.rows.iter().position(|row| row.holds_key)
     }
 
-    /// `insert` (after `expire_key`, which never fires without a clock): a new job, unless
-    /// the key is held.
+    /// The whole of `Store::enqueue`: a new job, unless the key is held.
     pub fn enqueue(&mut self) -> Inserted {
-        let unique = self.strategy != Strategy::WhileExecuting;
-        if unique {
-            if let Some(holder) = self.key_holder() {
+        match self.insert() {
+            Some(id) => Inserted::New(id),
+            None => {
                 self.duplicate_refused = true;
-                return Inserted::Duplicate(holder);
+                // The store's loop looks the holder up at once; here nothing ran between.
+                Inserted::Duplicate(self.key_holder().unwrap_or(0))
             }
+        }
+    }
+
+    /// `insert` (after `expire_key`, which never fires without a clock): the new job's id, or
+    /// `None` when the unique index refused it (`ON CONFLICT DO NOTHING`).
+    pub fn insert(&mut self) -> Option<usize> {
+        let unique = self.strategy != Strategy::WhileExecuting;
+        if unique && self.key_holder().is_some() {
+            return None;
         }
         self.rows.push(Row {
             state: JobState::Available,
@@ -188,7 +197,7 @@ impl StoreSpec {
             cancel_requested: false,
         });
         self.completions.push(0);
-        Inserted::New(self.rows.len() - 1)
+        Some(self.rows.len() - 1)
     }
 
     /// `claim`: an available job becomes `worker`'s, under a new fence. Returns the fence and
