@@ -287,7 +287,8 @@ impl Client {
     }
 }
 
-/// The dead set and cancellation (types in [`crate::dead`]).
+/// The dead set and cancellation (with [`DeadFilter`](crate::DeadFilter), [`Page`](crate::Page)
+/// and [`Cancellation`](crate::Cancellation)).
 impl Client {
     /// Dead jobs matching `filter`, oldest id first, one page at a time.
     pub async fn dead_jobs(&self, filter: &DeadFilter, page: Page) -> Result<Vec<JobInfo>, Error> {

@@ -89,7 +89,7 @@ impl Page {
     }
 }
 
-/// What [`Client::cancel`] did.
+/// What [`Client::cancel`](crate::Client::cancel) did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Cancellation {
