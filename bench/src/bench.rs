@@ -1,11 +1,15 @@
-//! `errand-bench bench`: each workload through errand and through the least SQL a queue must
-//! run (the limit), on the same database in the same run; medians of several runs.
+//! `errand-bench bench`: each workload through errand and through the fastest raw SQL that does
+//! the same work (the limit: the best of several batch sizes and connection counts, on a table
+//! with errand's columns and indexes and none of its triggers), on the same database in the
+//! same run; medians of several runs.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use errand::{Client, Config};
 use tokio::io::{AsyncBufReadExt, BufReader};
+
+use futures_util::future::join_all;
 
 use crate::jobs::{latency_probe, noop, now_us};
 use crate::{postgres_url, BoxError};
@@ -31,6 +35,15 @@ const DRAIN_JOBS: i64 = 10_000;
 const LATENCY_JOBS: i64 = 500;
 const CONCURRENCY: usize = 16;
 const BENCH_SCHEMA: &str = "errand_bench";
+
+/// The batch sizes and connection counts the drain limit tries; it reports the best.
+const LIMIT_BATCHES: [i64; 2] = [16, 100];
+const LIMIT_CONNECTIONS: [u32; 3] = [1, 4, 16];
+
+/// The limit's table on PostgreSQL: errand's columns, defaults and indexes, none of its
+/// triggers (what errand adds per job, such as its NOTIFY trigger, is errand's cost). SQLite's
+/// errand table has no triggers, so the limit uses it as it is.
+const LIMIT_TABLE_PG: &str = "limit_jobs";
 
 /// A fresh database for one measurement.
 struct Target {
@@ -58,7 +71,19 @@ impl Target {
         };
         let raw = match kind {
             StoreKind::Sqlite => {
-                Raw::Sqlite(sqlx::SqlitePool::connect(&format!("{url}?mode=rwc")).await?)
+                // Tuned as errand's own pool is (WAL, synchronous=NORMAL): a limit with
+                // stricter durability than errand's would measure the wrong thing.
+                let options: sqlx::sqlite::SqliteConnectOptions = url.parse()?;
+                let options = options
+                    .create_if_missing(true)
+                    .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(30));
+                let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                    .max_connections(4)
+                    .connect_with(options)
+                    .await?;
+                Raw::Sqlite(pool)
             }
             StoreKind::Postgres => {
                 let options: sqlx::postgres::PgConnectOptions = url.parse()?;
@@ -72,13 +97,14 @@ impl Target {
                     .await?;
                 pool.close().await;
                 let pool = sqlx::postgres::PgPoolOptions::new()
-                    .max_connections(4)
+                    .max_connections(LIMIT_CONNECTIONS.iter().copied().max().unwrap_or(1))
                     .connect_with(options.options([("search_path", BENCH_SCHEMA)]))
                     .await?;
                 Raw::Postgres(pool)
             }
         };
         let client = Client::connect_with(&url, Config::default().schema(BENCH_SCHEMA)).await?;
+        raw.create_limit_table().await?;
         Ok((Target { url, _dir: dir }, client, raw))
     }
 
@@ -107,6 +133,7 @@ impl Target {
 
 impl Raw {
     async fn scalar(&self, sqlite: &str, postgres: &str) -> Result<i64, BoxError> {
+        // The table names spliced into the limit's statements are this program's constants.
         Ok(match self {
             Raw::Sqlite(pool) => sqlx::query_scalar(sqlite).fetch_one(pool).await?,
             Raw::Postgres(pool) => sqlx::query_scalar(postgres).fetch_one(pool).await?,
@@ -123,39 +150,67 @@ impl Raw {
         self.scalar(sql, sql).await
     }
 
-    /// The limit of `enqueue`: one minimal insert per job, each its own statement.
-    async fn insert_one_by_one(&self, jobs: i64) -> Result<(), BoxError> {
-        for n in 0..jobs {
-            let args = format!("{{\"order_id\":{n}}}");
-            let now = now_us() / 1000;
-            match self {
-                Raw::Sqlite(pool) => {
-                    sqlx::query(
-                        "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, run_at, created_at)
-                         VALUES ('bench_noop', 'bench', ?1, 'available', 5, 26, ?2, ?2)",
-                    )
-                    .bind(args)
-                    .bind(now)
-                    .execute(pool)
-                    .await?;
-                }
-                Raw::Postgres(pool) => {
-                    sqlx::query(
-                        "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, run_at, created_at)
-                         VALUES ('bench_noop', 'bench', $1::jsonb, 'available', 5, 26, $2, $2)",
-                    )
-                    .bind(args)
-                    .bind(now)
-                    .execute(pool)
-                    .await?;
-                }
-            }
+    /// The table the limit works on (see [`LIMIT_TABLE_PG`]).
+    fn table(&self) -> &'static str {
+        match self {
+            Raw::Sqlite(_) => "errand_jobs",
+            Raw::Postgres(_) => LIMIT_TABLE_PG,
+        }
+    }
+
+    async fn create_limit_table(&self) -> Result<(), BoxError> {
+        if let Raw::Postgres(pool) = self {
+            // LIKE copies columns, defaults and indexes, never triggers.
+            sqlx::query("CREATE TABLE limit_jobs (LIKE errand_jobs INCLUDING ALL)")
+                .execute(pool)
+                .await?;
         }
         Ok(())
     }
 
-    /// The limit of `enqueue_many`: multi-row inserts of 1,000 jobs.
+    /// The limit of `enqueue`: one minimal prepared insert per job, each its own statement,
+    /// from `connections` connections at once.
+    async fn insert_one_by_one(&self, jobs: i64, connections: u32) -> Result<(), BoxError> {
+        let table = self.table();
+        let per = jobs / i64::from(connections);
+        let tasks = (0..i64::from(connections)).map(|c| async move {
+            for n in c * per..(c + 1) * per {
+                let args = format!("{{\"order_id\":{n}}}");
+                let now = now_us() / 1000;
+                match self {
+                    Raw::Sqlite(pool) => {
+                        sqlx::query(&format!(
+                            "INSERT INTO {table} (kind, queue, args, state, priority, max_attempts, run_at, created_at)
+                             VALUES ('bench_noop', 'bench', ?1, 'available', 5, 26, ?2, ?2)"
+                        ))
+                        .bind(args)
+                        .bind(now)
+                        .execute(pool)
+                        .await?;
+                    }
+                    Raw::Postgres(pool) => {
+                        sqlx::query(&format!(
+                            "INSERT INTO {table} (kind, queue, args, state, priority, max_attempts, run_at, created_at)
+                             VALUES ('bench_noop', 'bench', $1::jsonb, 'available', 5, 26, $2, $2)"
+                        ))
+                        .bind(args)
+                        .bind(now)
+                        .execute(pool)
+                        .await?;
+                    }
+                }
+            }
+            Ok::<(), BoxError>(())
+        });
+        for done in join_all(tasks).await {
+            done?;
+        }
+        Ok(())
+    }
+
+    /// A limit of `enqueue_many`: multi-row inserts of 1,000 jobs.
     async fn insert_in_chunks(&self, jobs: i64) -> Result<(), BoxError> {
+        let table = self.table();
         for start in (0..jobs).step_by(1000) {
             let args: Vec<String> = (start..(start + 1000).min(jobs))
                 .map(|n| format!("{{\"order_id\":{n}}}"))
@@ -164,20 +219,20 @@ impl Raw {
             match self {
                 Raw::Sqlite(pool) => {
                     let array = format!("[{}]", args.join(","));
-                    sqlx::query(
-                        "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, run_at, created_at)
-                         SELECT 'bench_noop', 'bench', value, 'available', 5, 26, ?2, ?2 FROM json_each(?1)",
-                    )
+                    sqlx::query(&format!(
+                        "INSERT INTO {table} (kind, queue, args, state, priority, max_attempts, run_at, created_at)
+                         SELECT 'bench_noop', 'bench', value, 'available', 5, 26, ?2, ?2 FROM json_each(?1)"
+                    ))
                     .bind(array)
                     .bind(now)
                     .execute(pool)
                     .await?;
                 }
                 Raw::Postgres(pool) => {
-                    sqlx::query(
-                        "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, run_at, created_at)
-                         SELECT 'bench_noop', 'bench', a::jsonb, 'available', 5, 26, $2, $2 FROM unnest($1::text[]) AS a",
-                    )
+                    sqlx::query(&format!(
+                        "INSERT INTO {table} (kind, queue, args, state, priority, max_attempts, run_at, created_at)
+                         SELECT 'bench_noop', 'bench', a::jsonb, 'available', 5, 26, $2, $2 FROM unnest($1::text[]) AS a"
+                    ))
                     .bind(&args)
                     .bind(now)
                     .execute(pool)
@@ -188,60 +243,126 @@ impl Raw {
         Ok(())
     }
 
-    /// The limit of `drain`: claim a batch (`FOR UPDATE SKIP LOCKED` on PostgreSQL), complete it
-    /// in one statement, until nothing is left.
-    async fn claim_and_complete_all(&self) -> Result<(), BoxError> {
-        loop {
-            let now = now_us() / 1000;
-            let claimed = match self {
-                Raw::Sqlite(pool) => {
-                    let ids: Vec<i64> = sqlx::query_scalar(
-                        "UPDATE errand_jobs SET state = 'running', attempt = attempt + 1, attempted_at = ?2
-                         WHERE id IN (SELECT id FROM errand_jobs WHERE queue = 'bench' AND state = 'available'
-                                      ORDER BY priority, run_at, id LIMIT ?1)
-                         RETURNING id",
-                    )
-                    .bind(CONCURRENCY as i64)
-                    .bind(now)
-                    .fetch_all(pool)
-                    .await?;
-                    let list = format!(
-                        "[{}]",
-                        ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
-                    );
-                    sqlx::query(
-                        "UPDATE errand_jobs SET state = 'completed', finished_at = ?2
-                         WHERE id IN (SELECT value FROM json_each(?1))",
-                    )
-                    .bind(list)
+    /// A limit of `enqueue_many` on PostgreSQL: `COPY` of every job in one stream. `None` on
+    /// SQLite, which has no `COPY`.
+    async fn copy_in(&self, jobs: i64) -> Result<Option<()>, BoxError> {
+        let Raw::Postgres(pool) = self else {
+            return Ok(None);
+        };
+        let now = now_us() / 1000;
+        let mut data = String::with_capacity(jobs as usize * 64);
+        for n in 0..jobs {
+            data.push_str(&format!(
+                "bench_noop\tbench\t{{\"order_id\":{n}}}\tavailable\t5\t26\t{now}\t{now}\n"
+            ));
+        }
+        let mut conn = pool.acquire().await?;
+        let mut copy = conn
+            .copy_in_raw(
+                "COPY limit_jobs (kind, queue, args, state, priority, max_attempts, run_at, created_at) FROM STDIN",
+            )
+            .await?;
+        copy.send(data.as_bytes()).await?;
+        copy.finish().await?;
+        Ok(Some(()))
+    }
+
+    /// Fills the limit's table with `jobs` available jobs.
+    async fn fill(&self, jobs: i64) -> Result<(), BoxError> {
+        self.insert_in_chunks(jobs).await
+    }
+
+    /// A limit of `drain`: `connections` connections each claim `batch` jobs (`FOR UPDATE SKIP
+    /// LOCKED` on PostgreSQL) and complete them in one statement, until nothing is left. With
+    /// `batch` 0, each round trip claims and completes one job in one statement: the floor.
+    async fn claim_and_complete_all(&self, batch: i64, connections: u32) -> Result<(), BoxError> {
+        let table = self.table();
+        let one = |_: u32| async move {
+            loop {
+                let now = now_us() / 1000;
+                let done = match self {
+                    Raw::Sqlite(pool) if batch == 0 => sqlx::query(&format!(
+                        "UPDATE {table} SET state = 'completed', attempt = attempt + 1, attempted_at = ?1, finished_at = ?1
+                         WHERE id = (SELECT id FROM {table} WHERE queue = 'bench' AND state = 'available'
+                                     ORDER BY priority, run_at, id LIMIT 1)"
+                    ))
                     .bind(now)
                     .execute(pool)
-                    .await?;
-                    ids.len()
-                }
-                Raw::Postgres(pool) => {
-                    let ids: Vec<i64> = sqlx::query_scalar(
-                        "UPDATE errand_jobs SET state = 'running', attempt = attempt + 1, attempted_at = $2
-                         WHERE id IN (SELECT id FROM errand_jobs WHERE queue = 'bench' AND state = 'available'
-                                      ORDER BY priority, run_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)
-                         RETURNING id",
-                    )
-                    .bind(CONCURRENCY as i64)
+                    .await?
+                    .rows_affected() as usize,
+                    Raw::Postgres(pool) if batch == 0 => sqlx::query(&format!(
+                        "UPDATE {table} SET state = 'completed', attempt = attempt + 1, attempted_at = $1, finished_at = $1
+                         WHERE id = (SELECT id FROM {table} WHERE queue = 'bench' AND state = 'available'
+                                     ORDER BY priority, run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)"
+                    ))
                     .bind(now)
-                    .fetch_all(pool)
-                    .await?;
-                    sqlx::query("UPDATE errand_jobs SET state = 'completed', finished_at = $2 WHERE id = ANY($1)")
+                    .execute(pool)
+                    .await?
+                    .rows_affected() as usize,
+                    Raw::Sqlite(pool) => {
+                        let ids: Vec<i64> = sqlx::query_scalar(&format!(
+                            "UPDATE {table} SET state = 'running', attempt = attempt + 1, attempted_at = ?2
+                             WHERE id IN (SELECT id FROM {table} WHERE queue = 'bench' AND state = 'available'
+                                          ORDER BY priority, run_at, id LIMIT ?1)
+                             RETURNING id"
+                        ))
+                        .bind(batch)
+                        .bind(now)
+                        .fetch_all(pool)
+                        .await?;
+                        let list = format!(
+                            "[{}]",
+                            ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+                        );
+                        sqlx::query(&format!(
+                            "UPDATE {table} SET state = 'completed', finished_at = ?2
+                             WHERE id IN (SELECT value FROM json_each(?1))"
+                        ))
+                        .bind(list)
+                        .bind(now)
+                        .execute(pool)
+                        .await?;
+                        ids.len()
+                    }
+                    Raw::Postgres(pool) => {
+                        let ids: Vec<i64> = sqlx::query_scalar(&format!(
+                            "UPDATE {table} SET state = 'running', attempt = attempt + 1, attempted_at = $2
+                             WHERE id IN (SELECT id FROM {table} WHERE queue = 'bench' AND state = 'available'
+                                          ORDER BY priority, run_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)
+                             RETURNING id"
+                        ))
+                        .bind(batch)
+                        .bind(now)
+                        .fetch_all(pool)
+                        .await?;
+                        sqlx::query(&format!(
+                            "UPDATE {table} SET state = 'completed', finished_at = $2 WHERE id = ANY($1)"
+                        ))
                         .bind(&ids)
                         .bind(now)
                         .execute(pool)
                         .await?;
-                    ids.len()
+                        ids.len()
+                    }
+                };
+                if done == 0 {
+                    return Ok::<(), BoxError>(());
                 }
-            };
-            if claimed == 0 {
-                return Ok(());
             }
+        };
+        for done in join_all((0..connections).map(one)).await {
+            done?;
         }
+        Ok(())
+    }
+
+    /// Jobs of the limit's table not yet completed.
+    async fn limit_remaining(&self) -> Result<i64, BoxError> {
+        let sql = format!(
+            "SELECT count(*) FROM {} WHERE state <> 'completed'",
+            self.table()
+        );
+        self.scalar(&sql, &sql).await
     }
 
     async fn create_latency_table(&self) -> Result<(), BoxError> {
@@ -300,8 +421,10 @@ fn peak_rss_mb(pid: u32) -> Result<f64, BoxError> {
 }
 
 /// One run of every workload on `kind`: (workload, value, limit).
-async fn measure(kind: StoreKind) -> Result<Vec<(&'static str, f64, Option<f64>)>, BoxError> {
-    let mut figures = Vec::new();
+async fn measure(kind: StoreKind) -> Result<Vec<(String, f64, Option<f64>)>, BoxError> {
+    let mut figures: Vec<(String, f64, Option<f64>)> = Vec::new();
+    let mut push =
+        |name: &str, value: f64, limit: Option<f64>| figures.push((name.to_owned(), value, limit));
 
     // Each workload gets a fresh database, and drops its clients and pools when done.
     let enqueue = {
@@ -312,13 +435,17 @@ async fn measure(kind: StoreKind) -> Result<Vec<(&'static str, f64, Option<f64>)
         }
         rate(ENQUEUE_JOBS, started.elapsed())
     };
-    let limit = {
+    // errand enqueues one job at a time from one task: its limit is one connection's prepared
+    // inserts; sixteen connections' is shown beside it.
+    let mut singles = Vec::new();
+    for connections in [1, 16] {
         let (_t, _client, raw) = Target::fresh(kind).await?;
         let started = Instant::now();
-        raw.insert_one_by_one(ENQUEUE_JOBS).await?;
-        rate(ENQUEUE_JOBS, started.elapsed())
-    };
-    figures.push(("enqueue", enqueue, Some(limit)));
+        raw.insert_one_by_one(ENQUEUE_JOBS, connections).await?;
+        singles.push(rate(ENQUEUE_JOBS, started.elapsed()));
+    }
+    push("enqueue", enqueue, Some(singles[0]));
+    push("limit_enqueue_c16", singles[1], None);
 
     let many = {
         let (_t, client, _raw) = Target::fresh(kind).await?;
@@ -328,13 +455,24 @@ async fn measure(kind: StoreKind) -> Result<Vec<(&'static str, f64, Option<f64>)
             .await?;
         rate(ENQUEUE_MANY_JOBS, started.elapsed())
     };
-    let limit = {
+    let chunks = {
         let (_t, _client, raw) = Target::fresh(kind).await?;
         let started = Instant::now();
         raw.insert_in_chunks(ENQUEUE_MANY_JOBS).await?;
         rate(ENQUEUE_MANY_JOBS, started.elapsed())
     };
-    figures.push(("enqueue_many", many, Some(limit)));
+    let copy = {
+        let (_t, _client, raw) = Target::fresh(kind).await?;
+        let started = Instant::now();
+        raw.copy_in(ENQUEUE_MANY_JOBS)
+            .await?
+            .map(|()| rate(ENQUEUE_MANY_JOBS, started.elapsed()))
+    };
+    push("enqueue_many", many, Some(chunks.max(copy.unwrap_or(0.0))));
+    push("limit_enqueue_many_rows", chunks, None);
+    if let Some(copy) = copy {
+        push("limit_enqueue_many_copy", copy, None);
+    }
 
     let (drain, rss) = {
         let (target, client, raw) = Target::fresh(kind).await?;
@@ -350,14 +488,28 @@ async fn measure(kind: StoreKind) -> Result<Vec<(&'static str, f64, Option<f64>)
         worker.kill().await?;
         (drain, rss)
     };
-    let limit = {
-        let (_t, client, raw) = Target::fresh(kind).await?;
-        client.enqueue_many((0..DRAIN_JOBS).map(noop::with)).await?;
-        let started = Instant::now();
-        raw.claim_and_complete_all().await?;
-        rate(DRAIN_JOBS, started.elapsed())
-    };
-    figures.push(("drain", drain, Some(limit)));
+    // The drain's limit: the best of every batch size and connection count tried, each shown;
+    // beside it the floor, one job claimed and completed per round trip.
+    let mut tried = Vec::new();
+    for batch in LIMIT_BATCHES {
+        for connections in LIMIT_CONNECTIONS {
+            let name = format!("limit_drain_b{batch}_c{connections}");
+            tried.push((name, drain_limit(kind, batch, connections).await?));
+        }
+    }
+    for connections in [1, 16] {
+        let name = format!("limit_drain_floor_c{connections}");
+        tried.push((name, drain_limit(kind, 0, connections).await?));
+    }
+    let best = tried
+        .iter()
+        .filter(|(name, _)| !name.contains("floor"))
+        .map(|(_, value)| *value)
+        .fold(0.0, f64::max);
+    push("drain", drain, Some(best));
+    for (name, value) in &tried {
+        push(name, *value, None);
+    }
 
     // SQLite has no notifications between processes: an idle worker there finds new jobs by
     // polling, so poll often; on PostgreSQL, NOTIFY wakes it and the poll stays slow.
@@ -386,11 +538,26 @@ async fn measure(kind: StoreKind) -> Result<Vec<(&'static str, f64, Option<f64>)
     };
     latencies.sort_by(f64::total_cmp);
     let at = |q: f64| latencies[((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1)];
-    figures.push(("latency_p50", at(0.50), None));
-    figures.push(("latency_p99", at(0.99), None));
-    figures.push(("latency_max", at(1.0), None));
-    figures.push(("rss", rss, None));
+    push("latency_p50", at(0.50), None);
+    push("latency_p99", at(0.99), None);
+    push("latency_max", at(1.0), None);
+    push("rss", rss, None);
     Ok(figures)
+}
+
+/// The limit's drain of [`DRAIN_JOBS`] jobs, in jobs/s, claiming `batch` at a time (0: one
+/// per round trip) over `connections` connections.
+async fn drain_limit(kind: StoreKind, batch: i64, connections: u32) -> Result<f64, BoxError> {
+    let (_t, _client, raw) = Target::fresh(kind).await?;
+    raw.fill(DRAIN_JOBS).await?;
+    let started = Instant::now();
+    raw.claim_and_complete_all(batch, connections).await?;
+    let took = started.elapsed();
+    let left = raw.limit_remaining().await?;
+    if left != 0 {
+        return Err(format!("the limit's drain left {left} jobs").into());
+    }
+    Ok(rate(DRAIN_JOBS, took))
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -415,7 +582,7 @@ pub(crate) async fn run(stores: &[StoreKind], runs: usize) -> Result<(), BoxErro
     );
     let mut results = Vec::new();
     for &kind in stores {
-        let mut all: Vec<Vec<(&'static str, f64, Option<f64>)>> = Vec::new();
+        let mut all: Vec<Vec<(String, f64, Option<f64>)>> = Vec::new();
         for run in 1..=runs {
             eprintln!("{}: run {run} of {runs}", kind.name());
             all.push(measure(kind).await?);
@@ -436,7 +603,7 @@ pub(crate) async fn run(stores: &[StoreKind], runs: usize) -> Result<(), BoxErro
                 ),
                 None => println!("| {workload} | {value:.2} {unit} | | |"),
             }
-            results.push((kind.name(), *workload, value, unit, limit));
+            results.push((kind.name(), workload.clone(), value, unit, limit));
         }
     }
     println!();
