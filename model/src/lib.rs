@@ -492,10 +492,6 @@ impl Model for Protocol {
         match action {
             Action::Enqueue if !self.enqueue_steps => {
                 s.store.enqueue();
-                let jobs = s.store.rows.len();
-                s.history.user_writes.resize(jobs, 0);
-                s.history.completed_in_tx.resize(jobs, false);
-                s.history.handled.resize(jobs, false);
             }
             Action::Enqueue => {
                 let (step, tries) = s.enqueue.unwrap_or((EnqueueStep::Insert, 0));
@@ -515,10 +511,6 @@ impl Model for Protocol {
                     EnqueueStep::LookUp if tries < 3 => Some((EnqueueStep::Insert, tries)),
                     EnqueueStep::LookUp => None,
                 };
-                let jobs = s.store.rows.len();
-                s.history.user_writes.resize(jobs, 0);
-                s.history.completed_in_tx.resize(jobs, false);
-                s.history.handled.resize(jobs, false);
             }
             Action::Claim { worker, id } => {
                 let (fence, attempt) = s.store.claim(id, worker)?;
@@ -718,6 +710,11 @@ impl Model for Protocol {
                 }
             }
         }
+        // The history keeps an entry per job.
+        let jobs = state.store.rows.len();
+        state.history.user_writes.resize(jobs, 0);
+        state.history.completed_in_tx.resize(jobs, false);
+        state.history.handled.resize(jobs, false);
         // Orders that mean the same are one state.
         for worker in &mut state.workers {
             worker.runs.sort_by_key(|r| (r.id, r.fence));

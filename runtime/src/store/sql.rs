@@ -292,6 +292,15 @@ macro_rules! dialect_io {
 }
 pub(crate) use dialect_io;
 
+/// The name of an operation in its error, written when it fails.
+pub(crate) trait Op: Fn() -> String + Send + Sync {}
+impl<F: Fn() -> String + Send + Sync> Op for F {}
+
+/// A fixed operation name.
+fn named(op: &'static str) -> impl Op + Copy {
+    move || op.to_owned()
+}
+
 /// A store on a SQL database of dialect `D`.
 #[derive(Debug)]
 pub(crate) struct SqlStore<D: Dialect> {
@@ -447,20 +456,23 @@ fn claimed_row(row: &impl SqlRow) -> Result<((i64, i64), Claimed), sqlx::Error> 
 }
 
 impl<D: Dialect> SqlStore<D> {
+    // Each operation's name is written only when it fails (`op`): claims, completions and
+    // renewals run constantly and must not format a message each time.
+
     /// A connection from the pool, for `op`.
-    async fn conn(&self, op: &str) -> Result<sqlx::pool::PoolConnection<D::Db>, Error> {
+    async fn conn(&self, op: impl Op) -> Result<sqlx::pool::PoolConnection<D::Db>, Error> {
         self.pool
             .acquire()
             .await
-            .map_err(|e| op_error::<D>(op.to_owned(), e))
+            .map_err(|e| op_error::<D>(op(), e))
     }
 
     /// Runs one statement on a pooled connection; returns how many rows it changed.
-    async fn execute(&self, sql: &str, values: Vec<Value<'_>>, op: &str) -> Result<u64, Error> {
-        let mut conn = self.conn(op).await?;
+    async fn execute(&self, sql: &str, values: Vec<Value<'_>>, op: impl Op) -> Result<u64, Error> {
+        let mut conn = self.conn(&op).await?;
         D::execute(&mut conn, sql, values)
             .await
-            .map_err(|e| op_error::<D>(op.to_owned(), e))
+            .map_err(|e| op_error::<D>(op(), e))
     }
 
     /// Runs one statement on a pooled connection; returns its rows.
@@ -468,12 +480,12 @@ impl<D: Dialect> SqlStore<D> {
         &self,
         sql: &str,
         values: Vec<Value<'_>>,
-        op: &str,
+        op: impl Op,
     ) -> Result<Vec<D::Row>, Error> {
-        let mut conn = self.conn(op).await?;
+        let mut conn = self.conn(&op).await?;
         D::fetch(&mut conn, sql, values)
             .await
-            .map_err(|e| op_error::<D>(op.to_owned(), e))
+            .map_err(|e| op_error::<D>(op(), e))
     }
 
     fn jobs_from(rows: &[D::Row]) -> Result<Vec<JobInfo>, Error> {
@@ -483,7 +495,7 @@ impl<D: Dialect> SqlStore<D> {
     /// Applies the migrations the database lacks, each once, in one transaction.
     pub(crate) fn migrate(&self) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
-            let mut conn = self.conn("open a connection to migrate").await?;
+            let mut conn = self.conn(named("open a connection to migrate")).await?;
             self.dialect
                 .begin_migrations(&mut conn)
                 .await
@@ -498,7 +510,7 @@ impl<D: Dialect> SqlStore<D> {
 
     /// Fails unless the database has every migration this errand knows, unchanged.
     pub(crate) async fn check_version(&self) -> Result<(), Error> {
-        let mut conn = self.conn("read the schema's version").await?;
+        let mut conn = self.conn(named("read the schema's version")).await?;
         let found = applied::<D>(&mut conn).await?;
         let needed = crate::migrations::latest(D::MIGRATIONS);
         let found = found.last().map_or(0, |(version, _)| *version);
@@ -513,27 +525,29 @@ impl<D: Dialect> SqlStore<D> {
     }
 }
 
+/// Whether `sql`, a question about the schema, answers `1`.
+fn is_one<'c, D: Dialect>(
+    conn: &'c mut Conn<D>,
+    sql: &'static str,
+) -> BoxFuture<'c, Result<bool, sqlx::Error>> {
+    Box::pin(async move {
+        let rows = D::fetch(conn, sql, vec![]).await?;
+        Ok(first(rows).map(|row| row.int(0)).transpose()? == Some(1))
+    })
+}
+
 /// The migrations applied to the database, each with its recorded checksum; none when errand
 /// never migrated it. Fails when an applied migration's checksum differs from this errand's.
 fn applied<D: Dialect>(conn: &mut Conn<D>) -> BoxFuture<'_, Result<Vec<(i64, String)>, Error>> {
     Box::pin(async move {
         let op = |e| op_error::<D>("read the applied migrations", e);
-        let exists = D::fetch(conn, D::SQL.has_bookkeeping, vec![]).await;
-        if first(exists.map_err(op)?)
-            .map(|r| r.int(0))
-            .transpose()
+        if !is_one::<D>(conn, D::SQL.has_bookkeeping)
+            .await
             .map_err(op)?
-            != Some(1)
         {
             return Ok(Vec::new());
         }
-        let checksums = D::fetch(conn, D::SQL.has_checksums, vec![]).await;
-        if first(checksums.map_err(op)?)
-            .map(|r| r.int(0))
-            .transpose()
-            .map_err(op)?
-            != Some(1)
-        {
+        if !is_one::<D>(conn, D::SQL.has_checksums).await.map_err(op)? {
             // Recorded before errand kept checksums: nothing to compare against.
             let rows = D::fetch(
                 conn,
@@ -574,9 +588,10 @@ fn apply_migrations<D: Dialect>(conn: &mut Conn<D>) -> BoxFuture<'_, Result<(), 
         D::raw(conn, D::SQL.bookkeeping)
             .await
             .map_err(failed::<D>(0))?;
-        let has = D::fetch(conn, D::SQL.has_checksums, vec![]).await;
-        let has = first(has.map_err(failed::<D>(0))?).map(|r| r.int(0));
-        if has.transpose().map_err(failed::<D>(0))? != Some(1) {
+        if !is_one::<D>(conn, D::SQL.has_checksums)
+            .await
+            .map_err(failed::<D>(0))?
+        {
             D::raw(conn, D::SQL.add_checksums)
                 .await
                 .map_err(failed::<D>(0))?;
@@ -614,7 +629,9 @@ fn apply_migrations<D: Dialect>(conn: &mut Conn<D>) -> BoxFuture<'_, Result<(), 
 
 impl<D: Dialect> Store for SqlStore<D> {
     async fn enqueue(&self, job: &NewJob) -> Result<Inserted, Error> {
-        let mut conn = self.conn(&format!("enqueue a `{}` job", job.kind)).await?;
+        let mut conn = self
+            .conn(|| format!("enqueue a `{}` job", job.kind))
+            .await?;
         insert::<D>(&mut conn, job).await
     }
 
@@ -633,7 +650,12 @@ impl<D: Dialect> Store for SqlStore<D> {
         let mut claimed = Vec::new();
         for group in groups {
             let queues: Vec<&str> = group.iter().map(|(queue, _)| *queue).collect();
-            let op = format!("claim jobs from {queues:?}");
+            let op = || {
+                format!(
+                    "claim jobs from {:?}",
+                    group.iter().map(|(q, _)| q).collect::<Vec<_>>()
+                )
+            };
             let limits = group.iter().map(|(_, n)| count(*n)).collect();
             let claim = vec![
                 Value::Texts(queues),
@@ -643,9 +665,9 @@ impl<D: Dialect> Store for SqlStore<D> {
                 Value::Texts(kinds.to_vec()),
                 Value::Now,
             ];
-            let rows = self.fetch(D::SQL.claim, claim, &op).await?;
+            let rows = self.fetch(D::SQL.claim, claim, op).await?;
             let rows = rows.iter().map(claimed_row).collect::<Result<Vec<_>, _>>();
-            claimed.extend(rows.map_err(|e| op_error::<D>(op, e))?);
+            claimed.extend(rows.map_err(|e| op_error::<D>(op(), e))?);
         }
         // RETURNING gives rows in no particular order; start the most urgent first.
         claimed.sort_by_key(|(order, job)| (*order, job.id));
@@ -654,7 +676,7 @@ impl<D: Dialect> Store for SqlStore<D> {
 
     async fn promote(&self, limit: usize) -> Result<u64, Error> {
         let promote = values![count(limit), Value::Now];
-        self.execute(D::SQL.promote, promote, "make due jobs available")
+        self.execute(D::SQL.promote, promote, named("make due jobs available"))
             .await
     }
 
@@ -676,7 +698,7 @@ impl<D: Dialect> Store for SqlStore<D> {
             worker.into(),
             Value::Now,
         ];
-        let op = "bury jobs of kinds no worker knows";
+        let op = named("bury jobs of kinds no worker knows");
         self.execute(D::SQL.bury_unknown, bury, op).await
     }
 
@@ -698,8 +720,8 @@ impl<D: Dialect> Store for SqlStore<D> {
             count(KEEP_FIRST_ERRORS),
             Value::Now,
         ];
-        let op = format!("mark job {id} {}", finish.state);
-        Ok(self.execute(D::SQL.finish, change, &op).await? == 1)
+        let op = || format!("mark job {id} {}", finish.state);
+        Ok(self.execute(D::SQL.finish, change, op).await? == 1)
     }
 
     async fn renew(
@@ -715,8 +737,8 @@ impl<D: Dialect> Store for SqlStore<D> {
             Value::Ints(runs.iter().map(|r| r.fence).collect()),
             Value::Now,
         ];
-        let op = format!("renew the leases of {} jobs", runs.len());
-        let rows = self.fetch(D::SQL.renew, renew, &op).await?;
+        let op = || format!("renew the leases of {} jobs", runs.len());
+        let rows = self.fetch(D::SQL.renew, renew, op).await?;
         rows.iter()
             .map(|row| {
                 let run = RunId {
@@ -726,7 +748,7 @@ impl<D: Dialect> Store for SqlStore<D> {
                 Ok((run, row.flag(2)?))
             })
             .collect::<Result<_, sqlx::Error>>()
-            .map_err(|e| op_error::<D>(op, e))
+            .map_err(|e| op_error::<D>(op(), e))
     }
 
     async fn release(&self, worker: &str, jobs: &[JobId]) -> Result<(), Error> {
@@ -734,8 +756,8 @@ impl<D: Dialect> Store for SqlStore<D> {
             worker.into(),
             Value::Ints(jobs.iter().map(|id| id.get()).collect()),
         ];
-        let op = format!("put back {} unfinished jobs", jobs.len());
-        self.execute(D::SQL.release, release, &op).await?;
+        let op = || format!("put back {} unfinished jobs", jobs.len());
+        self.execute(D::SQL.release, release, op).await?;
         Ok(())
     }
 
@@ -747,21 +769,23 @@ impl<D: Dialect> Store for SqlStore<D> {
             count(KEEP_FIRST_ERRORS),
             Value::Now,
         ];
-        let op = "rescue jobs whose lease ran out";
+        let op = named("rescue jobs whose lease ran out");
         let rows = self.fetch(D::SQL.rescue, rescue, op).await?;
         let ids: Result<Vec<JobId>, _> =
             rows.iter().map(|row| row.int(0).map(JobId::new)).collect();
-        ids.map_err(|e| op_error::<D>(op, e))
+        ids.map_err(|e| op_error::<D>(op(), e))
     }
 
     async fn job(&self, id: JobId) -> Result<Option<JobInfo>, Error> {
-        let op = format!("read job {id}");
-        let rows = self.fetch(D::SQL.job, values![id.get()], &op).await?;
+        let op = || format!("read job {id}");
+        let rows = self.fetch(D::SQL.job, values![id.get()], op).await?;
         rows.first().map(|row| row.job(D::STORE)).transpose()
     }
 
     async fn jobs(&self, kind: Option<&str>) -> Result<Vec<JobInfo>, Error> {
-        let rows = self.fetch(D::SQL.jobs, values![kind], "list jobs").await?;
+        let rows = self
+            .fetch(D::SQL.jobs, values![kind], named("list jobs"))
+            .await?;
         Self::jobs_from(&rows)
     }
 
@@ -771,12 +795,12 @@ impl<D: Dialect> Store for SqlStore<D> {
             Value::Ints(runs.iter().map(|(_, fence)| *fence).collect()),
             Value::Now,
         ];
-        let op = format!("mark {} jobs completed", runs.len());
-        let rows = self.fetch(D::SQL.complete_many, complete, &op).await?;
+        let op = || format!("mark {} jobs completed", runs.len());
+        let rows = self.fetch(D::SQL.complete_many, complete, op).await?;
         rows.iter()
             .map(|row| row.int(0).map(JobId::new))
             .collect::<Result<_, _>>()
-            .map_err(|e| op_error::<D>(op, e))
+            .map_err(|e| op_error::<D>(op(), e))
     }
 
     async fn take_running_key(
@@ -788,29 +812,29 @@ impl<D: Dialect> Store for SqlStore<D> {
         if let Some(hold) = hold {
             // `unique_for` caps the hold: a run that has held the key that long gives it up.
             let expire = values![id.get(), duration_millis(hold), Value::Now];
-            let op = format!("release an expired running key for job {id}");
-            self.execute(D::SQL.expire_running_key, expire, &op).await?;
+            let op = || format!("release an expired running key for job {id}");
+            self.execute(D::SQL.expire_running_key, expire, op).await?;
         }
-        let op = format!("take the running key of job {id}");
-        let mut conn = self.conn(&op).await?;
+        let op = || format!("take the running key of job {id}");
+        let mut conn = self.conn(op).await?;
         let taken = D::execute(&mut conn, D::SQL.take_running_key, values![id.get(), fence]);
         match taken.await {
             Ok(done) => Ok(done == 1),
             // The unique index refused: another running job of this kind holds the key.
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
-            Err(e) => Err(op_error::<D>(op, e)),
+            Err(e) => Err(op_error::<D>(op(), e)),
         }
     }
 
     async fn step_result(&self, scope: &str, name: &str) -> Result<Option<String>, Error> {
-        let op = format!("read step `{name}` of `{scope}`");
+        let op = || format!("read step `{name}` of `{scope}`");
         let rows = self
-            .fetch(D::SQL.step_result, values![scope, name], &op)
+            .fetch(D::SQL.step_result, values![scope, name], op)
             .await?;
         rows.first()
             .map(|row| row.text(0))
             .transpose()
-            .map_err(|e| op_error::<D>(op, e))
+            .map_err(|e| op_error::<D>(op(), e))
     }
 
     async fn record_step(
@@ -829,20 +853,20 @@ impl<D: Dialect> Store for SqlStore<D> {
             owner.job.get(),
             Value::Now
         ];
-        let op = format!("record step `{name}` of `{scope}`");
-        self.execute(D::SQL.record_step, record, &op).await?;
+        let op = || format!("record step `{name}` of `{scope}`");
+        self.execute(D::SQL.record_step, record, op).await?;
         Ok(())
     }
 
     async fn cancel(&self, id: JobId, error: &AttemptError) -> Result<Cancellation, Error> {
-        let op = format!("cancel job {id}");
+        let op = || format!("cancel job {id}");
         let error = encode_error::<D>(id, error)?;
         let cancel = values![id.get(), error.as_str(), Value::Now];
-        if self.execute(D::SQL.cancel, cancel, &op).await? == 1 {
+        if self.execute(D::SQL.cancel, cancel, op).await? == 1 {
             return Ok(Cancellation::Cancelled);
         }
         let request = values![id.get()];
-        if self.execute(D::SQL.request_cancel, request, &op).await? == 1 {
+        if self.execute(D::SQL.request_cancel, request, op).await? == 1 {
             return Ok(Cancellation::Requested);
         }
         Ok(match self.job(id).await? {
@@ -856,14 +880,15 @@ impl<D: Dialect> Store for SqlStore<D> {
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<(JobInfo, u32)>, Error> {
-        let op = "claim deaths for their handlers";
+        let op = named("claim deaths for their handlers");
         let claim = values![count(limit), duration_millis(lease), Value::Now];
         let rows = self.fetch(D::SQL.claim_deaths, claim, op).await?;
         let mut deaths = Vec::with_capacity(rows.len());
         for row in rows {
-            let (id, deliveries) = (row.int(0), row.int(1));
-            let (id, deliveries) = (id.map_err(|e| op_error::<D>(op, e))?, deliveries);
-            let deliveries = deliveries.map_err(|e| op_error::<D>(op, e))?;
+            let (id, deliveries) = {
+                let read = |column| row.int(column).map_err(|e| op_error::<D>(op(), e));
+                (read(0)?, read(1)?)
+            };
             if let Some(job) = self.job(JobId::new(id)).await? {
                 deaths.push((job, u32::try_from(deliveries).unwrap_or(u32::MAX)));
             }
@@ -872,8 +897,8 @@ impl<D: Dialect> Store for SqlStore<D> {
     }
 
     async fn death_delivered(&self, id: JobId) -> Result<(), Error> {
-        let op = format!("mark the death of job {id} delivered");
-        self.execute(D::SQL.death_delivered, values![id.get()], &op)
+        let op = || format!("mark the death of job {id} delivered");
+        self.execute(D::SQL.death_delivered, values![id.get()], op)
             .await?;
         Ok(())
     }
@@ -886,27 +911,29 @@ impl<D: Dialect> Store for SqlStore<D> {
     ) -> Result<Vec<JobInfo>, Error> {
         let mut list = dead_values(filter);
         list.extend(values![after.map_or(0, JobId::get), count(limit)]);
-        let rows = self.fetch(D::SQL.dead_jobs, list, "list dead jobs").await?;
+        let rows = self
+            .fetch(D::SQL.dead_jobs, list, named("list dead jobs"))
+            .await?;
         Self::jobs_from(&rows)
     }
 
     async fn retry_dead(&self, filter: &DeadQuery) -> Result<u64, Error> {
         let mut retry = dead_values(filter);
         retry.push(Value::Now);
-        self.execute(D::SQL.retry_dead, retry, "retry dead jobs")
+        self.execute(D::SQL.retry_dead, retry, named("retry dead jobs"))
             .await
     }
 
     async fn delete_dead(&self, filter: &DeadQuery) -> Result<u64, Error> {
         let delete = dead_values(filter);
-        self.execute(D::SQL.delete_dead, delete, "delete dead jobs")
+        self.execute(D::SQL.delete_dead, delete, named("delete dead jobs"))
             .await
     }
 
     async fn try_lock(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, Error> {
         let lock = values![name, holder, duration_millis(ttl), Value::Now];
-        let op = format!("take the lock `{name}`");
-        Ok(!self.fetch(D::SQL.try_lock, lock, &op).await?.is_empty())
+        let op = || format!("take the lock `{name}`");
+        Ok(!self.fetch(D::SQL.try_lock, lock, op).await?.is_empty())
     }
 
     async fn prune(&self, retention: &Retention, batch: usize) -> Result<u64, Error> {
@@ -923,18 +950,18 @@ impl<D: Dialect> Store for SqlStore<D> {
         for ((sql, op), keep) in D::SQL.prune.iter().zip(keep) {
             let window = duration_millis(DEATH_DELIVERY_WINDOW);
             let prune = values![keep, count(batch), Value::Now, window];
-            deleted += self.execute(sql, prune, op).await?;
+            deleted += self.execute(sql, prune, named(op)).await?;
         }
         Ok(deleted)
     }
 
     async fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<JobId>, Error> {
-        let op = format!("enqueue {} jobs", jobs.len());
+        let op = || format!("enqueue {} jobs", jobs.len());
         let rows = self
-            .fetch(D::SQL.insert_many, D::many_values(jobs), &op)
+            .fetch(D::SQL.insert_many, D::many_values(jobs), op)
             .await?;
         let ids: Result<Vec<i64>, _> = rows.iter().map(|row| row.int(0)).collect();
-        let mut ids = ids.map_err(|e| op_error::<D>(op, e))?;
+        let mut ids = ids.map_err(|e| op_error::<D>(op(), e))?;
         // Ids rise in insertion order.
         ids.sort_unstable();
         Ok(ids.into_iter().map(JobId::new).collect())
