@@ -11,7 +11,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use futures_util::future::join_all;
 
-use crate::jobs::{latency_probe, noop, now_us};
+use crate::jobs::{latency_probe, noop, now_us, sleeps};
 use crate::{postgres_url, BoxError};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -34,10 +34,19 @@ const ENQUEUE_MANY_JOBS: i64 = 100_000;
 const DRAIN_JOBS: i64 = 10_000;
 const LATENCY_JOBS: i64 = 500;
 const CONCURRENCY: usize = 16;
+/// The wide worker's concurrency, the second drain figure.
+const WIDE: usize = 128;
+/// The scale workloads (PostgreSQL): worker processes, backlog rows of each kind, slow jobs
+/// and their concurrency.
+const PROCS: [usize; 3] = [1, 2, 4];
+const BACKLOG_ROWS: i64 = 1_000_000;
+const SLOW_JOBS: i64 = 10_000;
+const SLOW_JOB_MS: u64 = 10;
+const SLOW_CONCURRENCY: usize = 256;
 const BENCH_SCHEMA: &str = "errand_bench";
 
 /// The batch sizes and connection counts the drain limit tries; it reports the best.
-const LIMIT_BATCHES: [i64; 2] = [16, 100];
+const LIMIT_BATCHES: [i64; 4] = [16, 100, 128, 256];
 const LIMIT_CONNECTIONS: [u32; 3] = [1, 4, 16];
 
 /// The limit's table on PostgreSQL: errand's columns, defaults and indexes, none of its
@@ -108,13 +117,18 @@ impl Target {
         Ok((Target { url, _dir: dir }, client, raw))
     }
 
-    /// A worker process on this target; returns it once it is ready.
-    async fn worker(&self, poll: Duration) -> Result<(tokio::process::Child, u32), BoxError> {
+    /// A worker process on this target running `concurrency` jobs at once, with errand's
+    /// other defaults; returns it once it is ready.
+    async fn worker(
+        &self,
+        concurrency: usize,
+        poll: Duration,
+    ) -> Result<(tokio::process::Child, u32), BoxError> {
         let mut child = tokio::process::Command::new(std::env::current_exe()?)
             .args(["worker", "--url", &self.url, "--schema", BENCH_SCHEMA])
             .args([
                 "--concurrency",
-                &CONCURRENCY.to_string(),
+                &concurrency.to_string(),
                 "--poll-ms",
                 &poll.as_millis().to_string(),
             ])
@@ -143,11 +157,17 @@ impl Raw {
     /// Jobs not yet completed: counted through the three partial indexes (available, due,
     /// running), so
     /// that watching the drain costs the database next to nothing.
+    /// (Waiting jobs count when due within the hour: the backlog's scheduled jobs, a day
+    /// away, do not, and are not walked.)
     async fn remaining(&self) -> Result<i64, BoxError> {
-        let sql = "SELECT (SELECT count(*) FROM errand_jobs WHERE state = 'available')
+        let sqlite = "SELECT (SELECT count(*) FROM errand_jobs WHERE state = 'available')
                         + (SELECT count(*) FROM errand_jobs WHERE state IN ('scheduled', 'retryable'))
                         + (SELECT count(*) FROM errand_jobs WHERE state = 'running')";
-        self.scalar(sql, sql).await
+        let postgres = "SELECT (SELECT count(*) FROM errand_jobs WHERE state = 'available')
+                        + (SELECT count(*) FROM errand_jobs WHERE state IN ('scheduled', 'retryable')
+                                                             AND run_at < errand_now_ms() + 3600000)
+                        + (SELECT count(*) FROM errand_jobs WHERE state = 'running')";
+        self.scalar(sqlite, postgres).await
     }
 
     /// The table the limit works on (see [`LIMIT_TABLE_PG`]).
@@ -265,6 +285,61 @@ impl Raw {
         copy.send(data.as_bytes()).await?;
         copy.finish().await?;
         Ok(Some(()))
+    }
+
+    /// Adds `rows` completed jobs (finished now, so retention keeps them) and `rows` jobs
+    /// scheduled a day from now to errand's table, and analyzes it.
+    async fn fill_backlog(&self, rows: i64) -> Result<(), BoxError> {
+        let Raw::Postgres(pool) = self else {
+            return Err("the backlog workload runs on PostgreSQL".into());
+        };
+        sqlx::query(
+            "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, attempt,
+                                      run_at, created_at, attempted_at, finished_at)
+             SELECT 'bench_backlog', 'bench', jsonb_build_object('order_id', g),
+                    CASE WHEN g % 2 = 0 THEN 'completed' ELSE 'scheduled' END, 5, 26,
+                    CASE WHEN g % 2 = 0 THEN 1 ELSE 0 END,
+                    errand_now_ms() + CASE WHEN g % 2 = 0 THEN 0 ELSE 86400000 END,
+                    errand_now_ms(), errand_now_ms(),
+                    CASE WHEN g % 2 = 0 THEN errand_now_ms() END
+             FROM generate_series(1, $1 * 2) AS g",
+        )
+        .bind(rows)
+        .execute(pool)
+        .await?;
+        sqlx::query("VACUUM ANALYZE errand_jobs")
+            .execute(pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Adds `jobs` available no-op jobs to errand's table in one statement, so that they all
+    /// become visible at once.
+    async fn fill_errand(&self, jobs: i64) -> Result<(), BoxError> {
+        let sqlite = "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < ?1)
+             INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, run_at, created_at)
+             SELECT 'bench_noop', 'bench', json_object('order_id', n), 'available', 5, 26,
+                    unixepoch('subsec') * 1000, unixepoch('subsec') * 1000 FROM g";
+        let postgres = "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, run_at, created_at)
+             SELECT 'bench_noop', 'bench', jsonb_build_object('order_id', g), 'available', 5, 26,
+                    errand_now_ms(), errand_now_ms() FROM generate_series(1, $1) AS g";
+        match self {
+            Raw::Sqlite(pool) => {
+                sqlx::query(sqlite).bind(jobs).execute(pool).await?;
+            }
+            Raw::Postgres(pool) => {
+                sqlx::query(postgres).bind(jobs).execute(pool).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The milliseconds from the first claim of a no-op job to the last completion, on the
+    /// database's clock.
+    async fn drain_span_ms(&self) -> Result<i64, BoxError> {
+        let sql = "SELECT max(finished_at) - min(attempted_at) FROM errand_jobs
+                   WHERE kind = 'bench_noop' AND state = 'completed'";
+        self.scalar(sql, sql).await
     }
 
     /// Fills the limit's table with `jobs` available jobs.
@@ -474,20 +549,8 @@ async fn measure(kind: StoreKind) -> Result<Vec<(String, f64, Option<f64>)>, Box
         push("limit_enqueue_many_copy", copy, None);
     }
 
-    let (drain, rss) = {
-        let (target, client, raw) = Target::fresh(kind).await?;
-        client.enqueue_many((0..DRAIN_JOBS).map(noop::with)).await?;
-        let (mut worker, pid) = target.worker(Duration::from_millis(100)).await?;
-        let started = Instant::now();
-        wait_until(Duration::from_secs(600), || async {
-            Ok(raw.remaining().await? == 0)
-        })
-        .await?;
-        let drain = rate(DRAIN_JOBS, started.elapsed());
-        let rss = peak_rss_mb(pid)?;
-        worker.kill().await?;
-        (drain, rss)
-    };
+    let (drain, rss) = errand_drain(kind, CONCURRENCY, 1, 0).await?;
+    let (drain_wide, _) = errand_drain(kind, WIDE, 1, 0).await?;
     // The drain's limit: the best of every batch size and connection count tried, each shown;
     // beside it the floor, one job claimed and completed per round trip.
     let mut tried = Vec::new();
@@ -507,8 +570,23 @@ async fn measure(kind: StoreKind) -> Result<Vec<(String, f64, Option<f64>)>, Box
         .map(|(_, value)| *value)
         .fold(0.0, f64::max);
     push("drain", drain, Some(best));
+    push("drain_c128", drain_wide, Some(best));
     for (name, value) in &tried {
         push(name, *value, None);
+    }
+
+    // How cost grows, on PostgreSQL: more worker processes on one database; a table holding
+    // a million completed and a million scheduled jobs; slow jobs at a wide concurrency.
+    if kind == StoreKind::Postgres {
+        for procs in PROCS {
+            let (rate, _) = errand_drain(kind, CONCURRENCY, procs, 0).await?;
+            push(&format!("drain_procs_{procs}"), rate, Some(best));
+        }
+        let (backlog, _) = errand_drain(kind, CONCURRENCY, 1, BACKLOG_ROWS).await?;
+        push("drain_backlog", backlog, Some(drain));
+        let slow = slow_drain(kind).await?;
+        let ideal = SLOW_CONCURRENCY as f64 * 1000.0 / SLOW_JOB_MS as f64;
+        push("drain_slow_jobs", slow, Some(ideal));
     }
 
     // SQLite has no notifications between processes: an idle worker there finds new jobs by
@@ -521,7 +599,7 @@ async fn measure(kind: StoreKind) -> Result<Vec<(String, f64, Option<f64>)>, Box
         } else {
             Duration::from_secs(1)
         };
-        let (mut worker, _) = target.worker(poll).await?;
+        let (mut worker, _) = target.worker(CONCURRENCY, poll).await?;
         tokio::time::sleep(Duration::from_millis(300)).await; // let it claim nothing and go idle
         let mut ticks = tokio::time::interval(Duration::from_millis(5));
         for _ in 0..LATENCY_JOBS {
@@ -543,6 +621,65 @@ async fn measure(kind: StoreKind) -> Result<Vec<(String, f64, Option<f64>)>, Box
     push("latency_max", at(1.0), None);
     push("rss", rss, None);
     Ok(figures)
+}
+
+/// errand's drain of [`DRAIN_JOBS`] no-op jobs by `procs` worker processes of `concurrency`
+/// each, in jobs/s, and the first worker's peak RSS in MB. With `backlog`, the table also
+/// holds that many completed jobs (within retention) and that many scheduled for later.
+///
+/// The workers start first and wait, idle; the jobs arrive in one committed statement; the
+/// rate is taken from the database's own times, the first claim's to the last completion's,
+/// so that no process's start-up counts.
+async fn errand_drain(
+    kind: StoreKind,
+    concurrency: usize,
+    procs: usize,
+    backlog: i64,
+) -> Result<(f64, f64), BoxError> {
+    let (target, _client, raw) = Target::fresh(kind).await?;
+    if backlog > 0 {
+        raw.fill_backlog(backlog).await?;
+    }
+    let mut workers = Vec::new();
+    for _ in 0..procs {
+        workers.push(
+            target
+                .worker(concurrency, Duration::from_millis(100))
+                .await?,
+        );
+    }
+    raw.fill_errand(DRAIN_JOBS).await?;
+    wait_until(Duration::from_secs(600), || async {
+        Ok(raw.remaining().await? == 0)
+    })
+    .await?;
+    let took_ms = raw.drain_span_ms().await?;
+    let drain = DRAIN_JOBS as f64 * 1000.0 / took_ms.max(1) as f64;
+    let rss = peak_rss_mb(workers[0].1)?;
+    for (mut worker, _) in workers {
+        worker.kill().await?;
+    }
+    Ok((drain, rss))
+}
+
+/// errand's drain of [`SLOW_JOBS`] jobs that each sleep [`SLOW_JOB_MS`], at
+/// [`SLOW_CONCURRENCY`], in jobs/s.
+async fn slow_drain(kind: StoreKind) -> Result<f64, BoxError> {
+    let (target, client, raw) = Target::fresh(kind).await?;
+    client
+        .enqueue_many((0..SLOW_JOBS).map(|_| sleeps::with(SLOW_JOB_MS)))
+        .await?;
+    let (mut worker, _) = target
+        .worker(SLOW_CONCURRENCY, Duration::from_millis(100))
+        .await?;
+    let started = Instant::now();
+    wait_until(Duration::from_secs(600), || async {
+        Ok(raw.remaining().await? == 0)
+    })
+    .await?;
+    let slow = rate(SLOW_JOBS, started.elapsed());
+    worker.kill().await?;
+    Ok(slow)
 }
 
 /// The limit's drain of [`DRAIN_JOBS`] jobs, in jobs/s, claiming `batch` at a time (0: one

@@ -42,6 +42,13 @@ pub async fn noop(order_id: i64) -> Result<(), BenchError> {
     Ok(())
 }
 
+/// Sleeps: the slow-jobs workload measures whether the worker keeps its slots full.
+#[job(name = "bench_sleep", queue = "bench")]
+pub async fn sleeps(ms: u64) -> Result<(), BenchError> {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Ok(())
+}
+
 /// Records when it started, for the enqueue-to-start latency.
 #[job(name = "bench_latency", queue = "bench")]
 pub async fn latency_probe(sent_us: i64) -> Result<(), BenchError> {

@@ -1,7 +1,7 @@
 //! `errand-bench worker`: a worker process for the benchmark and the chaos run.
 //!
 //! `--url U [--schema S] [--queue Q] [--concurrency N] [--lease-ms N] [--poll-ms N]
-//! [--deaths] [--prune-ms N] [--max-dead N]`; prints `ready`, then works until SIGTERM. With
+//! [--prefetch N] [--deaths] [--prune-ms N] [--max-dead N]`; prints `ready`, then works until SIGTERM. With
 //! `--deaths`, a death handler records each death in `chaos_deaths`.
 
 use std::time::Duration;
@@ -46,6 +46,7 @@ pub(crate) async fn run(args: &[String]) -> Result<(), BoxError> {
         .prune_every(Duration::from_millis(number("--prune-ms", 60_000)))
         .queues([(queue, 1)])
         .concurrency(number("--concurrency", 16) as usize)
+        .prefetch(number("--prefetch", 16) as usize)
         .lease(Duration::from_millis(number("--lease-ms", 30_000)))
         .poll_interval(Duration::from_millis(number("--poll-ms", 1_000)))
         .grace_period(Duration::from_secs(5))

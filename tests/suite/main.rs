@@ -10,6 +10,7 @@ mod ledger;
 mod lifecycle;
 mod outbox;
 mod postgres;
+mod prefetch;
 mod processes;
 mod reliability;
 mod retries;

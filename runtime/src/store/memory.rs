@@ -13,9 +13,9 @@ use crate::info::{duration_millis, from_millis, to_millis, AttemptError, JobInfo
 use crate::job::{JobId, JobState};
 use crate::job::{OnConflict, UniqueStrategy};
 use crate::store::{
-    Claimed, DeadQuery, Finish, Inserted, NewJob, RunId, StepOwner, Store, DEATH_DELIVERY_WINDOW,
-    KEEP_FIRST_ERRORS, LEASE_LOST_AFTER, LEASE_LOST_BEFORE, MAX_ERRORS, UNKNOWN_KIND_AFTER,
-    UNKNOWN_KIND_BEFORE,
+    Claimed, DeadQuery, Exchange, Finish, Inserted, NewJob, RunId, StepOwner, Store,
+    DEATH_DELIVERY_WINDOW, KEEP_FIRST_ERRORS, LEASE_LOST_AFTER, LEASE_LOST_BEFORE, MAX_ERRORS,
+    UNKNOWN_KIND_AFTER, UNKNOWN_KIND_BEFORE,
 };
 
 #[derive(Clone, Debug, Default)]
@@ -302,6 +302,20 @@ impl Store for MemoryStore {
             );
         }
         Ok(claimed)
+    }
+
+    async fn complete_and_claim(
+        &self,
+        done: &[(JobId, i64)],
+        wanted: &[(&str, usize)],
+        kinds: &[&str],
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Exchange, Error> {
+        // Two steps: neither fails in memory, so one is never done without the other.
+        let completed = self.complete_many(done).await?;
+        let claimed = self.claim(wanted, kinds, worker, lease).await?;
+        Ok(Exchange { completed, claimed })
     }
 
     async fn promote(&self, _limit: usize) -> Result<u64, Error> {

@@ -141,6 +141,15 @@ pub(crate) struct Claimed {
     pub fence: i64,
 }
 
+/// What [`Store::complete_and_claim`] did.
+#[derive(Debug, Default)]
+pub(crate) struct Exchange {
+    /// The runs it completed (a run whose fence no longer matched is not among them).
+    pub completed: Vec<JobId>,
+    /// The jobs it claimed, the most urgent first.
+    pub claimed: Vec<Claimed>,
+}
+
 /// The state change that ends a run, decided by the worker.
 #[derive(Clone, Debug)]
 pub(crate) struct Finish {
@@ -215,6 +224,18 @@ pub(crate) trait Store: Send + Sync {
         worker: &str,
         lease: Duration,
     ) -> impl Future<Output = Result<Vec<Claimed>, Error>> + Send;
+
+    /// [`Store::complete_many`] of `done`, then [`Store::claim`], as one atomic operation: a
+    /// worker's claim loop writes the runs that finished and claims for their slots in one
+    /// round trip (PostgreSQL: one statement; SQLite: one transaction).
+    fn complete_and_claim(
+        &self,
+        done: &[(JobId, i64)],
+        wanted: &[(&str, usize)],
+        kinds: &[&str],
+        worker: &str,
+        lease: Duration,
+    ) -> impl Future<Output = Result<Exchange, Error>> + Send;
 
     /// Makes up to `limit` `scheduled` or `retryable` jobs whose time has come `available`,
     /// where claims find them. Returns how many.
@@ -470,6 +491,17 @@ impl Store for Backend {
         dispatch!(self, s => s.claim(wanted, kinds, worker, lease).await)
     }
 
+    async fn complete_and_claim(
+        &self,
+        done: &[(JobId, i64)],
+        wanted: &[(&str, usize)],
+        kinds: &[&str],
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Exchange, Error> {
+        dispatch!(self, s => s.complete_and_claim(done, wanted, kinds, worker, lease).await)
+    }
+
     async fn promote(&self, limit: usize) -> Result<u64, Error> {
         dispatch!(self, s => s.promote(limit).await)
     }
@@ -622,6 +654,17 @@ impl Listener {
 }
 
 impl Backend {
+    /// How many exchanges a worker's claim loop keeps on their way at once (see
+    /// [`Store::complete_and_claim`]). PostgreSQL works on two at once, one committing while
+    /// the other runs; SQLite writes one transaction at a time, so a second would only wait.
+    pub(crate) fn claims_in_flight(&self) -> usize {
+        match self {
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(_) => 2,
+            _ => 1,
+        }
+    }
+
     pub(crate) async fn listener(&self) -> Listener {
         match self {
             #[cfg(feature = "postgres")]

@@ -37,6 +37,10 @@ pub(crate) type PostgresStore = SqlStore<Postgres>;
 /// How long connecting may take before `Client::connect` gives up with the cause.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The most connections of the hot path's pool ([`SqlStore::hot`]): each worker's claim loop
+/// holds one for a round trip at a time, and its lease keeper one now and then.
+const HOT_CONNECTIONS: u32 = 4;
+
 impl SqlStore<Postgres> {
     pub(crate) fn connect<'a>(
         url: &'a str,
@@ -84,8 +88,18 @@ impl SqlStore<Postgres> {
                 .connect_with(options.clone())
                 .await
                 .map_err(connect_error)?;
+            // Opened on first use: a client that only enqueues never opens one.
+            let hot = PgPoolOptions::new()
+                .max_connections(max_connections.clamp(1, HOT_CONNECTIONS))
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_lazy_with(
+                    options
+                        .clone()
+                        .options([("plan_cache_mode", "force_generic_plan")]),
+                );
             let store = SqlStore {
                 pool,
+                hot,
                 dialect: Postgres {
                     options: Box::new(options),
                     schema: schema.to_owned(),
@@ -207,26 +221,69 @@ impl Dialect for Postgres {
 }
 
 /// Claims, for each queue `$1[i]`, up to `$2[i]` available jobs of the kinds `$5`, most urgent
-/// first, for worker `$4` with a lease of `$3` ms. It reads only the `errand_jobs_available`
-/// index: jobs waiting for their time are not in it (see [`Statements::promote`]).
-pub(crate) const CLAIM: &str = "WITH picked AS (
-         SELECT j.id
-         FROM unnest($1::text[], $2::bigint[]) AS w(queue, n)
-         CROSS JOIN LATERAL (
-             SELECT id FROM errand_jobs
-             WHERE queue = w.queue AND state = 'available' AND kind = ANY($5)
-             ORDER BY priority, run_at, id
-             LIMIT w.n
-             FOR UPDATE SKIP LOCKED
-         ) j
-     )
-     UPDATE errand_jobs
-     SET state = 'running', attempt = attempt + 1, fence = fence + 1,
-         attempted_at = errand_now_ms(), lease_until = errand_now_ms() + $3, worker = $4,
-         unique_key = errand_key_after(unique_strategy, 'running', unique_key)
-     WHERE id IN (SELECT id FROM picked)
-     RETURNING id, kind, queue, args::text AS args, attempt::bigint, max_attempts::bigint,
-               idempotency_key, fence, priority::bigint, run_at";
+/// first, for worker `$4` with a lease of `$3` ms: a `picked` CTE, then the update. It reads
+/// only the `errand_jobs_available` index: jobs waiting for their time are not in it (see
+/// [`Statements::promote`]).
+macro_rules! claim {
+    () => {
+        "picked AS (
+             SELECT j.id
+             FROM unnest($1::text[], $2::bigint[]) AS w(queue, n)
+             CROSS JOIN LATERAL (
+                 SELECT id FROM errand_jobs
+                 WHERE queue = w.queue AND state = 'available' AND kind = ANY($5)
+                 ORDER BY priority, run_at, id
+                 LIMIT w.n
+                 FOR UPDATE SKIP LOCKED
+             ) j
+         )
+         UPDATE errand_jobs
+         SET state = 'running', attempt = attempt + 1, fence = fence + 1,
+             attempted_at = errand_now_ms(), lease_until = errand_now_ms() + $3, worker = $4,
+             unique_key = errand_key_after(unique_strategy, 'running', unique_key)
+         WHERE id IN (SELECT id FROM picked)
+         RETURNING id, kind, queue, args::text AS args, attempt::bigint, max_attempts::bigint,
+                   idempotency_key, fence, priority::bigint, run_at"
+    };
+}
+
+/// Completes the running jobs `$ids[i]` whose fence is still `$fences[i]`; returns their ids.
+macro_rules! complete_many {
+    ($ids:literal, $fences:literal) => {
+        concat!(
+            "UPDATE errand_jobs j
+             SET state = 'completed', finished_at = errand_now_ms(), lease_until = NULL,
+                 running_key = NULL, cancel_requested = false,
+                 unique_key = errand_key_after(j.unique_strategy, 'completed', j.unique_key)
+             FROM unnest(",
+            $ids,
+            "::bigint[], ",
+            $fences,
+            "::bigint[]) AS d(id, fence)
+             WHERE j.id = d.id AND j.fence = d.fence AND j.state = 'running'
+             RETURNING j.id"
+        )
+    };
+}
+
+/// The claim statement; see [`claim!`].
+pub(crate) const CLAIM: &str = concat!("WITH ", claim!());
+
+/// The claim (`$1` to `$5`; `$6`, the time, unused) and the completion of the runs `$7` (ids)
+/// and `$8` (fences), in
+/// one statement: one round trip and one commit per batch of a worker's claim loop. Rows with
+/// `done` true only name a completed job. The two parts touch different rows (running ones,
+/// available ones), so neither needs to see the other's changes.
+const COMPLETE_AND_CLAIM: &str = concat!(
+    "WITH done AS (",
+    complete_many!("$7", "$8"),
+    "), claimed AS (WITH ",
+    claim!(),
+    ")
+     SELECT *, false AS done FROM claimed
+     UNION ALL
+     SELECT id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, true FROM done"
+);
 
 /// The dead jobs a [`DeadQuery`](crate::store::DeadQuery) picks, binding `$1` id, `$2` kind,
 /// `$3` queue, `$4` died at or after, `$5` died before: a condition whose value is NULL holds.
@@ -341,12 +398,8 @@ static STATEMENTS: Statements = Statements {
         SET state = 'completed', finished_at = errand_now_ms(), lease_until = NULL, running_key = NULL,
             cancel_requested = false, unique_key = errand_key_after(unique_strategy, 'completed', unique_key)
         WHERE id = $1 AND fence = $2 AND state = 'running'",
-    complete_many: "UPDATE errand_jobs j
-        SET state = 'completed', finished_at = errand_now_ms(), lease_until = NULL, running_key = NULL,
-            cancel_requested = false, unique_key = errand_key_after(j.unique_strategy, 'completed', j.unique_key)
-        FROM unnest($1::bigint[], $2::bigint[]) AS d(id, fence)
-        WHERE j.id = d.id AND j.fence = d.fence AND j.state = 'running'
-        RETURNING j.id",
+    complete_and_claim: Some(COMPLETE_AND_CLAIM),
+    complete_many: complete_many!("$1", "$2"),
     // SKIP LOCKED: a job row locked by a `complete_in` transaction is not waited for; its run
     // is renewed by the next renewal, after the transaction ended.
     renew: "UPDATE errand_jobs j SET lease_until = errand_now_ms() + $1
@@ -539,17 +592,67 @@ mod tests {
             .execute(&store.pool)
             .await
             .expect("analyze");
-        let plan: Vec<String> =
-            sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {CLAIM}"))
-                .bind(vec!["q"])
-                .bind(vec![100i64])
-                .bind(30_000i64)
-                .bind("plan-test")
-                .bind(vec!["k"])
-                .fetch_all(&store.pool)
+        // With the values (the main pool's custom plans), and as the hot path's pool runs
+        // them: one generic plan each, the combined statement also completing three runs.
+        let mut plans = Vec::new();
+        let mut conn = store.pool.acquire().await.expect("a connection");
+        let explain = format!("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {CLAIM}");
+        let custom = sqlx::query_scalar(&explain)
+            .bind(vec!["q"])
+            .bind(vec![100i64])
+            .bind(30_000i64)
+            .bind("plan-test")
+            .bind(vec!["k"]);
+        plans.push(("custom", in_rollback(&mut conn, custom).await));
+        let mut hot = store.hot.acquire().await.expect("a hot connection");
+        let types = "text[], bigint[], bigint, text, text[], bigint, bigint[], bigint[]";
+        for (name, sql) in [("claim", CLAIM), ("complete_and_claim", COMPLETE_AND_CLAIM)] {
+            sqlx::raw_sql(&format!("PREPARE {name}({types}) AS {sql}"))
+                .execute(&mut *hot)
                 .await
-                .expect("explain the claim");
-        let plan = plan.join("\n");
+                .expect("prepare");
+            let explain = format!(
+                "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) EXECUTE {name}(ARRAY['q'], ARRAY[100],
+                 30000, 'plan-test', ARRAY['k'], NULL, ARRAY[1, 2, 3], ARRAY[1, 1, 1])"
+            );
+            let generic = sqlx::query_scalar(&explain);
+            plans.push((name, in_rollback(&mut hot, generic).await));
+        }
+        drop((conn, hot));
+        let drop =
+            sqlx::query_scalar::<_, String>("SELECT format('DROP SCHEMA %I CASCADE', $1::text)")
+                .bind(&schema)
+                .fetch_one(&store.pool)
+                .await
+                .expect("build DROP SCHEMA");
+        sqlx::raw_sql(&drop)
+            .execute(&store.pool)
+            .await
+            .expect("drop the test schema");
+        for (name, plan) in plans {
+            assert_reads_only_available(name, &plan);
+        }
+    }
+
+    /// Runs an EXPLAIN ANALYZE of a claim in a transaction it rolls back; returns the plan.
+    async fn in_rollback<'q>(
+        conn: &mut PgConnection,
+        explain: sqlx::query::QueryScalar<'q, sqlx::Postgres, String, sqlx::postgres::PgArguments>,
+    ) -> String {
+        sqlx::raw_sql("BEGIN")
+            .execute(&mut *conn)
+            .await
+            .expect("begin");
+        let plan = explain.fetch_all(&mut *conn).await.expect("explain");
+        sqlx::raw_sql("ROLLBACK")
+            .execute(&mut *conn)
+            .await
+            .expect("roll back");
+        plan.join("\n")
+    }
+
+    /// Fails unless the claim in `plan` read the available jobs' index and little else.
+    fn assert_reads_only_available(name: &str, plan: &str) {
         let removed: u64 = plan
             .lines()
             .filter_map(|line| line.trim().strip_prefix("Rows Removed by Filter: "))
@@ -569,23 +672,13 @@ mod tests {
                     .sum()
             })
             .unwrap_or(u64::MAX);
-        let drop =
-            sqlx::query_scalar::<_, String>("SELECT format('DROP SCHEMA %I CASCADE', $1::text)")
-                .bind(&schema)
-                .fetch_one(&store.pool)
-                .await
-                .expect("build DROP SCHEMA");
-        sqlx::raw_sql(&drop)
-            .execute(&store.pool)
-            .await
-            .expect("drop the test schema");
-        assert!(plan.contains("errand_jobs_available"), "{plan}");
-        assert!(!plan.contains("Seq Scan"), "{plan}");
-        assert!(removed < 1000, "the claim walked {removed} rows:\n{plan}");
-        assert!(pages < 500, "the claim read {pages} pages:\n{plan}");
+        assert!(plan.contains("errand_jobs_available"), "{name}: {plan}");
+        assert!(!plan.contains("Seq Scan"), "{name}: {plan}");
+        assert!(removed < 1000, "{name} walked {removed} rows:\n{plan}");
+        assert!(pages < 500, "{name} read {pages} pages:\n{plan}");
         assert!(
             plan.contains("rows=10 "),
-            "claimed the 10 available jobs:\n{plan}"
+            "{name} claimed the 10 available jobs:\n{plan}"
         );
     }
 }

@@ -19,7 +19,7 @@ use crate::info::{duration_millis, AttemptError, JobInfo, StoredAttempt};
 use crate::job::{JobId, OnConflict};
 use crate::migrations::Migration;
 use crate::store::{
-    BoxFuture, Claimed, DeadQuery, Finish, Inserted, NewJob, RunId, StepOwner, Store,
+    BoxFuture, Claimed, DeadQuery, Exchange, Finish, Inserted, NewJob, RunId, StepOwner, Store,
     DEATH_DELIVERY_WINDOW, KEEP_FIRST_ERRORS, LEASE_LOST_AFTER, LEASE_LOST_BEFORE, MAX_ERRORS,
     UNKNOWN_KIND_AFTER, UNKNOWN_KIND_BEFORE,
 };
@@ -206,6 +206,10 @@ pub(crate) struct Statements {
     pub complete: &'static str,
     /// `ids, fences, now`: completes running jobs; returns the ids completed.
     pub complete_many: &'static str,
+    /// [`Self::claim`]'s parameters, then [`Self::complete_many`]'s `ids, fences`: both in one
+    /// statement, returning the claim's columns and an eleventh, `true` on a row that only
+    /// names a completed job (in its `id`). `None`: the two run in one transaction.
+    pub complete_and_claim: Option<&'static str>,
     /// `lease, worker, ids, fences, now`: returns `id, fence, cancel_requested` of each run
     /// renewed.
     pub renew: &'static str,
@@ -305,6 +309,13 @@ fn named(op: &'static str) -> impl Op + Copy {
 #[derive(Debug)]
 pub(crate) struct SqlStore<D: Dialect> {
     pub(crate) pool: sqlx::Pool<D::Db>,
+    /// The pool of the worker's hot path: claims, completions and renewals. On PostgreSQL its
+    /// connections keep one generic plan per statement (`plan_cache_mode =
+    /// force_generic_plan`): these statements run constantly, and PostgreSQL's default, planning
+    /// each execution anew with its values, took about as long as running them. Their generic
+    /// plans are checked by a test. Other statements (listings whose filters are optional) keep
+    /// the default, where the values shape the plan. On SQLite, the main pool.
+    pub(crate) hot: sqlx::Pool<D::Db>,
     pub(crate) dialect: D,
 }
 
@@ -312,6 +323,7 @@ impl<D: Dialect + Clone> Clone for SqlStore<D> {
     fn clone(&self) -> Self {
         SqlStore {
             pool: self.pool.clone(),
+            hot: self.hot.clone(),
             dialect: self.dialect.clone(),
         }
     }
@@ -455,16 +467,113 @@ fn claimed_row(row: &impl SqlRow) -> Result<((i64, i64), Claimed), sqlx::Error> 
     Ok(((row.int(8)?, row.int(9)?), job))
 }
 
+/// Claimed rows in the order their jobs should start: RETURNING gives them in none.
+fn in_start_order(mut claimed: Vec<((i64, i64), Claimed)>) -> Vec<Claimed> {
+    claimed.sort_by_key(|(order, job)| (*order, job.id));
+    claimed.into_iter().map(|(_, job)| job).collect()
+}
+
+/// The name of a claim from `wanted`, for its error.
+fn claim_op<'a>(wanted: &'a [(&'a str, usize)]) -> impl Op + 'a {
+    move || {
+        let queues: Vec<&str> = wanted.iter().map(|(queue, _)| *queue).collect();
+        format!("claim jobs from {queues:?}")
+    }
+}
+
+/// [`Statements::claim`]'s parameters.
+fn claim_values<'a>(
+    wanted: &[(&'a str, usize)],
+    kinds: &[&'a str],
+    worker: &'a str,
+    lease: Duration,
+) -> Vec<Value<'a>> {
+    vec![
+        Value::Texts(wanted.iter().map(|(queue, _)| *queue).collect()),
+        Value::Ints(wanted.iter().map(|(_, n)| count(*n)).collect()),
+        duration_millis(lease).into(),
+        worker.into(),
+        Value::Texts(kinds.to_vec()),
+        Value::Now,
+    ]
+}
+
+/// [`Statements::complete_many`]'s `ids, fences, now`.
+fn completion_values(runs: &[(JobId, i64)]) -> Vec<Value<'static>> {
+    vec![
+        Value::Ints(runs.iter().map(|(id, _)| id.get()).collect()),
+        Value::Ints(runs.iter().map(|(_, fence)| *fence).collect()),
+        Value::Now,
+    ]
+}
+
+/// The ids [`Statements::complete_many`] returned.
+fn completed_ids(rows: &[impl SqlRow]) -> Result<Vec<JobId>, sqlx::Error> {
+    rows.iter().map(|row| row.int(0).map(JobId::new)).collect()
+}
+
+/// Claims on `conn` (the pool's, or a transaction's), the most urgent first; per queue where
+/// the dialect cannot claim from every queue at once.
+fn claim<'c, D: Dialect>(
+    conn: &'c mut Conn<D>,
+    wanted: &'c [(&'c str, usize)],
+    kinds: &'c [&'c str],
+    worker: &'c str,
+    lease: Duration,
+) -> BoxFuture<'c, Result<Vec<Claimed>, Error>> {
+    Box::pin(async move {
+        let groups: Vec<&[(&str, usize)]> = if D::CLAIMS_ALL_QUEUES {
+            vec![wanted]
+        } else {
+            wanted.chunks(1).collect()
+        };
+        let mut claimed = Vec::new();
+        for group in groups {
+            let op = claim_op(group);
+            let rows = D::fetch(
+                conn,
+                D::SQL.claim,
+                claim_values(group, kinds, worker, lease),
+            );
+            let rows = rows.await.map_err(|e| op_error::<D>(op(), e))?;
+            for row in &rows {
+                claimed.push(claimed_row(row).map_err(|e| op_error::<D>(op(), e))?);
+            }
+        }
+        Ok(in_start_order(claimed))
+    })
+}
+
+async fn acquire<D: Dialect>(
+    pool: &sqlx::Pool<D::Db>,
+    op: impl Op,
+) -> Result<sqlx::pool::PoolConnection<D::Db>, Error> {
+    pool.acquire().await.map_err(|e| op_error::<D>(op(), e))
+}
+
+async fn fetch_on<D: Dialect>(
+    mut conn: sqlx::pool::PoolConnection<D::Db>,
+    sql: &str,
+    values: Vec<Value<'_>>,
+    op: impl Op,
+) -> Result<Vec<D::Row>, Error> {
+    D::fetch(&mut conn, sql, values)
+        .await
+        .map_err(|e| op_error::<D>(op(), e))
+}
+
 impl<D: Dialect> SqlStore<D> {
     // Each operation's name is written only when it fails (`op`): claims, completions and
     // renewals run constantly and must not format a message each time.
 
     /// A connection from the pool, for `op`.
     async fn conn(&self, op: impl Op) -> Result<sqlx::pool::PoolConnection<D::Db>, Error> {
-        self.pool
-            .acquire()
-            .await
-            .map_err(|e| op_error::<D>(op(), e))
+        acquire::<D>(&self.pool, op).await
+    }
+
+    /// A connection from the hot path's pool ([`SqlStore::hot`]), for `op`.
+    async fn hot_conn(&self, op: impl Op) -> Result<sqlx::pool::PoolConnection<D::Db>, Error> {
+        acquire::<D>(&self.hot, op).await
     }
 
     /// Runs one statement on a pooled connection; returns how many rows it changed.
@@ -482,10 +591,19 @@ impl<D: Dialect> SqlStore<D> {
         values: Vec<Value<'_>>,
         op: impl Op,
     ) -> Result<Vec<D::Row>, Error> {
-        let mut conn = self.conn(&op).await?;
-        D::fetch(&mut conn, sql, values)
-            .await
-            .map_err(|e| op_error::<D>(op(), e))
+        let conn = self.conn(&op).await?;
+        fetch_on::<D>(conn, sql, values, op).await
+    }
+
+    /// Runs one statement of the hot path on its pool; returns its rows.
+    async fn fetch_hot(
+        &self,
+        sql: &str,
+        values: Vec<Value<'_>>,
+        op: impl Op,
+    ) -> Result<Vec<D::Row>, Error> {
+        let conn = self.hot_conn(&op).await?;
+        fetch_on::<D>(conn, sql, values, op).await
     }
 
     fn jobs_from(rows: &[D::Row]) -> Result<Vec<JobInfo>, Error> {
@@ -642,36 +760,56 @@ impl<D: Dialect> Store for SqlStore<D> {
         worker: &str,
         lease: Duration,
     ) -> Result<Vec<Claimed>, Error> {
-        let groups: Vec<&[(&str, usize)]> = if D::CLAIMS_ALL_QUEUES {
-            vec![wanted]
-        } else {
-            wanted.chunks(1).collect()
+        let mut conn = self.hot_conn(claim_op(wanted)).await?;
+        claim::<D>(&mut conn, wanted, kinds, worker, lease).await
+    }
+
+    async fn complete_and_claim(
+        &self,
+        done: &[(JobId, i64)],
+        wanted: &[(&str, usize)],
+        kinds: &[&str],
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Exchange, Error> {
+        let op = || {
+            format!(
+                "mark {} jobs completed and {}",
+                done.len(),
+                claim_op(wanted)()
+            )
         };
-        let mut claimed = Vec::new();
-        for group in groups {
-            let queues: Vec<&str> = group.iter().map(|(queue, _)| *queue).collect();
-            let op = || {
-                format!(
-                    "claim jobs from {:?}",
-                    group.iter().map(|(q, _)| q).collect::<Vec<_>>()
-                )
-            };
-            let limits = group.iter().map(|(_, n)| count(*n)).collect();
-            let claim = vec![
-                Value::Texts(queues),
-                Value::Ints(limits),
-                duration_millis(lease).into(),
-                worker.into(),
-                Value::Texts(kinds.to_vec()),
-                Value::Now,
-            ];
-            let rows = self.fetch(D::SQL.claim, claim, op).await?;
-            let rows = rows.iter().map(claimed_row).collect::<Result<Vec<_>, _>>();
-            claimed.extend(rows.map_err(|e| op_error::<D>(op(), e))?);
+        if done.is_empty() {
+            let claimed = self.claim(wanted, kinds, worker, lease).await?;
+            return Ok(Exchange {
+                completed: Vec::new(),
+                claimed,
+            });
         }
-        // RETURNING gives rows in no particular order; start the most urgent first.
-        claimed.sort_by_key(|(order, job)| (*order, job.id));
-        Ok(claimed.into_iter().map(|(_, job)| job).collect())
+        if let (Some(sql), true) = (D::SQL.complete_and_claim, D::CLAIMS_ALL_QUEUES) {
+            let mut values = claim_values(wanted, kinds, worker, lease);
+            values.extend(completion_values(done));
+            let rows = self.fetch_hot(sql, values, op).await?;
+            let mut exchange = Exchange::default();
+            let mut claimed = Vec::new();
+            for row in &rows {
+                if row.flag(10).map_err(|e| op_error::<D>(op(), e))? {
+                    let id = row.int(0).map_err(|e| op_error::<D>(op(), e))?;
+                    exchange.completed.push(JobId::new(id));
+                } else {
+                    claimed.push(claimed_row(row).map_err(|e| op_error::<D>(op(), e))?);
+                }
+            }
+            exchange.claimed = in_start_order(claimed);
+            return Ok(exchange);
+        }
+        let mut tx = self.hot.begin().await.map_err(|e| op_error::<D>(op(), e))?;
+        let rows = D::fetch(&mut tx, D::SQL.complete_many, completion_values(done));
+        let rows = rows.await.map_err(|e| op_error::<D>(op(), e))?;
+        let completed = completed_ids(&rows).map_err(|e| op_error::<D>(op(), e))?;
+        let claimed = claim::<D>(&mut tx, wanted, kinds, worker, lease).await?;
+        tx.commit().await.map_err(|e| op_error::<D>(op(), e))?;
+        Ok(Exchange { completed, claimed })
     }
 
     async fn promote(&self, limit: usize) -> Result<u64, Error> {
@@ -738,7 +876,7 @@ impl<D: Dialect> Store for SqlStore<D> {
             Value::Now,
         ];
         let op = || format!("renew the leases of {} jobs", runs.len());
-        let rows = self.fetch(D::SQL.renew, renew, op).await?;
+        let rows = self.fetch_hot(D::SQL.renew, renew, op).await?;
         rows.iter()
             .map(|row| {
                 let run = RunId {
@@ -790,17 +928,11 @@ impl<D: Dialect> Store for SqlStore<D> {
     }
 
     async fn complete_many(&self, runs: &[(JobId, i64)]) -> Result<Vec<JobId>, Error> {
-        let complete = vec![
-            Value::Ints(runs.iter().map(|(id, _)| id.get()).collect()),
-            Value::Ints(runs.iter().map(|(_, fence)| *fence).collect()),
-            Value::Now,
-        ];
         let op = || format!("mark {} jobs completed", runs.len());
-        let rows = self.fetch(D::SQL.complete_many, complete, op).await?;
-        rows.iter()
-            .map(|row| row.int(0).map(JobId::new))
-            .collect::<Result<_, _>>()
-            .map_err(|e| op_error::<D>(op(), e))
+        let rows = self
+            .fetch_hot(D::SQL.complete_many, completion_values(runs), op)
+            .await?;
+        completed_ids(&rows).map_err(|e| op_error::<D>(op(), e))
     }
 
     async fn take_running_key(

@@ -73,6 +73,7 @@ impl SqlStore<Sqlite> {
                 source,
             })?;
             let store = SqlStore {
+                hot: pool.clone(),
                 pool,
                 dialect: Sqlite,
             };
@@ -332,6 +333,8 @@ static STATEMENTS: Statements = Statements {
           AND +state = 'running'
         RETURNING id"
     ),
+    // SQLite has no data-modifying subqueries: the two run in one transaction.
+    complete_and_claim: None,
     renew: "UPDATE errand_jobs SET lease_until = ?5 + ?1
         WHERE id IN (SELECT value FROM json_each(?3))
           AND (id, fence) IN (SELECT value, ?4 ->> key FROM json_each(?3))

@@ -2,16 +2,22 @@
 //! of runs that finished. Nothing else awaits in it: leases, rescue, pruning and death handlers
 //! are other services' work, so a slow one never delays a claim or a renewal.
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::execute::{log_join, write_completions, PendingCompletion, TaskEnd};
+use super::execute::{log_join, runs, settle_completions, PendingCompletion, TaskEnd};
 use super::runs::{RunGuard, RunId};
 use super::{store_backoff, Runner};
+use crate::context::RunSignal;
 use crate::error::Error;
+use crate::job::JobId;
 use crate::store::{Claimed, Store};
 
 /// The longest a free slot waits for others to free up before the worker claims for it.
@@ -22,6 +28,29 @@ pub(super) struct ClaimLoop {
     tasks: JoinSet<TaskEnd>,
     /// Runs that completed and whose completion is not written yet.
     completed: Vec<PendingCompletion>,
+    /// Jobs claimed beyond the free slots (at most `prefetch`), waiting for a slot. Each is
+    /// registered as a run from its claim: its lease is renewed, and shutdown puts it back.
+    ready: VecDeque<(Claimed, RunSignal)>,
+}
+
+/// An exchange on its way: the completions it writes, and what it claimed.
+type InFlight = Pin<Box<dyn Future<Output = Exchanged> + Send>>;
+
+/// The most exchanges on their way at once, each on its own connection: while one waits for
+/// its commit, the database works on the other. The store may allow fewer.
+const MAX_IN_FLIGHT: usize = 2;
+
+/// What an exchange did.
+struct Exchanged {
+    /// The completions it carried: written, or still pending if it failed.
+    done: Vec<PendingCompletion>,
+    /// How many jobs it asked for.
+    room: usize,
+    /// When it was sent.
+    sent_at: Instant,
+    /// Whether it promoted due jobs first, and whether more may be due.
+    promoted: Option<bool>,
+    result: Result<(Vec<JobId>, Vec<Claimed>), Error>,
 }
 
 impl ClaimLoop {
@@ -30,11 +59,16 @@ impl ClaimLoop {
             runner,
             tasks: JoinSet::new(),
             completed: Vec::new(),
+            ready: VecDeque::new(),
         }
     }
 
     /// Claims and runs jobs until `shutdown` fires (or, with `until_idle`, until nothing is
     /// running and nothing is due), then shuts down gracefully. Returns how many runs it made.
+    ///
+    /// Exchanges with the store (the completions of runs that finished, and a claim for the
+    /// free places) go on their way while jobs keep starting from the buffer and finishing,
+    /// up to [`MAX_IN_FLIGHT`] at once: the next exchange carries what finished meanwhile.
     pub(super) async fn run(
         mut self,
         shutdown: CancellationToken,
@@ -47,71 +81,95 @@ impl ClaimLoop {
         let mut runs = 0;
         let mut failures = 0u32;
 
-        // Claims are batched to free capacity: after a job finishes, the worker waits until half
-        // its slots are free, or CLAIM_WINDOW has passed, before it claims again, so that one
-        // round trip fetches many jobs instead of one.
-        let refill = (settings.concurrency / 2).max(1);
+        // Claims are batched: after a job finishes, the worker waits until half its slots and
+        // buffer are free, or CLAIM_WINDOW has passed with a slot free, before it claims
+        // again, so that one round trip fetches many jobs instead of one. The buffer holds up
+        // to `prefetch` jobs beyond the free slots, so that a slot freed while an exchange is
+        // on its way starts its next job at once.
+        let capacity = settings.concurrency + settings.prefetch;
+        let refill = (capacity / 2).max(1);
         let mut last_claim = Instant::now();
+        let mut in_flight: [Option<InFlight>; MAX_IN_FLIGHT] = Default::default();
+        let slots = runner.client.store().claims_in_flight().min(MAX_IN_FLIGHT);
+        // The places asked for by exchanges on their way.
+        let mut reserved = 0;
         // Due `scheduled` and `retryable` jobs are made `available` every poll interval, and at
         // once while a promotion finds more than one batch, or before a worker that runs until
         // idle decides it is. A wake-up for a new job claims without promoting first.
         let mut promote_due = true;
         let mut last_promote = Instant::now();
+        // The last exchange found fewer jobs than it asked for.
+        let mut starved = false;
         while !shutdown.is_cancelled() {
+            self.start_ready();
             let free = settings.concurrency.saturating_sub(self.tasks.len());
-            let batch_ready =
-                free >= refill || self.tasks.is_empty() || last_claim.elapsed() >= CLAIM_WINDOW;
-            let mut claimed = 0;
-            let mut promoted_now = false;
-            let mut more_due = false;
-            if free > 0 && batch_ready {
-                if promote_due || last_promote.elapsed() >= settings.poll_interval {
+            let room = capacity.saturating_sub(self.tasks.len() + self.ready.len() + reserved);
+            let sending = in_flight.iter().any(Option::is_some);
+            let window_passed = last_claim.elapsed() >= CLAIM_WINDOW;
+            let batch_ready = if starved {
+                // The queues had nothing more: until something wakes the worker, only
+                // completions to write send an exchange (it claims too), or, for a worker that
+                // runs until idle, finding itself idle (to see whether it is done).
+                let write = !self.completed.is_empty() && (self.tasks.is_empty() || window_passed);
+                !sending && (write || (until_idle && self.is_idle()))
+            } else {
+                // A second exchange goes out only for a full batch.
+                room >= refill || (!sending && (self.is_idle() || (free > 0 && window_passed)))
+            };
+            // Whether the window's end would send an exchange.
+            let window_wait = !sending
+                && !batch_ready
+                && !window_passed
+                && if starved {
+                    !self.completed.is_empty()
+                } else {
+                    free > 0
+                };
+            let slot = in_flight[..slots].iter_mut().find(|slot| slot.is_none());
+            if let (Some(slot), true) = (slot, room > 0 && batch_ready) {
+                let promote = promote_due || last_promote.elapsed() >= settings.poll_interval;
+                if promote {
                     last_promote = Instant::now();
-                    promoted_now = true;
-                    more_due = self.promote().await;
+                    promote_due = false;
                 }
                 last_claim = Instant::now();
-                match self.claim(free).await {
-                    Ok(jobs) => {
-                        failures = 0;
-                        claimed = jobs.len();
-                        runs += claimed;
-                        promote_due = more_due;
-                        for job in jobs {
-                            self.spawn(job, last_claim);
-                        }
-                    }
-                    Err(err) => {
-                        failures += 1;
-                        let wait = store_backoff(failures);
-                        tracing::error!(worker = %runner.id, error = %err, retry_in = ?wait, "claiming jobs failed");
-                        sleep_or_stop(wait, &shutdown).await;
-                        continue;
-                    }
-                }
-            }
-            // Completions go after the claim, so that a new job does not wait for them.
-            if !self.completed.is_empty() && !self.write_completions().await {
-                failures += 1;
-                sleep_or_stop(store_backoff(failures), &shutdown).await;
-                continue;
-            }
-            if until_idle && claimed == 0 && self.tasks.is_empty() {
-                if promoted_now && !more_due {
-                    break;
-                }
-                // Idle only once a promotion found nothing more due.
-                promote_due = true;
-                continue;
-            }
-            if claimed > 0 && claimed == free {
-                // Every free slot was filled; there may be more where those came from.
+                reserved += room;
+                let done = std::mem::take(&mut self.completed);
+                *slot = Some(Box::pin(exchange(Arc::clone(&runner), done, room, promote)));
                 continue;
             }
             tokio::select! {
                 () = shutdown.cancelled() => {}
+                exchanged = arrival(&mut in_flight), if sending => {
+                    let asked = exchanged.room;
+                    reserved -= asked;
+                    let promoted = exchanged.promoted;
+                    match self.settle(exchanged) {
+                        Ok(claimed) => {
+                            failures = 0;
+                            runs += claimed;
+                            starved = claimed < asked;
+                            promote_due |= promoted == Some(true);
+                            let others = in_flight.iter().any(Option::is_some);
+                            if until_idle && claimed == 0 && self.is_idle() && !others {
+                                if promoted == Some(false) {
+                                    break;
+                                }
+                                // Idle only once a promotion found nothing more due.
+                                promote_due = true;
+                                starved = false;
+                            }
+                        }
+                        Err(err) => {
+                            failures += 1;
+                            let wait = store_backoff(failures);
+                            tracing::error!(worker = %runner.id, error = %err, retry_in = ?wait, "claiming jobs failed");
+                            sleep_or_stop(wait, &shutdown).await;
+                        }
+                    }
+                }
                 Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => {
-                    // Take every job that finished meanwhile, so the next pass writes their
+                    // Take every job that finished meanwhile, so the next exchange writes their
                     // completions together and claims for all their slots.
                     let mut ended = Some(joined);
                     while let Some(joined) = ended {
@@ -119,26 +177,76 @@ impl ClaimLoop {
                         ended = self.tasks.try_join_next();
                     }
                 }
-                () = tokio::time::sleep_until((last_claim + CLAIM_WINDOW).into()), if free > 0 && !batch_ready => {}
-                Ok(()) = enqueued.changed(), if !until_idle => {}
-                () = listener.next(), if !until_idle => {}
-                () = tokio::time::sleep(settings.poll_interval), if !until_idle => {}
+                () = tokio::time::sleep_until((last_claim + CLAIM_WINDOW).into()), if window_wait => {}
+                Ok(()) = enqueued.changed(), if !until_idle && !sending => starved = false,
+                () = listener.next(), if !until_idle && !sending => starved = false,
+                () = tokio::time::sleep(settings.poll_interval), if !until_idle && !sending => starved = false,
+            }
+        }
+        // An exchange on its way may have claimed jobs: take them in, so that shutdown puts
+        // them back rather than leaving them to the rescue.
+        for exchange in in_flight.into_iter().flatten() {
+            if let Err(err) = self.settle(exchange.await) {
+                tracing::warn!(worker = %runner.id, error = %err, "a last claim failed while stopping");
             }
         }
         super::shutdown::shut_down(&runner, self.tasks, self.completed).await;
         Ok(runs)
     }
 
-    fn spawn(&mut self, job: Claimed, claimed_at: Instant) {
-        let run = RunId {
-            id: job.id,
-            fence: job.fence,
-        };
-        let signal = self.runner.runs.insert(run, claimed_at);
-        let guard = RunGuard::new(Arc::clone(&self.runner.runs), run);
-        let runner = Arc::clone(&self.runner);
-        self.tasks
-            .spawn(async move { runner.execute(job, signal, guard).await });
+    /// Takes in an exchange's outcome: settles the completions it wrote (or keeps them pending
+    /// if it failed) and queues the jobs it claimed, each registered as a run. Returns how many
+    /// it claimed.
+    fn settle(&mut self, exchanged: Exchanged) -> Result<usize, Error> {
+        let Exchanged {
+            mut done,
+            sent_at,
+            result,
+            ..
+        } = exchanged;
+        match result {
+            Ok((written, claimed)) => {
+                settle_completions(&self.runner, &mut done, written);
+                let count = claimed.len();
+                for job in claimed {
+                    let run = RunId {
+                        id: job.id,
+                        fence: job.fence,
+                    };
+                    let signal = self.runner.runs.insert(run, sent_at);
+                    self.ready.push_back((job, signal));
+                }
+                self.start_ready();
+                Ok(count)
+            }
+            Err(err) => {
+                // Not written: they go with the next exchange.
+                self.completed.append(&mut done);
+                Err(err)
+            }
+        }
+    }
+
+    /// Whether nothing runs and nothing waits for a slot.
+    fn is_idle(&self) -> bool {
+        self.tasks.is_empty() && self.ready.is_empty()
+    }
+
+    /// Starts waiting jobs in the free slots, the earliest claimed first.
+    fn start_ready(&mut self) {
+        while self.tasks.len() < self.runner.settings.concurrency {
+            let Some((job, signal)) = self.ready.pop_front() else {
+                return;
+            };
+            let run = RunId {
+                id: job.id,
+                fence: job.fence,
+            };
+            let guard = RunGuard::new(Arc::clone(&self.runner.runs), run);
+            let runner = Arc::clone(&self.runner);
+            self.tasks
+                .spawn(async move { runner.execute(job, signal, guard).await });
+        }
     }
 
     /// Takes in a task that ended.
@@ -149,65 +257,110 @@ impl ClaimLoop {
             _ => {}
         }
     }
+}
 
-    /// Makes due waiting jobs available. Returns whether there may be more to promote.
-    async fn promote(&self) -> bool {
-        const BATCH: usize = 1000;
-        match self.runner.client.store().promote(BATCH).await {
-            Ok(promoted) => promoted >= BATCH as u64,
-            Err(err) => {
-                tracing::warn!(worker = %self.runner.id, error = %err, "making due jobs available failed");
-                false
-            }
+/// One exchange with the store: optionally promotes due jobs, then writes the completions
+/// `done` and claims up to `room` jobs, sharing them among queues by weight: one round trip
+/// for both, and another only when some queue could not fill its share.
+async fn exchange(
+    runner: Arc<Runner>,
+    done: Vec<PendingCompletion>,
+    room: usize,
+    promote: bool,
+) -> Exchanged {
+    let sent_at = Instant::now();
+    let promoted = if promote {
+        Some(promote_due(&runner).await)
+    } else {
+        None
+    };
+    let result = complete_and_claim(&runner, &done, room).await;
+    Exchanged {
+        done,
+        room,
+        sent_at,
+        promoted,
+        result,
+    }
+}
+
+/// Makes due waiting jobs available. Returns whether there may be more to promote.
+async fn promote_due(runner: &Runner) -> bool {
+    const BATCH: usize = 1000;
+    match runner.client.store().promote(BATCH).await {
+        Ok(promoted) => promoted >= BATCH as u64,
+        Err(err) => {
+            tracing::warn!(worker = %runner.id, error = %err, "making due jobs available failed");
+            false
         }
     }
+}
 
-    /// Claims up to `free` jobs, sharing the slots among queues by weight: one round trip,
-    /// and a second only when some queue could not fill its share.
-    async fn claim(&self, free: usize) -> Result<Vec<Claimed>, Error> {
-        let runner = &self.runner;
-        let store = runner.client.store();
-        let queues = &runner.settings.queues;
-        let lease = runner.settings.lease;
-        let shares = weighted_shares(queues, free, fastrand::f64);
-        let wanted: Vec<(&str, usize)> = queues
-            .iter()
-            .zip(&shares)
-            .filter(|(_, share)| **share > 0)
-            .map(|((queue, _), share)| (queue.as_str(), *share))
-            .collect();
-        let kinds = &runner.kinds;
-        let mut jobs = store.claim(&wanted, kinds, &runner.id, lease).await?;
-        // A queue that returned fewer jobs than asked for has nothing more due; slots it could
-        // not fill go to the others, the heavier first.
-        let exhausted = |queue: &str| {
-            wanted.iter().any(|(q, share)| {
-                *q == queue && jobs.iter().filter(|j| j.queue == queue).count() < *share
-            })
-        };
-        let mut others: Vec<&(String, u32)> =
-            queues.iter().filter(|(q, _)| !exhausted(q)).collect();
-        others.sort_by_key(|(_, weight)| std::cmp::Reverse(*weight));
-        for (queue, _) in others {
-            let left = free - jobs.len();
-            if left == 0 {
+async fn complete_and_claim(
+    runner: &Runner,
+    done: &[PendingCompletion],
+    room: usize,
+) -> Result<(Vec<JobId>, Vec<Claimed>), Error> {
+    let store = runner.client.store();
+    let queues = &runner.settings.queues;
+    let lease = runner.settings.lease;
+    let shares = weighted_shares(queues, room, fastrand::f64);
+    let wanted: Vec<(&str, usize)> = queues
+        .iter()
+        .zip(&shares)
+        .filter(|(_, share)| **share > 0)
+        .map(|((queue, _), share)| (queue.as_str(), *share))
+        .collect();
+    let kinds = &runner.kinds;
+    let exchange = store
+        .complete_and_claim(&runs(done), &wanted, kinds, &runner.id, lease)
+        .await?;
+    let mut jobs = exchange.claimed;
+    // A queue that returned fewer jobs than asked for has nothing more due; places it could
+    // not fill go to the others, the heavier first.
+    let exhausted = |queue: &str| {
+        wanted.iter().any(|(q, share)| {
+            *q == queue && jobs.iter().filter(|j| j.queue == queue).count() < *share
+        })
+    };
+    let mut others: Vec<&(String, u32)> = queues.iter().filter(|(q, _)| !exhausted(q)).collect();
+    others.sort_by_key(|(_, weight)| std::cmp::Reverse(*weight));
+    for (queue, _) in others {
+        let left = room - jobs.len();
+        if left == 0 {
+            break;
+        }
+        match store
+            .claim(&[(queue.as_str(), left)], kinds, &runner.id, lease)
+            .await
+        {
+            Ok(more) => jobs.extend(more),
+            // The completions are written and some jobs claimed: keep them, and claim the
+            // rest next time.
+            Err(err) => {
+                tracing::warn!(worker = %runner.id, error = %err, "claiming more jobs failed");
                 break;
             }
-            jobs.extend(
-                store
-                    .claim(&[(queue.as_str(), left)], kinds, &runner.id, lease)
-                    .await?,
-            );
         }
-        Ok(jobs)
     }
+    Ok((exchange.completed, jobs))
+}
 
-    /// Writes the completions of runs that finished since the last pass, in one statement.
-    /// Returns whether it could; on failure they stay pending (their leases renewed) for the
-    /// next pass.
-    async fn write_completions(&mut self) -> bool {
-        write_completions(&self.runner, &mut self.completed).await
-    }
+/// The outcome of the first exchange on its way to arrive, which leaves its slot; never, if
+/// there is none.
+async fn arrival(in_flight: &mut [Option<InFlight>]) -> Exchanged {
+    std::future::poll_fn(|cx| {
+        for slot in in_flight.iter_mut() {
+            if let Some(exchange) = slot {
+                if let Poll::Ready(exchanged) = exchange.as_mut().poll(cx) {
+                    *slot = None;
+                    return Poll::Ready(exchanged);
+                }
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 async fn sleep_or_stop(wait: Duration, stop: &CancellationToken) {

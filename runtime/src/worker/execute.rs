@@ -64,22 +64,29 @@ impl Runner {
             self.client.store().clone(),
             signal.clone(),
         );
-        let result = self
-            .run(&job, registration, ctx.clone())
-            .instrument(span.clone())
-            .await;
+        // Stopped while it waited for a slot (see `Worker::prefetch`): a lost run writes
+        // nothing, and a cancelled one is recorded cancelled; neither runs the job.
+        let stopped_before_start = signal.is_stopped();
+        let result = if stopped_before_start {
+            Ok(Outcome::Done)
+        } else {
+            self.run(&job, registration, ctx.clone())
+                .instrument(span.clone())
+                .await
+        };
         if signal.is_lost() {
             span.in_scope(|| tracing::warn!("the job's lease ran out while it ran (the database was unreachable, or this worker stalled); its outcome is discarded and the rescue will retry it"));
             return TaskEnd::Lost;
         }
         let backoff = registration.map_or(Backoff::Exponential, |r| r.options.backoff);
-        let finish = self.decide(
-            &job,
-            result,
-            started.elapsed(),
-            &backoff,
-            ctx.is_cancelled(),
-        );
+        let cancelled = if stopped_before_start {
+            Some("cancelled by the client before it started")
+        } else if ctx.is_cancelled() {
+            Some("cancelled by the client while running")
+        } else {
+            None
+        };
+        let finish = self.decide(&job, result, started.elapsed(), &backoff, cancelled);
         span.in_scope(|| log_finish(&finish));
         if finish.state == JobState::Completed {
             // The claim loop writes completions in batches; the run stays registered (its lease
@@ -168,7 +175,7 @@ impl Runner {
         result: Result<Outcome, Failure>,
         took: Duration,
         backoff: &Backoff,
-        cancelled: bool,
+        cancelled: Option<&str>,
     ) -> Finish {
         let attempt_error = |kind, message| AttemptError {
             attempt: job.attempt,
@@ -179,10 +186,9 @@ impl Runner {
             duration: took,
             worker: self.id.clone(),
         };
-        if cancelled {
+        if let Some(message) = cancelled {
             // The client asked this run to stop: whatever it returned, it ends here.
-            let message = "cancelled by the client while running".to_owned();
-            return Finish::cancelled(attempt_error(FailureKind::Cancelled, message));
+            return Finish::cancelled(attempt_error(FailureKind::Cancelled, message.to_owned()));
         }
         match result {
             Ok(Outcome::Done) => Finish::completed(),
@@ -260,21 +266,35 @@ pub(super) async fn write_completions(
     runner: &Runner,
     completed: &mut Vec<PendingCompletion>,
 ) -> bool {
-    let runs: Vec<(JobId, i64)> = completed.iter().map(|c| (c.run.id, c.run.fence)).collect();
-    match runner.client.store().complete_many(&runs).await {
+    match runner.client.store().complete_many(&runs(completed)).await {
         Ok(written) => {
-            let written: HashSet<JobId> = written.into_iter().collect();
-            for done in completed.drain(..) {
-                runner.runs.remove(done.run);
-                if !done.in_tx && !written.contains(&done.run.id) {
-                    tracing::warn!(job.id = %done.run.id, "job was taken from this worker (its lease ran out); this run's outcome is discarded");
-                }
-            }
+            settle_completions(runner, completed, written);
             true
         }
         Err(err) => {
-            tracing::warn!(worker = %runner.id, jobs = runs.len(), error = %err, "recording completions failed; will retry");
+            tracing::warn!(worker = %runner.id, jobs = completed.len(), error = %err, "recording completions failed; will retry");
             false
+        }
+    }
+}
+
+/// The runs of pending completions, as the store takes them.
+pub(super) fn runs(completed: &[PendingCompletion]) -> Vec<(JobId, i64)> {
+    completed.iter().map(|c| (c.run.id, c.run.fence)).collect()
+}
+
+/// Takes written completions out of the registry; `written` are the ids the store completed,
+/// and a run not among them had lost its job (unless `ctx.complete_in` completed it).
+pub(super) fn settle_completions(
+    runner: &Runner,
+    completed: &mut Vec<PendingCompletion>,
+    written: Vec<JobId>,
+) {
+    let written: HashSet<JobId> = written.into_iter().collect();
+    for done in completed.drain(..) {
+        runner.runs.remove(done.run);
+        if !done.in_tx && !written.contains(&done.run.id) {
+            tracing::warn!(job.id = %done.run.id, "job was taken from this worker (its lease ran out); this run's outcome is discarded");
         }
     }
 }

@@ -42,6 +42,9 @@ mod supervise;
 use runs::Runs;
 use supervise::supervise;
 
+/// How many jobs a worker claims beyond its free slots, unless told (see [`Worker::prefetch`]).
+const DEFAULT_PREFETCH: usize = 16;
+
 /// The shortest poll interval a worker accepts: anything shorter busy-polls the database.
 const MIN_POLL_INTERVAL: Duration = Duration::from_millis(1);
 
@@ -75,6 +78,7 @@ pub struct Worker {
 struct Settings {
     queues: Vec<(String, u32)>,
     concurrency: usize,
+    prefetch: usize,
     grace_period: Duration,
     poll_interval: Duration,
     lease: Duration,
@@ -112,6 +116,7 @@ impl Worker {
             settings: Settings {
                 queues: vec![("default".to_owned(), 1)],
                 concurrency: 10,
+                prefetch: DEFAULT_PREFETCH,
                 grace_period: Duration::from_secs(25),
                 poll_interval: Duration::from_secs(1),
                 lease: Duration::from_secs(30),
@@ -138,6 +143,19 @@ impl Worker {
     /// How many jobs run at once (at least 1).
     pub fn concurrency(mut self, jobs: usize) -> Worker {
         self.settings.concurrency = jobs;
+        self
+    }
+
+    /// How many jobs the worker claims beyond its free slots (default 16), so that a slot that
+    /// frees up starts its next job without a round trip to the database, and one round trip
+    /// claims more jobs. Such a job is claimed and leased like a running one, and waits in this
+    /// worker until a slot frees up. Shutdown puts it back without spending its attempt; a
+    /// worker that crashes delays it until its lease runs out, and its attempt counts as
+    /// spent, as a running job's does. `0` claims only for free slots.
+    ///
+    /// A job enqueued with a higher priority waits behind at most this many claimed jobs.
+    pub fn prefetch(mut self, jobs: usize) -> Worker {
+        self.settings.prefetch = jobs;
         self
     }
 
