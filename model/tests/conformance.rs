@@ -23,6 +23,8 @@ enum Op {
     /// With the row's fence, or (stale) the one before it.
     Finish(usize, bool, Outcome),
     CompleteAll,
+    /// Completes every running job's run and claims for the worker, in one operation.
+    CompleteAndClaim(u8),
     Renew(u8),
     ExpireLease(usize),
     Rescue,
@@ -44,6 +46,7 @@ enum Returned {
     Flag(bool),
     Ids(Vec<usize>),
     Renewed(Vec<(usize, u8, bool)>),
+    Exchanged(Vec<usize>, Vec<(usize, u8, u8)>),
     Count(u64),
     Cancel(&'static str),
 }
@@ -54,6 +57,17 @@ struct Reference {
     /// The arguments the last operation took from the rows (fences, ids).
     args: Vec<(usize, u8)>,
     returned: Returned,
+}
+
+/// The spec's claim of every available job for `worker`: `(id, fence, attempt)`, by id.
+fn claim_all(spec: &mut StoreSpec, worker: u8) -> Vec<(usize, u8, u8)> {
+    let available: Vec<usize> = (0..spec.rows.len())
+        .filter(|&id| spec.rows[id].state == JobState::Available)
+        .collect();
+    available
+        .into_iter()
+        .filter_map(|id| spec.claim(id, worker).map(|(f, a)| (id, f, a)))
+        .collect()
 }
 
 fn strategy_name(strategy: Strategy) -> &'static str {
@@ -99,6 +113,7 @@ impl ReferenceStateMachine for Reference {
             1 => id.clone().prop_map(Op::TakeRunningKey),
             4 => (id.clone(), any::<bool>(), outcome).prop_map(|(i, s, o)| Op::Finish(i, s, o)),
             2 => Just(Op::CompleteAll),
+            2 => worker.clone().prop_map(Op::CompleteAndClaim),
             2 => worker.clone().prop_map(Op::Renew),
             2 => id.clone().prop_map(Op::ExpireLease),
             2 => Just(Op::Rescue),
@@ -147,16 +162,7 @@ impl ReferenceStateMachine for Reference {
                 Inserted::New(id) => Returned::Enqueued(id, true),
                 Inserted::Duplicate(id) => Returned::Enqueued(id, false),
             },
-            Op::Claim(worker) => {
-                let available: Vec<usize> = (0..spec.rows.len())
-                    .filter(|&id| spec.rows[id].state == JobState::Available)
-                    .collect();
-                let runs = available
-                    .into_iter()
-                    .filter_map(|id| spec.claim(id, worker).map(|(f, a)| (id, f, a)))
-                    .collect();
-                Returned::Runs(runs)
-            }
+            Op::Claim(worker) => Returned::Runs(claim_all(spec, worker)),
             Op::Promote => {
                 let n = (0..spec.rows.len()).filter(|&id| spec.promote(id)).count();
                 Returned::Count(n as u64)
@@ -175,6 +181,12 @@ impl ReferenceStateMachine for Reference {
                 let runs = running(spec, None);
                 state.args = runs.clone();
                 Returned::Ids(spec.complete_many(&runs))
+            }
+            Op::CompleteAndClaim(worker) => {
+                let runs = running(spec, None);
+                state.args = runs.clone();
+                let done = spec.complete_many(&runs);
+                Returned::Exchanged(done, claim_all(spec, worker))
             }
             Op::Renew(worker) => {
                 // Every running job's run, this worker's or not: the store must pick its own.
@@ -303,6 +315,16 @@ impl Sut {
                     .map(spec_id)
                     .collect(),
             ),
+            Op::CompleteAndClaim(worker) => {
+                let (done, claimed) =
+                    self.run(s.complete_and_claim(&pairs(), &worker_name(worker)));
+                let mut runs: Vec<(usize, u8, u8)> = claimed
+                    .into_iter()
+                    .map(|(id, fence, attempt)| (spec_id(id), fence as u8, attempt as u8))
+                    .collect();
+                runs.sort_unstable();
+                Returned::Exchanged(done.into_iter().map(spec_id).collect(), runs)
+            }
             Op::Renew(worker) => Returned::Renewed(
                 self.run(s.renew(&worker_name(worker), &pairs()))
                     .into_iter()

@@ -107,6 +107,28 @@ impl ConformanceStore {
             .collect())
     }
 
+    /// Completes `runs` and claims every available job for `worker`, as one operation: the ids
+    /// completed, sorted, and the runs claimed, `(id, fence, attempt)`.
+    pub async fn complete_and_claim(
+        &self,
+        runs: &[(i64, i64)],
+        worker: &str,
+    ) -> Result<(Vec<i64>, Vec<(i64, i64, u32)>), Error> {
+        let runs: Vec<(JobId, i64)> = runs.iter().map(|&(id, f)| (JobId::new(id), f)).collect();
+        let lease = Duration::from_secs(3600);
+        let exchange = self
+            .store()
+            .complete_and_claim(&runs, &[("default", 100)], &[KIND], worker, lease)
+            .await?;
+        let mut done: Vec<i64> = exchange.completed.into_iter().map(JobId::get).collect();
+        done.sort_unstable();
+        let claimed = exchange.claimed.into_iter();
+        Ok((
+            done,
+            claimed.map(|c| (c.id.get(), c.fence, c.attempt)).collect(),
+        ))
+    }
+
     pub async fn promote(&self) -> Result<u64, Error> {
         self.store().promote(100).await
     }
