@@ -91,6 +91,7 @@ migrations!(
     5 "0005_retention",
     6 "0006_claim_available",
     7 "0007_key_rule",
+    8 "0008_wake_per_statement",
 );
 
 /// The table in which errand records which migrations a PostgreSQL schema has.

@@ -266,6 +266,17 @@ macro_rules! complete_many {
     };
 }
 
+/// The end of an insert whose rows are the CTE `ins` (`id, queue, state`): returns the ids and
+/// wakes the idle workers of each queue a job became available in, once per statement.
+macro_rules! wake {
+    () => {
+        "
+        SELECT ins.id, w.woken FROM ins,
+            (SELECT errand_wake(array_agg(queue) FILTER (WHERE state = 'available')) AS woken
+             FROM ins) w"
+    };
+}
+
 /// The claim statement; see [`claim!`].
 pub(crate) const CLAIM: &str = concat!("WITH ", claim!());
 
@@ -323,14 +334,20 @@ macro_rules! append_error {
 static STATEMENTS: Statements = Statements {
     expire_key: "UPDATE errand_jobs SET unique_key = NULL
         WHERE kind = $1 AND unique_key = $2 AND unique_until <= errand_now_ms()",
-    insert: "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, idempotency_key,
-                                      run_at, created_at, unique_key, unique_strategy, unique_until)
+    // Each insert wakes idle workers of the queues it made jobs available in (`errand_wake`,
+    // once per statement); the extra column only makes sure it is called.
+    insert: concat!(
+        "WITH ins AS (
+        INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, idempotency_key,
+                                 run_at, created_at, unique_key, unique_strategy, unique_until)
         SELECT $1, $2, $3::jsonb,
                CASE WHEN t.run_at > errand_now_ms() THEN 'scheduled' ELSE 'available' END,
                $4, $5, $6, t.run_at, errand_now_ms(), $9, $10, errand_now_ms() + $11::bigint
         FROM (SELECT COALESCE($8::bigint, errand_now_ms() + $7::bigint) AS run_at) t
         ON CONFLICT DO NOTHING
-        RETURNING id",
+        RETURNING id, queue, state)",
+        wake!()
+    ),
     key_holder: "SELECT id FROM errand_jobs WHERE kind = $1 AND unique_key = $2",
     replace: "UPDATE errand_jobs
         SET args = $2::jsonb, queue = $3, priority = $4,
@@ -339,13 +356,17 @@ static STATEMENTS: Statements = Statements {
                          THEN 'scheduled' ELSE 'available' END
         WHERE id = $1 AND state IN ('scheduled', 'available', 'retryable')
         RETURNING id",
-    insert_many: "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, idempotency_key, run_at, created_at)
+    insert_many: concat!(
+        "WITH ins AS (
+        INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, idempotency_key, run_at, created_at)
         SELECT kind, queue, args::jsonb,
                CASE WHEN COALESCE(at, errand_now_ms() + delay) > errand_now_ms() THEN 'scheduled' ELSE 'available' END,
                priority, max_attempts, key, COALESCE(at, errand_now_ms() + delay), errand_now_ms()
         FROM unnest($1::text[], $2::text[], $3::text[], $4::smallint[], $5::int[], $6::text[], $7::bigint[], $8::bigint[])
              AS t(kind, queue, args, priority, max_attempts, key, delay, at)
-        RETURNING id",
+        RETURNING id, queue, state)",
+        wake!()
+    ),
     claim: CLAIM,
     // Walks only due rows of the `errand_jobs_due` index.
     promote: "UPDATE errand_jobs SET state = 'available'
