@@ -3,8 +3,9 @@
 //! Claims take a batch across queues in one statement with `FOR UPDATE SKIP LOCKED`, so workers
 //! never wait on each other's rows and never take the same job. Every time comes from the
 //! database's clock (`errand_now_ms()`), so machines with skewed clocks agree on what is due and
-//! which lease ran out. A trigger notifies `errand_<schema>` when a job becomes available, and
-//! workers `LISTEN` on it.
+//! which lease ran out. When a job becomes available, `errand_<schema>` is notified (by the
+//! inserting statement itself, once per queue, through `errand_wake`; by a trigger for updates),
+//! and workers `LISTEN` on it.
 //!
 //! The store's tables live in one schema (`public` unless [`Config::schema`](crate::Config::schema)
 //! says otherwise), reached through the connections' `search_path`; no statement names it.
