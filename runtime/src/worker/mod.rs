@@ -154,6 +154,14 @@ impl Worker {
     /// spent, as a running job's does. `0` claims only for free slots.
     ///
     /// A job enqueued with a higher priority waits behind at most this many claimed jobs.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: errand::Client) -> Result<(), errand::Error> {
+    /// // Long jobs, where a claimed job could wait minutes for a slot: claim only for free
+    /// // slots.
+    /// errand::Worker::new(client).concurrency(4).prefetch(0).run().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn prefetch(mut self, jobs: usize) -> Worker {
         self.settings.prefetch = jobs;
         self
