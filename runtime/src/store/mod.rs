@@ -141,6 +141,16 @@ pub(crate) struct Claimed {
     pub fence: i64,
 }
 
+impl Claimed {
+    /// This claim of the job.
+    pub(crate) fn run(&self) -> RunId {
+        RunId {
+            id: self.id,
+            fence: self.fence,
+        }
+    }
+}
+
 /// What [`Store::complete_and_claim`] did.
 #[derive(Debug, Default)]
 pub(crate) struct Exchange {

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::execute::{log_join, runs, settle_completions, PendingCompletion, TaskEnd};
-use super::runs::{RunGuard, RunId};
+use super::runs::RunGuard;
 use super::{store_backoff, Runner};
 use crate::context::RunSignal;
 use crate::error::Error;
@@ -209,11 +209,7 @@ impl ClaimLoop {
                 settle_completions(&self.runner, &mut done, written);
                 let count = claimed.len();
                 for job in claimed {
-                    let run = RunId {
-                        id: job.id,
-                        fence: job.fence,
-                    };
-                    let signal = self.runner.runs.insert(run, sent_at);
+                    let signal = self.runner.runs.insert(job.run(), sent_at);
                     self.ready.push_back((job, signal));
                 }
                 self.start_ready();
@@ -238,11 +234,7 @@ impl ClaimLoop {
             let Some((job, signal)) = self.ready.pop_front() else {
                 return;
             };
-            let run = RunId {
-                id: job.id,
-                fence: job.fence,
-            };
-            let guard = RunGuard::new(Arc::clone(&self.runner.runs), run);
+            let guard = RunGuard::new(Arc::clone(&self.runner.runs), job.run());
             let runner = Arc::clone(&self.runner);
             self.tasks
                 .spawn(async move { runner.execute(job, signal, guard).await });

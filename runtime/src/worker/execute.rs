@@ -93,10 +93,7 @@ impl Runner {
             // renewed) until then.
             guard.keep();
             return TaskEnd::Completed(PendingCompletion {
-                run: RunId {
-                    id: job.id,
-                    fence: job.fence,
-                },
+                run: job.run(),
                 in_tx: ctx.completed_in_tx(),
             });
         }
