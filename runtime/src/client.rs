@@ -13,7 +13,7 @@ use crate::info::{AttemptError, JobInfo};
 use crate::job::Job;
 use crate::job::JobId;
 use crate::request::{Enqueued, Request};
-use crate::store::{memory::MemoryStore, Backend, NewJob, Store};
+use crate::store::{Backend, NewJob, Store};
 
 /// A handle on errand's store. Cheap to clone; clones share one connection pool.
 ///
@@ -192,7 +192,8 @@ impl Client {
             Backend::Sqlite(store) => store.migrate().await,
             #[cfg(feature = "postgres")]
             Backend::Postgres(store) => store.migrate().await,
-            Backend::Memory(_) => Ok(()),
+            #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+            Backend::None(never) => match *never {},
         }
     }
 
@@ -267,14 +268,6 @@ impl Client {
 
     pub(crate) fn config(&self) -> &Config {
         &self.inner.config
-    }
-
-    pub(crate) fn memory(&self) -> Option<&MemoryStore> {
-        match &self.inner.store {
-            Backend::Memory(store) => Some(store),
-            #[cfg(any(feature = "sqlite", feature = "postgres"))]
-            _ => None,
-        }
     }
 
     /// Wakes this client's workers: a job was just enqueued.

@@ -211,18 +211,3 @@ pub(crate) struct DeadQuery {
     /// Died before, in ms.
     pub(crate) before_ms: Option<i64>,
 }
-
-impl DeadQuery {
-    pub(crate) fn matches(&self, job: &JobInfo) -> bool {
-        let died = job
-            .finished_at
-            .map(crate::info::to_millis)
-            .unwrap_or(i64::MIN);
-        job.state == JobState::Dead
-            && self.id.is_none_or(|id| id == job.id)
-            && self.kind.as_ref().is_none_or(|k| *k == job.kind)
-            && self.queue.as_ref().is_none_or(|q| *q == job.queue)
-            && self.after_ms.is_none_or(|t| died >= t)
-            && self.before_ms.is_none_or(|t| died < t)
-    }
-}

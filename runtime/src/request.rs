@@ -106,6 +106,14 @@ impl<J: Job> Request<J> {
         enqueued(&job, inserted)
     }
 
+    /// The queue it will be stored in.
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn queue_name(&self) -> String {
+        self.queue
+            .clone()
+            .unwrap_or_else(|| J::OPTIONS.queue.to_owned())
+    }
+
     /// Stores the job inside the caller's transaction (the transactional outbox): if the
     /// transaction rolls back, the job never existed; once it commits, the job runs.
     ///

@@ -1,5 +1,7 @@
-//! Testing without a database: [`TestClient`] stores jobs in memory, records what was enqueued,
-//! and runs jobs inline, retries and scheduled jobs included, without real waiting.
+//! Testing without a database server: [`TestClient`] keeps jobs in a private SQLite database in
+//! memory, behind the same store as production's SQLite, with a clock the test can move ahead. It
+//! records what was enqueued, and runs jobs inline, retries and scheduled jobs included,
+//! without real waiting.
 //!
 //! ```
 //! use errand::{job, testing::TestClient};
@@ -19,9 +21,8 @@
 //! let test = TestClient::new();
 //! sign_up(&test, 7).await?;
 //!
-//! let enqueued = test.enqueued::<send_welcome>().await;
-//! assert_eq!(enqueued.len(), 1);
-//! assert_eq!(enqueued[0].user_id, 7);
+//! test.assert_enqueued::<send_welcome>(|args| args.user_id == 7).await;
+//! test.refute_enqueued::<send_welcome>(|args| args.user_id == 8).await;
 //!
 //! test.drain().await?;
 //! let job = &test.jobs_of::<send_welcome>().await[0];
@@ -30,35 +31,43 @@
 //! # Ok(()) }
 //! ```
 
+use std::collections::BTreeSet;
 use std::ops::Deref;
+use std::time::{Duration, SystemTime};
 
 use crate::client::{Client, Config};
 use crate::context::Context;
 use crate::error::Error;
-use crate::info::JobInfo;
-use crate::job::{Job, JobId};
-use crate::store::memory::MemoryStore;
-use crate::store::{Backend, Claimed, Store};
+use crate::info::{from_millis, to_millis, JobInfo};
+use crate::job::{Job, JobId, JobState};
+use crate::request::Request;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Backend, Claimed, Clock, Store};
 use crate::worker::Worker;
 
 /// The most runs [`TestClient::drain`] makes before deciding a job will never settle.
-const MAX_DRAIN_RUNS: usize = 10_000;
+const MAX_DRAIN_RUNS: usize = 1_000;
 
-/// A [`Client`] over an in-memory store with its own clock. Derefs to `Client`, so code that
-/// enqueues through `&Client` takes it as it is.
+/// A [`Client`] over a private SQLite database in memory, with a clock the test can move ahead.
+/// Derefs to `Client`, so code that enqueues through `&Client` takes it as it is.
+///
+/// Everything goes through the same statements as a SQLite file in production: unique keys,
+/// replacements, cancellations and retries behave in a test exactly as they will there. Each
+/// `TestClient` has its own database; clones share it.
 #[derive(Clone, Debug)]
 pub struct TestClient {
     client: Client,
+    store: SqliteStore,
 }
 
 impl TestClient {
-    /// An empty store.
+    /// An empty store. Its clock runs with the system's, plus however far the test moved it
+    /// ahead ([`TestClient::advance`], or a drain running a job whose time has not come).
     pub fn new() -> TestClient {
+        let store = SqliteStore::in_memory(Clock::adjustable());
         TestClient {
-            client: Client::from_backend(
-                Backend::Memory(MemoryStore::default()),
-                Config::default(),
-            ),
+            client: Client::from_backend(Backend::Sqlite(store.clone()), Config::default()),
+            store,
         }
     }
 
@@ -67,12 +76,30 @@ impl TestClient {
         &self.client
     }
 
-    fn memory(&self) -> &MemoryStore {
-        // `new` is the only constructor and always builds a memory backend.
-        match self.client.memory() {
-            Some(memory) => memory,
-            None => unreachable!("a TestClient always holds a memory store"),
-        }
+    /// The time on the store's clock.
+    pub fn now(&self) -> SystemTime {
+        from_millis(self.store.clock.now_ms())
+    }
+
+    /// Moves the store's clock forward by `by`: jobs scheduled within it become due (the next
+    /// [`drain`](TestClient::drain) runs them), and unique keys held `unique_for` less than
+    /// that are free.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use errand::{job, testing::TestClient};
+    /// #[job]
+    /// async fn remind(user_id: i64) -> Result<(), std::io::Error> { Ok(()) }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), errand::Error> {
+    /// let test = TestClient::new();
+    /// remind::with(7).delay(Duration::from_secs(3600)).enqueue(&test).await?;
+    /// assert_eq!(test.drain_due().await?, 0, "not due yet");
+    /// test.advance(Duration::from_secs(3600));
+    /// assert_eq!(test.drain_due().await?, 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn advance(&self, by: Duration) {
+        self.store.clock.advance(by);
     }
 
     /// The arguments of every `J` job enqueued so far, oldest first, whatever their state.
@@ -82,18 +109,146 @@ impl TestClient {
     /// If a stored job's arguments do not decode as `J::Args`, which only happens when two job
     /// functions share one kind name.
     pub async fn enqueued<J: Job>(&self) -> Vec<J::Args> {
-        self.jobs_of::<J>()
-            .await
-            .into_iter()
-            .map(|job| match job.args_as::<J::Args>() {
-                Ok(args) => args,
-                Err(err) => panic!(
-                    "job {} of kind `{}` has arguments that do not decode: {err}",
+        self.jobs_of::<J>().await.iter().map(decode::<J>).collect()
+    }
+
+    /// The jobs of queue `queue` that wait to run (pending, scheduled, available or
+    /// retryable), oldest first.
+    pub async fn enqueued_in(&self, queue: &str) -> Vec<JobInfo> {
+        let mut jobs = self.jobs().await;
+        jobs.retain(|job| job.queue == queue && waits(job.state));
+        jobs
+    }
+
+    /// Passes if a `J` job whose arguments satisfy `matches` waits to run (pending, scheduled,
+    /// available or retryable).
+    ///
+    /// # Panics
+    ///
+    /// If there is none, listing the `J` jobs there are and their states.
+    #[track_caller]
+    pub fn assert_enqueued<'a, J: Job>(
+        &'a self,
+        matches: impl Fn(&J::Args) -> bool + Send + 'a,
+    ) -> impl std::future::Future<Output = ()> + Send + 'a {
+        let caller = std::panic::Location::caller();
+        async move {
+            let (jobs, found) = self.find_waiting::<J>(matches).await;
+            if found.is_none() {
+                panic!(
+                    "{caller}: expected a waiting `{}` job matching the predicate; {}",
+                    J::KIND,
+                    describe::<J>(&jobs)
+                );
+            }
+        }
+    }
+
+    /// Passes unless a `J` job whose arguments satisfy `matches` waits to run.
+    ///
+    /// # Panics
+    ///
+    /// If there is one, naming it.
+    #[track_caller]
+    pub fn refute_enqueued<'a, J: Job>(
+        &'a self,
+        matches: impl Fn(&J::Args) -> bool + Send + 'a,
+    ) -> impl std::future::Future<Output = ()> + Send + 'a {
+        let caller = std::panic::Location::caller();
+        async move {
+            let (jobs, found) = self.find_waiting::<J>(matches).await;
+            if let Some(job) = found.map(|i| &jobs[i]) {
+                panic!(
+                    "{caller}: expected no waiting `{}` job matching the predicate, found job {} \
+                     ({:?}, arguments {})",
+                    J::KIND,
                     job.id,
-                    J::KIND
-                ),
-            })
-            .collect()
+                    job.state,
+                    job.args
+                );
+            }
+        }
+    }
+
+    /// Every `J` job, and the index of the first that waits to run with arguments that
+    /// satisfy `matches`.
+    async fn find_waiting<J: Job>(
+        &self,
+        matches: impl Fn(&J::Args) -> bool,
+    ) -> (Vec<JobInfo>, Option<usize>) {
+        let jobs = self.jobs_of::<J>().await;
+        let found = jobs
+            .iter()
+            .position(|job| waits(job.state) && matches(&decode::<J>(job)));
+        (jobs, found)
+    }
+
+    /// Runs one job once, as a worker would, and returns what the worker recorded: the job
+    /// `Completed`; `Retryable` with the retry's time in `scheduled_at` and the error, with its
+    /// class, in `errors`; `Scheduled` when it snoozed; `Dead` or `Cancelled`. The arguments
+    /// go through serialization and decoding, and the job's `Result` through its error's
+    /// classification, exactly as in production; a retry is not run (see
+    /// [`drain`](TestClient::drain)). Jobs it enqueues stay in this store.
+    ///
+    /// The job is stored in a queue of its own for its run, so that other jobs waiting in
+    /// its queue are left alone.
+    ///
+    /// ```
+    /// # use errand::{job, testing::TestClient, JobState, FailureKind};
+    /// #[derive(Debug, thiserror::Error, errand::JobError)]
+    /// enum ChargeError {
+    ///     #[error("card declined")]
+    ///     #[permanent]
+    ///     Declined,
+    /// }
+    ///
+    /// #[job(retry = 3)]
+    /// async fn charge(order_id: i64) -> Result<(), ChargeError> {
+    ///     Err(ChargeError::Declined)
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), errand::Error> {
+    /// let test = TestClient::new();
+    /// let run = test.perform(charge::with(7)).await?;
+    /// assert_eq!(run.state, JobState::Dead, "a permanent error is not retried");
+    /// assert_eq!(run.errors[0].kind, FailureKind::Permanent);
+    /// # Ok(()) }
+    /// ```
+    pub async fn perform<J: Job>(&self, request: Request<J>) -> Result<JobInfo, Error> {
+        const QUEUE: &str = "errand-perform";
+        let queue = request.queue_name();
+        let enqueued = request.queue(QUEUE).enqueue(&self.client).await?;
+        if let Some(existing) = enqueued.duplicate_of {
+            let key = self.job(existing).await?.and_then(|job| job.key);
+            return Err(Error::Duplicate {
+                kind: J::KIND,
+                key: key.unwrap_or_default(),
+                existing,
+            });
+        }
+        let worker = Worker::new(self.client.clone()).queues([(QUEUE, 1)]);
+        let ran = worker.run_one().await?;
+        debug_assert_eq!(
+            ran,
+            Some(enqueued.id),
+            "the perform queue holds only this job"
+        );
+        let store_error = |op: &str, source| Error::Store {
+            store: "sqlite",
+            op: op.to_owned(),
+            source,
+        };
+        let mut info = self
+            .job(enqueued.id)
+            .await?
+            .ok_or_else(|| store_error("read a performed job", sqlx::Error::RowNotFound))?;
+        // Out of the store: it ran; it stays only in what this returns.
+        sqlx::query("DELETE FROM errand_jobs WHERE id = ?1")
+            .bind(enqueued.id.get())
+            .execute(&self.store.pool)
+            .await
+            .map_err(|source| store_error("remove a performed job", source))?;
+        info.queue = queue;
+        Ok(info)
     }
 
     /// Every `J` job, oldest first.
@@ -107,37 +262,113 @@ impl TestClient {
     }
 
     async fn list(&self, kind: Option<&str>) -> Vec<JobInfo> {
-        // The memory store's reads cannot fail.
-        self.memory().jobs(kind).await.unwrap_or_default()
+        match self.store.jobs(kind).await {
+            Ok(jobs) => jobs,
+            // A private database in memory fails only when the process is out of memory.
+            Err(err) => panic!("the test store cannot list its jobs: {err}"),
+        }
     }
 
-    /// Runs every job until none is left to run: retries and scheduled jobs run at once, as if
-    /// their time had come (the store's clock moves forward; nothing sleeps). Returns how many
-    /// runs it made.
+    /// Runs every job until none is left to run: retries and scheduled jobs run at once, the
+    /// store's clock moving forward to each one's time (nothing sleeps). Returns how many runs
+    /// it made.
     ///
-    /// Fails with [`Error::DrainLimit`] if jobs keep coming back (a job that snoozes forever).
+    /// Fails with [`Error::DrainLimit`] after 1,000 runs if jobs keep coming back (a job that
+    /// snoozes forever).
     pub async fn drain(&self) -> Result<usize, Error> {
+        self.drain_where(None, true).await
+    }
+
+    /// [`drain`](TestClient::drain) for the jobs of one queue: the others stay where they are.
+    pub async fn drain_queue(&self, queue: &str) -> Result<usize, Error> {
+        self.drain_where(Some(queue), true).await
+    }
+
+    /// Runs the jobs that are due on the store's clock, and those their runs enqueue for now,
+    /// without moving the clock: a retry or a scheduled job waits for
+    /// [`advance`](TestClient::advance). Returns how many runs it made.
+    pub async fn drain_due(&self) -> Result<usize, Error> {
+        self.drain_where(None, false).await
+    }
+
+    async fn drain_where(&self, queue: Option<&str>, move_clock: bool) -> Result<usize, Error> {
         let mut runs = 0;
         loop {
-            let queues = self.memory().queues();
+            let waiting: Vec<JobInfo> = self
+                .jobs()
+                .await
+                .into_iter()
+                .filter(|job| queue.is_none_or(|q| q == job.queue) && waits(job.state))
+                .collect();
+            let queues: BTreeSet<&str> = waiting.iter().map(|job| job.queue.as_str()).collect();
             if !queues.is_empty() {
                 let worker = Worker::new(self.client.clone())
-                    .queues(queues.into_iter().map(|q| (q, 1)))
+                    .queues(queues.into_iter().map(|q| (q.to_owned(), 1)))
                     .concurrency(1);
                 runs += worker.run_until_idle().await?;
             }
-            match self.memory().next_run_at() {
+            let now = self.store.clock.now_ms();
+            let next = self
+                .jobs()
+                .await
+                .into_iter()
+                .filter(|job| queue.is_none_or(|q| q == job.queue))
+                .filter(|job| matches!(job.state, JobState::Scheduled | JobState::Retryable))
+                .map(|job| to_millis(job.scheduled_at))
+                .min();
+            match next {
                 Some(_) if runs >= MAX_DRAIN_RUNS => return Err(Error::DrainLimit { steps: runs }),
-                Some(at) => self.memory().advance_to(at),
-                None => return Ok(runs),
+                Some(at) if move_clock || at <= now => self.store.clock.advance_to(at),
+                _ => return Ok(runs),
             }
         }
     }
 
-    /// Forgets every job.
-    pub fn clear(&self) {
-        self.memory().clear();
+    /// Forgets every job, and every step the effect ledger recorded.
+    pub async fn clear(&self) {
+        for table in ["errand_steps", "errand_jobs", "errand_locks"] {
+            // The table names are this function's constants.
+            let deleted = sqlx::query(&format!("DELETE FROM {table}"))
+                .execute(&self.store.pool)
+                .await;
+            if let Err(err) = deleted {
+                // A private database in memory fails only when the process is out of memory.
+                panic!("the test store cannot clear {table}: {err}");
+            }
+        }
     }
+}
+
+/// Whether a job in `state` waits to run.
+fn waits(state: JobState) -> bool {
+    matches!(
+        state,
+        JobState::Pending | JobState::Scheduled | JobState::Available | JobState::Retryable
+    )
+}
+
+/// A `J` job's arguments.
+fn decode<J: Job>(job: &JobInfo) -> J::Args {
+    match job.args_as::<J::Args>() {
+        Ok(args) => args,
+        Err(err) => panic!(
+            "job {} of kind `{}` has arguments that do not decode: {err}",
+            job.id,
+            J::KIND
+        ),
+    }
+}
+
+/// The `J` jobs there are, for a failed assertion.
+fn describe<J: Job>(jobs: &[JobInfo]) -> String {
+    if jobs.is_empty() {
+        return format!("no `{}` job was enqueued", J::KIND);
+    }
+    let list: Vec<String> = jobs
+        .iter()
+        .map(|job| format!("job {} ({:?}): {}", job.id, job.state, job.args))
+        .collect();
+    format!("the `{}` jobs are: {}", J::KIND, list.join("; "))
 }
 
 impl Default for TestClient {
@@ -155,7 +386,8 @@ impl Deref for TestClient {
 }
 
 /// A [`Context`] for calling a job function directly in a unit test: job id 0, attempt 1 of 1,
-/// with `key` as its idempotency key.
+/// with `key` as its idempotency key. Its effect ledger (`ctx.step`) is a private database in
+/// memory.
 ///
 /// ```
 /// # use errand::{job, Context};
@@ -182,7 +414,7 @@ pub fn context(kind: &str, key: &str) -> Context {
     Context::new(
         &job,
         tracing::Span::none(),
-        Backend::Memory(MemoryStore::default()),
+        Backend::Sqlite(SqliteStore::in_memory(Clock::default())),
         crate::context::RunSignal::default(),
     )
 }

@@ -30,7 +30,7 @@ async fn records_what_was_enqueued() {
     assert_eq!(test.jobs().await.len(), 3);
     assert!(records(&t).is_empty(), "nothing runs until drained");
 
-    test.clear();
+    test.clear().await;
     assert!(test.jobs().await.is_empty());
 }
 
@@ -81,4 +81,218 @@ async fn flaky_default_backoff(
         return Err(TestError::Flaky(ctx.attempt()));
     }
     Ok(())
+}
+
+#[tokio::test]
+async fn assertions_see_waiting_jobs_by_their_arguments() {
+    let test = TestClient::new();
+    let t = tag("assert");
+    charge::enqueue(&test, t.clone(), 1, 100).await.unwrap();
+    in_first::enqueue(&test, t.clone(), "a".to_owned())
+        .await
+        .unwrap();
+
+    test.assert_enqueued::<charge>(|c| c.order_id == 1 && c.amount_cents == 100)
+        .await;
+    test.refute_enqueued::<charge>(|c| c.order_id == 2).await;
+    let first: Vec<String> = test
+        .enqueued_in("first")
+        .await
+        .iter()
+        .map(|job| job.kind.clone())
+        .collect();
+    assert_eq!(first, ["in_first"]);
+    assert!(test.enqueued_in("second").await.is_empty());
+
+    // A job that ran no longer waits.
+    test.drain().await.unwrap();
+    test.refute_enqueued::<charge>(|_| true).await;
+    assert!(test.enqueued_in("first").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_assertion_names_what_was_enqueued() {
+    let test = TestClient::new();
+    charge::enqueue(&test, tag("assert-fails"), 1, 100)
+        .await
+        .unwrap();
+    let missing = tokio::spawn(async move {
+        test.assert_enqueued::<charge>(|c| c.order_id == 2).await;
+    })
+    .await
+    .unwrap_err();
+    let message = panic_message(missing);
+    assert!(message.contains("testing_client.rs"), "{message}");
+    assert!(message.contains(r#""order_id":1"#), "{message}");
+    assert!(message.contains("Available"), "{message}");
+
+    let test = TestClient::new();
+    charge::enqueue(&test, tag("refute-fails"), 3, 300)
+        .await
+        .unwrap();
+    let present = tokio::spawn(async move {
+        test.refute_enqueued::<charge>(|c| c.order_id == 3).await;
+    })
+    .await
+    .unwrap_err();
+    let message = panic_message(present);
+    assert!(message.contains(r#""order_id":3"#), "{message}");
+}
+
+fn panic_message(err: tokio::task::JoinError) -> String {
+    let payload = err.into_panic();
+    match payload.downcast::<String>() {
+        Ok(message) => *message,
+        Err(payload) => payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .unwrap_or_default(),
+    }
+}
+
+#[tokio::test]
+async fn drain_queue_leaves_the_other_queues() {
+    let test = TestClient::new();
+    let t = tag("drain-queue");
+    in_first::enqueue(&test, t.clone(), "first".to_owned())
+        .await
+        .unwrap();
+    in_second::enqueue(&test, t.clone(), "second".to_owned())
+        .await
+        .unwrap();
+    assert_eq!(test.drain_queue("first").await.unwrap(), 1);
+    assert_eq!(records(&t), ["first"]);
+    assert_eq!(test.enqueued_in("second").await.len(), 1);
+    assert_eq!(test.drain().await.unwrap(), 1);
+    assert_eq!(records(&t), ["first", "second"]);
+}
+
+#[tokio::test]
+async fn advance_moves_the_stores_clock() {
+    let test = TestClient::new();
+    let t = tag("advance");
+    let before = test.now();
+    succeed::with(t.clone())
+        .delay(Duration::from_secs(3600))
+        .enqueue(&test)
+        .await
+        .unwrap();
+    assert_eq!(test.drain_due().await.unwrap(), 0, "not due for an hour");
+    assert!(records(&t).is_empty());
+
+    test.advance(Duration::from_secs(3599));
+    assert_eq!(test.drain_due().await.unwrap(), 0, "still a second early");
+    test.advance(Duration::from_secs(2));
+    assert_eq!(test.drain_due().await.unwrap(), 1);
+    assert_eq!(records(&t), ["ran"]);
+    assert!(test.now().duration_since(before).unwrap() >= Duration::from_secs(3601));
+
+    // The clock is the store's: a key held for an hour is free once the hour has passed.
+    let first = until_expired_job::enqueue(&test, t.clone(), 1, "ok".to_owned())
+        .await
+        .unwrap();
+    test.drain_due().await.unwrap();
+    let refused = until_expired_job::enqueue(&test, t.clone(), 1, "ok".to_owned())
+        .await
+        .unwrap();
+    assert_eq!(refused.duplicate_of, Some(first.id));
+    test.advance(Duration::from_secs(3601));
+    let again = until_expired_job::enqueue(&test, t.clone(), 1, "ok".to_owned())
+        .await
+        .unwrap();
+    assert_eq!(
+        again.duplicate_of, None,
+        "the key expired with the store's clock"
+    );
+    assert_ne!(again.id, first.id);
+}
+
+#[tokio::test]
+async fn clear_forgets_jobs_and_recorded_steps() {
+    let test = TestClient::new();
+    let t = tag("clear");
+    succeed::enqueue(&test, t.clone()).await.unwrap();
+    test.drain().await.unwrap();
+    test.clear().await;
+    assert!(test.jobs().await.is_empty());
+    // The store still works after a clear.
+    succeed::enqueue(&test, t.clone()).await.unwrap();
+    assert_eq!(test.drain().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn each_test_client_has_its_own_database() {
+    let (a, b) = (TestClient::new(), TestClient::new());
+    succeed::enqueue(&a, tag("own-db")).await.unwrap();
+    assert_eq!(a.jobs().await.len(), 1);
+    assert!(b.jobs().await.is_empty());
+    let clone = a.clone();
+    assert_eq!(clone.jobs().await.len(), 1, "clones share one database");
+}
+
+#[tokio::test]
+async fn perform_runs_one_attempt_and_returns_what_was_recorded() {
+    let test = TestClient::new();
+    let t = tag("perform");
+    // Another job of the same queue waits, and is left alone.
+    succeed::enqueue(&test, tag("perform-bystander"))
+        .await
+        .unwrap();
+
+    let done = test.perform(succeed::with(t.clone())).await.unwrap();
+    assert_eq!((done.state, done.attempt), (JobState::Completed, 1));
+    assert_eq!(done.queue, "default", "reported in the job's own queue");
+    assert_eq!(records(&t), ["ran"]);
+
+    let before = test.now();
+    let retry = test.perform(flaky::with(t.clone(), 5)).await.unwrap();
+    assert_eq!(retry.state, JobState::Retryable);
+    assert!(retry.scheduled_at >= before, "retries later");
+    assert_eq!(retry.errors.len(), 1);
+    assert_eq!(retry.errors[0].kind, FailureKind::Transient);
+
+    let dead = test.perform(broken::with(t.clone())).await.unwrap();
+    assert_eq!(
+        dead.state,
+        JobState::Dead,
+        "a permanent error is not retried"
+    );
+    assert_eq!(dead.errors[0].kind, FailureKind::Permanent);
+    assert!(
+        dead.errors[0].message.contains("declined"),
+        "{:?}",
+        dead.errors
+    );
+
+    let snoozed = test
+        .perform(snoozes::with(tag("perform-snooze"), 1))
+        .await
+        .unwrap();
+    assert_eq!((snoozed.state, snoozed.attempt), (JobState::Scheduled, 0));
+
+    // Performed jobs leave the store; the bystander is still waiting.
+    let left: Vec<(String, JobState)> = test
+        .jobs()
+        .await
+        .into_iter()
+        .map(|job| (job.kind, job.state))
+        .collect();
+    assert_eq!(left, [("succeed".to_owned(), JobState::Available)]);
+}
+
+#[tokio::test]
+async fn perform_refuses_a_job_whose_key_is_taken() {
+    let test = TestClient::new();
+    let t = tag("perform-unique");
+    let first = until_executed_job::enqueue(&test, t.clone(), 1, "ok".to_owned())
+        .await
+        .unwrap();
+    let err = test
+        .perform(until_executed_job::with(t.clone(), 1, "ok".to_owned()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Duplicate { existing, .. } if existing == first.id),
+        "{err:?}"
+    );
 }

@@ -14,13 +14,63 @@ use crate::error::Error;
 use crate::info::{AttemptError, JobInfo};
 use crate::job::{JobId, JobState, OnConflict, Unique, UniqueStrategy};
 
-pub(crate) mod memory;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) mod sql;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
+
+/// What time a store reads: the system's, or for a [`TestClient`](crate::testing::TestClient)
+/// the system's plus an offset that only the test moves, forward. PostgreSQL always reads its
+/// own (`errand_now_ms()`); SQLite binds this clock's time to its statements.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Clock {
+    /// Milliseconds added to the system's time, when a test can move it.
+    offset: Option<std::sync::Arc<std::sync::atomic::AtomicI64>>,
+}
+
+/// The system's clock, for statements run in a caller's own transaction.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) const SYSTEM_CLOCK: Clock = Clock { offset: None };
+
+impl Clock {
+    /// A clock that reads the system's time until [`Clock::advance`] moves it ahead.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    pub(crate) fn adjustable() -> Clock {
+        Clock {
+            offset: Some(std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0))),
+        }
+    }
+
+    /// Now, in milliseconds since the epoch.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    pub(crate) fn now_ms(&self) -> i64 {
+        let system = crate::info::to_millis(SystemTime::now());
+        match &self.offset {
+            Some(offset) => system.saturating_add(offset.load(std::sync::atomic::Ordering::SeqCst)),
+            None => system,
+        }
+    }
+
+    /// Moves an adjustable clock ahead by `by` (the system's clock cannot be moved).
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    pub(crate) fn advance(&self, by: Duration) {
+        if let Some(offset) = &self.offset {
+            let by = crate::info::duration_millis(by);
+            offset.fetch_add(by, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// Moves an adjustable clock ahead to `to_ms`, if it reads earlier.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    pub(crate) fn advance_to(&self, to_ms: i64) {
+        let behind = to_ms.saturating_sub(self.now_ms());
+        if behind > 0 {
+            self.advance(Duration::from_millis(behind.unsigned_abs()));
+        }
+    }
+}
 
 /// A boxed `Send` future. Store functions that hold a connection borrowed from their caller
 /// across awaits return one: rustc cannot prove such futures `Send` for every lifetime once
@@ -98,15 +148,6 @@ pub(crate) enum RunAt {
 }
 
 impl RunAt {
-    /// In milliseconds since the epoch, for a store whose clock reads `now_ms`.
-    pub(crate) fn at_ms(self, now_ms: i64) -> i64 {
-        match self {
-            RunAt::Now => now_ms,
-            RunAt::After(d) => now_ms.saturating_add(crate::info::duration_millis(d)),
-            RunAt::At(t) => crate::info::to_millis(t),
-        }
-    }
-
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     /// As `(delay, time)`, one of them set, for SQL that reads the clock itself: a delay is
     /// measured on the database's clock, a time is taken as given.
@@ -296,6 +337,7 @@ pub(crate) trait Store: Send + Sync {
     fn job(&self, id: JobId) -> impl Future<Output = Result<Option<JobInfo>, Error>> + Send;
 
     /// Jobs, oldest first, optionally of one kind.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     fn jobs(&self, kind: Option<&str>) -> impl Future<Output = Result<Vec<JobInfo>, Error>> + Send;
 
     /// Completes many runs in one statement, each only if its fence still matches. Returns the
@@ -470,7 +512,11 @@ pub(crate) enum Backend {
     Sqlite(sqlite::SqliteStore),
     #[cfg(feature = "postgres")]
     Postgres(postgres::PostgresStore),
-    Memory(memory::MemoryStore),
+    /// Built without a store (neither the `sqlite` nor the `postgres` feature): no client can
+    /// connect, but jobs can still be declared.
+    #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+    #[allow(dead_code)]
+    None(std::convert::Infallible),
 }
 
 /// Calls the same method on whichever store `self` holds.
@@ -481,7 +527,8 @@ macro_rules! dispatch {
             Backend::Sqlite($store) => $call,
             #[cfg(feature = "postgres")]
             Backend::Postgres($store) => $call,
-            Backend::Memory($store) => $call,
+            #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+            Backend::None(never) => match *never {},
         }
     };
 }
@@ -671,7 +718,10 @@ impl Backend {
         match self {
             #[cfg(feature = "postgres")]
             Backend::Postgres(_) => 2,
-            _ => 1,
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(_) => 1,
+            #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+            Backend::None(never) => match *never {},
         }
     }
 
@@ -685,7 +735,10 @@ impl Backend {
                     Listener::None
                 }
             },
-            _ => Listener::None,
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(_) => Listener::None,
+            #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+            Backend::None(never) => match *never {},
         }
     }
 }

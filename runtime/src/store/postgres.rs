@@ -23,7 +23,7 @@ use crate::error::{redact, Error};
 use crate::job::JobId;
 use crate::migrations::Migration;
 use crate::store::sql::{self, op_error, Dialect, SqlStore, Statements, Value};
-use crate::store::{BoxFuture, Inserted, NewJob};
+use crate::store::{BoxFuture, Clock, Inserted, NewJob, SYSTEM_CLOCK};
 
 /// PostgreSQL, and what it takes to open a connection of errand's own outside the pool.
 #[derive(Clone, Debug)]
@@ -105,6 +105,8 @@ impl SqlStore<Postgres> {
                     options: Box::new(options),
                     schema: schema.to_owned(),
                 },
+                // PostgreSQL's statements read the database's clock.
+                clock: Clock::default(),
             };
             if migrate {
                 store.migrate().await?;
@@ -140,7 +142,7 @@ pub(crate) fn insert<'a>(
     conn: &'a mut PgConnection,
     job: &'a NewJob,
 ) -> BoxFuture<'a, Result<Inserted, Error>> {
-    sql::insert::<Postgres>(conn, job)
+    sql::insert::<Postgres>(conn, job, &SYSTEM_CLOCK)
 }
 
 /// Completes a running job in the caller's transaction (see [`sql::complete`]).
@@ -149,12 +151,12 @@ pub(crate) fn complete(
     id: JobId,
     fence: i64,
 ) -> BoxFuture<'_, Result<bool, Error>> {
-    sql::complete::<Postgres>(conn, id, fence)
+    sql::complete::<Postgres>(conn, id, fence, &SYSTEM_CLOCK)
 }
 
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
-fn query<'q>(sql: &'q str, values: Vec<Value<'q>>) -> PgQuery<'q> {
+fn query<'q>(sql: &'q str, values: Vec<Value<'q>>, _clock: &Clock) -> PgQuery<'q> {
     values
         .into_iter()
         .fold(sqlx::query(sql), |query, value| match value {
@@ -192,10 +194,10 @@ impl Dialect for Postgres {
             Self::raw(conn, "BEGIN").await?;
             let schema = vec![Value::from(self.schema.as_str())];
             let lock = "SELECT pg_advisory_xact_lock(hashtext('errand migrations ' || $1))";
-            Self::execute(conn, lock, schema.clone()).await?;
+            Self::execute(conn, lock, schema.clone(), &SYSTEM_CLOCK).await?;
             // `format('%I')` quotes the name on the server: it is bound as a value, never spliced.
             let format = "SELECT format('CREATE SCHEMA IF NOT EXISTS %I', $1::text)";
-            let create = Self::fetch(conn, format, schema).await?;
+            let create = Self::fetch(conn, format, schema, &SYSTEM_CLOCK).await?;
             let create: String = match create.first() {
                 Some(row) => sqlx::Row::try_get(row, 0)?,
                 None => return Err(sqlx::Error::RowNotFound),

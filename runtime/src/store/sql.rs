@@ -19,9 +19,9 @@ use crate::info::{duration_millis, AttemptError, JobInfo, StoredAttempt};
 use crate::job::{JobId, OnConflict};
 use crate::migrations::Migration;
 use crate::store::{
-    BoxFuture, Claimed, DeadQuery, Exchange, Finish, Inserted, NewJob, RunId, StepOwner, Store,
-    DEATH_DELIVERY_WINDOW, KEEP_FIRST_ERRORS, LEASE_LOST_AFTER, LEASE_LOST_BEFORE, MAX_ERRORS,
-    UNKNOWN_KIND_AFTER, UNKNOWN_KIND_BEFORE,
+    BoxFuture, Claimed, Clock, DeadQuery, Exchange, Finish, Inserted, NewJob, RunId, StepOwner,
+    Store, DEATH_DELIVERY_WINDOW, KEEP_FIRST_ERRORS, LEASE_LOST_AFTER, LEASE_LOST_BEFORE,
+    MAX_ERRORS, UNKNOWN_KIND_AFTER, UNKNOWN_KIND_BEFORE,
 };
 
 /// A connection of dialect `D`'s database.
@@ -147,18 +147,21 @@ pub(crate) trait Dialect: Send + Sync + Sized + 'static {
     /// per queue, with one-element lists.
     const CLAIMS_ALL_QUEUES: bool;
 
-    /// Runs one statement; returns how many rows it changed.
+    /// Runs one statement, [`Value::Now`] read from `clock`; returns how many rows it
+    /// changed.
     fn execute<'c>(
         conn: &'c mut Conn<Self>,
         sql: &'c str,
         values: Vec<Value<'c>>,
+        clock: &Clock,
     ) -> BoxFuture<'c, Result<u64, sqlx::Error>>;
 
-    /// Runs one statement; returns the rows it returned.
+    /// Runs one statement, [`Value::Now`] read from `clock`; returns the rows it returned.
     fn fetch<'c>(
         conn: &'c mut Conn<Self>,
         sql: &'c str,
         values: Vec<Value<'c>>,
+        clock: &Clock,
     ) -> BoxFuture<'c, Result<Vec<Self::Row>, sqlx::Error>>;
 
     /// Runs several statements in one string, unprepared, as migrations are.
@@ -267,16 +270,18 @@ pub(crate) struct Statements {
 }
 
 /// A dialect's [`Dialect::execute`], [`Dialect::fetch`] and [`Dialect::raw`], given its
-/// connection and row types and a function `query(sql, values)` that binds its values.
+/// connection and row types and a function `query(sql, values, clock)` that binds its values.
 macro_rules! dialect_io {
     ($conn:ty, $row:ty, $query:ident) => {
         fn execute<'c>(
             conn: &'c mut $conn,
             sql: &'c str,
             values: Vec<Value<'c>>,
+            clock: &$crate::store::Clock,
         ) -> BoxFuture<'c, Result<u64, sqlx::Error>> {
+            let query = $query(sql, values, clock);
             Box::pin(async move {
-                let done = $query(sql, values).execute(conn).await?;
+                let done = query.execute(conn).await?;
                 Ok(done.rows_affected())
             })
         }
@@ -285,8 +290,9 @@ macro_rules! dialect_io {
             conn: &'c mut $conn,
             sql: &'c str,
             values: Vec<Value<'c>>,
+            clock: &$crate::store::Clock,
         ) -> BoxFuture<'c, Result<Vec<$row>, sqlx::Error>> {
-            Box::pin($query(sql, values).fetch_all(conn))
+            Box::pin($query(sql, values, clock).fetch_all(conn))
         }
 
         fn raw<'c>(conn: &'c mut $conn, sql: &'c str) -> BoxFuture<'c, Result<(), sqlx::Error>> {
@@ -317,6 +323,8 @@ pub(crate) struct SqlStore<D: Dialect> {
     /// the default, where the values shape the plan. On SQLite, the main pool.
     pub(crate) hot: sqlx::Pool<D::Db>,
     pub(crate) dialect: D,
+    /// What [`Value::Now`] reads.
+    pub(crate) clock: Clock,
 }
 
 impl<D: Dialect + Clone> Clone for SqlStore<D> {
@@ -325,6 +333,7 @@ impl<D: Dialect + Clone> Clone for SqlStore<D> {
             pool: self.pool.clone(),
             hot: self.hot.clone(),
             dialect: self.dialect.clone(),
+            clock: self.clock.clone(),
         }
     }
 }
@@ -362,6 +371,7 @@ fn dead_values(filter: &DeadQuery) -> Vec<Value<'_>> {
 pub(crate) fn insert<'a, D: Dialect>(
     conn: &'a mut Conn<D>,
     job: &'a NewJob,
+    clock: &'a Clock,
 ) -> BoxFuture<'a, Result<Inserted, Error>> {
     Box::pin(async move {
         let sql = D::SQL;
@@ -373,7 +383,9 @@ pub(crate) fn insert<'a, D: Dialect>(
         for _ in 0..3 {
             if let Some(key) = unique_key {
                 let expire = values![job.kind, key, Value::Now];
-                D::execute(conn, sql.expire_key, expire).await.map_err(op)?;
+                D::execute(conn, sql.expire_key, expire, clock)
+                    .await
+                    .map_err(op)?;
             }
             let new = values![
                 job.kind,
@@ -389,11 +401,11 @@ pub(crate) fn insert<'a, D: Dialect>(
                 job.unique_for_ms(),
                 Value::Now,
             ];
-            if let Some(row) = first(D::fetch(conn, sql.insert, new).await.map_err(op)?) {
+            if let Some(row) = first(D::fetch(conn, sql.insert, new, clock).await.map_err(op)?) {
                 return Ok(Inserted::New(JobId::new(row.int(0).map_err(op)?)));
             }
             let Some(key) = unique_key else { continue };
-            let holder = D::fetch(conn, sql.key_holder, values![job.kind, key]).await;
+            let holder = D::fetch(conn, sql.key_holder, values![job.kind, key], clock).await;
             let Some(holder) = first(holder.map_err(op)?) else {
                 continue;
             };
@@ -410,7 +422,9 @@ pub(crate) fn insert<'a, D: Dialect>(
                 at,
                 Value::Now,
             ];
-            let replaced = D::fetch(conn, sql.replace, replace).await.map_err(op)?;
+            let replaced = D::fetch(conn, sql.replace, replace, clock)
+                .await
+                .map_err(op)?;
             return Ok(if replaced.is_empty() {
                 Inserted::Duplicate(holder)
             } else {
@@ -425,13 +439,15 @@ pub(crate) fn insert<'a, D: Dialect>(
 }
 
 /// Marks a running job completed on `conn`, inside the caller's transaction.
-pub(crate) fn complete<D: Dialect>(
-    conn: &mut Conn<D>,
+pub(crate) fn complete<'c, D: Dialect>(
+    conn: &'c mut Conn<D>,
     id: JobId,
     fence: i64,
-) -> BoxFuture<'_, Result<bool, Error>> {
+    clock: &'c Clock,
+) -> BoxFuture<'c, Result<bool, Error>> {
     Box::pin(async move {
-        let done = D::execute(conn, D::SQL.complete, values![id.get(), fence, Value::Now])
+        let values = values![id.get(), fence, Value::Now];
+        let done = D::execute(conn, D::SQL.complete, values, clock)
             .await
             .map_err(|e| op_error::<D>(format!("complete job {id} in a transaction"), e))?;
         Ok(done == 1)
@@ -520,6 +536,7 @@ fn claim<'c, D: Dialect>(
     kinds: &'c [&'c str],
     worker: &'c str,
     lease: Duration,
+    clock: &'c Clock,
 ) -> BoxFuture<'c, Result<Vec<Claimed>, Error>> {
     Box::pin(async move {
         let groups: Vec<&[(&str, usize)]> = if D::CLAIMS_ALL_QUEUES {
@@ -534,6 +551,7 @@ fn claim<'c, D: Dialect>(
                 conn,
                 D::SQL.claim,
                 claim_values(group, kinds, worker, lease),
+                clock,
             );
             let rows = rows.await.map_err(|e| op_error::<D>(op(), e))?;
             for row in &rows {
@@ -555,9 +573,10 @@ async fn fetch_on<D: Dialect>(
     mut conn: sqlx::pool::PoolConnection<D::Db>,
     sql: &str,
     values: Vec<Value<'_>>,
+    clock: &Clock,
     op: impl Op,
 ) -> Result<Vec<D::Row>, Error> {
-    D::fetch(&mut conn, sql, values)
+    D::fetch(&mut conn, sql, values, clock)
         .await
         .map_err(|e| op_error::<D>(op(), e))
 }
@@ -579,7 +598,7 @@ impl<D: Dialect> SqlStore<D> {
     /// Runs one statement on a pooled connection; returns how many rows it changed.
     async fn execute(&self, sql: &str, values: Vec<Value<'_>>, op: impl Op) -> Result<u64, Error> {
         let mut conn = self.conn(&op).await?;
-        D::execute(&mut conn, sql, values)
+        D::execute(&mut conn, sql, values, &self.clock)
             .await
             .map_err(|e| op_error::<D>(op(), e))
     }
@@ -592,7 +611,7 @@ impl<D: Dialect> SqlStore<D> {
         op: impl Op,
     ) -> Result<Vec<D::Row>, Error> {
         let conn = self.conn(&op).await?;
-        fetch_on::<D>(conn, sql, values, op).await
+        fetch_on::<D>(conn, sql, values, &self.clock, op).await
     }
 
     /// Runs one statement of the hot path on its pool; returns its rows.
@@ -603,7 +622,7 @@ impl<D: Dialect> SqlStore<D> {
         op: impl Op,
     ) -> Result<Vec<D::Row>, Error> {
         let conn = self.hot_conn(&op).await?;
-        fetch_on::<D>(conn, sql, values, op).await
+        fetch_on::<D>(conn, sql, values, &self.clock, op).await
     }
 
     fn jobs_from(rows: &[D::Row]) -> Result<Vec<JobInfo>, Error> {
@@ -649,7 +668,7 @@ fn is_one<'c, D: Dialect>(
     sql: &'static str,
 ) -> BoxFuture<'c, Result<bool, sqlx::Error>> {
     Box::pin(async move {
-        let rows = D::fetch(conn, sql, vec![]).await?;
+        let rows = D::fetch(conn, sql, vec![], &Clock::default()).await?;
         Ok(first(rows).map(|row| row.int(0)).transpose()? == Some(1))
     })
 }
@@ -671,6 +690,7 @@ fn applied<D: Dialect>(conn: &mut Conn<D>) -> BoxFuture<'_, Result<Vec<(i64, Str
                 conn,
                 "SELECT version FROM errand_migrations ORDER BY version",
                 vec![],
+                &Clock::default(),
             );
             let rows = rows.await.map_err(op)?;
             return rows
@@ -678,7 +698,9 @@ fn applied<D: Dialect>(conn: &mut Conn<D>) -> BoxFuture<'_, Result<Vec<(i64, Str
                 .map(|r| Ok((r.int(0).map_err(op)?, String::new())))
                 .collect();
         }
-        let rows = D::fetch(conn, D::SQL.applied, vec![]).await.map_err(op)?;
+        let rows = D::fetch(conn, D::SQL.applied, vec![], &Clock::default())
+            .await
+            .map_err(op)?;
         let mut applied = Vec::with_capacity(rows.len());
         for row in rows {
             let version = row.int(0).map_err(op)?;
@@ -697,6 +719,22 @@ fn applied<D: Dialect>(conn: &mut Conn<D>) -> BoxFuture<'_, Result<Vec<(i64, Str
             applied.push((version, recorded));
         }
         Ok(applied)
+    })
+}
+
+/// Applies every migration to a connection no other can see (a private database in memory),
+/// in one transaction.
+#[cfg(feature = "sqlite")]
+pub(crate) fn migrate_connection<D: Dialect>(
+    conn: &mut Conn<D>,
+) -> BoxFuture<'_, Result<(), Error>> {
+    Box::pin(async move {
+        D::raw(conn, "BEGIN").await.map_err(failed::<D>(0))?;
+        let result = apply_migrations::<D>(conn).await;
+        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        let ended = D::raw(conn, end).await;
+        result?;
+        ended.map_err(failed::<D>(0))
     })
 }
 
@@ -725,7 +763,7 @@ fn apply_migrations<D: Dialect>(conn: &mut Conn<D>) -> BoxFuture<'_, Result<(), 
             if let Some(migration) = D::MIGRATIONS.iter().find(|m| m.version == *version) {
                 let checksum = migration.checksum();
                 let record = values![*version, checksum.as_str()];
-                D::execute(conn, D::SQL.set_checksum, record)
+                D::execute(conn, D::SQL.set_checksum, record, &Clock::default())
                     .await
                     .map_err(failed::<D>(*version))?;
             }
@@ -737,7 +775,7 @@ fn apply_migrations<D: Dialect>(conn: &mut Conn<D>) -> BoxFuture<'_, Result<(), 
                 .map_err(failed::<D>(version))?;
             let checksum = migration.checksum();
             let record = values![version, checksum.as_str(), Value::Now];
-            D::execute(conn, D::SQL.record_migration, record)
+            D::execute(conn, D::SQL.record_migration, record, &Clock::default())
                 .await
                 .map_err(failed::<D>(version))?;
         }
@@ -750,7 +788,7 @@ impl<D: Dialect> Store for SqlStore<D> {
         let mut conn = self
             .conn(|| format!("enqueue a `{}` job", job.kind))
             .await?;
-        insert::<D>(&mut conn, job).await
+        insert::<D>(&mut conn, job, &self.clock).await
     }
 
     async fn claim(
@@ -761,7 +799,7 @@ impl<D: Dialect> Store for SqlStore<D> {
         lease: Duration,
     ) -> Result<Vec<Claimed>, Error> {
         let mut conn = self.hot_conn(claim_op(wanted)).await?;
-        claim::<D>(&mut conn, wanted, kinds, worker, lease).await
+        claim::<D>(&mut conn, wanted, kinds, worker, lease, &self.clock).await
     }
 
     async fn complete_and_claim(
@@ -804,10 +842,15 @@ impl<D: Dialect> Store for SqlStore<D> {
             return Ok(exchange);
         }
         let mut tx = self.hot.begin().await.map_err(|e| op_error::<D>(op(), e))?;
-        let rows = D::fetch(&mut tx, D::SQL.complete_many, completion_values(done));
+        let rows = D::fetch(
+            &mut tx,
+            D::SQL.complete_many,
+            completion_values(done),
+            &self.clock,
+        );
         let rows = rows.await.map_err(|e| op_error::<D>(op(), e))?;
         let completed = completed_ids(&rows).map_err(|e| op_error::<D>(op(), e))?;
-        let claimed = claim::<D>(&mut tx, wanted, kinds, worker, lease).await?;
+        let claimed = claim::<D>(&mut tx, wanted, kinds, worker, lease, &self.clock).await?;
         tx.commit().await.map_err(|e| op_error::<D>(op(), e))?;
         Ok(Exchange { completed, claimed })
     }
@@ -949,7 +992,12 @@ impl<D: Dialect> Store for SqlStore<D> {
         }
         let op = || format!("take the running key of job {id}");
         let mut conn = self.conn(op).await?;
-        let taken = D::execute(&mut conn, D::SQL.take_running_key, values![id.get(), fence]);
+        let taken = D::execute(
+            &mut conn,
+            D::SQL.take_running_key,
+            values![id.get(), fence],
+            &self.clock,
+        );
         match taken.await {
             Ok(done) => Ok(done == 1),
             // The unique index refused: another running job of this kind holds the key.

@@ -12,7 +12,7 @@
 //! how to connect.
 
 use std::str::FromStr;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -20,11 +20,10 @@ use sqlx::sqlite::{
 use sqlx::SqliteConnection;
 
 use crate::error::{redact, Error};
-use crate::info::to_millis;
 use crate::job::JobId;
 use crate::migrations::Migration;
 use crate::store::sql::{self, Dialect, SqlStore, Statements, Value};
-use crate::store::{BoxFuture, Inserted, NewJob};
+use crate::store::{BoxFuture, Clock, Inserted, NewJob, SYSTEM_CLOCK};
 
 /// SQLite.
 #[derive(Clone, Copy, Debug)]
@@ -76,6 +75,7 @@ impl SqlStore<Sqlite> {
                 hot: pool.clone(),
                 pool,
                 dialect: Sqlite,
+                clock: Clock::default(),
             };
             if migrate {
                 store.migrate().await?;
@@ -87,12 +87,45 @@ impl SqlStore<Sqlite> {
     }
 }
 
+impl SqlStore<Sqlite> {
+    /// A private database in memory whose statements read `clock`, for a
+    /// [`TestClient`](crate::testing::TestClient). Its one connection opens on first use and
+    /// applies the migrations then, so this needs no `.await`.
+    pub(crate) fn in_memory(clock: Clock) -> SqliteStore {
+        let options = SqliteConnectOptions::new()
+            .in_memory(true)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        // Each connection to `:memory:` would be its own empty database: keep exactly one,
+        // forever.
+        let pool = SqlitePoolOptions::new()
+            .min_connections(0)
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sql::migrate_connection::<Sqlite>(conn)
+                        .await
+                        .map_err(|err| sqlx::Error::Configuration(Box::new(err)))
+                })
+            })
+            .connect_lazy_with(options);
+        SqlStore {
+            hot: pool.clone(),
+            pool,
+            dialect: Sqlite,
+            clock,
+        }
+    }
+}
+
 /// Inserts a job in the caller's transaction (see [`sql::insert`]).
 pub(crate) fn insert<'a>(
     conn: &'a mut SqliteConnection,
     job: &'a NewJob,
 ) -> BoxFuture<'a, Result<Inserted, Error>> {
-    sql::insert::<Sqlite>(conn, job)
+    sql::insert::<Sqlite>(conn, job, &SYSTEM_CLOCK)
 }
 
 /// Completes a running job in the caller's transaction (see [`sql::complete`]).
@@ -101,7 +134,7 @@ pub(crate) fn complete(
     id: JobId,
     fence: i64,
 ) -> BoxFuture<'_, Result<bool, Error>> {
-    sql::complete::<Sqlite>(conn, id, fence)
+    sql::complete::<Sqlite>(conn, id, fence, &SYSTEM_CLOCK)
 }
 
 type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
@@ -112,8 +145,8 @@ fn json_array<T: serde::Serialize>(values: &[T]) -> String {
     serde_json::to_string(values).unwrap_or_else(|_| "[]".to_owned())
 }
 
-fn query<'q>(sql: &'q str, values: Vec<Value<'q>>) -> SqliteQuery<'q> {
-    let now = to_millis(SystemTime::now());
+fn query<'q>(sql: &'q str, values: Vec<Value<'q>>, clock: &Clock) -> SqliteQuery<'q> {
+    let now = clock.now_ms();
     values
         .into_iter()
         .fold(sqlx::query(sql), |query, value| match value {

@@ -281,6 +281,42 @@ impl Worker {
             .await
     }
 
+    /// Claims one job of this worker's queues and runs it once, as the claim loop would,
+    /// writing its outcome. Returns its id, or `None` when none was due. For
+    /// [`TestClient::perform`](crate::testing::TestClient::perform).
+    #[cfg(feature = "sqlite")]
+    pub(crate) async fn run_one(self) -> Result<Option<crate::job::JobId>, Error> {
+        use crate::store::Store;
+
+        let runner = self.into_runner()?;
+        let store = runner.client.store();
+        let wanted: Vec<(&str, usize)> = runner
+            .settings
+            .queues
+            .iter()
+            .map(|(q, _)| (q.as_str(), 1))
+            .collect();
+        let claimed = store
+            .claim(&wanted, &runner.kinds, &runner.id, runner.settings.lease)
+            .await?;
+        let Some(job) = claimed.into_iter().next() else {
+            return Ok(None);
+        };
+        let id = job.id;
+        let run = job.run();
+        let signal = runner.runs.insert(run, std::time::Instant::now());
+        let guard = runs::RunGuard::new(Arc::clone(&runner.runs), run);
+        if let execute::TaskEnd::Completed(done) = runner.execute(job, signal, guard).await {
+            let written = if done.in_tx {
+                Vec::new()
+            } else {
+                store.complete_many(&[(run.id, run.fence)]).await?
+            };
+            execute::settle_completions(&runner, &mut vec![done], written);
+        }
+        Ok(Some(id))
+    }
+
     fn into_runner(self) -> Result<Arc<Runner>, Error> {
         if self.settings.queues.is_empty() {
             return Err(Error::InvalidWorker(
