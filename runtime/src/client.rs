@@ -7,11 +7,12 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
 use crate::classify::FailureKind;
-use crate::dead::{Cancellation, DeadFilter, DeadQuery, Page};
+use crate::dead::{Cancellation, DeadFilter, DeadQuery};
 use crate::error::{redact, Error};
 use crate::info::{AttemptError, JobInfo};
 use crate::job::Job;
-use crate::job::JobId;
+use crate::job::{JobId, JobState};
+use crate::query::{JobFilter, Page, QueueStats};
 use crate::request::{Enqueued, Request};
 use crate::store::{Backend, NewJob, Store};
 
@@ -283,11 +284,64 @@ impl Client {
 /// The dead set and cancellation (with [`DeadFilter`](crate::DeadFilter), [`Page`](crate::Page)
 /// and [`Cancellation`](crate::Cancellation)).
 impl Client {
-    /// Dead jobs matching `filter`, oldest id first, one page at a time.
+    /// One page of the jobs matching `filter`, oldest or newest first as `page` says.
+    /// Paging is by id (keyset): pass the last job's id to [`Page::next`] for the next page.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: errand::Client) -> Result<(), errand::Error> {
+    /// use errand::{JobFilter, JobState, Page};
+    /// let running = client
+    ///     .jobs(&JobFilter::all().state(JobState::Running).queue("mail"), Page::first(20))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn jobs(&self, filter: &JobFilter, page: Page) -> Result<Vec<JobInfo>, Error> {
+        self.store().list_jobs(filter, page).await
+    }
+
+    /// How many jobs match `filter`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: errand::Client) -> Result<(), errand::Error> {
+    /// use errand::{JobFilter, JobState};
+    /// let dead = client.count(&JobFilter::all().state(JobState::Dead)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn count(&self, filter: &JobFilter) -> Result<u64, Error> {
+        self.store().count_jobs(filter).await
+    }
+
+    /// Every queue that has jobs, by name: its jobs counted by state, and how long its oldest
+    /// available job has waited.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: errand::Client) -> Result<(), errand::Error> {
+    /// for queue in client.queue_stats().await? {
+    ///     println!(
+    ///         "{}: {} available, {} running, {} dead, oldest waiting {:?}",
+    ///         queue.queue,
+    ///         queue.counts.available,
+    ///         queue.counts.running,
+    ///         queue.counts.dead,
+    ///         queue.oldest_available,
+    ///     );
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn queue_stats(&self) -> Result<Vec<QueueStats>, Error> {
+        self.store().queue_stats().await
+    }
+
+    /// Dead jobs matching `filter`, one page at a time: [`Client::jobs`] with the state
+    /// `dead` and `filter`'s conditions.
     pub async fn dead_jobs(&self, filter: &DeadFilter, page: Page) -> Result<Vec<JobInfo>, Error> {
-        self.store()
-            .dead_jobs(&filter.query, page.after, page.limit)
-            .await
+        let query = &filter.query;
+        let mut jobs = JobFilter::all().state(JobState::Dead);
+        jobs.queue.clone_from(&query.queue);
+        jobs.kind.clone_from(&query.kind);
+        jobs.finished_after_ms = query.after_ms;
+        jobs.finished_before_ms = query.before_ms;
+        self.jobs(&jobs, page).await
     }
 
     /// Makes dead job `id` available again: its attempts start over, its history is kept.

@@ -67,28 +67,6 @@ impl DeadFilter {
     }
 }
 
-/// A page of a listing, by job id.
-#[derive(Clone, Copy, Debug)]
-pub struct Page {
-    pub(crate) after: Option<JobId>,
-    pub(crate) limit: usize,
-}
-
-impl Page {
-    /// The first `limit` jobs.
-    pub fn first(limit: usize) -> Page {
-        Page { after: None, limit }
-    }
-
-    /// The `limit` jobs after job `id`: pass the last id of the previous page.
-    pub fn after(id: JobId, limit: usize) -> Page {
-        Page {
-            after: Some(id),
-            limit,
-        }
-    }
-}
-
 /// What [`Client::cancel`](crate::Client::cancel) did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]

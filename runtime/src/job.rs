@@ -128,6 +128,34 @@ impl JobId {
     }
 }
 
+impl From<i64> for JobId {
+    fn from(id: i64) -> JobId {
+        JobId(id)
+    }
+}
+
+impl From<JobId> for i64 {
+    fn from(id: JobId) -> i64 {
+        id.0
+    }
+}
+
+/// Parses an id as printed (`"42"`), e.g. from a log line, a URL or the command line.
+///
+/// ```
+/// let id: errand::JobId = "42".parse()?;
+/// assert_eq!(id, errand::JobId::from(42));
+/// assert_eq!(id.to_string(), "42");
+/// # Ok::<(), std::num::ParseIntError>(())
+/// ```
+impl std::str::FromStr for JobId {
+    type Err = std::num::ParseIntError;
+
+    fn from_str(s: &str) -> Result<JobId, Self::Err> {
+        s.trim().parse().map(JobId)
+    }
+}
+
 impl fmt::Display for JobId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
@@ -201,9 +229,41 @@ impl JobState {
         )
     }
 
-    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
     pub(crate) fn parse(s: &str) -> Option<JobState> {
         JobState::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+}
+
+/// A state name that is not one of [`JobState::ALL`]'s.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownState(String);
+
+impl fmt::Display for UnknownState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
+        write!(
+            f,
+            "unknown job state `{}`; expected one of: {}",
+            self.0,
+            names.join(", ")
+        )
+    }
+}
+
+impl std::error::Error for UnknownState {}
+
+/// Parses a state's stored name (`"dead"`), as [`JobState::as_str`] writes it.
+///
+/// ```
+/// use errand::JobState;
+/// assert_eq!("dead".parse::<JobState>(), Ok(JobState::Dead));
+/// assert!("deceased".parse::<JobState>().is_err());
+/// ```
+impl std::str::FromStr for JobState {
+    type Err = UnknownState;
+
+    fn from_str(s: &str) -> Result<JobState, UnknownState> {
+        JobState::parse(s.trim()).ok_or_else(|| UnknownState(s.to_owned()))
     }
 }
 

@@ -103,6 +103,7 @@ mod error;
 mod info;
 mod job;
 pub mod migrations;
+mod query;
 mod registry;
 mod request;
 mod retry;
@@ -116,12 +117,13 @@ pub use errand_macros::{job, JobError};
 pub use crate::classify::{Classify, ErrorClass, FailureKind};
 pub use crate::client::{Client, Config};
 pub use crate::context::Context;
-pub use crate::dead::{Cancellation, DeadFilter, Death, DeathReason, Page, Retention};
+pub use crate::dead::{Cancellation, DeadFilter, Death, DeathReason, Retention};
 pub use crate::error::Error;
 pub use crate::info::{AttemptError, JobInfo};
 pub use crate::job::{
-    Job, JobId, JobOptions, JobState, OnConflict, Outcome, Unique, UniqueStrategy,
+    Job, JobId, JobOptions, JobState, OnConflict, Outcome, Unique, UniqueStrategy, UnknownState,
 };
+pub use crate::query::{JobFilter, Page, QueueStats, StateCounts};
 pub use crate::request::{Enqueued, Request, Transaction};
 pub use crate::retry::Backoff;
 pub use crate::worker::{HandlerError, Worker};

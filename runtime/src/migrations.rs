@@ -92,6 +92,7 @@ migrations!(
     6 "0006_claim_available",
     7 "0007_key_rule",
     8 "0008_wake_per_statement",
+    9 "0009_listings",
 );
 
 /// The table in which errand records which migrations a PostgreSQL schema has.

@@ -40,6 +40,7 @@ use crate::context::Context;
 use crate::error::Error;
 use crate::info::{from_millis, to_millis, JobInfo};
 use crate::job::{Job, JobId, JobState};
+use crate::query::{JobFilter, Page};
 use crate::request::Request;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Backend, Claimed, Clock, Store};
@@ -262,7 +263,11 @@ impl TestClient {
     }
 
     async fn list(&self, kind: Option<&str>) -> Vec<JobInfo> {
-        match self.store.jobs(kind).await {
+        let filter = match kind {
+            Some(kind) => JobFilter::all().kind(kind),
+            None => JobFilter::all(),
+        };
+        match self.store.list_jobs(&filter, Page::first(usize::MAX)).await {
             Ok(jobs) => jobs,
             // A private database in memory fails only when the process is out of memory.
             Err(err) => panic!("the test store cannot list its jobs: {err}"),

@@ -12,6 +12,7 @@ mod outbox;
 mod postgres;
 mod prefetch;
 mod processes;
+mod queries;
 mod reliability;
 mod retries;
 mod shutdown;

@@ -13,6 +13,7 @@ use crate::dead::{Cancellation, Retention};
 use crate::error::Error;
 use crate::info::{AttemptError, JobInfo};
 use crate::job::{JobId, JobState, OnConflict, Unique, UniqueStrategy};
+use crate::query::{JobFilter, Page, QueueStats};
 
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
@@ -336,9 +337,18 @@ pub(crate) trait Store: Send + Sync {
     /// One job, if it exists.
     fn job(&self, id: JobId) -> impl Future<Output = Result<Option<JobInfo>, Error>> + Send;
 
-    /// Jobs, oldest first, optionally of one kind.
-    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
-    fn jobs(&self, kind: Option<&str>) -> impl Future<Output = Result<Vec<JobInfo>, Error>> + Send;
+    /// One page of the jobs matching `filter`.
+    fn list_jobs(
+        &self,
+        filter: &JobFilter,
+        page: Page,
+    ) -> impl Future<Output = Result<Vec<JobInfo>, Error>> + Send;
+
+    /// How many jobs match `filter`.
+    fn count_jobs(&self, filter: &JobFilter) -> impl Future<Output = Result<u64, Error>> + Send;
+
+    /// Every queue with jobs, by name.
+    fn queue_stats(&self) -> impl Future<Output = Result<Vec<QueueStats>, Error>> + Send;
 
     /// Completes many runs in one statement, each only if its fence still matches. Returns the
     /// ids that were completed.
@@ -389,14 +399,6 @@ pub(crate) trait Store: Send + Sync {
 
     /// Marks job `id`'s death delivered: its handler will not be called again.
     fn death_delivered(&self, id: JobId) -> impl Future<Output = Result<(), Error>> + Send;
-
-    /// Dead jobs matching `filter`, by id, after `after`.
-    fn dead_jobs(
-        &self,
-        filter: &DeadQuery,
-        after: Option<JobId>,
-        limit: usize,
-    ) -> impl Future<Output = Result<Vec<JobInfo>, Error>> + Send;
 
     /// Makes dead jobs matching `filter` available again, attempts reset, history kept.
     fn retry_dead(&self, filter: &DeadQuery) -> impl Future<Output = Result<u64, Error>> + Send;
@@ -598,8 +600,16 @@ impl Store for Backend {
         dispatch!(self, s => s.job(id).await)
     }
 
-    async fn jobs(&self, kind: Option<&str>) -> Result<Vec<JobInfo>, Error> {
-        dispatch!(self, s => s.jobs(kind).await)
+    async fn list_jobs(&self, filter: &JobFilter, page: Page) -> Result<Vec<JobInfo>, Error> {
+        dispatch!(self, s => s.list_jobs(filter, page).await)
+    }
+
+    async fn count_jobs(&self, filter: &JobFilter) -> Result<u64, Error> {
+        dispatch!(self, s => s.count_jobs(filter).await)
+    }
+
+    async fn queue_stats(&self) -> Result<Vec<QueueStats>, Error> {
+        dispatch!(self, s => s.queue_stats().await)
     }
 
     async fn complete_many(&self, runs: &[(JobId, i64)]) -> Result<Vec<JobId>, Error> {
@@ -642,15 +652,6 @@ impl Store for Backend {
 
     async fn death_delivered(&self, id: JobId) -> Result<(), Error> {
         dispatch!(self, s => s.death_delivered(id).await)
-    }
-
-    async fn dead_jobs(
-        &self,
-        filter: &DeadQuery,
-        after: Option<JobId>,
-        limit: usize,
-    ) -> Result<Vec<JobInfo>, Error> {
-        dispatch!(self, s => s.dead_jobs(filter, after, limit).await)
     }
 
     async fn retry_dead(&self, filter: &DeadQuery) -> Result<u64, Error> {

@@ -16,8 +16,9 @@ use std::time::Duration;
 use crate::dead::{Cancellation, Retention};
 use crate::error::Error;
 use crate::info::{duration_millis, AttemptError, JobInfo, StoredAttempt};
-use crate::job::{JobId, OnConflict};
+use crate::job::{JobId, JobState, OnConflict};
 use crate::migrations::Migration;
+use crate::query::{JobFilter, Page, QueueStats};
 use crate::store::{
     BoxFuture, Claimed, Clock, DeadQuery, Exchange, Finish, Inserted, NewJob, RunId, StepOwner,
     Store, DEATH_DELIVERY_WINDOW, KEEP_FIRST_ERRORS, LEASE_LOST_AFTER, LEASE_LOST_BEFORE,
@@ -174,6 +175,13 @@ pub(crate) trait Dialect: Send + Sync + Sized + 'static {
         conn: &'c mut Conn<Self>,
     ) -> BoxFuture<'c, Result<(), sqlx::Error>>;
 
+    /// The placeholder of the `n`th parameter, from 1.
+    fn param(n: usize) -> String;
+
+    /// SQL that holds when `column` is among the list bound as the `n`th parameter
+    /// ([`Value::Texts`] or [`Value::Ints`]).
+    fn among(column: &str, n: usize) -> String;
+
     /// The parameters of [`Statements::insert_many`] for `jobs`.
     fn many_values<'a>(jobs: &'a [NewJob]) -> Vec<Value<'a>>;
 }
@@ -222,8 +230,13 @@ pub(crate) struct Statements {
     pub rescue: &'static str,
     /// `id`: the columns [`SqlRow::job`] reads.
     pub job: &'static str,
-    /// `kind` (or NULL for all): jobs, oldest first.
-    pub jobs: &'static str,
+    /// The columns [`SqlRow::job`] reads, `FROM errand_jobs`: listings add their conditions
+    /// ([`job_conditions`]).
+    pub select_jobs: &'static str,
+    /// No parameters: `queue, state, count` of every queue and state with jobs.
+    pub queue_counts: &'static str,
+    /// `now`: `queue, age` of each queue's oldest available job, in milliseconds.
+    pub oldest_available: &'static str,
     /// `id, hold, now`: frees a running key held for `hold` by another job.
     pub expire_running_key: &'static str,
     /// `id, fence`: takes a running job's key for its run.
@@ -240,9 +253,6 @@ pub(crate) struct Statements {
     pub claim_deaths: &'static str,
     /// `id`.
     pub death_delivered: &'static str,
-    /// The dead-set filter's five parameters (`id, kind, queue, died_after, died_before`), then
-    /// `after, limit`.
-    pub dead_jobs: &'static str,
     /// The filter's five, then `now`.
     pub retry_dead: &'static str,
     /// The filter's five.
@@ -363,6 +373,125 @@ fn dead_values(filter: &DeadQuery) -> Vec<Value<'_>> {
         filter.after_ms,
         filter.before_ms,
     ]
+}
+
+/// The conditions of a listing or count by `filter` (its states only `with_states`), `AND`ed (`1 = 1` for none), their values
+/// appended to `values`. Only conditions that are set are written, so that the database plans
+/// each listing for the indexes it can use; every value is bound.
+fn job_conditions<'a, D: Dialect>(
+    filter: &'a JobFilter,
+    with_states: bool,
+    values: &mut Vec<Value<'a>>,
+) -> String {
+    let mut conditions = Vec::new();
+    let bind = |values: &mut Vec<Value<'a>>, value: Value<'a>| {
+        values.push(value);
+        values.len()
+    };
+    // One state is an equality, so that an index on `(state, id)` gives the rows in id order.
+    let states = if with_states {
+        filter.states.as_slice()
+    } else {
+        &[]
+    };
+    match states {
+        [] => {}
+        [state] => {
+            let n = bind(values, state.as_str().into());
+            conditions.push(format!("state = {}", D::param(n)));
+        }
+        states => {
+            let states = states.iter().map(|s| s.as_str()).collect();
+            let n = bind(values, Value::Texts(states));
+            conditions.push(D::among("state", n));
+        }
+    }
+    let equal = [
+        ("queue", filter.queue.as_deref()),
+        ("kind", filter.kind.as_deref()),
+        ("idempotency_key", filter.key.as_deref()),
+    ];
+    for (column, value) in equal {
+        if let Some(value) = value {
+            let n = bind(values, value.into());
+            conditions.push(format!("{column} = {}", D::param(n)));
+        }
+    }
+    let ranges = [
+        ("created_at >=", filter.created_after_ms),
+        ("created_at <", filter.created_before_ms),
+        ("finished_at >=", filter.finished_after_ms),
+        ("finished_at <", filter.finished_before_ms),
+    ];
+    for (condition, value) in ranges {
+        if let Some(value) = value {
+            let n = bind(values, value.into());
+            conditions.push(format!("{condition} {}", D::param(n)));
+        }
+    }
+    if conditions.is_empty() {
+        "1 = 1".to_owned()
+    } else {
+        conditions.join(" AND ")
+    }
+}
+
+/// A page of the jobs matching `filter`: the statement and its values.
+///
+/// A listing by queue (of any state), or by several states, is read state by state: one branch per state,
+/// each the first page of that state's jobs in id order from the index on `(queue, state,
+/// id)` or `(state, id)`, then the branches' rows merged. So a page costs a few index reads
+/// whatever the table holds, where filtering rows read in id order would walk every job of
+/// the other queues and states.
+pub(crate) fn listing<D: Dialect>(filter: &JobFilter, page: Page) -> (String, Vec<Value<'_>>) {
+    let by_state = filter.kind.is_none()
+        && filter.key.is_none()
+        && (filter.states.len() > 1 || (filter.queue.is_some() && filter.states.is_empty()));
+    let states: &[JobState] = match (by_state, filter.states.is_empty()) {
+        (false, _) => &[],
+        (true, true) => &JobState::ALL,
+        (true, false) => &filter.states,
+    };
+    let mut values = Vec::new();
+    // The branches bind their states themselves.
+    let conditions = job_conditions::<D>(filter, !by_state, &mut values);
+    let (after, order, start) = if page.newest_first {
+        ("id <", "DESC", page.after.map_or(i64::MAX, JobId::get))
+    } else {
+        ("id >", "ASC", page.after.map_or(0, JobId::get))
+    };
+    values.push(start.into());
+    let after = format!("{after} {}", D::param(values.len()));
+    values.push(count(page.limit).into());
+    let limit = D::param(values.len());
+    let select = D::SQL.select_jobs;
+    if states.is_empty() {
+        let sql =
+            format!("{select} WHERE {conditions} AND {after} ORDER BY id {order} LIMIT {limit}");
+        return (sql, values);
+    }
+    let mut branches = Vec::new();
+    for (i, state) in states.iter().enumerate() {
+        values.push(state.as_str().into());
+        let state = D::param(values.len());
+        branches.push(format!(
+            "SELECT * FROM ({select} WHERE {conditions} AND state = {state} AND {after}
+             ORDER BY id {order} LIMIT {limit}) AS s{i}"
+        ));
+    }
+    let sql = format!(
+        "{} ORDER BY id {order} LIMIT {limit}",
+        branches.join(" UNION ALL ")
+    );
+    (sql, values)
+}
+
+/// How many jobs match `filter`: the statement and its values.
+pub(crate) fn counting<D: Dialect>(filter: &JobFilter) -> (String, Vec<Value<'_>>) {
+    let mut values = Vec::new();
+    let conditions = job_conditions::<D>(filter, true, &mut values);
+    let sql = format!("SELECT count(*) FROM errand_jobs WHERE {conditions}");
+    (sql, values)
 }
 
 /// Inserts a job on `conn` (the pool's, or the caller's transaction), unless its unique key is
@@ -963,11 +1092,55 @@ impl<D: Dialect> Store for SqlStore<D> {
         rows.first().map(|row| row.job(D::STORE)).transpose()
     }
 
-    async fn jobs(&self, kind: Option<&str>) -> Result<Vec<JobInfo>, Error> {
-        let rows = self
-            .fetch(D::SQL.jobs, values![kind], named("list jobs"))
-            .await?;
+    async fn list_jobs(&self, filter: &JobFilter, page: Page) -> Result<Vec<JobInfo>, Error> {
+        let (sql, values) = listing::<D>(filter, page);
+        let rows = self.fetch(&sql, values, named("list jobs")).await?;
         Self::jobs_from(&rows)
+    }
+
+    async fn count_jobs(&self, filter: &JobFilter) -> Result<u64, Error> {
+        let (sql, values) = counting::<D>(filter);
+        let op = named("count jobs");
+        let rows = self.fetch(&sql, values, op).await?;
+        let counted = first(rows).map(|row| row.int(0)).transpose();
+        let counted = counted.map_err(|e| op_error::<D>(op(), e))?;
+        Ok(counted.map_or(0, |n| u64::try_from(n).unwrap_or(0)))
+    }
+
+    async fn queue_stats(&self) -> Result<Vec<QueueStats>, Error> {
+        let op = named("read the queues' statistics");
+        let counts = self.fetch(D::SQL.queue_counts, vec![], op).await?;
+        let mut stats: Vec<QueueStats> = Vec::new();
+        for row in &counts {
+            let queue = row.text(0).map_err(|e| op_error::<D>(op(), e))?;
+            let state = row.text(1).map_err(|e| op_error::<D>(op(), e))?;
+            let count = row.int(2).map_err(|e| op_error::<D>(op(), e))?;
+            let Some(state) = JobState::parse(&state) else {
+                continue;
+            };
+            let at = match stats.iter().position(|s| s.queue == queue) {
+                Some(at) => at,
+                None => {
+                    stats.push(QueueStats::new(queue));
+                    stats.len() - 1
+                }
+            };
+            stats[at]
+                .counts
+                .add(state, u64::try_from(count).unwrap_or(0));
+        }
+        let oldest = self
+            .fetch(D::SQL.oldest_available, values![Value::Now], op)
+            .await?;
+        for row in &oldest {
+            let queue = row.text(0).map_err(|e| op_error::<D>(op(), e))?;
+            let age = row.int(1).map_err(|e| op_error::<D>(op(), e))?;
+            if let Some(stats) = stats.iter_mut().find(|s| s.queue == queue) {
+                stats.oldest_available = Some(Duration::from_millis(age.max(0).unsigned_abs()));
+            }
+        }
+        stats.sort_by(|a, b| a.queue.cmp(&b.queue));
+        Ok(stats)
     }
 
     async fn complete_many(&self, runs: &[(JobId, i64)]) -> Result<Vec<JobId>, Error> {
@@ -1083,20 +1256,6 @@ impl<D: Dialect> Store for SqlStore<D> {
         Ok(())
     }
 
-    async fn dead_jobs(
-        &self,
-        filter: &DeadQuery,
-        after: Option<JobId>,
-        limit: usize,
-    ) -> Result<Vec<JobInfo>, Error> {
-        let mut list = dead_values(filter);
-        list.extend(values![after.map_or(0, JobId::get), count(limit)]);
-        let rows = self
-            .fetch(D::SQL.dead_jobs, list, named("list dead jobs"))
-            .await?;
-        Self::jobs_from(&rows)
-    }
-
     async fn retry_dead(&self, filter: &DeadQuery) -> Result<u64, Error> {
         let mut retry = dead_values(filter);
         retry.push(Value::Now);
@@ -1145,5 +1304,70 @@ impl<D: Dialect> Store for SqlStore<D> {
         // Ids rise in insertion order.
         ids.sort_unstable();
         Ok(ids.into_iter().map(JobId::new).collect())
+    }
+}
+
+/// What the stores' plan tests fill and list: a million completed jobs kept by retention, and a
+/// few of a rarer kind and queue inserted first, so that a listing that walked the ids from the
+/// newest would pass the million before finding them.
+#[cfg(test)]
+pub(crate) mod listing_cases {
+    use crate::job::JobId;
+    use crate::job::JobState::{Available, Completed, Dead, Scheduled};
+    use crate::query::{JobFilter, Page};
+
+    /// `kind, queue, state, count` of the rows to insert, in order; each row's key is
+    /// `<kind>-<n>` and its times `n`.
+    pub(crate) const FILL: [(&str, &str, &str, i64); 3] = [
+        ("charge", "mail", "dead", 2_000),
+        ("charge", "mail", "available", 100),
+        ("k", "bulk", "completed", 1_000_000),
+    ];
+
+    /// Listings an operator asks for, by name.
+    pub(crate) fn listings() -> Vec<(&'static str, JobFilter, Page)> {
+        let newest = Page::first(50).newest_first();
+        let oldest = Page::first(50);
+        vec![
+            ("dead, newest", JobFilter::all().state(Dead), newest),
+            (
+                "dead in a queue",
+                JobFilter::all().state(Dead).queue("mail"),
+                oldest,
+            ),
+            ("a kind", JobFilter::all().kind("charge"), newest),
+            (
+                "waiting",
+                JobFilter::all().states([Available, Scheduled]),
+                oldest,
+            ),
+            ("everything, newest", JobFilter::all(), newest),
+            (
+                "a key",
+                JobFilter::all().kind("charge").key("charge-7"),
+                oldest,
+            ),
+            ("a queue", JobFilter::all().queue("mail"), newest),
+            (
+                "finished before",
+                JobFilter::all()
+                    .state(Completed)
+                    .finished_before(std::time::SystemTime::now()),
+                newest,
+            ),
+            (
+                "deep page",
+                JobFilter::all().state(Completed),
+                Page::after(JobId::new(500_000), 50),
+            ),
+        ]
+    }
+
+    /// Counts, by name.
+    pub(crate) fn counts() -> Vec<(&'static str, JobFilter)> {
+        vec![
+            ("count dead", JobFilter::all().state(Dead)),
+            ("count a kind", JobFilter::all().kind("charge")),
+        ]
     }
 }
