@@ -13,7 +13,7 @@ use crate::info::{AttemptError, JobInfo};
 use crate::job::Job;
 use crate::job::{JobId, JobState};
 use crate::query::{JobFilter, Page, QueueStats};
-use crate::request::{Enqueued, Request};
+use crate::request::{EnqueueOutcome, Enqueued, Request};
 use crate::store::{Backend, NewJob, Store};
 
 /// A handle on errand's store. Cheap to clone; clones share one connection pool.
@@ -259,6 +259,7 @@ impl Client {
             .map(|id| Enqueued {
                 id,
                 duplicate_of: None,
+                outcome: EnqueueOutcome::New,
             })
             .collect())
     }

@@ -124,9 +124,9 @@ pub use crate::job::{
     Job, JobId, JobOptions, JobState, OnConflict, Outcome, Unique, UniqueStrategy, UnknownState,
 };
 pub use crate::query::{JobFilter, Page, QueueStats, StateCounts};
-pub use crate::request::{Enqueued, Request, Transaction};
+pub use crate::request::{EnqueueOutcome, Enqueued, Request, Transaction};
 pub use crate::retry::Backoff;
-pub use crate::worker::{HandlerError, Worker};
+pub use crate::worker::{HandlerError, Worker, WorkerHandle};
 
 /// For macro expansions only, not public API: may change in any release.
 #[doc(hidden)]

@@ -39,7 +39,22 @@ pub struct Request<J: Job> {
     job: PhantomData<fn() -> J>,
 }
 
-/// The result of an enqueue.
+/// The result of an enqueue: which job will run, and what the enqueue did.
+///
+/// ```no_run
+/// # use errand::{job, EnqueueOutcome};
+/// # #[job(unique = "until_executed", key = "charge-<order_id>")]
+/// # async fn charge(order_id: i64) -> Result<(), std::io::Error> { Ok(()) }
+/// # async fn demo(client: &errand::Client) -> Result<(), errand::Error> {
+/// let enqueued = charge::enqueue(client, 42).await?;
+/// match enqueued.outcome {
+///     EnqueueOutcome::New => println!("job {} will charge order 42", enqueued.id),
+///     EnqueueOutcome::Duplicate => println!("job {} already charges order 42", enqueued.id),
+///     EnqueueOutcome::Replaced => println!("job {} was updated", enqueued.id),
+///     _ => {}
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Enqueued {
@@ -47,6 +62,22 @@ pub struct Enqueued {
     pub id: JobId,
     /// For a unique job whose key was taken: the job that holds it (then `id` is that job too).
     pub duplicate_of: Option<JobId>,
+    /// What the enqueue did.
+    pub outcome: EnqueueOutcome,
+}
+
+/// What an enqueue did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EnqueueOutcome {
+    /// Stored a new job.
+    New,
+    /// Stored nothing: a job holding the key exists, and runs instead (`on_conflict = "skip"`,
+    /// the default).
+    Duplicate,
+    /// Gave the job holding the key, which had not started, this request's arguments, queue,
+    /// priority and run time (`on_conflict = "replace"`).
+    Replaced,
 }
 
 impl<J: Job> Request<J> {
@@ -186,6 +217,7 @@ fn enqueued(job: &NewJob, inserted: Inserted) -> Result<Enqueued, Error> {
         Inserted::New(id) => Ok(Enqueued {
             id,
             duplicate_of: None,
+            outcome: EnqueueOutcome::New,
         }),
         Inserted::Duplicate(existing) if job.on_conflict() == OnConflict::Reject => {
             Err(Error::Duplicate {
@@ -194,9 +226,15 @@ fn enqueued(job: &NewJob, inserted: Inserted) -> Result<Enqueued, Error> {
                 existing,
             })
         }
-        Inserted::Duplicate(existing) | Inserted::Replaced(existing) => Ok(Enqueued {
+        Inserted::Duplicate(existing) => Ok(Enqueued {
             id: existing,
             duplicate_of: Some(existing),
+            outcome: EnqueueOutcome::Duplicate,
+        }),
+        Inserted::Replaced(existing) => Ok(Enqueued {
+            id: existing,
+            duplicate_of: Some(existing),
+            outcome: EnqueueOutcome::Replaced,
         }),
     }
 }

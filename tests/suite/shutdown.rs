@@ -14,8 +14,41 @@ use errand_tests::jobs::*;
 errand_tests::per_store!(
     shutdown_puts_unfinished_jobs_back,
     shutdown_waits_for_jobs_within_grace,
-    expired_lease_is_rescued
+    expired_lease_is_rescued,
+    a_spawned_worker_shuts_down_gracefully,
+    an_aborted_worker_stops_where_it_is,
 );
+
+async fn a_spawned_worker_shuts_down_gracefully(store: TestStore) {
+    let client = &store.client;
+    let t = tag("spawned");
+    let id = blocks::enqueue(client, t.clone()).await.unwrap().id;
+    let handle = worker(client, &["default"])
+        .grace_period(Duration::from_secs(60))
+        .spawn();
+    wait_for("the job to start", || async { !records(&t).is_empty() }).await;
+    assert!(!handle.is_finished());
+    let stopping = tokio::spawn(handle.shutdown());
+    // Within its grace period, the running job finishes and is recorded before the worker
+    // stops.
+    gate(&t).add_permits(1);
+    stopping.await.unwrap().unwrap();
+    assert_eq!(job(client, id).await.state, JobState::Completed);
+}
+
+async fn an_aborted_worker_stops_where_it_is(store: TestStore) {
+    let client = &store.client;
+    let t = tag("aborted");
+    let id = blocks::enqueue(client, t.clone()).await.unwrap().id;
+    let handle = worker(client, &["default"]).spawn();
+    wait_for("the job to start", || async { !records(&t).is_empty() }).await;
+    handle.abort();
+    wait_for("the worker to stop", || async { handle.is_finished() }).await;
+    handle.shutdown().await.unwrap();
+    // Nothing put it back: its lease runs out, and the rescue takes it.
+    assert_eq!(job(client, id).await.state, JobState::Running);
+    gate(&t).add_permits(1);
+}
 
 async fn shutdown_puts_unfinished_jobs_back(store: TestStore) {
     let client = &store.client;

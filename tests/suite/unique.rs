@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use errand::{Client, Enqueued, Error, JobId, JobState};
+use errand::{Client, EnqueueOutcome, Enqueued, Error, JobId, JobState};
 use errand_tests::common::{gate, job, records, tag, wait_for, worker, TestStore};
 use errand_tests::jobs::*;
 
@@ -191,7 +191,9 @@ async fn replace_swaps_the_arguments_of_a_job_that_has_not_started(store: TestSt
         .enqueue(client)
         .await
         .unwrap();
+    assert_eq!(first.outcome, EnqueueOutcome::New);
     assert_eq!((second.id, second.duplicate_of), (first.id, Some(first.id)));
+    assert_eq!(second.outcome, EnqueueOutcome::Replaced);
     let replaced = job(client, first.id).await;
     assert_eq!(replaced.args["mode"], "ok");
     assert_eq!(
@@ -219,6 +221,11 @@ async fn replace_swaps_the_arguments_of_a_job_that_has_not_started(store: TestSt
         .await
         .unwrap();
     assert_eq!(late.duplicate_of, Some(running));
+    assert_eq!(
+        late.outcome,
+        EnqueueOutcome::Duplicate,
+        "a running job is not replaced"
+    );
     assert_eq!(job(client, running).await.args["mode"], "block");
     gate(&running_tag).add_permits(1);
     let _ = stop.send(());
@@ -379,7 +386,10 @@ async fn which_strategies_let_two_of_one_key_run_at_once(store: TestStore) {
                 );
                 assert_eq!(job(client, first).await.state, JobState::Running);
             }
-            _ => assert_eq!(second.duplicate_of, Some(first), "{strategy}"),
+            _ => {
+                assert_eq!(second.duplicate_of, Some(first), "{strategy}");
+                assert_eq!(second.outcome, EnqueueOutcome::Duplicate, "{strategy}");
+            }
         }
         gate(&t).add_permits(1);
         wait_for("both to finish", || async {

@@ -273,6 +273,24 @@ impl Worker {
         work.await.map(|_| ())
     }
 
+    /// Starts the worker on its own task and returns a handle to stop it, for programs that
+    /// run a worker beside other work (an HTTP server, say), as `tokio::spawn` does for a
+    /// future. Must be called within a Tokio runtime.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: errand::Client) -> Result<(), errand::Error> {
+    /// let worker = errand::Worker::new(client).queues([("default", 1)]).spawn();
+    /// // ... serve requests ...
+    /// worker.shutdown().await?; // graceful: running jobs finish within the grace period
+    /// # Ok(()) }
+    /// ```
+    pub fn spawn(self) -> WorkerHandle {
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move { self.run_until(stopped.cancelled_owned()).await });
+        WorkerHandle { stop, task }
+    }
+
     /// Runs until nothing is left to run now (jobs due later are left), and returns how many
     /// runs it made. For scripts and tests.
     pub async fn run_until_idle(self) -> Result<usize, Error> {
@@ -360,6 +378,47 @@ impl Worker {
             runs: Arc::default(),
             deaths: Notify::new(),
         }))
+    }
+}
+
+/// A worker started with [`Worker::spawn`]. Dropping the handle leaves the worker running,
+/// as dropping a `tokio::task::JoinHandle` does.
+#[derive(Debug)]
+#[must_use = "a dropped handle cannot stop its worker; call `shutdown` to stop it"]
+pub struct WorkerHandle {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), Error>>,
+}
+
+impl WorkerHandle {
+    /// Stops the worker gracefully, as Ctrl-C stops [`Worker::run`]: it stops claiming, lets
+    /// running jobs finish within the grace period, and puts the rest back without spending
+    /// an attempt. Returns once it has stopped, with the error that stopped it earlier, if
+    /// any.
+    ///
+    /// # Panics
+    ///
+    /// Resumes the worker's panic, if its task panicked.
+    pub async fn shutdown(self) -> Result<(), Error> {
+        self.stop.cancel();
+        match self.task.await {
+            Ok(result) => result,
+            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+            // Aborted: it stopped.
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Stops the worker at once, as a crash would: running jobs are dropped where they are,
+    /// and other workers rescue them when their leases run out. For tests of crashes, and for
+    /// a process that must stop now; prefer [`WorkerHandle::shutdown`].
+    pub fn abort(&self) {
+        self.task.abort();
+    }
+
+    /// Whether the worker has stopped (shut down, aborted, or stopped by an error).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
     }
 }
 
