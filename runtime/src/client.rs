@@ -14,7 +14,7 @@ use crate::job::Job;
 use crate::job::{JobId, JobState};
 use crate::query::{JobFilter, Page, QueueStats};
 use crate::request::{EnqueueOutcome, Enqueued, Request};
-use crate::store::{Backend, NewJob, Store};
+use crate::store::{Backend, BoxFuture, NewJob, Store};
 
 /// A handle on errand's store. Cheap to clone; clones share one connection pool.
 ///
@@ -140,7 +140,83 @@ impl Default for Config {
     }
 }
 
+/// A database a [`Client`] can open transactions on with [`Client::begin`]: `sqlx::Sqlite`
+/// (with the `sqlite` feature) or `sqlx::Postgres` (with `postgres`).
+pub trait StoreDatabase: sqlx::Database + begin::Sealed {}
+
+mod begin {
+    use super::Client;
+    use crate::error::Error;
+    use crate::store::BoxFuture;
+
+    pub trait Sealed: sqlx::Database {
+        /// A transaction on `client`'s pool, if its store is this database.
+        fn begin(client: &Client)
+            -> BoxFuture<'_, Result<sqlx::Transaction<'static, Self>, Error>>;
+    }
+}
+
+/// Implements [`StoreDatabase`] for the database of a store variant.
+macro_rules! store_database {
+    ($feature:literal, $db:ty, $variant:ident, $name:literal) => {
+        #[cfg(feature = $feature)]
+        impl StoreDatabase for $db {}
+
+        #[cfg(feature = $feature)]
+        impl begin::Sealed for $db {
+            fn begin(
+                client: &Client,
+            ) -> BoxFuture<'_, Result<sqlx::Transaction<'static, $db>, Error>> {
+                Box::pin(async move {
+                    match client.store() {
+                        Backend::$variant(store) => {
+                            store.pool.begin().await.map_err(|source| Error::Store {
+                                store: $name,
+                                op: "begin a transaction".to_owned(),
+                                source,
+                            })
+                        }
+                        #[allow(unreachable_patterns)]
+                        other => Err(Error::WrongStore {
+                            wanted: $name,
+                            found: other.name(),
+                        }),
+                    }
+                })
+            }
+        }
+    };
+}
+
+store_database!("sqlite", sqlx::Sqlite, Sqlite, "sqlite");
+store_database!("postgres", sqlx::Postgres, Postgres, "postgres");
+
 impl Client {
+    /// Opens a transaction on the store's own pool, for the transactional outbox: write your
+    /// rows and enqueue jobs ([`Request::enqueue_tx`]) in it, and they commit or roll back
+    /// together. Its connection reaches errand's tables whatever [`Config::schema`] says (on
+    /// PostgreSQL its `search_path` is the schema alone), so your own tables must be
+    /// in the schema or named with theirs (`public.orders`).
+    ///
+    /// `DB` is `sqlx::Sqlite` or `sqlx::Postgres`, the store's database; another fails with
+    /// [`Error::WrongStore`]. With your own pool instead, see the README's outbox section. On
+    /// a [`TestClient`](crate::testing::TestClient) the store has one connection: finish the
+    /// transaction before using the client otherwise.
+    ///
+    /// ```no_run
+    /// # #[errand::job]
+    /// # async fn send_receipt(order_id: i64) -> Result<(), std::io::Error> { Ok(()) }
+    /// # async fn demo(client: errand::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut tx = client.begin::<sqlx::Postgres>().await?;
+    /// sqlx::query("INSERT INTO public.orders (id) VALUES ($1)").bind(42i64).execute(&mut *tx).await?;
+    /// send_receipt::with(42).enqueue_tx(&mut tx).await?;
+    /// tx.commit().await?; // the order and its job, or neither
+    /// # Ok(()) }
+    /// ```
+    pub async fn begin<DB: StoreDatabase>(&self) -> Result<sqlx::Transaction<'static, DB>, Error> {
+        DB::begin(self).await
+    }
+
     /// Connects to the store at `url` and brings its schema up to date.
     ///
     /// - `sqlite://path/to/jobs.db` (created if missing; add `?mode=rw` to require it exists)

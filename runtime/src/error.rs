@@ -180,6 +180,15 @@ pub enum Error {
         /// The last failure.
         reason: String,
     },
+    /// [`Client::begin`](crate::Client::begin) was asked for a transaction of another database
+    /// than the client's store.
+    #[error("this client's store is {found}; `Client::begin::<{wanted}>` needs a {wanted} store")]
+    WrongStore {
+        /// The database asked for (`"sqlite"` or `"postgres"`).
+        wanted: &'static str,
+        /// The client's store.
+        found: &'static str,
+    },
     /// The in-memory test client could not finish draining its jobs.
     #[error("drain stopped after {steps} runs with jobs still pending; a job may snooze or retry forever")]
     DrainLimit {

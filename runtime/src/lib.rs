@@ -115,7 +115,7 @@ mod worker;
 pub use errand_macros::{job, JobError};
 
 pub use crate::classify::{Classify, ErrorClass, FailureKind};
-pub use crate::client::{Client, Config};
+pub use crate::client::{Client, Config, StoreDatabase};
 pub use crate::context::Context;
 pub use crate::dead::{Cancellation, DeadFilter, Death, DeathReason, Retention};
 pub use crate::error::Error;

@@ -712,6 +712,19 @@ impl Listener {
 }
 
 impl Backend {
+    /// The store's name in messages.
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(_) => "sqlite",
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(_) => "postgres",
+            #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+            Backend::None(never) => match *never {},
+        }
+    }
+
     /// How many exchanges a worker's claim loop keeps on their way at once (see
     /// [`Store::complete_and_claim`]). PostgreSQL works on two at once, one committing while
     /// the other runs; SQLite writes one transaction at a time, so a second would only wait.
