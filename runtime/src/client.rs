@@ -46,6 +46,7 @@ struct Inner {
 /// assert_eq!(config.max_args_bytes_limit(), 64 * 1024);
 /// ```
 #[derive(Clone, Debug)]
+#[must_use = "a builder does nothing until it is used"]
 pub struct Config {
     max_args_bytes: usize,
     schema: String,

@@ -32,6 +32,7 @@ use crate::job::{JobId, JobState};
 /// let filter = errand::DeadFilter::all().kind("charge_order").queue("critical").died_after(yesterday);
 /// ```
 #[derive(Clone, Debug, Default)]
+#[must_use = "a builder does nothing until it is used"]
 pub struct DeadFilter {
     pub(crate) query: DeadQuery,
 }
@@ -128,6 +129,7 @@ impl Death {
 ///     .max_dead(50_000);
 /// ```
 #[derive(Clone, Debug)]
+#[must_use = "a builder does nothing until it is used"]
 pub struct Retention {
     pub(crate) finished_for: Duration,
     pub(crate) dead_for: Duration,

@@ -160,6 +160,14 @@ pub enum Error {
         /// The priority as given.
         priority: u8,
     },
+    /// A request's retry count is out of range.
+    #[error("`retry({retry})` for a `{kind}` job is out of range; expected 0 to 100 retries")]
+    InvalidRetry {
+        /// The job's kind.
+        kind: &'static str,
+        /// The retry count as given.
+        retry: u32,
+    },
     /// Two `#[job]` functions linked into one binary have the same kind name.
     #[error("two jobs are registered as `{kind}`; give one of them `#[job(name = \"...\")]`")]
     DuplicateKind {
@@ -249,6 +257,7 @@ impl crate::Classify for Error {
             Error::Serialize { .. }
             | Error::ArgsTooLarge { .. }
             | Error::InvalidQueue { .. }
+            | Error::InvalidRetry { .. }
             | Error::InvalidPriority { .. }
             | Error::KeyTooLong { .. }
             | Error::Duplicate { .. }

@@ -90,6 +90,7 @@ pub struct Unique {
 
 /// While a unique job's key refuses duplicates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum UniqueStrategy {
     /// Until the job starts running.
     UntilExecuting,
@@ -103,6 +104,7 @@ pub enum UniqueStrategy {
 
 /// What enqueuing a duplicate of a unique job does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum OnConflict {
     /// Return the existing job in [`Enqueued::duplicate_of`](crate::Enqueued::duplicate_of).
     Skip,
@@ -175,6 +177,7 @@ impl fmt::Display for JobId {
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum JobState {
     /// Waits for its run time.
     Scheduled,
@@ -290,6 +293,7 @@ impl fmt::Display for JobState {
 /// }
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Outcome {
     /// The job is complete.
     Done,

@@ -41,6 +41,7 @@ use crate::job::{JobId, JobState};
 ///     .created_before(hour_ago);
 /// ```
 #[derive(Clone, Debug, Default)]
+#[must_use = "a builder does nothing until it is used"]
 pub struct JobFilter {
     pub(crate) states: Vec<JobState>,
     pub(crate) queue: Option<String>,
@@ -119,6 +120,7 @@ impl JobFilter {
 /// A page of a listing, by job id (keyset paging: a page costs the same however deep it is,
 /// and jobs added meanwhile never shift it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use = "a builder does nothing until it is used"]
 pub struct Page {
     pub(crate) after: Option<JobId>,
     pub(crate) limit: usize,

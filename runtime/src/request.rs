@@ -36,6 +36,7 @@ pub struct Request<J: Job> {
     run_at: RunAt,
     priority: Option<u8>,
     queue: Option<String>,
+    retry: Option<u32>,
     job: PhantomData<fn() -> J>,
 }
 
@@ -87,6 +88,7 @@ impl<J: Job> Request<J> {
             run_at: RunAt::Now,
             priority: None,
             queue: None,
+            retry: None,
             job: PhantomData,
         }
     }
@@ -106,6 +108,22 @@ impl<J: Job> Request<J> {
     /// Override the job's priority: 0 runs first, 9 last.
     pub fn priority(mut self, priority: u8) -> Self {
         self.priority = Some(priority);
+        self
+    }
+
+    /// Override the job's `retry`: how many times it is retried after its first attempt fails
+    /// with a transient error, from 0 to 100 (so it gets `retry + 1` attempts in all).
+    ///
+    /// ```no_run
+    /// # #[errand::job(retry = 5)]
+    /// # async fn sync_account(id: i64) -> Result<(), std::io::Error> { Ok(()) }
+    /// # async fn demo(client: errand::Client) -> Result<(), errand::Error> {
+    /// // A user waits on this one: fail fast rather than retry for hours.
+    /// sync_account::with(7).retry(1).enqueue(&client).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn retry(mut self, retry: u32) -> Self {
+        self.retry = Some(retry);
         self
     }
 
@@ -185,6 +203,11 @@ impl<J: Job> Request<J> {
         if priority > 9 {
             return Err(Error::InvalidPriority { kind, priority });
         }
+        let max_attempts = match self.retry {
+            None => J::OPTIONS.max_attempts(),
+            Some(retry) if retry <= MAX_RETRY => retry + 1,
+            Some(retry) => return Err(Error::InvalidRetry { kind, retry }),
+        };
         let key = J::key(&self.args);
         if let Some(key) = &key {
             if key.len() > MAX_KEY_BYTES {
@@ -201,12 +224,15 @@ impl<J: Job> Request<J> {
             key,
             args,
             priority,
-            max_attempts: J::OPTIONS.max_attempts(),
+            max_attempts,
             run_at: self.run_at,
             unique: J::OPTIONS.unique,
         })
     }
 }
+
+/// The most retries a job can ask for, as `#[job(retry = ..)]` allows.
+const MAX_RETRY: u32 = 100;
 
 /// The longest rendered key errand stores.
 pub const MAX_KEY_BYTES: usize = 512;
@@ -250,6 +276,7 @@ where
             .field("run_at", &self.run_at)
             .field("priority", &self.priority)
             .field("queue", &self.queue)
+            .field("retry", &self.retry)
             .finish()
     }
 }

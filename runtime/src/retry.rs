@@ -34,6 +34,7 @@ use crate::classify::FailureKind;
 /// assert!(first >= Duration::from_secs(15) && first < Duration::from_secs(25));
 /// ```
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub enum Backoff {
     /// `(attempt − 1)⁴ + 15 + jitter` seconds; see the formulas above.
     Exponential,

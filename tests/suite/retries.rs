@@ -15,7 +15,38 @@ errand_tests::per_store!(
     panic_is_a_transient_failure,
     timeout_is_a_transient_failure,
     retry_after_sets_the_next_attempt,
+    a_request_overrides_the_retry_count,
 );
+
+async fn a_request_overrides_the_retry_count(store: TestStore) {
+    let client = &store.client;
+    // `always_fails` has `retry = 2`; this one asks for none.
+    let t = tag("retry-override");
+    let id = always_fails::with(t.clone())
+        .retry(0)
+        .enqueue(client)
+        .await
+        .unwrap()
+        .id;
+    assert_eq!(job(client, id).await.max_attempts, 1);
+    work_until_final(worker(client, &["default"]), client, &[id]).await;
+    let dead = job(client, id).await;
+    assert_eq!((dead.state, dead.attempt), (JobState::Dead, 1));
+    assert_eq!(records(&t), ["1"]);
+
+    let more = always_fails::with(t.clone())
+        .retry(4)
+        .enqueue(client)
+        .await
+        .unwrap();
+    assert_eq!(job(client, more.id).await.max_attempts, 5);
+    match always_fails::with(t).retry(101).enqueue(client).await {
+        Err(errand::Error::InvalidRetry { kind, retry }) => {
+            assert_eq!((kind, retry), ("always_fails", 101));
+        }
+        other => panic!("expected InvalidRetry, got {other:?}"),
+    }
+}
 
 async fn transient_failure_is_retried_then_completes(store: TestStore) {
     let client = &store.client;

@@ -68,6 +68,7 @@ const MIN_POLL_INTERVAL: Duration = Duration::from_millis(1);
 /// Queue weights share the free slots of each claim: with `critical` at 10 and `bulk` at 1, a
 /// busy worker gives `critical` about ten times the slots of `bulk`, and `bulk` never starves.
 /// Slots a queue cannot fill go to the others.
+#[must_use = "a worker does nothing until it runs: call `.run()`, `.run_until(..)` or `.spawn()`"]
 pub struct Worker {
     client: Client,
     settings: Settings,
