@@ -161,6 +161,7 @@ mod begin {
 macro_rules! store_database {
     ($feature:literal, $db:ty, $variant:ident, $name:literal) => {
         #[cfg(feature = $feature)]
+        #[cfg_attr(docsrs, doc(cfg(feature = $feature)))]
         impl StoreDatabase for $db {}
 
         #[cfg(feature = $feature)]

@@ -83,6 +83,7 @@
 //! [`testing::TestClient`] needs no database: it records what was enqueued and runs jobs inline.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 // Built without a store (neither `sqlite` nor `postgres`), every store call is unreachable, and
 // what only the stores read is unused: jobs can still be declared.
 #![cfg_attr(
@@ -109,6 +110,7 @@ mod request;
 mod retry;
 mod store;
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub mod testing;
 mod worker;
 

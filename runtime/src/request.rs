@@ -334,6 +334,7 @@ macro_rules! transaction_impls {
             use $crate::job::JobId;
             use $crate::store::{$module, Inserted, NewJob};
 
+            #[cfg_attr(docsrs, doc(cfg(feature = $feature)))]
             impl Transaction for sqlx::Transaction<'_, $db> {}
             impl sealed::Sealed for sqlx::Transaction<'_, $db> {
                 async fn insert_job(&mut self, job: &NewJob) -> Result<Inserted, Error> {
@@ -345,6 +346,7 @@ macro_rules! transaction_impls {
                 }
             }
 
+            #[cfg_attr(docsrs, doc(cfg(feature = $feature)))]
             impl Transaction for $conn {}
             impl sealed::Sealed for $conn {
                 async fn insert_job(&mut self, job: &NewJob) -> Result<Inserted, Error> {
