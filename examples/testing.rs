@@ -24,7 +24,12 @@ pub enum ChargeError {
 }
 
 /// Charges an order: 0 cents is a declined card, 1 cent a gateway timeout, in this example.
-#[job(queue = "payments", retry = 5, unique = "until_executed", key = "charge-<order_id>")]
+#[job(
+    queue = "payments",
+    retry = 5,
+    unique = "until_executed",
+    key = "charge-<order_id>"
+)]
 pub async fn charge(order_id: i64, cents: i64) -> Result<(), ChargeError> {
     let _ = order_id;
     match cents {
@@ -102,7 +107,10 @@ mod tests {
         let timed_out = test.perform(charge::with(2, 1)).await.unwrap();
         assert_eq!(timed_out.state, JobState::Retryable);
         assert_eq!(timed_out.errors[0].kind, FailureKind::Transient);
-        assert!(timed_out.scheduled_at > test.now(), "retried later, with backoff");
+        assert!(
+            timed_out.scheduled_at > test.now(),
+            "retried later, with backoff"
+        );
 
         let paid = test.perform(charge::with(3, 2500)).await.unwrap();
         assert_eq!((paid.state, paid.attempt), (JobState::Completed, 1));
@@ -113,7 +121,11 @@ mod tests {
         let test = TestClient::new();
         let first = charge::enqueue(&test, 42, 2500).await.unwrap();
         let again = charge::enqueue(&test, 42, 2500).await.unwrap();
-        assert_eq!(again.duplicate_of, Some(first.id), "the key charge-42 is taken");
+        assert_eq!(
+            again.duplicate_of,
+            Some(first.id),
+            "the key charge-42 is taken"
+        );
         assert_eq!(test.drain().await.unwrap(), 1);
         assert_eq!(test.jobs_of::<charge>().await.len(), 1);
     }

@@ -11,6 +11,7 @@ pub(crate) const KEY: &str = "key";
 pub(crate) const PRIORITY: &str = "priority";
 pub(crate) const TIMEOUT: &str = "timeout";
 pub(crate) const NAME: &str = "name";
+pub(crate) const CRATE: &str = "crate";
 
 /// Every `#[job]` option, for "expected one of" messages and suggestions.
 pub(crate) const JOB_OPTIONS: &[&str] = &[
@@ -24,6 +25,7 @@ pub(crate) const JOB_OPTIONS: &[&str] = &[
     PRIORITY,
     TIMEOUT,
     NAME,
+    CRATE,
 ];
 
 /// `#[derive(JobError)]` attributes.

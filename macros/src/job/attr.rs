@@ -66,6 +66,8 @@ pub(crate) struct JobAttr {
     pub priority: Option<Spanned<u8>>,
     pub timeout: Option<Spanned<Duration>>,
     pub name: Option<Spanned<String>>,
+    /// The path of the errand crate, for a user who renamed the dependency.
+    pub krate: Option<syn::Path>,
 }
 
 /// The highest `retry` count accepted.
@@ -242,6 +244,19 @@ impl JobAttr {
                     match check_kind_name(&name) {
                         Ok(()) => set(cx, &mut self.name, ident, Spanned { value: name, span: s.span() }),
                         Err(why) => cx.error_spanned_by(&s, format!("invalid job name `{name}`: {why}")),
+                    }
+                }
+            }
+            // crate = "my_errand"
+            CRATE => {
+                if let Some(s) = expect_str(cx, CRATE, &value, "crate = \"my_errand\"") {
+                    match s.parse::<syn::Path>() {
+                        Ok(path) if self.krate.is_none() => self.krate = Some(path),
+                        Ok(_) => cx.error_spanned_by(ident, "duplicate `#[job]` option `crate`"),
+                        Err(_) => cx.error_spanned_by(
+                            &s,
+                            format!("invalid crate path `{}`; expected a path such as `\"my_errand\"` or `\"::my_errand\"`", s.value()),
+                        ),
                     }
                 }
             }

@@ -3,7 +3,8 @@
 //! Beside the user's function (emitted unchanged) it writes, Rocket-style, a braced struct of the
 //! same name: it lives in the type namespace only, so `charge_order(..)` still calls the function
 //! while `charge_order::with(..)` reaches the generated API. Paths are absolute
-//! (`::errand::__private::...`) so the expansion never depends on the user's imports.
+//! (`::errand::__private::...`, or under `#[job(crate = "...")]`'s path) so the expansion
+//! never depends on the user's imports.
 
 use std::time::Duration;
 
@@ -16,6 +17,11 @@ use crate::job::attr::{Backoff, JobAttr, OnConflict, UniqueStrategy};
 use crate::job::template::{self, Segment};
 
 pub(crate) fn expand(attr: &JobAttr, job: &JobFn, key: Option<&[Segment]>) -> TokenStream {
+    let krate = match &attr.krate {
+        Some(path) => quote!(#path),
+        None => quote!(::errand),
+    };
+    let serde_crate = format!("{krate}::__private::serde");
     let item = job.item;
     let vis = &item.vis;
     let ident = job.ident();
@@ -24,7 +30,7 @@ pub(crate) fn expand(attr: &JobAttr, job: &JobFn, key: Option<&[Segment]>) -> To
         .name
         .as_ref()
         .map_or_else(|| ident.to_string(), |n| n.value.clone());
-    let options = options(attr);
+    let options = options(&krate, attr);
 
     let names: Vec<_> = job.params.iter().map(|p| p.ident).collect();
     let types: Vec<_> = job.params.iter().map(|p| p.ty).collect();
@@ -40,7 +46,7 @@ pub(crate) fn expand(attr: &JobAttr, job: &JobFn, key: Option<&[Segment]>) -> To
     let params_span = item.sig.paren_token.span.join();
     let args_type = quote_spanned! {params_span=> #args_ident<#( #types ),*> };
     let arg_checks = types.iter().map(|ty| {
-        quote_spanned! {ty.span()=> ::errand::__private::assert_job_arg::<#ty>(); }
+        quote_spanned! {ty.span()=> #krate::__private::assert_job_arg::<#ty>(); }
     });
 
     let ctx_arg = job.takes_context.then(|| quote!(&__errand_ctx,));
@@ -50,14 +56,14 @@ pub(crate) fn expand(attr: &JobAttr, job: &JobFn, key: Option<&[Segment]>) -> To
     };
     let ret_span = item.sig.output.span();
     let into_outcome = quote_spanned! {ret_span=>
-        <#ret_ty as ::errand::__private::IntoOutcome>::into_outcome(__errand_result)
+        <#ret_ty as #krate::__private::IntoOutcome>::into_outcome(__errand_result)
     };
     let assert_send = quote_spanned! {ident.span()=>
-        ::errand::__private::assert_send(__errand_future)
+        #krate::__private::assert_send(__errand_future)
     };
 
     let (key_fn, key_impl) = match key {
-        Some(segments) => key_fns(job, ident, segments),
+        Some(segments) => key_fns(&krate, job, ident, segments),
         None => (quote!(), quote!(::core::option::Option::None)),
     };
 
@@ -82,8 +88,8 @@ pub(crate) fn expand(attr: &JobAttr, job: &JobFn, key: Option<&[Segment]>) -> To
         #[doc = #args_doc]
         #[doc(hidden)]
         #[allow(non_camel_case_types)]
-        #[derive(::errand::__private::serde::Serialize, ::errand::__private::serde::Deserialize)]
-        #[serde(crate = "::errand::__private::serde")]
+        #[derive(#krate::__private::serde::Serialize, #krate::__private::serde::Deserialize)]
+        #[serde(crate = #serde_crate)]
         #vis struct #args_ident<#( #generics ),*> {
             #( #vis #names: #generics, )*
         }
@@ -92,16 +98,16 @@ pub(crate) fn expand(attr: &JobAttr, job: &JobFn, key: Option<&[Segment]>) -> To
         impl #ident {
             #[doc = #with_doc]
             #[allow(clippy::too_many_arguments, clippy::new_ret_no_self)]
-            #vis fn with(#( #names: #types ),*) -> ::errand::Request<#ident> {
-                ::errand::__private::new_request(#args_ident { #( #names ),* })
+            #vis fn with(#( #names: #types ),*) -> #krate::Request<#ident> {
+                #krate::__private::new_request(#args_ident { #( #names ),* })
             }
 
             #[doc = #enqueue_doc]
             #[allow(clippy::too_many_arguments)]
             #vis async fn enqueue(
-                __errand_client: &::errand::Client,
+                __errand_client: &#krate::Client,
                 #( #names: #types ),*
-            ) -> ::core::result::Result<::errand::Enqueued, ::errand::Error> {
+            ) -> ::core::result::Result<#krate::Enqueued, #krate::Error> {
                 Self::with(#( #names ),*).enqueue(__errand_client).await
             }
 
@@ -109,19 +115,19 @@ pub(crate) fn expand(attr: &JobAttr, job: &JobFn, key: Option<&[Segment]>) -> To
         }
 
         #[automatically_derived]
-        impl ::errand::Job for #ident {
+        impl #krate::Job for #ident {
             type Args = #args_type;
             const KIND: &'static str = #kind;
-            const OPTIONS: ::errand::JobOptions = #options;
+            const OPTIONS: #krate::JobOptions = #options;
 
             fn key(__errand_args: &Self::Args) -> ::core::option::Option<::std::string::String> {
                 #key_impl
             }
 
             fn run(
-                __errand_ctx: ::errand::Context,
+                __errand_ctx: #krate::Context,
                 __errand_args: Self::Args,
-            ) -> ::errand::__private::JobFuture {
+            ) -> #krate::__private::JobFuture {
                 let #args_ident { #( #names ),* } = __errand_args;
                 ::std::boxed::Box::pin(async move {
                     let __errand_future = #ident(#ctx_arg #( #names ),*);
@@ -137,15 +143,15 @@ pub(crate) fn expand(attr: &JobAttr, job: &JobFn, key: Option<&[Segment]>) -> To
                 #( #arg_checks )*
             }
 
-            ::errand::__private::inventory::submit! {
-                ::errand::__private::Registration::of::<#ident>()
+            #krate::__private::inventory::submit! {
+                #krate::__private::Registration::of::<#ident>()
             }
         };
     }
 }
 
 /// The `JobOptions` constant: only what the attribute set, the rest from `JobOptions::DEFAULT`.
-fn options(attr: &JobAttr) -> TokenStream {
+fn options(krate: &TokenStream, attr: &JobAttr) -> TokenStream {
     let mut fields = Vec::new();
     if let Some(q) = &attr.queue {
         let v = &q.value;
@@ -157,12 +163,12 @@ fn options(attr: &JobAttr) -> TokenStream {
     }
     if let Some(b) = &attr.backoff {
         let v = match &b.value {
-            Backoff::Exponential => quote!(::errand::Backoff::Exponential),
-            Backoff::Linear => quote!(::errand::Backoff::Linear),
-            Backoff::Constant => quote!(::errand::Backoff::Constant),
+            Backoff::Exponential => quote!(#krate::Backoff::Exponential),
+            Backoff::Linear => quote!(#krate::Backoff::Linear),
+            Backoff::Constant => quote!(#krate::Backoff::Constant),
             // The cast checks the signature at the user's path.
             Backoff::Custom(path) => quote_spanned! {b.span=>
-                ::errand::Backoff::Custom(#path as fn(u32) -> ::core::time::Duration)
+                #krate::Backoff::Custom(#path as fn(u32) -> ::core::time::Duration)
             },
         };
         fields.push(quote!(backoff: #v,));
@@ -186,13 +192,11 @@ fn options(attr: &JobAttr) -> TokenStream {
             Some(OnConflict::Replace) => quote!(Replace),
             Some(OnConflict::Reject) => quote!(Reject),
         };
-        fields.push(
-            quote!(unique: ::core::option::Option::Some(::errand::Unique {
-            strategy: ::errand::UniqueStrategy::#strategy,
+        fields.push(quote!(unique: ::core::option::Option::Some(#krate::Unique {
+            strategy: #krate::UniqueStrategy::#strategy,
             unique_for: #unique_for,
-            on_conflict: ::errand::OnConflict::#on_conflict,
-        }),),
-        );
+            on_conflict: #krate::OnConflict::#on_conflict,
+        }),));
     }
     if let Some(p) = &attr.priority {
         let v = p.value;
@@ -202,7 +206,7 @@ fn options(attr: &JobAttr) -> TokenStream {
         let d = duration(t.value);
         fields.push(quote!(timeout: ::core::option::Option::Some(#d),));
     }
-    quote!(::errand::JobOptions { #( #fields )* ..::errand::JobOptions::DEFAULT })
+    quote!(#krate::JobOptions { #( #fields )* ..#krate::JobOptions::DEFAULT })
 }
 
 fn duration(d: Duration) -> TokenStream {
@@ -212,7 +216,12 @@ fn duration(d: Duration) -> TokenStream {
 
 /// The public `key(&args..)` function, taking the parameters the template uses in the order the
 /// function declares them, and the `Job::key` body that calls it.
-fn key_fns(job: &JobFn, ident: &syn::Ident, segments: &[Segment]) -> (TokenStream, TokenStream) {
+fn key_fns(
+    krate: &TokenStream,
+    job: &JobFn,
+    ident: &syn::Ident,
+    segments: &[Segment],
+) -> (TokenStream, TokenStream) {
     let used: Vec<_> = job
         .params
         .iter()
@@ -232,7 +241,7 @@ fn key_fns(job: &JobFn, ident: &syn::Ident, segments: &[Segment]) -> (TokenStrea
             match template::separator(segments, i) {
                 // Escaped, so that the separator after it in the key is never part of it.
                 Some(separator) => quote! {
-                    ::errand::__private::push_key_value(&mut __errand_key, &#head #( .#fields )*, #separator);
+                    #krate::__private::push_key_value(&mut __errand_key, &#head #( .#fields )*, #separator);
                 },
                 // Writing to a `String` only fails if the value's own `Display` does; the key
                 // then holds what was written, as `to_string` would.
