@@ -50,7 +50,8 @@ pub enum ErrorClass {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a job's error type: it does not implement `errand::Classify`",
     label = "this error type does not say whether a retry can help",
-    note = "derive it: `#[derive(Debug, thiserror::Error, errand::JobError)]`, and mark each variant `#[transient]` or `#[permanent]`"
+    note = "derive it: `#[derive(Debug, thiserror::Error, errand::JobError)]`, and mark each variant `#[transient]` or `#[permanent]`",
+    note = "or return an error errand classifies as transient: `Box<dyn std::error::Error + Send + Sync>` (a box without `Send + Sync` cannot cross threads), `std::io::Error`, `String`, `sqlx::Error` or `errand::Error`"
 )]
 pub trait Classify: fmt::Display {
     /// Transient (retry) or permanent (dead at once).

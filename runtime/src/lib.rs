@@ -137,7 +137,7 @@ pub mod __private {
     pub use serde;
     pub use serde_json;
 
-    pub use crate::registry::check::{assert_job_arg, assert_send, RetryAfter};
+    pub use crate::registry::check::{assert_send, JobArg, RetryAfter};
     pub use crate::registry::{Failure, IntoOutcome, JobFuture, Registration};
 
     /// Writes a value rendered into a key template before another placeholder, percent-encoding

@@ -143,18 +143,46 @@ pub(crate) fn panic_text(payload: &(dyn Any + Send)) -> &str {
 
 /// Compile-time checks the expansion of `#[job]` calls, spanned on the user's tokens.
 pub mod check {
-    /// A job argument: stored as JSON and decoded later, in another process.
+    /// A job argument: stored as JSON and decoded later, in another process. `#[job]`'s
+    /// stored-arguments struct writes and reads each parameter through this trait's functions,
+    /// spanned on the parameter's type: a type that is not serializable fails the one
+    /// requirement `T: JobArg` there, which rustc reports once, with the message below.
     #[diagnostic::on_unimplemented(
-        message = "`{Self}` cannot be a job argument: it must implement `Serialize` and `DeserializeOwned`",
+        message = "`{Self}` cannot be a job argument: it must implement `Serialize` and `Deserialize`, and be `Send + 'static`",
         label = "job arguments are stored as JSON",
-        note = "derive them: `#[derive(serde::Serialize, serde::Deserialize)]`"
+        note = "derive them: `#[derive(serde::Serialize, serde::Deserialize)]` on `{Self}`, or pass an id and load the value in the job"
     )]
-    pub trait JobArg: serde::Serialize + serde::de::DeserializeOwned + Send + 'static {}
+    pub trait JobArg: Sized {
+        /// Writes the value as field `name` of a struct, as serde's derive does.
+        fn serialize_field<S: serde::ser::SerializeStruct>(
+            &self,
+            fields: &mut S,
+            name: &'static str,
+        ) -> Result<(), S::Error>;
 
-    impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static> JobArg for T {}
+        /// Reads a value, as serde's derive does.
+        fn deserialize<'de, D: serde::Deserializer<'de>>(deserializer: D)
+            -> Result<Self, D::Error>;
+    }
 
-    /// Fails to compile unless `T` can be a job argument.
-    pub const fn assert_job_arg<T: JobArg>() {}
+    // Not recommended, so that rustc reports `JobArg` and its message rather than each serde
+    // trait this impl needs.
+    #[diagnostic::do_not_recommend]
+    impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static> JobArg for T {
+        fn serialize_field<S: serde::ser::SerializeStruct>(
+            &self,
+            fields: &mut S,
+            name: &'static str,
+        ) -> Result<(), S::Error> {
+            fields.serialize_field(name, self)
+        }
+
+        fn deserialize<'de, D: serde::Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Self, D::Error> {
+            <T as serde::Deserialize>::deserialize(deserializer)
+        }
+    }
 
     /// Fails to compile unless the job's future can move between worker threads.
     pub fn assert_send<F: std::future::Future + Send>(future: F) -> F {

@@ -332,3 +332,36 @@ async fn a_row_whose_arguments_are_not_json_is_listed_with_them() {
         .unwrap();
     assert_eq!(listed.iter().map(|j| j.id).collect::<Vec<_>>(), [id]);
 }
+
+/// A job enqueued before an optional parameter was added to its function (`label` here) has
+/// no such field in its stored arguments: it runs with `None`, as serde reads a missing
+/// `Option` field.
+#[tokio::test]
+async fn a_job_stored_before_an_optional_parameter_was_added_runs_with_none() {
+    let store = sqlite().await;
+    let url = store.url.as_deref().unwrap();
+    let t = tag("older-args");
+    let payload = Payload {
+        text: "older".to_owned(),
+        nested: Nested {
+            list: vec![Some(1)],
+            map: std::collections::BTreeMap::new(),
+        },
+        maybe: None,
+        nothing: None,
+        smallest: 0,
+        largest: 0,
+        ratio: 0.5,
+    };
+    let args = serde_json::json!({ "tag": t, "payload": payload }).to_string();
+    let id = insert_raw(url, "round_trip", &args, 3).await;
+    worker(&store.client, &["default"])
+        .run_until_idle()
+        .await
+        .unwrap();
+    let ran = job(&store.client, id).await;
+    assert_eq!(ran.state, JobState::Completed, "{:?}", ran.errors);
+    let recorded = errand_tests::common::records(&t);
+    let (_, label): (Payload, Option<String>) = serde_json::from_str(&recorded[0]).unwrap();
+    assert_eq!(label, None);
+}

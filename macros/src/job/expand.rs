@@ -34,20 +34,33 @@ pub(crate) fn expand(attr: &JobAttr, job: &JobFn, key: Option<&[Segment]>) -> To
 
     let names: Vec<_> = job.params.iter().map(|p| p.ident).collect();
     let types: Vec<_> = job.params.iter().map(|p| p.ty).collect();
-    // The stored-arguments struct is generic over its field types, so serde's derive puts the
-    // `Serialize`/`Deserialize` requirements on the impls' bounds instead of failing inside
-    // them: a parameter that is not serializable is then reported once, on its own type, by the
-    // spanned `assert_job_arg` check below.
-    let generics: Vec<_> = (0..names.len())
-        .map(|i| format_ident!("__ErrandT{}", i))
-        .collect();
-
-    // Spanned on the parameter list, so an unmet `Args` bound points at the parameters.
-    let params_span = item.sig.paren_token.span.join();
-    let args_type = quote_spanned! {params_span=> #args_ident<#( #types ),*> };
-    let arg_checks = types.iter().map(|ty| {
-        quote_spanned! {ty.span()=> #krate::__private::assert_job_arg::<#ty>(); }
+    // Each field of the stored-arguments struct is written and read through `JobArg`'s
+    // functions, which require `T: JobArg`: the one requirement on a parameter's type. Both
+    // sides are spanned on the parameter's type, so a type that is not serializable is one
+    // error there, with errand's message (rustc reports one unmet requirement once per
+    // place). The struct's serde impls require nothing of their own, so the `Job::Args` bound
+    // adds no errors either. `Serialize` is written here rather than derived, as the derive
+    // would span its calls on the attribute instead.
+    let field_names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let field_count = names.len();
+    let readers = types.iter().map(|ty| {
+        let de = quote!(<#ty as #krate::__private::JobArg>::deserialize).to_string();
+        let de = syn::LitStr::new(&de, ty.span());
+        // A missing `Option` field reads as `None`, as serde's derive reads it without
+        // `deserialize_with` (and by the same test of the type's name): a job stored before an
+        // optional parameter was added still runs.
+        let default = is_option(ty).then(|| quote!(default,));
+        quote_spanned! {ty.span()=> #[serde(#default deserialize_with = #de)] }
     });
+    let writers = names.iter().zip(&types).zip(&field_names).map(|((name, ty), field)| {
+        // Every token of the call on the type's span, so that the call's span is the type's.
+        let name = syn::Ident::new(&name.to_string(), ty.span());
+        let field = syn::LitStr::new(field, ty.span());
+        quote_spanned! {ty.span()=>
+            <#ty as #krate::__private::JobArg>::serialize_field(&self.#name, &mut __errand_fields, #field)?;
+        }
+    });
+    let args_type = quote!(#args_ident);
 
     let ctx_arg = job.takes_context.then(|| quote!(&__errand_ctx,));
     let ret_ty = match &item.sig.output {
@@ -88,10 +101,24 @@ pub(crate) fn expand(attr: &JobAttr, job: &JobFn, key: Option<&[Segment]>) -> To
         #[doc = #args_doc]
         #[doc(hidden)]
         #[allow(non_camel_case_types)]
-        #[derive(#krate::__private::serde::Serialize, #krate::__private::serde::Deserialize)]
+        #[derive(#krate::__private::serde::Deserialize)]
         #[serde(crate = #serde_crate)]
-        #vis struct #args_ident<#( #generics ),*> {
-            #( #vis #names: #generics, )*
+        #vis struct #args_ident {
+            #( #readers #vis #names: #types, )*
+        }
+
+        #[automatically_derived]
+        impl #krate::__private::serde::Serialize for #args_ident {
+            fn serialize<__ErrandS: #krate::__private::serde::Serializer>(
+                &self,
+                __errand_serializer: __ErrandS,
+            ) -> ::core::result::Result<__ErrandS::Ok, __ErrandS::Error> {
+                use #krate::__private::serde::ser::SerializeStruct as _;
+                let mut __errand_fields = __errand_serializer
+                    .serialize_struct(::core::stringify!(#args_ident), #field_count)?;
+                #( #writers )*
+                __errand_fields.end()
+            }
         }
 
         #[automatically_derived]
@@ -138,11 +165,6 @@ pub(crate) fn expand(attr: &JobAttr, job: &JobFn, key: Option<&[Segment]>) -> To
         }
 
         const _: () = {
-            #[allow(dead_code)]
-            fn __errand_check_args() {
-                #( #arg_checks )*
-            }
-
             #krate::__private::inventory::submit! {
                 #krate::__private::Registration::of::<#ident>()
             }
@@ -271,6 +293,19 @@ fn key_fns(
 }
 
 /// On invalid input: the function unchanged (so calls to it and IDEs keep working) plus the errors.
+/// Whether `ty` is spelled `Option<..>` (or a path ending in it), as serde's derive tests.
+fn is_option(ty: &syn::Type) -> bool {
+    match ty {
+        syn::Type::Path(path) if path.qself.is_none() => path
+            .path
+            .segments
+            .last()
+            .is_some_and(|last| last.ident == "Option"),
+        syn::Type::Group(group) => is_option(&group.elem),
+        _ => false,
+    }
+}
+
 pub(crate) fn fallback(item: &TokenStream, err: syn::Error) -> TokenStream {
     let errors = err.to_compile_error();
     quote!(#item #errors)
