@@ -111,7 +111,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         retried.errors.len()
     );
 
-    let cleared = client.clear_dead(&DeadFilter::all()).await?;
+    let cleared = client.delete_all_dead(&DeadFilter::all()).await?;
     println!(
         "cleared {cleared} dead jobs; the dead set is empty: {}",
         client

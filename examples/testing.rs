@@ -107,10 +107,7 @@ mod tests {
         let timed_out = test.perform(charge::with(2, 1)).await.unwrap();
         assert_eq!(timed_out.state, JobState::Retryable);
         assert_eq!(timed_out.errors[0].kind, FailureKind::Transient);
-        assert!(
-            timed_out.scheduled_at > test.now(),
-            "retried later, with backoff"
-        );
+        assert!(timed_out.run_at > test.now(), "retried later, with backoff");
 
         let paid = test.perform(charge::with(3, 2500)).await.unwrap();
         assert_eq!((paid.state, paid.attempt), (JobState::Completed, 1));

@@ -101,7 +101,7 @@ pub async fn chaos_dies(n: i64) -> Result<(), BenchError> {
 
 /// The chaos run's death handler: one row per call, so a death handled twice shows, and one
 /// never handled is missing.
-pub async fn record_death(death: errand::Death) -> Result<(), errand::HandlerError> {
+pub async fn record_death(death: errand::Death) -> Result<(), errand::DeathHandlerError> {
     let Some(Recorder::Postgres(pool)) = RECORDER.get() else {
         return Err("no recorder in this process".into());
     };

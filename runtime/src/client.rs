@@ -457,7 +457,7 @@ impl Client {
     }
 
     /// Deletes every dead job matching `filter`; returns how many.
-    pub async fn clear_dead(&self, filter: &DeadFilter) -> Result<u64, Error> {
+    pub async fn delete_all_dead(&self, filter: &DeadFilter) -> Result<u64, Error> {
         self.store().delete_dead(&filter.query).await
     }
 

@@ -25,7 +25,7 @@ pub struct JobInfo {
     pub state: JobState,
     /// Attempts spent so far (a snooze or a graceful shutdown spends none).
     pub attempt: u32,
-    /// The most attempts it gets.
+    /// The most attempts it gets: the first plus its `retry` count.
     pub max_attempts: u32,
     /// 0 (first) to 9 (last).
     pub priority: u8,
@@ -34,7 +34,7 @@ pub struct JobInfo {
     /// When it was enqueued.
     pub created_at: SystemTime,
     /// When it runs (next, or last).
-    pub scheduled_at: SystemTime,
+    pub run_at: SystemTime,
     /// When its latest attempt started.
     pub attempted_at: Option<SystemTime>,
     /// When it completed, was cancelled or died.

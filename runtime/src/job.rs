@@ -94,11 +94,13 @@ pub struct Unique {
 pub enum UniqueStrategy {
     /// Until the job starts running.
     UntilExecuting,
-    /// Until the job completes, is cancelled or dies.
+    /// Until the job completes, is cancelled or dies: a repeat enqueued after that is
+    /// accepted and runs. To refuse repeats for a period, use [`UniqueStrategy::UntilExpired`].
     UntilExecuted,
     /// Never refused, but two jobs with the key never run at once.
     WhileExecuting,
-    /// Until `unique_for` has passed since the first enqueue.
+    /// Until `unique_for` has passed since the first enqueue, whatever became of the job: what
+    /// refuses repeats for a period (one reminder a day).
     UntilExpired,
 }
 

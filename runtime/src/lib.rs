@@ -128,7 +128,7 @@ pub use crate::job::{
 pub use crate::query::{JobFilter, Page, QueueStats, StateCounts};
 pub use crate::request::{EnqueueOutcome, Enqueued, Request, Transaction};
 pub use crate::retry::Backoff;
-pub use crate::worker::{HandlerError, Worker, WorkerHandle};
+pub use crate::worker::{DeathHandlerError, Worker, WorkerHandle};
 
 /// For macro expansions only, not public API: may change in any release.
 #[doc(hidden)]

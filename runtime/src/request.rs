@@ -100,7 +100,7 @@ impl<J: Job> Request<J> {
     }
 
     /// Run no sooner than `time`.
-    pub fn at(mut self, time: SystemTime) -> Self {
+    pub fn run_at(mut self, time: SystemTime) -> Self {
         self.run_at = RunAt::At(time);
         self
     }

@@ -185,7 +185,7 @@ impl TestClient {
     }
 
     /// Runs one job once, as a worker would, and returns what the worker recorded: the job
-    /// `Completed`; `Retryable` with the retry's time in `scheduled_at` and the error, with its
+    /// `Completed`; `Retryable` with the retry's time in `run_at` and the error, with its
     /// class, in `errors`; `Scheduled` when it snoozed; `Dead` or `Cancelled`. The arguments
     /// go through serialization and decoding, and the job's `Result` through its error's
     /// classification, exactly as in production; a retry is not run (see
@@ -319,7 +319,7 @@ impl TestClient {
                 .into_iter()
                 .filter(|job| queue.is_none_or(|q| q == job.queue))
                 .filter(|job| matches!(job.state, JobState::Scheduled | JobState::Retryable))
-                .map(|job| to_millis(job.scheduled_at))
+                .map(|job| to_millis(job.run_at))
                 .min();
             match next {
                 Some(_) if runs >= MAX_DRAIN_RUNS => return Err(Error::DrainLimit { steps: runs }),

@@ -266,7 +266,7 @@ async fn durations_near_the_maximum_are_clamped(store: errand_tests::common::Tes
     let retried = job(client, retried).await;
     assert_eq!(retried.state, JobState::Retryable, "{:?}", retried.errors);
     let year = std::time::Duration::from_secs(365 * 86_400);
-    assert!(retried.scheduled_at > std::time::SystemTime::now() + 100 * year);
+    assert!(retried.run_at > std::time::SystemTime::now() + 100 * year);
 }
 
 /// A refused PostgreSQL connection fails at once with its cause and where it went, never after

@@ -118,7 +118,7 @@ async fn the_dead_set_lists_retries_and_clears(store: TestStore) {
     assert!(client.delete_dead(c).await.unwrap());
     assert!(client.job(c).await.unwrap().is_none());
     assert!(!client.delete_dead(c).await.unwrap(), "already gone");
-    assert_eq!(client.clear_dead(&DeadFilter::all()).await.unwrap(), 2);
+    assert_eq!(client.delete_all_dead(&DeadFilter::all()).await.unwrap(), 2);
     assert!(client
         .dead_jobs(&DeadFilter::all(), Page::first(10))
         .await
@@ -130,7 +130,7 @@ type Seen = Arc<Mutex<Vec<(JobId, DeathReason, Option<FailureKind>)>>>;
 
 fn recording(
     seen: &Seen,
-) -> impl Fn(Death) -> std::future::Ready<Result<(), errand::HandlerError>> + Send + Sync + 'static
+) -> impl Fn(Death) -> std::future::Ready<Result<(), errand::DeathHandlerError>> + Send + Sync + 'static
 {
     let seen = seen.clone();
     move |death: Death| {
@@ -196,7 +196,7 @@ async fn a_failing_death_handler_loses_no_death(store: TestStore) {
     let counted = calls.clone();
     let w = worker(client, &["default"]).on_death(move |_death| {
         *counted.lock().unwrap() += 1;
-        async { Err::<(), errand::HandlerError>("the pager is down".into()) }
+        async { Err::<(), errand::DeathHandlerError>("the pager is down".into()) }
     });
     let watched = calls.clone();
     w.run_until(async move {

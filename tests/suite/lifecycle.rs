@@ -54,7 +54,7 @@ async fn delayed_job_waits_for_its_time(store: TestStore) {
         .await
         .unwrap();
     let due = succeed::with(past.clone())
-        .at(SystemTime::now() - Duration::from_secs(5))
+        .run_at(SystemTime::now() - Duration::from_secs(5))
         .enqueue(client)
         .await
         .unwrap();
@@ -65,7 +65,7 @@ async fn delayed_job_waits_for_its_time(store: TestStore) {
     assert_eq!(job(client, waiting.id).await.state, JobState::Scheduled);
     assert!(records(&later).is_empty());
     assert_eq!(job(client, due.id).await.state, JobState::Completed);
-    let scheduled = job(client, waiting.id).await.scheduled_at;
+    let scheduled = job(client, waiting.id).await.run_at;
     assert!(scheduled > SystemTime::now() + Duration::from_secs(3500));
 }
 

@@ -57,7 +57,7 @@ async fn a_failing_death_handler_is_called_again(store: TestStore) {
             };
             async move {
                 if first {
-                    Err::<(), errand::HandlerError>("the pager is down".into())
+                    Err::<(), errand::DeathHandlerError>("the pager is down".into())
                 } else {
                     Ok(())
                 }
@@ -105,7 +105,7 @@ async fn a_death_cut_off_by_a_crash_is_delivered_again(store: TestStore) {
         .death_handler_timeout(Duration::from_secs(1))
         .on_death(move |death: Death| {
             counted.lock().unwrap().push(death.job.id);
-            std::future::pending::<Result<(), errand::HandlerError>>()
+            std::future::pending::<Result<(), errand::DeathHandlerError>>()
         });
     let handle = tokio::spawn(crashing.run_until(std::future::pending()));
     wait_for("the first handler call", || async {

@@ -149,10 +149,7 @@ async fn retry_after_sets_the_next_attempt(store: TestStore) {
     assert_eq!(waiting.state, JobState::Retryable);
     assert_eq!(records(&t), ["ran"]);
     // The error asked for an hour; the default backoff would have said about 15 seconds.
-    let wait = waiting
-        .scheduled_at
-        .duration_since(waiting.errors[0].at)
-        .unwrap();
+    let wait = waiting.run_at.duration_since(waiting.errors[0].at).unwrap();
     assert!(
         wait >= Duration::from_secs(3590) && wait <= Duration::from_secs(3610),
         "{wait:?}"

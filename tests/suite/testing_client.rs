@@ -247,7 +247,7 @@ async fn perform_runs_one_attempt_and_returns_what_was_recorded() {
     let before = test.now();
     let retry = test.perform(flaky::with(t.clone(), 5)).await.unwrap();
     assert_eq!(retry.state, JobState::Retryable);
-    assert!(retry.scheduled_at >= before, "retries later");
+    assert!(retry.run_at >= before, "retries later");
     assert_eq!(retry.errors.len(), 1);
     assert_eq!(retry.errors[0].kind, FailureKind::Transient);
 

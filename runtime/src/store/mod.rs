@@ -490,7 +490,7 @@ where
             .try_get::<Option<String>, _>("idempotency_key")
             .map_err(|e| corrupt(e.to_string()))?,
         created_at: from_millis(int("created_at")?),
-        scheduled_at: from_millis(int("run_at")?),
+        run_at: from_millis(int("run_at")?),
         attempted_at: opt_int("attempted_at")?.map(from_millis),
         finished_at: opt_int("finished_at")?.map(from_millis),
         errors: errors.into_iter().map(Into::into).collect(),

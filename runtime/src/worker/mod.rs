@@ -92,10 +92,10 @@ struct Settings {
 
 /// A death handler, boxed: see [`Worker::on_death`].
 type DeathHandler =
-    Arc<dyn Fn(Death) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync>;
+    Arc<dyn Fn(Death) -> BoxFuture<'static, Result<(), DeathHandlerError>> + Send + Sync>;
 
 /// What a death handler may fail with.
-pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+pub type DeathHandlerError = Box<dyn std::error::Error + Send + Sync>;
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -237,7 +237,7 @@ impl Worker {
     pub fn on_death<F, Fut>(mut self, handler: F) -> Worker
     where
         F: Fn(Death) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+        Fut: Future<Output = Result<(), DeathHandlerError>> + Send + 'static,
     {
         self.settings.on_death = Some(Arc::new(move |death| Box::pin(handler(death))));
         self

@@ -76,7 +76,7 @@ async fn enqueue_duplicates(client: &Client) -> Result<(), Box<dyn std::error::E
 }
 
 /// A death handler: one row per death, with the job and the reason.
-async fn record_death(death: errand::Death) -> Result<(), errand::HandlerError> {
+async fn record_death(death: errand::Death) -> Result<(), errand::DeathHandlerError> {
     tokio::time::sleep(Duration::from_millis(env_or("ERRAND_DEATH_HANDLER_MS", 0))).await;
     let pool = errand_tests::jobs::recorder().ok_or("no recorder")?;
     sqlx::query("INSERT INTO deaths (job_id, reason, pid) VALUES ($1, $2, $3)")
