@@ -87,6 +87,9 @@ impl ConformanceStore {
                 unique_for: None,
                 on_conflict: OnConflict::Skip,
             }),
+            tags: Vec::new(),
+            meta: None,
+            timeout_ms: None,
         };
         Ok(match self.store().enqueue(&job).await? {
             Inserted::New(id) => (id.get(), true),

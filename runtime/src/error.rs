@@ -160,6 +160,14 @@ pub enum Error {
         /// The priority as given.
         priority: u8,
     },
+    /// A request's meta is not a JSON object.
+    #[error("the meta of a `{kind}` job must be a JSON object, e.g. `json!({{\"by\": \"ops\"}})`, not `{found}`")]
+    InvalidMeta {
+        /// The job's kind.
+        kind: &'static str,
+        /// The start of what was given.
+        found: String,
+    },
     /// A request's retry count is out of range.
     #[error("`retry({retry})` for a `{kind}` job is out of range; expected 0 to 100 retries")]
     InvalidRetry {
@@ -258,6 +266,7 @@ impl crate::Classify for Error {
             | Error::ArgsTooLarge { .. }
             | Error::InvalidQueue { .. }
             | Error::InvalidRetry { .. }
+            | Error::InvalidMeta { .. }
             | Error::InvalidPriority { .. }
             | Error::KeyTooLong { .. }
             | Error::Duplicate { .. }

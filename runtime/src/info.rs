@@ -41,6 +41,12 @@ pub struct JobInfo {
     pub finished_at: Option<SystemTime>,
     /// Every failed attempt, oldest first.
     pub errors: Vec<AttemptError>,
+    /// Its labels (`Request::tags`).
+    pub tags: Vec<String>,
+    /// The caller's data stored with it (`Request::meta`): a JSON object, `{}` when none.
+    pub meta: serde_json::Value,
+    /// The run time limit its request set, overriding the job's `timeout`.
+    pub timeout: Option<Duration>,
 }
 
 impl JobInfo {

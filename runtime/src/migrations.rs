@@ -93,6 +93,7 @@ migrations!(
     7 "0007_key_rule",
     8 "0008_wake_per_statement",
     9 "0009_listings",
+    10 "0010_tags_meta_timeout",
 );
 
 /// The table in which errand records which migrations a PostgreSQL schema has.

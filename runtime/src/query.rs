@@ -47,6 +47,7 @@ pub struct JobFilter {
     pub(crate) queue: Option<String>,
     pub(crate) kind: Option<String>,
     pub(crate) key: Option<String>,
+    pub(crate) tag: Option<String>,
     pub(crate) created_after_ms: Option<i64>,
     pub(crate) created_before_ms: Option<i64>,
     pub(crate) finished_after_ms: Option<i64>,
@@ -89,6 +90,14 @@ impl JobFilter {
     /// or oldest first until it finds them.
     pub fn key(mut self, key: impl Into<String>) -> Self {
         self.key = Some(key.into());
+        self
+    }
+
+    /// Only jobs carrying `tag` ([`Request::tags`](crate::Request::tags)). A filter on the
+    /// jobs the other conditions select, not an index of its own: pair it with a state, queue
+    /// or kind on a large table.
+    pub fn tag(mut self, tag: impl Into<String>) -> Self {
+        self.tag = Some(tag.into());
         self
     }
 

@@ -37,6 +37,9 @@ pub struct Request<J: Job> {
     priority: Option<u8>,
     queue: Option<String>,
     retry: Option<u32>,
+    timeout: Option<Duration>,
+    tags: Vec<String>,
+    meta: Option<serde_json::Value>,
     job: PhantomData<fn() -> J>,
 }
 
@@ -89,6 +92,9 @@ impl<J: Job> Request<J> {
             priority: None,
             queue: None,
             retry: None,
+            timeout: None,
+            tags: Vec::new(),
+            meta: None,
             job: PhantomData,
         }
     }
@@ -124,6 +130,45 @@ impl<J: Job> Request<J> {
     /// ```
     pub fn retry(mut self, retry: u32) -> Self {
         self.retry = Some(retry);
+        self
+    }
+
+    /// Override the job's `timeout`: a run still going after `timeout` is stopped and counts
+    /// as a transient failure.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Labels to find the job by ([`JobFilter::tag`](crate::JobFilter::tag)), shown with it
+    /// ([`JobInfo::tags`](crate::JobInfo::tags)) and on its runs' spans (`job.tags`). Keep them
+    /// few and short: a customer tier, a campaign, a tenant.
+    ///
+    /// ```no_run
+    /// # #[errand::job]
+    /// # async fn send_newsletter(user_id: i64) -> Result<(), std::io::Error> { Ok(()) }
+    /// # async fn demo(client: errand::Client) -> Result<(), errand::Error> {
+    /// send_newsletter::with(7)
+    ///     .tags(["campaign-2026-11", "tier-gold"])
+    ///     .meta(serde_json::json!({ "requested_by": "ops@example.com" }))
+    ///     .enqueue(&client)
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn tags<I, S>(mut self, tags: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.tags = tags.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The caller's data stored with the job, a JSON object: who asked for it, a trace or
+    /// request id. Shown on [`JobInfo::meta`](crate::JobInfo::meta) and on its runs' spans
+    /// (`job.meta`); the job's function does not receive it (its arguments are what it needs).
+    pub fn meta(mut self, meta: serde_json::Value) -> Self {
+        self.meta = Some(meta);
         self
     }
 
@@ -203,6 +248,17 @@ impl<J: Job> Request<J> {
         if priority > 9 {
             return Err(Error::InvalidPriority { kind, priority });
         }
+        let meta = match self.meta {
+            None => None,
+            Some(serde_json::Value::Object(map)) if map.is_empty() => None,
+            Some(map @ serde_json::Value::Object(_)) => Some(map.to_string()),
+            Some(other) => {
+                return Err(Error::InvalidMeta {
+                    kind,
+                    found: other.to_string().chars().take(80).collect(),
+                })
+            }
+        };
         let max_attempts = match self.retry {
             None => J::OPTIONS.max_attempts(),
             Some(retry) if retry <= MAX_RETRY => retry + 1,
@@ -227,6 +283,9 @@ impl<J: Job> Request<J> {
             max_attempts,
             run_at: self.run_at,
             unique: J::OPTIONS.unique,
+            tags: self.tags,
+            meta,
+            timeout_ms: self.timeout.map(crate::info::duration_millis),
         })
     }
 }
@@ -277,6 +336,9 @@ where
             .field("priority", &self.priority)
             .field("queue", &self.queue)
             .field("retry", &self.retry)
+            .field("timeout", &self.timeout)
+            .field("tags", &self.tags)
+            .field("meta", &self.meta)
             .finish()
     }
 }

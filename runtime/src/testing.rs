@@ -415,6 +415,9 @@ pub fn context(kind: &str, key: &str) -> Context {
         max_attempts: 1,
         key: Some(key.to_owned()),
         fence: 0,
+        timeout: None,
+        tags: "[]".to_owned(),
+        meta: "{}".to_owned(),
     };
     Context::new(
         &job,

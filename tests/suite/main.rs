@@ -14,6 +14,7 @@ mod prefetch;
 mod processes;
 mod queries;
 mod reliability;
+mod request_options;
 mod retries;
 mod shutdown;
 mod testing_client;

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id};
+use tracing::span::{Attributes, Id, Record};
 use tracing::Subscriber;
 use tracing_subscriber::layer::{self, Layer, SubscriberExt};
 
@@ -18,7 +18,7 @@ use errand::{job, Context};
 
 use errand_tests::common::{record, records, sqlite, tag};
 
-type Spans = Arc<Mutex<Vec<BTreeMap<String, String>>>>;
+type Spans = Arc<Mutex<Vec<(Id, BTreeMap<String, String>)>>>;
 
 /// Collects the fields of every `errand.job` span.
 struct CaptureJobSpans(Spans);
@@ -36,11 +36,19 @@ impl Visit for Fields<'_> {
 }
 
 impl<S: Subscriber> Layer<S> for CaptureJobSpans {
-    fn on_new_span(&self, attrs: &Attributes<'_>, _id: &Id, _ctx: layer::Context<'_, S>) {
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, _ctx: layer::Context<'_, S>) {
         if attrs.metadata().name() == "errand.job" {
             let mut fields = BTreeMap::new();
             attrs.record(&mut Fields(&mut fields));
-            self.0.lock().unwrap().push(fields);
+            self.0.lock().unwrap().push((id.clone(), fields));
+        }
+    }
+
+    /// Fields recorded after the span was created (`job.tags`, `job.meta`).
+    fn on_record(&self, id: &Id, values: &Record<'_>, _ctx: layer::Context<'_, S>) {
+        let mut spans = self.0.lock().unwrap();
+        if let Some((_, fields)) = spans.iter_mut().find(|(span, _)| span == id) {
+            values.record(&mut Fields(fields));
         }
     }
 }
@@ -58,7 +66,10 @@ fn each_run_has_a_span_with_the_jobs_identity() {
     let t = tag("span");
     let id = runtime.block_on(async {
         let store = sqlite().await;
-        let id = traced_charge::enqueue(&store.client, t.clone(), 42)
+        let id = traced_charge::with(t.clone(), 42)
+            .tags(["vip"])
+            .meta(serde_json::json!({ "request_id": "r-1" }))
+            .enqueue(&store.client)
             .await
             .unwrap()
             .id;
@@ -71,7 +82,7 @@ fn each_run_has_a_span_with_the_jobs_identity() {
     assert_eq!(records(&t), ["charge-42"]);
     let spans = spans.lock().unwrap();
     assert_eq!(spans.len(), 1, "{spans:?}");
-    let fields = &spans[0];
+    let fields = &spans[0].1;
     assert_eq!(
         fields.get("job.id").map(String::as_str),
         Some(id.to_string().as_str())
@@ -83,6 +94,14 @@ fn each_run_has_a_span_with_the_jobs_identity() {
     assert_eq!(fields.get("job.queue").map(String::as_str), Some("default"));
     assert_eq!(fields.get("job.attempt").map(String::as_str), Some("1"));
     assert_eq!(fields.get("job.key").map(String::as_str), Some("charge-42"));
+    assert_eq!(
+        fields.get("job.tags").map(String::as_str),
+        Some(r#"["vip"]"#)
+    );
+    assert_eq!(
+        fields.get("job.meta").map(String::as_str),
+        Some(r#"{"request_id":"r-1"}"#)
+    );
 }
 
 #[job(key = "charge-<order_id>")]

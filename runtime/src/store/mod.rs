@@ -92,9 +92,34 @@ pub struct NewJob {
     pub(crate) key: Option<String>,
     /// With a key: whether (and how) duplicates are refused.
     pub(crate) unique: Option<Unique>,
+    /// Labels for finding it (`Request::tags`).
+    pub(crate) tags: Vec<String>,
+    /// A JSON object of the caller's data (`Request::meta`), `None` for `{}`.
+    pub(crate) meta: Option<String>,
+    /// A run time limit that overrides the job's own, in milliseconds.
+    pub(crate) timeout_ms: Option<i64>,
 }
 
 impl NewJob {
+    /// Its tags as a JSON array.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn tags_json(&self) -> String {
+        // Serializing strings cannot fail.
+        serde_json::to_string(&self.tags).unwrap_or_else(|_| "[]".to_owned())
+    }
+
+    /// Its meta, as JSON text.
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+    pub(crate) fn meta_json(&self) -> &str {
+        self.meta.as_deref().unwrap_or("{}")
+    }
+
+    /// Its meta, as a JSON value.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    pub(crate) fn meta_value(&self) -> serde_json::Value {
+        serde_json::from_str(self.meta_json()).unwrap_or_default()
+    }
+
     /// The key this job holds from its enqueue, when duplicates of it are refused.
     pub(crate) fn unique_key(&self) -> Option<&str> {
         match self.unique {
@@ -181,6 +206,12 @@ pub(crate) struct Claimed {
     pub key: Option<String>,
     /// Bumped on every claim: a write carrying an older fence is from a worker that lost the job.
     pub fence: i64,
+    /// A run time limit that overrides the job's own.
+    pub timeout: Option<Duration>,
+    /// Its tags, as a JSON array.
+    pub tags: String,
+    /// Its meta, as a JSON object.
+    pub meta: String,
 }
 
 impl Claimed {
@@ -494,6 +525,11 @@ where
         attempted_at: opt_int("attempted_at")?.map(from_millis),
         finished_at: opt_int("finished_at")?.map(from_millis),
         errors: errors.into_iter().map(Into::into).collect(),
+        tags: serde_json::from_str(&text("tags")?)
+            .map_err(|e| corrupt(format!("unreadable tags: {e}")))?,
+        meta: serde_json::from_str(&text("meta")?)
+            .map_err(|e| corrupt(format!("unreadable meta: {e}")))?,
+        timeout: opt_int("timeout_ms")?.map(|ms| Duration::from_millis(ms.max(0).unsigned_abs())),
     })
 }
 

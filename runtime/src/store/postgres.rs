@@ -164,6 +164,7 @@ fn query<'q>(sql: &'q str, values: Vec<Value<'q>>, _clock: &Clock) -> PgQuery<'q
             Value::Bool(v) => query.bind(v),
             Value::Text(v) => query.bind(v),
             Value::Texts(v) => query.bind(v),
+            Value::OwnedTexts(v) => query.bind(v),
             Value::Ints(v) => query.bind(v),
             Value::OptTexts(v) => query.bind(v),
             Value::OptInts(v) => query.bind(v),
@@ -214,6 +215,10 @@ impl Dialect for Postgres {
         format!("{column} = ANY(${n})")
     }
 
+    fn has_tag(n: usize) -> String {
+        format!("${n} = ANY(tags)")
+    }
+
     fn many_values<'a>(jobs: &'a [NewJob]) -> Vec<Value<'a>> {
         // One array per column.
         let (delays, ats) = jobs.iter().map(|j| j.run_at.delay_or_at_ms()).unzip();
@@ -227,6 +232,11 @@ impl Dialect for Postgres {
             Value::OptInts(delays),
             Value::OptInts(ats),
             Value::Now,
+            // Each job's tags as a JSON array: PostgreSQL has no arrays of arrays of lengths
+            // that differ.
+            Value::OwnedTexts(jobs.iter().map(NewJob::tags_json).collect()),
+            Value::Texts(jobs.iter().map(NewJob::meta_json).collect()),
+            Value::OptInts(jobs.iter().map(|j| j.timeout_ms).collect()),
         ]
     }
 }
@@ -254,7 +264,8 @@ macro_rules! claim {
              unique_key = errand_key_after(unique_strategy, 'running', unique_key)
          WHERE id IN (SELECT id FROM picked)
          RETURNING id, kind, queue, args::text AS args, attempt::bigint, max_attempts::bigint,
-                   idempotency_key, fence, priority::bigint, run_at"
+                   idempotency_key, fence, priority::bigint, run_at, timeout_ms,
+                   array_to_json(tags)::text AS tags, meta::text AS meta"
     };
 }
 
@@ -304,7 +315,7 @@ const COMPLETE_AND_CLAIM: &str = concat!(
     ")
      SELECT *, false AS done FROM claimed
      UNION ALL
-     SELECT id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, true FROM done"
+     SELECT id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, true FROM done"
 );
 
 /// The dead jobs a [`DeadQuery`](crate::store::DeadQuery) picks, binding `$1` id, `$2` kind,
@@ -322,7 +333,8 @@ macro_rules! select_job {
     () => {
         "SELECT id, kind, queue, args::text AS args, state, priority::bigint AS priority,
          attempt::bigint AS attempt, max_attempts::bigint AS max_attempts, idempotency_key, run_at,
-         created_at, attempted_at, finished_at, errors::text AS errors FROM errand_jobs"
+         created_at, attempted_at, finished_at, errors::text AS errors,
+         array_to_json(tags)::text AS tags, meta::text AS meta, timeout_ms FROM errand_jobs"
     };
 }
 
@@ -350,10 +362,12 @@ static STATEMENTS: Statements = Statements {
     insert: concat!(
         "WITH ins AS (
         INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, idempotency_key,
-                                 run_at, created_at, unique_key, unique_strategy, unique_until)
+                                 run_at, created_at, unique_key, unique_strategy, unique_until,
+                                 tags, meta, timeout_ms)
         SELECT $1, $2, $3::jsonb,
                CASE WHEN t.run_at > errand_now_ms() THEN 'scheduled' ELSE 'available' END,
-               $4, $5, $6, t.run_at, errand_now_ms(), $9, $10, errand_now_ms() + $11::bigint
+               $4, $5, $6, t.run_at, errand_now_ms(), $9, $10, errand_now_ms() + $11::bigint,
+               $13::text[], $14::jsonb, $15::bigint
         FROM (SELECT COALESCE($8::bigint, errand_now_ms() + $7::bigint) AS run_at) t
         ON CONFLICT DO NOTHING
         RETURNING id, queue, state)",
@@ -369,12 +383,15 @@ static STATEMENTS: Statements = Statements {
         RETURNING id",
     insert_many: concat!(
         "WITH ins AS (
-        INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, idempotency_key, run_at, created_at)
+        INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, idempotency_key, run_at, created_at,
+                                 tags, meta, timeout_ms)
         SELECT kind, queue, args::jsonb,
                CASE WHEN COALESCE(at, errand_now_ms() + delay) > errand_now_ms() THEN 'scheduled' ELSE 'available' END,
-               priority, max_attempts, key, COALESCE(at, errand_now_ms() + delay), errand_now_ms()
-        FROM unnest($1::text[], $2::text[], $3::text[], $4::smallint[], $5::int[], $6::text[], $7::bigint[], $8::bigint[])
-             AS t(kind, queue, args, priority, max_attempts, key, delay, at)
+               priority, max_attempts, key, COALESCE(at, errand_now_ms() + delay), errand_now_ms(),
+               ARRAY(SELECT jsonb_array_elements_text(tags::jsonb)), meta::jsonb, timeout_ms
+        FROM unnest($1::text[], $2::text[], $3::text[], $4::smallint[], $5::int[], $6::text[], $7::bigint[], $8::bigint[],
+                    $10::text[], $11::text[], $12::bigint[])
+             AS t(kind, queue, args, priority, max_attempts, key, delay, at, tags, meta, timeout_ms)
         RETURNING id, queue, state)",
         wake!()
     ),

@@ -38,6 +38,9 @@ pub(crate) enum Value<'a> {
     Texts(Vec<&'a str>),
     /// A list: a PostgreSQL array, an SQLite JSON array.
     Ints(Vec<i64>),
+    /// A list of texts built for the statement (PostgreSQL's bulk insert).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    OwnedTexts(Vec<String>),
     /// A list with NULLs (PostgreSQL's bulk insert).
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     OptTexts(Vec<Option<&'a str>>),
@@ -97,6 +100,7 @@ pub(crate) trait SqlRow: Send {
     fn int(&self, column: usize) -> Result<i64, sqlx::Error>;
     fn text(&self, column: usize) -> Result<String, sqlx::Error>;
     fn opt_text(&self, column: usize) -> Result<Option<String>, sqlx::Error>;
+    fn opt_int(&self, column: usize) -> Result<Option<i64>, sqlx::Error>;
     fn flag(&self, column: usize) -> Result<bool, sqlx::Error>;
     /// A row of [`Statements::select_job`]'s columns.
     fn job(&self, store: &'static str) -> Result<JobInfo, Error>;
@@ -120,6 +124,10 @@ where
     }
 
     fn opt_text(&self, column: usize) -> Result<Option<String>, sqlx::Error> {
+        self.try_get(column)
+    }
+
+    fn opt_int(&self, column: usize) -> Result<Option<i64>, sqlx::Error> {
         self.try_get(column)
     }
 
@@ -181,6 +189,9 @@ pub(crate) trait Dialect: Send + Sync + Sized + 'static {
     /// SQL that holds when `column` is among the list bound as the `n`th parameter
     /// ([`Value::Texts`] or [`Value::Ints`]).
     fn among(column: &str, n: usize) -> String;
+
+    /// SQL that holds when a job's tags include the text bound as the `n`th parameter.
+    fn has_tag(n: usize) -> String;
 
     /// The parameters of [`Statements::insert_many`] for `jobs`.
     fn many_values<'a>(jobs: &'a [NewJob]) -> Vec<Value<'a>>;
@@ -417,6 +428,10 @@ fn job_conditions<'a, D: Dialect>(
             conditions.push(format!("{column} = {}", D::param(n)));
         }
     }
+    if let Some(tag) = filter.tag.as_deref() {
+        let n = bind(values, tag.into());
+        conditions.push(D::has_tag(n));
+    }
     let ranges = [
         ("created_at >=", filter.created_after_ms),
         ("created_at <", filter.created_before_ms),
@@ -529,6 +544,9 @@ pub(crate) fn insert<'a, D: Dialect>(
                 job.unique_strategy(),
                 job.unique_for_ms(),
                 Value::Now,
+                Value::Texts(job.tags.iter().map(String::as_str).collect()),
+                Value::from(job.meta_json()),
+                Value::from(job.timeout_ms),
             ];
             if let Some(row) = first(D::fetch(conn, sql.insert, new, clock).await.map_err(op)?) {
                 return Ok(Inserted::New(JobId::new(row.int(0).map_err(op)?)));
@@ -597,7 +615,7 @@ fn first<T>(rows: Vec<T>) -> Option<T> {
 }
 
 /// A claimed row: `id, kind, queue, args, attempt, max_attempts, idempotency_key, fence,
-/// priority, run_at`, with the order it should start in.
+/// priority, run_at, timeout_ms, tags, meta`, with the order it should start in.
 fn claimed_row(row: &impl SqlRow) -> Result<((i64, i64), Claimed), sqlx::Error> {
     let job = Claimed {
         id: JobId::new(row.int(0)?),
@@ -608,6 +626,11 @@ fn claimed_row(row: &impl SqlRow) -> Result<((i64, i64), Claimed), sqlx::Error> 
         max_attempts: u32::try_from(row.int(5)?).unwrap_or(u32::MAX),
         key: row.opt_text(6)?,
         fence: row.int(7)?,
+        timeout: row
+            .opt_int(10)?
+            .map(|ms| Duration::from_millis(ms.max(0).unsigned_abs())),
+        tags: row.text(11)?,
+        meta: row.text(12)?,
     };
     Ok(((row.int(8)?, row.int(9)?), job))
 }
@@ -960,7 +983,7 @@ impl<D: Dialect> Store for SqlStore<D> {
             let mut exchange = Exchange::default();
             let mut claimed = Vec::new();
             for row in &rows {
-                if row.flag(10).map_err(|e| op_error::<D>(op(), e))? {
+                if row.flag(13).map_err(|e| op_error::<D>(op(), e))? {
                     let id = row.int(0).map_err(|e| op_error::<D>(op(), e))?;
                     exchange.completed.push(JobId::new(id));
                 } else {

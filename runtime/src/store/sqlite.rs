@@ -154,6 +154,7 @@ fn query<'q>(sql: &'q str, values: Vec<Value<'q>>, clock: &Clock) -> SqliteQuery
             Value::Bool(v) => query.bind(v),
             Value::Text(v) => query.bind(v),
             Value::Texts(v) => query.bind(json_array(&v)),
+            Value::OwnedTexts(v) => query.bind(json_array(&v)),
             Value::Ints(v) => query.bind(json_array(&v)),
             Value::OptTexts(v) => query.bind(json_array(&v)),
             Value::OptInts(v) => query.bind(json_array(&v)),
@@ -191,6 +192,10 @@ impl Dialect for Sqlite {
         format!("{column} IN (SELECT value FROM json_each(?{n}))")
     }
 
+    fn has_tag(n: usize) -> String {
+        format!("EXISTS (SELECT 1 FROM json_each(tags) WHERE value = ?{n})")
+    }
+
     fn many_values<'a>(jobs: &'a [NewJob]) -> Vec<Value<'a>> {
         // One JSON array holds the whole batch: one statement, any number of rows.
         let rows: Vec<serde_json::Value> = jobs
@@ -205,7 +210,10 @@ impl Dialect for Sqlite {
                     job.max_attempts,
                     job.key,
                     delay,
-                    at
+                    at,
+                    job.tags,
+                    job.meta_value(),
+                    job.timeout_ms
                 ])
             })
             .collect();
@@ -250,7 +258,7 @@ macro_rules! dead_filter {
 macro_rules! select_job {
     () => {
         "SELECT id, kind, queue, args, state, priority, attempt, max_attempts, idempotency_key,
-         run_at, created_at, attempted_at, finished_at, errors FROM errand_jobs"
+         run_at, created_at, attempted_at, finished_at, errors, tags, meta, timeout_ms FROM errand_jobs"
     };
 }
 
@@ -275,9 +283,10 @@ static STATEMENTS: Statements = Statements {
         WHERE kind = ?1 AND unique_key = ?2 AND unique_until IS NOT NULL AND unique_until <= ?3",
     // `WHERE true` tells SQLite's parser that `ON CONFLICT` belongs to the insert.
     insert: "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, idempotency_key,
-                                      run_at, created_at, unique_key, unique_strategy, unique_until)
+                                      run_at, created_at, unique_key, unique_strategy, unique_until,
+                                      tags, meta, timeout_ms)
         SELECT ?1, ?2, ?3, CASE WHEN t.run_at > ?12 THEN 'scheduled' ELSE 'available' END,
-               ?4, ?5, ?6, t.run_at, ?12, ?9, ?10, ?12 + ?11
+               ?4, ?5, ?6, t.run_at, ?12, ?9, ?10, ?12 + ?11, ?13, ?14, ?15
         FROM (SELECT COALESCE(?8, ?12 + ?7) AS run_at) t WHERE true
         ON CONFLICT DO NOTHING
         RETURNING id",
@@ -287,10 +296,12 @@ static STATEMENTS: Statements = Statements {
             state = CASE WHEN COALESCE(?6, ?7 + ?5) > ?7 THEN 'scheduled' ELSE 'available' END
         WHERE id = ?1 AND state IN ('scheduled', 'available', 'retryable')
         RETURNING id",
-    insert_many: "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, idempotency_key, run_at, created_at)
+    insert_many: "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, idempotency_key, run_at, created_at,
+                                           tags, meta, timeout_ms)
         SELECT value ->> 0, value ->> 1, value ->> 2,
                CASE WHEN COALESCE(value ->> 7, ?2 + (value ->> 6)) > ?2 THEN 'scheduled' ELSE 'available' END,
-               value ->> 3, value ->> 4, value ->> 5, COALESCE(value ->> 7, ?2 + (value ->> 6)), ?2
+               value ->> 3, value ->> 4, value ->> 5, COALESCE(value ->> 7, ?2 + (value ->> 6)), ?2,
+               value -> 8, value -> 9, value ->> 10
         FROM json_each(?1)
         RETURNING id",
     // One queue a statement: `?1` and `?2` hold one element each.
@@ -306,7 +317,8 @@ static STATEMENTS: Statements = Statements {
             WHERE queue = (?1 ->> 0) AND state = 'available' AND kind IN (SELECT value FROM json_each(?5))
             ORDER BY priority, run_at, id
             LIMIT (?2 ->> 0))
-        RETURNING id, kind, queue, args, attempt, max_attempts, idempotency_key, fence, priority, run_at"
+        RETURNING id, kind, queue, args, attempt, max_attempts, idempotency_key, fence, priority, run_at,
+                  timeout_ms, tags, meta"
     ),
     promote: "UPDATE errand_jobs SET state = 'available'
         WHERE id IN (SELECT id FROM errand_jobs

@@ -55,7 +55,16 @@ impl Runner {
             job.queue = %job.queue,
             job.attempt = job.attempt,
             job.key = job.key.as_deref(),
+            job.tags = tracing::field::Empty,
+            job.meta = tracing::field::Empty,
         );
+        // Only when set: most jobs have neither.
+        if job.tags != "[]" {
+            span.record("job.tags", job.tags.as_str());
+        }
+        if job.meta != "{}" {
+            span.record("job.meta", job.meta.as_str());
+        }
         let started = Instant::now();
         let registration = self.registry.get(job.kind.as_str()).copied();
         let ctx = Context::new(
@@ -152,7 +161,7 @@ impl Runner {
             )
         })?;
         let future = CatchPanic(future);
-        match registration.options.timeout {
+        match job.timeout.or(registration.options.timeout) {
             None => future.await,
             Some(limit) => tokio::time::timeout(limit, future)
                 .await
