@@ -13,7 +13,7 @@ use crate::info::{AttemptError, JobInfo};
 use crate::job::Job;
 use crate::job::{JobId, JobState};
 use crate::query::{JobFilter, Page, QueueStats};
-use crate::request::{EnqueueOutcome, Enqueued, Request};
+use crate::request::{EnqueueOutcome, Enqueued, Request, Transaction};
 use crate::store::{Backend, BoxFuture, NewJob, Store};
 
 /// A handle on errand's store. Cheap to clone; clones share one connection pool.
@@ -330,16 +330,54 @@ impl Client {
         Ok(enqueued)
     }
 
+    /// [`Client::enqueue_many`] inside the caller's transaction (the transactional outbox for
+    /// a batch): if the transaction rolls back, none of the jobs ever existed; once it
+    /// commits, they run. Jobs that are not unique go in one statement per 1,000; unique jobs
+    /// one at a time, as [`Request::enqueue_tx`] does. This client's settings (the arguments
+    /// limit) apply; the transaction must be on the database the workers use.
+    ///
+    /// ```no_run
+    /// # #[errand::job]
+    /// # async fn send_receipt(order_id: i64) -> Result<(), std::io::Error> { Ok(()) }
+    /// # async fn demo(client: errand::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut tx = client.begin::<sqlx::Postgres>().await?;
+    /// sqlx::query("UPDATE public.orders SET paid = true WHERE batch = 7").execute(&mut *tx).await?;
+    /// client
+    ///     .enqueue_many_tx(&mut tx, (1..=500).map(send_receipt::with))
+    ///     .await?;
+    /// tx.commit().await?; // the orders and their 500 jobs, or neither
+    /// # Ok(()) }
+    /// ```
+    pub async fn enqueue_many_tx<J: Job, T: Transaction>(
+        &self,
+        tx: &mut T,
+        requests: impl IntoIterator<Item = Request<J>>,
+    ) -> Result<Vec<Enqueued>, Error> {
+        const CHUNK: usize = 1000;
+        let limit = self.config().max_args_bytes_limit();
+        let mut enqueued = Vec::new();
+        let mut chunk = Vec::with_capacity(CHUNK);
+        let unique = J::OPTIONS.unique.is_some();
+        for request in requests {
+            if unique {
+                enqueued.push(request.enqueue_tx(tx).await?);
+                continue;
+            }
+            chunk.push(request.into_new_job(limit)?);
+            if chunk.len() == CHUNK {
+                enqueued.extend(new_jobs(tx.insert_jobs(&chunk).await?));
+                chunk.clear();
+            }
+        }
+        if !chunk.is_empty() {
+            enqueued.extend(new_jobs(tx.insert_jobs(&chunk).await?));
+        }
+        Ok(enqueued)
+    }
+
     async fn insert_chunk(&self, jobs: &[NewJob]) -> Result<Vec<Enqueued>, Error> {
         let ids = self.store().enqueue_many(jobs).await?;
-        Ok(ids
-            .into_iter()
-            .map(|id| Enqueued {
-                id,
-                duplicate_of: None,
-                outcome: EnqueueOutcome::New,
-            })
-            .collect())
+        Ok(new_jobs(ids).collect())
     }
 
     pub(crate) fn store(&self) -> &Backend {
@@ -513,6 +551,15 @@ async fn connect_postgres(url: &str, _config: &Config) -> Result<Backend, Error>
         url: redact(url),
         reason: "errand was built without its `postgres` feature; enable it in Cargo.toml"
             .to_owned(),
+    })
+}
+
+/// What [`Client::enqueue_many`] reports for jobs it inserted.
+fn new_jobs(ids: Vec<JobId>) -> impl Iterator<Item = Enqueued> {
+    ids.into_iter().map(|id| Enqueued {
+        id,
+        duplicate_of: None,
+        outcome: EnqueueOutcome::New,
     })
 }
 

@@ -378,6 +378,12 @@ mod sealed {
             job: &NewJob,
         ) -> impl Future<Output = Result<Inserted, Error>> + Send;
 
+        /// Inserts jobs that are not unique, in one statement; their ids in order.
+        fn insert_jobs(
+            &mut self,
+            jobs: &[NewJob],
+        ) -> impl Future<Output = Result<Vec<JobId>, Error>> + Send;
+
         /// Whether the job was running under this fence and is now completed.
         fn complete_job(
             &mut self,
@@ -403,6 +409,10 @@ macro_rules! transaction_impls {
                     $module::insert(self, job).await
                 }
 
+                async fn insert_jobs(&mut self, jobs: &[NewJob]) -> Result<Vec<JobId>, Error> {
+                    $module::insert_many(self, jobs).await
+                }
+
                 async fn complete_job(&mut self, id: JobId, fence: i64) -> Result<bool, Error> {
                     $module::complete(self, id, fence).await
                 }
@@ -413,6 +423,10 @@ macro_rules! transaction_impls {
             impl sealed::Sealed for $conn {
                 async fn insert_job(&mut self, job: &NewJob) -> Result<Inserted, Error> {
                     $module::insert(self, job).await
+                }
+
+                async fn insert_jobs(&mut self, jobs: &[NewJob]) -> Result<Vec<JobId>, Error> {
+                    $module::insert_many(self, jobs).await
                 }
 
                 async fn complete_job(&mut self, id: JobId, fence: i64) -> Result<bool, Error> {

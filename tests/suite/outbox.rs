@@ -7,7 +7,67 @@ use errand_tests::common::{job, records, tag, worker, TestStore};
 use errand_tests::jobs::*;
 
 errand_tests::per_sql_store!(enqueue_in_transaction_follows_commit_and_rollback);
-errand_tests::per_store!(begin_opens_a_transaction_on_the_stores_pool);
+errand_tests::per_store!(
+    begin_opens_a_transaction_on_the_stores_pool,
+    enqueue_many_tx_follows_commit_and_rollback,
+);
+
+/// `Client::enqueue_many_tx`: a batch in the caller's transaction, plain jobs in one statement
+/// and unique ones one by one, all or none.
+async fn enqueue_many_tx_follows_commit_and_rollback(store: TestStore) {
+    let client = &store.client;
+    let (kept, dropped) = (tag("many-tx-kept"), tag("many-tx-dropped"));
+    macro_rules! batch {
+        ($db:ty, $tag:expr, $commit:expr) => {{
+            let mut tx = client.begin::<$db>().await.unwrap();
+            let plain = client
+                .enqueue_many_tx(&mut tx, (0..3).map(|_| succeed::with($tag.clone())))
+                .await
+                .unwrap();
+            let unique = client
+                .enqueue_many_tx(
+                    &mut tx,
+                    [1, 2, 1].map(|id| until_executed_job::with($tag.clone(), id, "ok".into())),
+                )
+                .await
+                .unwrap();
+            if $commit {
+                tx.commit().await.unwrap();
+            } else {
+                tx.rollback().await.unwrap();
+            }
+            (plain, unique)
+        }};
+    }
+    // Commit first, so the rolled-back batch cannot reuse the committed jobs' ids.
+    let ((plain, unique), (gone, _)) = if store.schema.is_some() {
+        (
+            batch!(sqlx::Postgres, kept, true),
+            batch!(sqlx::Postgres, dropped, false),
+        )
+    } else {
+        (
+            batch!(sqlx::Sqlite, kept, true),
+            batch!(sqlx::Sqlite, dropped, false),
+        )
+    };
+    for enqueued in &gone {
+        assert!(client.job(enqueued.id).await.unwrap().is_none());
+    }
+    assert_eq!(plain.len(), 3);
+    assert!(plain.windows(2).all(|w| w[0].id < w[1].id), "in order");
+    let outcomes: Vec<_> = unique.iter().map(|e| e.outcome).collect();
+    use errand::EnqueueOutcome::{Duplicate, New};
+    assert_eq!(
+        outcomes,
+        [New, New, Duplicate],
+        "key u-1 twice in one batch"
+    );
+    assert_eq!(unique[2].id, unique[0].id);
+    worker(client, &["default"]).run_until_idle().await.unwrap();
+    assert_eq!(records(&kept).len(), 5, "{:?}", records(&kept));
+    assert!(records(&dropped).is_empty());
+}
 
 /// In transactions opened by `$begin` (an expression yielding a `Result` of a transaction):
 /// creates `orders`, commits order 1 with a job tagged `$committed`, rolls back order 2 with

@@ -145,6 +145,14 @@ pub(crate) fn insert<'a>(
     sql::insert::<Postgres>(conn, job, &SYSTEM_CLOCK)
 }
 
+/// Inserts jobs in the caller's transaction (see [`sql::insert_many`]).
+pub(crate) fn insert_many<'a>(
+    conn: &'a mut PgConnection,
+    jobs: &'a [NewJob],
+) -> BoxFuture<'a, Result<Vec<JobId>, Error>> {
+    sql::insert_many::<Postgres>(conn, jobs, &SYSTEM_CLOCK)
+}
+
 /// Completes a running job in the caller's transaction (see [`sql::complete`]).
 pub(crate) fn complete(
     conn: &mut PgConnection,

@@ -585,6 +585,26 @@ pub(crate) fn insert<'a, D: Dialect>(
     })
 }
 
+/// Inserts jobs that are not unique on `conn` (the pool's, or the caller's transaction), in
+/// one statement; returns their ids in the order of `jobs`.
+pub(crate) fn insert_many<'a, D: Dialect>(
+    conn: &'a mut Conn<D>,
+    jobs: &'a [NewJob],
+    clock: &'a Clock,
+) -> BoxFuture<'a, Result<Vec<JobId>, Error>> {
+    Box::pin(async move {
+        let op = || format!("enqueue {} jobs", jobs.len());
+        let rows = D::fetch(conn, D::SQL.insert_many, D::many_values(jobs), clock)
+            .await
+            .map_err(|e| op_error::<D>(op(), e))?;
+        let ids: Result<Vec<i64>, _> = rows.iter().map(|row| row.int(0)).collect();
+        let mut ids = ids.map_err(|e| op_error::<D>(op(), e))?;
+        // Ids rise in insertion order.
+        ids.sort_unstable();
+        Ok(ids.into_iter().map(JobId::new).collect())
+    })
+}
+
 /// Marks a running job completed on `conn`, inside the caller's transaction.
 pub(crate) fn complete<'c, D: Dialect>(
     conn: &'c mut Conn<D>,
@@ -1319,14 +1339,8 @@ impl<D: Dialect> Store for SqlStore<D> {
 
     async fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<JobId>, Error> {
         let op = || format!("enqueue {} jobs", jobs.len());
-        let rows = self
-            .fetch(D::SQL.insert_many, D::many_values(jobs), op)
-            .await?;
-        let ids: Result<Vec<i64>, _> = rows.iter().map(|row| row.int(0)).collect();
-        let mut ids = ids.map_err(|e| op_error::<D>(op(), e))?;
-        // Ids rise in insertion order.
-        ids.sort_unstable();
-        Ok(ids.into_iter().map(JobId::new).collect())
+        let mut conn = self.conn(op).await?;
+        insert_many::<D>(&mut conn, jobs, &self.clock).await
     }
 }
 

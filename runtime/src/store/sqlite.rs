@@ -128,6 +128,14 @@ pub(crate) fn insert<'a>(
     sql::insert::<Sqlite>(conn, job, &SYSTEM_CLOCK)
 }
 
+/// Inserts jobs in the caller's transaction (see [`sql::insert_many`]).
+pub(crate) fn insert_many<'a>(
+    conn: &'a mut SqliteConnection,
+    jobs: &'a [NewJob],
+) -> BoxFuture<'a, Result<Vec<JobId>, Error>> {
+    sql::insert_many::<Sqlite>(conn, jobs, &SYSTEM_CLOCK)
+}
+
 /// Completes a running job in the caller's transaction (see [`sql::complete`]).
 pub(crate) fn complete(
     conn: &mut SqliteConnection,
