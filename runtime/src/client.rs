@@ -307,24 +307,17 @@ impl Client {
         &self,
         requests: impl IntoIterator<Item = Request<J>>,
     ) -> Result<Vec<Enqueued>, Error> {
-        const CHUNK: usize = 1000;
-        let limit = self.config().max_args_bytes_limit();
         let mut enqueued = Vec::new();
-        let mut chunk = Vec::with_capacity(CHUNK);
-        let unique = J::OPTIONS.unique.is_some();
-        for request in requests {
-            if unique {
+        if J::OPTIONS.unique.is_some() {
+            for request in requests {
                 enqueued.push(request.enqueue(self).await?);
-                continue;
             }
-            chunk.push(request.into_new_job(limit)?);
-            if chunk.len() == CHUNK {
-                enqueued.extend(self.insert_chunk(&chunk).await?);
-                chunk.clear();
+        } else {
+            let limit = self.config().max_args_bytes_limit();
+            for chunk in chunks(requests, limit) {
+                let ids = self.store().enqueue_many(&chunk?).await?;
+                enqueued.extend(new_jobs(ids));
             }
-        }
-        if !chunk.is_empty() {
-            enqueued.extend(self.insert_chunk(&chunk).await?);
         }
         self.notify_enqueued();
         Ok(enqueued)
@@ -353,31 +346,18 @@ impl Client {
         tx: &mut T,
         requests: impl IntoIterator<Item = Request<J>>,
     ) -> Result<Vec<Enqueued>, Error> {
-        const CHUNK: usize = 1000;
-        let limit = self.config().max_args_bytes_limit();
         let mut enqueued = Vec::new();
-        let mut chunk = Vec::with_capacity(CHUNK);
-        let unique = J::OPTIONS.unique.is_some();
-        for request in requests {
-            if unique {
+        if J::OPTIONS.unique.is_some() {
+            for request in requests {
                 enqueued.push(request.enqueue_tx(tx).await?);
-                continue;
             }
-            chunk.push(request.into_new_job(limit)?);
-            if chunk.len() == CHUNK {
-                enqueued.extend(new_jobs(tx.insert_jobs(&chunk).await?));
-                chunk.clear();
+        } else {
+            let limit = self.config().max_args_bytes_limit();
+            for chunk in chunks(requests, limit) {
+                enqueued.extend(new_jobs(tx.insert_jobs(&chunk?).await?));
             }
-        }
-        if !chunk.is_empty() {
-            enqueued.extend(new_jobs(tx.insert_jobs(&chunk).await?));
         }
         Ok(enqueued)
-    }
-
-    async fn insert_chunk(&self, jobs: &[NewJob]) -> Result<Vec<Enqueued>, Error> {
-        let ids = self.store().enqueue_many(jobs).await?;
-        Ok(new_jobs(ids).collect())
     }
 
     pub(crate) fn store(&self) -> &Backend {
@@ -551,6 +531,36 @@ async fn connect_postgres(url: &str, _config: &Config) -> Result<Backend, Error>
         url: redact(url),
         reason: "errand was built without its `postgres` feature; enable it in Cargo.toml"
             .to_owned(),
+    })
+}
+
+/// `requests` as jobs to insert, 1,000 to a statement, for jobs that are not unique. An
+/// invalid request ends the iteration with its error.
+fn chunks<J: Job>(
+    requests: impl IntoIterator<Item = Request<J>>,
+    limit: usize,
+) -> impl Iterator<Item = Result<Vec<NewJob>, Error>> {
+    const CHUNK: usize = 1000;
+    let mut requests = requests.into_iter();
+    let mut failed = false;
+    std::iter::from_fn(move || {
+        if failed {
+            return None;
+        }
+        let mut chunk = Vec::new();
+        for request in requests.by_ref() {
+            match request.into_new_job(limit) {
+                Ok(job) => chunk.push(job),
+                Err(err) => {
+                    failed = true;
+                    return Some(Err(err));
+                }
+            }
+            if chunk.len() == CHUNK {
+                break;
+            }
+        }
+        (!chunk.is_empty()).then_some(Ok(chunk))
     })
 }
 
