@@ -203,7 +203,8 @@ impl Client {
     /// `DB` is `sqlx::Sqlite` or `sqlx::Postgres`, the store's database; another fails with
     /// [`Error::WrongStore`]. With your own pool instead, see the README's outbox section. On
     /// a [`TestClient`](crate::testing::TestClient) the store has one connection: finish the
-    /// transaction before using the client otherwise.
+    /// transaction before using the client otherwise; and a job enqueued in the transaction
+    /// takes its times from the system's clock, not from the test's once it was advanced.
     ///
     /// ```no_run
     /// # #[errand::job]

@@ -281,24 +281,50 @@ impl TestClient {
     /// Fails with [`Error::DrainLimit`] after 1,000 runs if jobs keep coming back (a job that
     /// snoozes forever).
     pub async fn drain(&self) -> Result<usize, Error> {
-        self.drain_where(None, true).await
+        self.drain_where(None, true, usize::MAX).await
+    }
+
+    /// [`drain`](TestClient::drain) for at most `rounds` rounds, then stops, leaving what is
+    /// left where it is: a round runs every job that is due, then moves the store's clock to
+    /// the next retry or scheduled job. For watching a job's retries one at a time.
+    ///
+    /// ```
+    /// # use errand::{job, testing::TestClient, JobState};
+    /// #[job(retry = 3)]
+    /// async fn flaky() -> Result<(), std::io::Error> {
+    ///     Err(std::io::Error::other("the gateway timed out"))
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), errand::Error> {
+    /// let test = TestClient::new();
+    /// let id = flaky::with().enqueue(&test).await?.id;
+    /// assert_eq!(test.drain_rounds(2).await?, 2, "the first attempt and one retry");
+    /// assert_eq!(test.job(id).await?.map(|j| j.state), Some(JobState::Retryable));
+    /// # Ok(()) }
+    /// ```
+    pub async fn drain_rounds(&self, rounds: usize) -> Result<usize, Error> {
+        self.drain_where(None, true, rounds).await
     }
 
     /// [`drain`](TestClient::drain) for the jobs of one queue: the others stay where they are.
     pub async fn drain_queue(&self, queue: &str) -> Result<usize, Error> {
-        self.drain_where(Some(queue), true).await
+        self.drain_where(Some(queue), true, usize::MAX).await
     }
 
     /// Runs the jobs that are due on the store's clock, and those their runs enqueue for now,
     /// without moving the clock: a retry or a scheduled job waits for
     /// [`advance`](TestClient::advance). Returns how many runs it made.
     pub async fn drain_due(&self) -> Result<usize, Error> {
-        self.drain_where(None, false).await
+        self.drain_where(None, false, usize::MAX).await
     }
 
-    async fn drain_where(&self, queue: Option<&str>, move_clock: bool) -> Result<usize, Error> {
+    async fn drain_where(
+        &self,
+        queue: Option<&str>,
+        move_clock: bool,
+        rounds: usize,
+    ) -> Result<usize, Error> {
         let mut runs = 0;
-        loop {
+        for _ in 0..rounds {
             let waiting: Vec<JobInfo> = self
                 .jobs()
                 .await
@@ -327,6 +353,7 @@ impl TestClient {
                 _ => return Ok(runs),
             }
         }
+        Ok(runs)
     }
 
     /// Forgets every job, and every step the effect ledger recorded.

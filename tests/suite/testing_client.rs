@@ -296,3 +296,29 @@ async fn perform_refuses_a_job_whose_key_is_taken() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn drain_rounds_stops_after_as_many_rounds() {
+    let test = TestClient::new();
+    let t = tag("rounds");
+    let id = flaky_default_backoff::enqueue(&test, t.clone(), 2)
+        .await
+        .unwrap()
+        .id;
+    assert_eq!(test.drain_rounds(1).await.unwrap(), 1);
+    let after_one = test.job(id).await.unwrap().unwrap();
+    assert_eq!(
+        (after_one.state, after_one.attempt),
+        (JobState::Retryable, 1)
+    );
+    assert_eq!(test.drain_rounds(1).await.unwrap(), 1);
+    assert_eq!(records(&t), ["1", "2"]);
+    assert_eq!(
+        test.drain_rounds(5).await.unwrap(),
+        1,
+        "the third attempt completes"
+    );
+    let done = test.job(id).await.unwrap().unwrap();
+    assert_eq!((done.state, done.attempt), (JobState::Completed, 3));
+    assert_eq!(test.drain_rounds(5).await.unwrap(), 0, "nothing left");
+}
