@@ -94,6 +94,7 @@ migrations!(
     8 "0008_wake_per_statement",
     9 "0009_listings",
     10 "0010_tags_meta_timeout",
+    11 "0011_tag_index",
 );
 
 /// The table in which errand records which migrations a PostgreSQL schema has.

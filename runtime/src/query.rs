@@ -93,9 +93,9 @@ impl JobFilter {
         self
     }
 
-    /// Only jobs carrying `tag` ([`Request::tags`](crate::Request::tags)). A filter on the
-    /// jobs the other conditions select, not an index of its own: pair it with a state, queue
-    /// or kind on a large table.
+    /// Only jobs carrying `tag` ([`Request::tags`](crate::Request::tags)). Read through an
+    /// index of the jobs' tags: a page reads every job with the tag and keeps the first, so
+    /// its cost grows with the jobs that carry the tag, not with the table.
     pub fn tag(mut self, tag: impl Into<String>) -> Self {
         self.tag = Some(tag.into());
         self

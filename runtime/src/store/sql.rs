@@ -1353,12 +1353,12 @@ pub(crate) mod listing_cases {
     use crate::job::JobState::{Available, Completed, Dead, Scheduled};
     use crate::query::{JobFilter, Page};
 
-    /// `kind, queue, state, count` of the rows to insert, in order; each row's key is
-    /// `<kind>-<n>` and its times `n`.
-    pub(crate) const FILL: [(&str, &str, &str, i64); 3] = [
-        ("charge", "mail", "dead", 2_000),
-        ("charge", "mail", "available", 100),
-        ("k", "bulk", "completed", 1_000_000),
+    /// `kind, queue, state, count, tagged` of the rows to insert, in order; each row's key is
+    /// `<kind>-<n>`, its times `n`, and a tagged row's tags `["vip"]`.
+    pub(crate) const FILL: [(&str, &str, &str, i64, bool); 3] = [
+        ("charge", "mail", "dead", 2_000, true),
+        ("charge", "mail", "available", 100, false),
+        ("k", "bulk", "completed", 1_000_000, false),
     ];
 
     /// Listings an operator asks for, by name.
@@ -1385,6 +1385,7 @@ pub(crate) mod listing_cases {
                 oldest,
             ),
             ("a queue", JobFilter::all().queue("mail"), newest),
+            ("a tag", JobFilter::all().tag("vip"), newest),
             (
                 "finished before",
                 JobFilter::all()

@@ -201,7 +201,7 @@ impl Dialect for Sqlite {
     }
 
     fn has_tag(n: usize) -> String {
-        format!("EXISTS (SELECT 1 FROM json_each(tags) WHERE value = ?{n})")
+        format!("id IN (SELECT job_id FROM errand_job_tags WHERE tag = ?{n})")
     }
 
     fn many_values<'a>(jobs: &'a [NewJob]) -> Vec<Value<'a>> {
@@ -539,14 +539,16 @@ mod tests {
         let store = SqliteStore::in_memory(Clock::default());
         let fill = "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < ?4)
                     INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts,
-                        idempotency_key, run_at, created_at, finished_at)
-                    SELECT ?1, ?2, '{}', ?3, 5, 25, ?1 || '-' || n, n, n, n FROM g";
-        for (kind, queue, state, count) in sql::listing_cases::FILL {
+                        idempotency_key, run_at, created_at, finished_at, tags)
+                    SELECT ?1, ?2, '{}', ?3, 5, 25, ?1 || '-' || n, n, n, n,
+                           CASE WHEN ?5 THEN '[\"vip\"]' ELSE '[]' END FROM g";
+        for (kind, queue, state, count, tagged) in sql::listing_cases::FILL {
             sqlx::query(fill)
                 .bind(kind)
                 .bind(queue)
                 .bind(state)
                 .bind(count)
+                .bind(tagged)
                 .execute(&store.pool)
                 .await
                 .expect("fill the table");
