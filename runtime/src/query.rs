@@ -193,20 +193,17 @@ pub struct StateCounts {
 impl StateCounts {
     /// The count of `state`.
     pub fn get(&self, state: JobState) -> u64 {
-        match state {
-            JobState::Pending => self.pending,
-            JobState::Scheduled => self.scheduled,
-            JobState::Available => self.available,
-            JobState::Running => self.running,
-            JobState::Retryable => self.retryable,
-            JobState::Completed => self.completed,
-            JobState::Cancelled => self.cancelled,
-            JobState::Dead => self.dead,
-        }
+        let mut counts = *self;
+        *counts.slot(state)
     }
 
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
     pub(crate) fn add(&mut self, state: JobState, count: u64) {
-        let slot = match state {
+        *self.slot(state) += count;
+    }
+
+    fn slot(&mut self, state: JobState) -> &mut u64 {
+        match state {
             JobState::Pending => &mut self.pending,
             JobState::Scheduled => &mut self.scheduled,
             JobState::Available => &mut self.available,
@@ -215,8 +212,7 @@ impl StateCounts {
             JobState::Completed => &mut self.completed,
             JobState::Cancelled => &mut self.cancelled,
             JobState::Dead => &mut self.dead,
-        };
-        *slot += count;
+        }
     }
 }
 

@@ -443,8 +443,8 @@ pub fn context(kind: &str, key: &str) -> Context {
         key: Some(key.to_owned()),
         fence: 0,
         timeout: None,
-        tags: "[]".to_owned(),
-        meta: "{}".to_owned(),
+        tags: None,
+        meta: None,
     };
     Context::new(
         &job,

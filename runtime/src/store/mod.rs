@@ -208,10 +208,10 @@ pub(crate) struct Claimed {
     pub fence: i64,
     /// A run time limit that overrides the job's own.
     pub timeout: Option<Duration>,
-    /// Its tags, as a JSON array.
-    pub tags: String,
-    /// Its meta, as a JSON object.
-    pub meta: String,
+    /// Its tags, as a JSON array; `None` when it has none (most jobs: nothing to allocate).
+    pub tags: Option<String>,
+    /// Its meta, as a JSON object; `None` when empty.
+    pub meta: Option<String>,
 }
 
 impl Claimed {

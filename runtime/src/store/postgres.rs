@@ -273,7 +273,8 @@ macro_rules! claim {
          WHERE id IN (SELECT id FROM picked)
          RETURNING id, kind, queue, args::text AS args, attempt::bigint, max_attempts::bigint,
                    idempotency_key, fence, priority::bigint, run_at, timeout_ms,
-                   array_to_json(tags)::text AS tags, meta::text AS meta"
+                   CASE WHEN tags <> '{}' THEN array_to_json(tags)::text END AS tags,
+                   NULLIF(meta, '{}'::jsonb)::text AS meta"
     };
 }
 

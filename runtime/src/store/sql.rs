@@ -635,7 +635,8 @@ fn first<T>(rows: Vec<T>) -> Option<T> {
 }
 
 /// A claimed row: `id, kind, queue, args, attempt, max_attempts, idempotency_key, fence,
-/// priority, run_at, timeout_ms, tags, meta`, with the order it should start in.
+/// priority, run_at, timeout_ms, tags, meta` (the last two NULL when empty), with the order it
+/// should start in.
 fn claimed_row(row: &impl SqlRow) -> Result<((i64, i64), Claimed), sqlx::Error> {
     let job = Claimed {
         id: JobId::new(row.int(0)?),
@@ -649,8 +650,8 @@ fn claimed_row(row: &impl SqlRow) -> Result<((i64, i64), Claimed), sqlx::Error> 
         timeout: row
             .opt_int(10)?
             .map(|ms| Duration::from_millis(ms.max(0).unsigned_abs())),
-        tags: row.text(11)?,
-        meta: row.text(12)?,
+        tags: row.opt_text(11)?,
+        meta: row.opt_text(12)?,
     };
     Ok(((row.int(8)?, row.int(9)?), job))
 }

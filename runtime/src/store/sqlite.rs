@@ -54,13 +54,7 @@ impl SqlStore<Sqlite> {
                 .foreign_keys(true);
             let in_memory = url.contains(":memory:") || url.contains("mode=memory");
             let pool = if in_memory {
-                // Each connection to `:memory:` would be its own empty database: keep exactly one,
-                // forever.
-                SqlitePoolOptions::new()
-                    .min_connections(1)
-                    .max_connections(1)
-                    .idle_timeout(None)
-                    .max_lifetime(None)
+                one_connection().min_connections(1)
             } else {
                 SqlitePoolOptions::new().max_connections(4)
             }
@@ -96,13 +90,7 @@ impl SqlStore<Sqlite> {
             .in_memory(true)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
-        // Each connection to `:memory:` would be its own empty database: keep exactly one,
-        // forever.
-        let pool = SqlitePoolOptions::new()
-            .min_connections(0)
-            .max_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
+        let pool = one_connection()
             .after_connect(|conn, _| {
                 Box::pin(async move {
                     sql::migrate_connection::<Sqlite>(conn)
@@ -118,6 +106,15 @@ impl SqlStore<Sqlite> {
             clock,
         }
     }
+}
+
+/// A pool of one connection, kept forever: each connection to `:memory:` would be its own
+/// empty database.
+fn one_connection() -> SqlitePoolOptions {
+    SqlitePoolOptions::new()
+        .max_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
 }
 
 /// Inserts a job in the caller's transaction (see [`sql::insert`]).
@@ -326,7 +323,7 @@ static STATEMENTS: Statements = Statements {
             ORDER BY priority, run_at, id
             LIMIT (?2 ->> 0))
         RETURNING id, kind, queue, args, attempt, max_attempts, idempotency_key, fence, priority, run_at,
-                  timeout_ms, tags, meta"
+                  timeout_ms, NULLIF(tags, '[]'), NULLIF(meta, '{}')"
     ),
     promote: "UPDATE errand_jobs SET state = 'available'
         WHERE id IN (SELECT id FROM errand_jobs

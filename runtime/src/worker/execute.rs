@@ -59,11 +59,11 @@ impl Runner {
             job.meta = tracing::field::Empty,
         );
         // Only when set: most jobs have neither.
-        if job.tags != "[]" {
-            span.record("job.tags", job.tags.as_str());
+        if let Some(tags) = &job.tags {
+            span.record("job.tags", tags.as_str());
         }
-        if job.meta != "{}" {
-            span.record("job.meta", job.meta.as_str());
+        if let Some(meta) = &job.meta {
+            span.record("job.meta", meta.as_str());
         }
         let started = Instant::now();
         let registration = self.registry.get(job.kind.as_str()).copied();

@@ -300,7 +300,7 @@ impl Worker {
             .await
     }
 
-    /// Claims one job of this worker's queues and runs it once, as the claim loop would,
+    /// Claims one job of this worker's first queue and runs it once, as the claim loop would,
     /// writing its outcome. Returns its id, or `None` when none was due. For
     /// [`TestClient::perform`](crate::testing::TestClient::perform).
     #[cfg(feature = "sqlite")]
@@ -309,29 +309,28 @@ impl Worker {
 
         let runner = self.into_runner()?;
         let store = runner.client.store();
-        let wanted: Vec<(&str, usize)> = runner
-            .settings
-            .queues
-            .iter()
-            .map(|(q, _)| (q.as_str(), 1))
-            .collect();
+        // `into_runner` refuses a worker without queues.
+        let Some((queue, _)) = runner.settings.queues.first() else {
+            return Ok(None);
+        };
         let claimed = store
-            .claim(&wanted, &runner.kinds, &runner.id, runner.settings.lease)
+            .claim(
+                &[(queue.as_str(), 1)],
+                &runner.kinds,
+                &runner.id,
+                runner.settings.lease,
+            )
             .await?;
         let Some(job) = claimed.into_iter().next() else {
             return Ok(None);
         };
         let id = job.id;
-        let run = job.run();
-        let signal = runner.runs.insert(run, std::time::Instant::now());
-        let guard = runs::RunGuard::new(Arc::clone(&runner.runs), run);
+        let signal = runner.runs.insert(job.run(), std::time::Instant::now());
+        let guard = runs::RunGuard::new(Arc::clone(&runner.runs), job.run());
         if let execute::TaskEnd::Completed(done) = runner.execute(job, signal, guard).await {
-            let written = if done.in_tx {
-                Vec::new()
-            } else {
-                store.complete_many(&[(run.id, run.fence)]).await?
-            };
-            execute::settle_completions(&runner, &mut vec![done], written);
+            let mut completed = vec![done];
+            let written = store.complete_many(&execute::runs(&completed)).await?;
+            execute::settle_completions(&runner, &mut completed, written);
         }
         Ok(Some(id))
     }
