@@ -10,6 +10,7 @@ pub(crate) const ON_CONFLICT: &str = "on_conflict";
 pub(crate) const KEY: &str = "key";
 pub(crate) const PRIORITY: &str = "priority";
 pub(crate) const TIMEOUT: &str = "timeout";
+pub(crate) const EXPIRES_IN: &str = "expires_in";
 pub(crate) const NAME: &str = "name";
 pub(crate) const CRATE: &str = "crate";
 
@@ -24,6 +25,7 @@ pub(crate) const JOB_OPTIONS: &[&str] = &[
     KEY,
     PRIORITY,
     TIMEOUT,
+    EXPIRES_IN,
     NAME,
     CRATE,
 ];

@@ -131,6 +131,9 @@ pub enum FailureKind {
     Undecodable,
     /// The job ended itself with [`Outcome::Cancel`](crate::Outcome::Cancel).
     Cancelled,
+    /// It had not started by its deadline (`#[job(expires_in = ..)]`,
+    /// [`Request::expires_at`](crate::Request::expires_at)), and was cancelled unrun.
+    Expired,
 }
 
 impl FailureKind {
@@ -145,6 +148,7 @@ impl FailureKind {
             FailureKind::UnknownKind => "unknown_kind",
             FailureKind::Undecodable => "undecodable",
             FailureKind::Cancelled => "cancelled",
+            FailureKind::Expired => "expired",
         }
     }
 
@@ -156,6 +160,7 @@ impl FailureKind {
             FailureKind::Permanent
                 | FailureKind::Undecodable
                 | FailureKind::Cancelled
+                | FailureKind::Expired
                 | FailureKind::UnknownKind
         )
     }

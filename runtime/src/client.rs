@@ -37,6 +37,8 @@ struct Inner {
     config: Config,
     /// Bumped on every enqueue through this client, so its local workers wake at once.
     enqueued: watch::Sender<u64>,
+    /// Bumped when a job is scheduled for later: workers check when the next one is due.
+    scheduled: watch::Sender<u64>,
 }
 
 /// Client settings.
@@ -255,11 +257,13 @@ impl Client {
 
     pub(crate) fn from_backend(store: Backend, config: Config) -> Client {
         let (enqueued, _) = watch::channel(0);
+        let (scheduled, _) = watch::channel(0);
         Client {
             inner: Arc::new(Inner {
                 store,
                 config,
                 enqueued,
+                scheduled,
             }),
         }
     }
@@ -315,9 +319,15 @@ impl Client {
             }
         } else {
             let limit = self.config().max_args_bytes_limit();
+            let mut later = false;
             for chunk in chunks(requests, limit) {
-                let ids = self.store().enqueue_many(&chunk?).await?;
+                let chunk = chunk?;
+                later |= chunk.iter().any(|job| job.run_at.is_later());
+                let ids = self.store().enqueue_many(&chunk).await?;
                 enqueued.extend(new_jobs(ids));
+            }
+            if later {
+                self.notify_scheduled();
             }
         }
         self.notify_enqueued();
@@ -377,6 +387,15 @@ impl Client {
     pub(crate) fn subscribe_enqueued(&self) -> watch::Receiver<u64> {
         self.inner.enqueued.subscribe()
     }
+
+    /// Wakes this client's workers: a job was just scheduled for later.
+    pub(crate) fn notify_scheduled(&self) {
+        self.inner.scheduled.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    pub(crate) fn subscribe_scheduled(&self) -> watch::Receiver<u64> {
+        self.inner.scheduled.subscribe()
+    }
 }
 
 /// The dead set and cancellation (with [`DeadFilter`](crate::DeadFilter), [`Page`](crate::Page)
@@ -428,6 +447,32 @@ impl Client {
     /// ```
     pub async fn queue_stats(&self) -> Result<Vec<QueueStats>, Error> {
         self.store().queue_stats().await
+    }
+
+    /// Pauses `queue` on every node: from the next claim, no worker starts its jobs until
+    /// [`Client::resume_queue`]. Jobs can still be enqueued, and wait. Runs already started
+    /// (or claimed into a worker's prefetch buffer) finish. The pause is stored in the
+    /// database, so it outlives restarts. Returns whether the queue was running before.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: errand::Client) -> Result<(), errand::Error> {
+    /// client.pause_queue("mail").await?; // the mail provider is down
+    /// // ...
+    /// client.resume_queue("mail").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn pause_queue(&self, queue: &str) -> Result<bool, Error> {
+        crate::request::check_queue_name(queue)?;
+        self.store().set_paused(queue, true).await
+    }
+
+    /// Resumes a queue [`Client::pause_queue`] paused, waking its idle workers. Returns whether
+    /// it was paused.
+    pub async fn resume_queue(&self, queue: &str) -> Result<bool, Error> {
+        crate::request::check_queue_name(queue)?;
+        let resumed = self.store().set_paused(queue, false).await?;
+        self.notify_enqueued();
+        Ok(resumed)
     }
 
     /// Dead jobs matching `filter`, one page at a time: [`Client::jobs`] with the state

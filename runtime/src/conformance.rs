@@ -90,6 +90,7 @@ impl ConformanceStore {
             tags: Vec::new(),
             meta: None,
             timeout_ms: None,
+            expires: None,
         };
         Ok(match self.store().enqueue(&job).await? {
             Inserted::New(id) => (id.get(), true),
@@ -133,7 +134,7 @@ impl ConformanceStore {
     }
 
     pub async fn promote(&self) -> Result<u64, Error> {
-        self.store().promote(100).await
+        Ok(self.store().promote(100).await?.count)
     }
 
     pub async fn take_running_key(&self, id: i64, fence: i64) -> Result<bool, Error> {

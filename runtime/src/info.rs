@@ -47,6 +47,9 @@ pub struct JobInfo {
     pub meta: serde_json::Value,
     /// The run time limit its request set, overriding the job's `timeout`.
     pub timeout: Option<Duration>,
+    /// Its deadline: if it has not started by then, it is cancelled as expired
+    /// (`#[job(expires_in = ..)]`, [`Request::expires_at`](crate::Request::expires_at)).
+    pub expires_at: Option<SystemTime>,
 }
 
 impl JobInfo {

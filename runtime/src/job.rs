@@ -52,6 +52,8 @@ pub struct JobOptions {
     pub priority: u8,
     /// A run that takes longer fails with a transient timeout error.
     pub timeout: Option<Duration>,
+    /// A job not started this long after its run time is cancelled as expired.
+    pub expires_in: Option<Duration>,
 }
 
 impl JobOptions {
@@ -63,6 +65,7 @@ impl JobOptions {
         unique: None,
         priority: 5,
         timeout: None,
+        expires_in: None,
     };
 
     /// The first attempt plus the retries.

@@ -95,6 +95,7 @@ migrations!(
     9 "0009_listings",
     10 "0010_tags_meta_timeout",
     11 "0011_tag_index",
+    12 "0012_queues_deadlines_schedules",
 );
 
 /// The table in which errand records which migrations a PostgreSQL schema has.

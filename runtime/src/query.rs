@@ -227,6 +227,9 @@ pub struct QueueStats {
     /// How long its oldest available job has been ready to run (since its run time), by the
     /// store's clock; `None` when none is available.
     pub oldest_available: Option<Duration>,
+    /// Whether it is paused ([`Client::pause_queue`](crate::Client::pause_queue)): its jobs
+    /// wait until it is resumed.
+    pub paused: bool,
 }
 
 impl QueueStats {
@@ -236,6 +239,7 @@ impl QueueStats {
             queue,
             counts: StateCounts::default(),
             oldest_available: None,
+            paused: false,
         }
     }
 }

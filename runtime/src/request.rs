@@ -7,7 +7,7 @@ use crate::client::{Client, Config};
 use crate::error::Error;
 use crate::job::OnConflict;
 use crate::job::{Job, JobId};
-use crate::store::{Inserted, NewJob, RunAt, Store};
+use crate::store::{Expiry, Inserted, NewJob, RunAt, Store};
 
 /// A job with its arguments, ready to enqueue. `#[job]` generates `my_job::with(args..)` to
 /// build one; the arguments' types are checked by the compiler.
@@ -38,6 +38,7 @@ pub struct Request<J: Job> {
     queue: Option<String>,
     retry: Option<u32>,
     timeout: Option<Duration>,
+    expires: Option<Expiry>,
     tags: Vec<String>,
     meta: Option<serde_json::Value>,
     job: PhantomData<fn() -> J>,
@@ -93,6 +94,7 @@ impl<J: Job> Request<J> {
             queue: None,
             retry: None,
             timeout: None,
+            expires: None,
             tags: Vec::new(),
             meta: None,
             job: PhantomData,
@@ -137,6 +139,34 @@ impl<J: Job> Request<J> {
     /// as a transient failure.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// Discard the job, unrun, if it has not started by `time`: it is cancelled with the
+    /// reason [`FailureKind::Expired`](crate::FailureKind::Expired), and never runs late. A retry
+    /// due after `time` is discarded too. Overrides the job's `expires_in`.
+    ///
+    /// ```no_run
+    /// # use std::time::{Duration, SystemTime};
+    /// # #[errand::job]
+    /// # async fn send_otp(user_id: i64) -> Result<(), std::io::Error> { Ok(()) }
+    /// # async fn demo(client: errand::Client) -> Result<(), errand::Error> {
+    /// // A one-time password is useless after five minutes.
+    /// send_otp::with(7)
+    ///     .expires_at(SystemTime::now() + Duration::from_secs(300))
+    ///     .enqueue(&client)
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn expires_at(mut self, time: SystemTime) -> Self {
+        self.expires = Some(Expiry::At(time));
+        self
+    }
+
+    /// Discard the job, unrun, if it has not started `window` after its run time (as
+    /// [`Request::expires_at`]). Overrides the job's `expires_in`.
+    pub fn expires_in(mut self, window: Duration) -> Self {
+        self.expires = Some(Expiry::After(window));
         self
     }
 
@@ -196,7 +226,11 @@ impl<J: Job> Request<J> {
     pub async fn enqueue(self, client: &Client) -> Result<Enqueued, Error> {
         let job = self.into_new_job(client.config().max_args_bytes_limit())?;
         let inserted = client.store().enqueue(&job).await?;
-        client.notify_enqueued();
+        if job.run_at.is_later() {
+            client.notify_scheduled();
+        } else {
+            client.notify_enqueued();
+        }
         enqueued(&job, inserted)
     }
 
@@ -286,6 +320,9 @@ impl<J: Job> Request<J> {
             tags: self.tags,
             meta,
             timeout_ms: self.timeout.map(crate::info::duration_millis),
+            expires: self
+                .expires
+                .or_else(|| J::OPTIONS.expires_in.map(Expiry::After)),
         })
     }
 }
@@ -337,6 +374,7 @@ where
             .field("queue", &self.queue)
             .field("retry", &self.retry)
             .field("timeout", &self.timeout)
+            .field("expires", &self.expires)
             .field("tags", &self.tags)
             .field("meta", &self.meta)
             .finish()

@@ -728,3 +728,18 @@ pub async fn while_executing_capped(
     let _ = id; // in the key only
     behave(ctx, &tag, &mode).await
 }
+
+/// Records when it started, in milliseconds since the epoch.
+#[job(queue = "timely")]
+pub async fn records_start(tag: String) -> Result<(), TestError> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    record(&tag, now.map_or(0, |d| d.as_millis()));
+    Ok(())
+}
+
+/// Discarded unless started within an hour of its run time.
+#[job(expires_in = "1h", backoff = fast)]
+pub async fn expiring(tag: String) -> Result<(), TestError> {
+    record(&tag, "ran");
+    Ok(())
+}

@@ -16,6 +16,7 @@ mod queries;
 mod reliability;
 mod request_options;
 mod retries;
+mod scheduling;
 mod shutdown;
 mod testing_client;
 mod unique;

@@ -65,6 +65,8 @@ pub(crate) struct JobAttr {
     pub key: Option<LitStr>,
     pub priority: Option<Spanned<u8>>,
     pub timeout: Option<Spanned<Duration>>,
+    /// How long after its run time a job that has not started is discarded.
+    pub expires_in: Option<Spanned<Duration>>,
     pub name: Option<Spanned<String>>,
     /// The path of the errand crate, for a user who renamed the dependency.
     pub krate: Option<syn::Path>,
@@ -235,6 +237,12 @@ impl JobAttr {
             TIMEOUT => {
                 if let Some(d) = parse_duration(cx, TIMEOUT, &value) {
                     set(cx, &mut self.timeout, ident, d);
+                }
+            }
+            // expires_in = "1h"
+            EXPIRES_IN => {
+                if let Some(d) = parse_duration(cx, EXPIRES_IN, &value) {
+                    set(cx, &mut self.expires_in, ident, d);
                 }
             }
             // name = "billing.charge_order"

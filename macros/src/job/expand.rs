@@ -228,6 +228,10 @@ fn options(krate: &TokenStream, attr: &JobAttr) -> TokenStream {
         let d = duration(t.value);
         fields.push(quote!(timeout: ::core::option::Option::Some(#d),));
     }
+    if let Some(t) = &attr.expires_in {
+        let d = duration(t.value);
+        fields.push(quote!(expires_in: ::core::option::Option::Some(#d),));
+    }
     quote!(#krate::JobOptions { #( #fields )* ..#krate::JobOptions::DEFAULT })
 }
 

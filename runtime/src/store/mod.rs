@@ -98,6 +98,8 @@ pub struct NewJob {
     pub(crate) meta: Option<String>,
     /// A run time limit that overrides the job's own, in milliseconds.
     pub(crate) timeout_ms: Option<i64>,
+    /// When it is discarded if it has not started.
+    pub(crate) expires: Option<Expiry>,
 }
 
 impl NewJob {
@@ -165,6 +167,27 @@ pub enum Inserted {
     Replaced(JobId),
 }
 
+/// When a job that has not started is discarded.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Expiry {
+    /// This long after its run time.
+    After(Duration),
+    /// At this time.
+    At(SystemTime),
+}
+
+impl NewJob {
+    /// Its expiry as `(after, at)`, at most one set: `after` counts from the job's run time.
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+    pub(crate) fn expiry_ms(&self) -> (Option<i64>, Option<i64>) {
+        match self.expires {
+            None => (None, None),
+            Some(Expiry::After(d)) => (Some(crate::info::duration_millis(d)), None),
+            Some(Expiry::At(t)) => (None, Some(crate::info::to_millis(t))),
+        }
+    }
+}
+
 /// When a new job should first run.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum RunAt {
@@ -174,6 +197,15 @@ pub(crate) enum RunAt {
 }
 
 impl RunAt {
+    /// Whether it may be later than now (a job that waits, scheduled).
+    pub(crate) fn is_later(self) -> bool {
+        match self {
+            RunAt::Now => false,
+            RunAt::After(delay) => !delay.is_zero(),
+            RunAt::At(_) => true,
+        }
+    }
+
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     /// As `(delay, time)`, one of them set, for SQL that reads the clock itself: a delay is
     /// measured on the database's clock, a time is taken as given.
@@ -222,6 +254,16 @@ impl Claimed {
             fence: self.fence,
         }
     }
+}
+
+/// What [`Store::promote`] did.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Promoted {
+    /// How many jobs it made available.
+    pub count: u64,
+    /// How long until the earliest job still waiting is due, by the store's clock (zero when
+    /// some are due already); `None` when no job waits.
+    pub next_in: Option<Duration>,
 }
 
 /// What [`Store::complete_and_claim`] did.
@@ -320,9 +362,17 @@ pub(crate) trait Store: Send + Sync {
         lease: Duration,
     ) -> impl Future<Output = Result<Exchange, Error>> + Send;
 
-    /// Makes up to `limit` `scheduled` or `retryable` jobs whose time has come `available`,
-    /// where claims find them. Returns how many.
-    fn promote(&self, limit: usize) -> impl Future<Output = Result<u64, Error>> + Send;
+    /// Cancels up to `limit` waiting jobs past their deadline (as expired), makes up to `limit`
+    /// `scheduled` or `retryable` jobs whose time has come `available`, where claims find
+    /// them, and reads when the next waiting job is due.
+    fn promote(&self, limit: usize) -> impl Future<Output = Result<Promoted, Error>> + Send;
+
+    /// Pauses (`paused`) or resumes `queue` for every node. Returns whether that changed it.
+    fn set_paused(
+        &self,
+        queue: &str,
+        paused: bool,
+    ) -> impl Future<Output = Result<bool, Error>> + Send;
 
     /// Kills the available jobs of `queues` whose kind is none of `kinds` and that have been due
     /// for `grace` or longer, by the database's clock: no worker that knows their kind took
@@ -530,6 +580,7 @@ where
         meta: serde_json::from_str(&text("meta")?)
             .map_err(|e| corrupt(format!("unreadable meta: {e}")))?,
         timeout: opt_int("timeout_ms")?.map(|ms| Duration::from_millis(ms.max(0).unsigned_abs())),
+        expires_at: opt_int("expires_at")?.map(from_millis),
     })
 }
 
@@ -597,8 +648,12 @@ impl Store for Backend {
         dispatch!(self, s => s.complete_and_claim(done, wanted, kinds, worker, lease).await)
     }
 
-    async fn promote(&self, limit: usize) -> Result<u64, Error> {
+    async fn promote(&self, limit: usize) -> Result<Promoted, Error> {
         dispatch!(self, s => s.promote(limit).await)
+    }
+
+    async fn set_paused(&self, queue: &str, paused: bool) -> Result<bool, Error> {
+        dispatch!(self, s => s.set_paused(queue, paused).await)
     }
 
     async fn bury_unknown(
@@ -730,19 +785,31 @@ pub(crate) enum Listener {
     Postgres(sqlx::postgres::PgListener),
 }
 
+/// What a notification says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wake {
+    /// A job became available (or a queue was resumed).
+    Available,
+    /// A job was scheduled for later: the next due time may be earlier.
+    Scheduled,
+}
+
 impl Listener {
     /// Resolves at the next notification; never, for a store without them.
-    pub(crate) async fn next(&mut self) {
+    pub(crate) async fn next(&mut self) -> Wake {
         match self {
             Listener::None => std::future::pending().await,
             #[cfg(feature = "postgres")]
-            Listener::Postgres(listener) => {
-                if let Err(err) = listener.recv().await {
+            Listener::Postgres(listener) => match listener.recv().await {
+                Ok(note) if note.payload() == postgres::SCHEDULED => Wake::Scheduled,
+                Ok(_) => Wake::Available,
+                Err(err) => {
                     // The listener reconnects on its next call; until then the poll covers it.
                     tracing::warn!(error = %err, "lost the LISTEN connection; reconnecting");
                     tokio::time::sleep(Duration::from_secs(1)).await;
+                    Wake::Available
                 }
-            }
+            },
         }
     }
 }

@@ -35,6 +35,10 @@ pub(crate) struct Postgres {
 
 pub(crate) type PostgresStore = SqlStore<Postgres>;
 
+/// The notification payload that says a job was scheduled for later; queue names cannot be
+/// `*`.
+pub(crate) const SCHEDULED: &str = "*";
+
 /// How long connecting may take before `Client::connect` gives up with the cause.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -245,6 +249,8 @@ impl Dialect for Postgres {
             Value::OwnedTexts(jobs.iter().map(NewJob::tags_json).collect()),
             Value::Texts(jobs.iter().map(NewJob::meta_json).collect()),
             Value::OptInts(jobs.iter().map(|j| j.timeout_ms).collect()),
+            Value::OptInts(jobs.iter().map(|j| j.expiry_ms().0).collect()),
+            Value::OptInts(jobs.iter().map(|j| j.expiry_ms().1).collect()),
         ]
     }
 }
@@ -252,7 +258,8 @@ impl Dialect for Postgres {
 /// Claims, for each queue `$1[i]`, up to `$2[i]` available jobs of the kinds `$5`, most urgent
 /// first, for worker `$4` with a lease of `$3` ms: a `picked` CTE, then the update. It reads
 /// only the `errand_jobs_available` index: jobs waiting for their time are not in it (see
-/// [`Statements::promote`]).
+/// [`Statements::promote`]). A paused queue gives nothing; a job past its deadline is left
+/// for [`Statements::expire`].
 macro_rules! claim {
     () => {
         "picked AS (
@@ -261,6 +268,9 @@ macro_rules! claim {
              CROSS JOIN LATERAL (
                  SELECT id FROM errand_jobs
                  WHERE queue = w.queue AND state = 'available' AND kind = ANY($5)
+                   AND (expires_at IS NULL OR expires_at > errand_now_ms())
+                   AND NOT EXISTS (SELECT 1 FROM errand_queues p
+                                   WHERE p.queue = w.queue AND p.paused_at IS NOT NULL)
                  ORDER BY priority, run_at, id
                  LIMIT w.n
                  FOR UPDATE SKIP LOCKED
@@ -298,12 +308,16 @@ macro_rules! complete_many {
 }
 
 /// The end of an insert whose rows are the CTE `ins` (`id, queue, state`): returns the ids and
-/// wakes the idle workers of each queue a job became available in, once per statement.
+/// wakes the idle workers of each queue a job became available in, once per statement, and
+/// when it scheduled a job for later, every idle worker to see when the next one is due (the
+/// payload [`SCHEDULED`], never a queue's name).
 macro_rules! wake {
     () => {
         "
         SELECT ins.id, w.woken FROM ins,
-            (SELECT errand_wake(array_agg(queue) FILTER (WHERE state = 'available')) AS woken
+            (SELECT errand_wake(array_agg(queue) FILTER (WHERE state = 'available'))
+                    + CASE WHEN bool_or(state = 'scheduled') THEN errand_wake(ARRAY['*']) ELSE 0 END
+                    AS woken
              FROM ins) w"
     };
 }
@@ -343,7 +357,8 @@ macro_rules! select_job {
         "SELECT id, kind, queue, args::text AS args, state, priority::bigint AS priority,
          attempt::bigint AS attempt, max_attempts::bigint AS max_attempts, idempotency_key, run_at,
          created_at, attempted_at, finished_at, errors::text AS errors,
-         array_to_json(tags)::text AS tags, meta::text AS meta, timeout_ms FROM errand_jobs"
+         array_to_json(tags)::text AS tags, meta::text AS meta, timeout_ms, expires_at
+         FROM errand_jobs"
     };
 }
 
@@ -372,11 +387,11 @@ static STATEMENTS: Statements = Statements {
         "WITH ins AS (
         INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, idempotency_key,
                                  run_at, created_at, unique_key, unique_strategy, unique_until,
-                                 tags, meta, timeout_ms)
+                                 tags, meta, timeout_ms, expires_at)
         SELECT $1, $2, $3::jsonb,
                CASE WHEN t.run_at > errand_now_ms() THEN 'scheduled' ELSE 'available' END,
                $4, $5, $6, t.run_at, errand_now_ms(), $9, $10, errand_now_ms() + $11::bigint,
-               $13::text[], $14::jsonb, $15::bigint
+               $13::text[], $14::jsonb, $15::bigint, COALESCE($17::bigint, t.run_at + $16::bigint)
         FROM (SELECT COALESCE($8::bigint, errand_now_ms() + $7::bigint) AS run_at) t
         ON CONFLICT DO NOTHING
         RETURNING id, queue, state)",
@@ -393,14 +408,16 @@ static STATEMENTS: Statements = Statements {
     insert_many: concat!(
         "WITH ins AS (
         INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, idempotency_key, run_at, created_at,
-                                 tags, meta, timeout_ms)
+                                 tags, meta, timeout_ms, expires_at)
         SELECT kind, queue, args::jsonb,
                CASE WHEN COALESCE(at, errand_now_ms() + delay) > errand_now_ms() THEN 'scheduled' ELSE 'available' END,
                priority, max_attempts, key, COALESCE(at, errand_now_ms() + delay), errand_now_ms(),
-               ARRAY(SELECT jsonb_array_elements_text(tags::jsonb)), meta::jsonb, timeout_ms
+               ARRAY(SELECT jsonb_array_elements_text(tags::jsonb)), meta::jsonb, timeout_ms,
+               COALESCE(expires_at, COALESCE(at, errand_now_ms() + delay) + expires_after)
         FROM unnest($1::text[], $2::text[], $3::text[], $4::smallint[], $5::int[], $6::text[], $7::bigint[], $8::bigint[],
-                    $10::text[], $11::text[], $12::bigint[])
-             AS t(kind, queue, args, priority, max_attempts, key, delay, at, tags, meta, timeout_ms)
+                    $10::text[], $11::text[], $12::bigint[], $13::bigint[], $14::bigint[])
+             AS t(kind, queue, args, priority, max_attempts, key, delay, at, tags, meta, timeout_ms,
+                  expires_after, expires_at)
         RETURNING id, queue, state)",
         wake!()
     ),
@@ -410,6 +427,26 @@ static STATEMENTS: Statements = Statements {
         WHERE id IN (SELECT id FROM errand_jobs
                      WHERE state IN ('scheduled', 'retryable') AND run_at <= errand_now_ms()
                      ORDER BY run_at LIMIT $1 FOR UPDATE SKIP LOCKED)",
+    expire: "UPDATE errand_jobs
+        SET state = 'cancelled', finished_at = errand_now_ms(), lease_until = NULL,
+            unique_key = errand_key_after(unique_strategy, 'cancelled', unique_key),
+            errors = errors || jsonb_build_array(jsonb_set(jsonb_set($2::jsonb, '{attempt}',
+                to_jsonb(attempt)), '{at}', to_jsonb(errand_now_ms())))
+        WHERE id IN (SELECT id FROM errand_jobs
+                     WHERE expires_at <= errand_now_ms()
+                       AND state IN ('scheduled', 'available', 'retryable', 'pending')
+                     ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)",
+    next_due: "SELECT min(run_at) - errand_now_ms() FROM errand_jobs
+        WHERE state IN ('scheduled', 'retryable')",
+    pause_queue: "INSERT INTO errand_queues (queue, paused_at, updated_at)
+        VALUES ($1, errand_now_ms(), errand_now_ms())
+        ON CONFLICT (queue) DO UPDATE SET paused_at = errand_now_ms(), updated_at = errand_now_ms()
+        WHERE errand_queues.paused_at IS NULL",
+    // Wakes the queue's idle workers on every node.
+    resume_queue: "UPDATE errand_queues SET paused_at = NULL, updated_at = errand_now_ms()
+        WHERE queue = $1 AND paused_at IS NOT NULL
+        RETURNING errand_wake(ARRAY[queue])",
+    paused_queues: "SELECT queue FROM errand_queues WHERE paused_at IS NOT NULL",
     bury_unknown: concat!(
         "UPDATE errand_jobs
         SET state = 'dead', finished_at = errand_now_ms(), lease_until = NULL, death_pending = true,

@@ -13,6 +13,7 @@
 
 use std::time::Duration;
 
+use crate::classify::FailureKind;
 use crate::dead::{Cancellation, Retention};
 use crate::error::Error;
 use crate::info::{duration_millis, AttemptError, JobInfo, StoredAttempt};
@@ -20,9 +21,9 @@ use crate::job::{JobId, JobState, OnConflict};
 use crate::migrations::Migration;
 use crate::query::{JobFilter, Page, QueueStats};
 use crate::store::{
-    BoxFuture, Claimed, Clock, DeadQuery, Exchange, Finish, Inserted, NewJob, RunId, StepOwner,
-    Store, DEATH_DELIVERY_WINDOW, KEEP_FIRST_ERRORS, LEASE_LOST_AFTER, LEASE_LOST_BEFORE,
-    MAX_ERRORS, UNKNOWN_KIND_AFTER, UNKNOWN_KIND_BEFORE,
+    BoxFuture, Claimed, Clock, DeadQuery, Exchange, Finish, Inserted, NewJob, Promoted, RunId,
+    StepOwner, Store, DEATH_DELIVERY_WINDOW, KEEP_FIRST_ERRORS, LEASE_LOST_AFTER,
+    LEASE_LOST_BEFORE, MAX_ERRORS, UNKNOWN_KIND_AFTER, UNKNOWN_KIND_BEFORE,
 };
 
 /// A connection of dialect `D`'s database.
@@ -203,7 +204,8 @@ pub(crate) struct Statements {
     /// `kind, key, now`: frees a key whose `unique_for` has passed.
     pub expire_key: &'static str,
     /// `kind, queue, args, priority, max_attempts, key, delay, at, unique_key, strategy,
-    /// unique_for, now` (one of `delay` and `at` set): inserts a job unless its unique key is
+    /// unique_for, now, tags, meta, timeout, expires_after, expires_at` (one of `delay` and `at`
+    /// set; `expires_after` counts from the run time): inserts a job unless its unique key is
     /// taken; returns its id.
     pub insert: &'static str,
     /// `kind, key`: the id of the job holding a unique key.
@@ -219,6 +221,17 @@ pub(crate) struct Statements {
     pub claim: &'static str,
     /// `limit, now`: makes due scheduled and retryable jobs available.
     pub promote: &'static str,
+    /// `limit, error, now`: cancels waiting jobs past their deadline, recording `error` (an
+    /// [`AttemptError`] as JSON, its attempt and time set by the statement).
+    pub expire: &'static str,
+    /// `now`: how long until the earliest waiting job is due, in milliseconds (NULL: none).
+    pub next_due: &'static str,
+    /// `queue, now`: pauses a queue; changes a row when it was not paused.
+    pub pause_queue: &'static str,
+    /// `queue, now`: resumes a queue; changes a row when it was paused.
+    pub resume_queue: &'static str,
+    /// No parameters: `queue` of every paused queue.
+    pub paused_queues: &'static str,
     /// `grace, queues, kinds, message_before, message_after, max_errors, keep_first, worker,
     /// now`: kills available jobs of unknown kinds due for `grace`.
     pub bury_unknown: &'static str,
@@ -547,6 +560,8 @@ pub(crate) fn insert<'a, D: Dialect>(
                 Value::Texts(job.tags.iter().map(String::as_str).collect()),
                 Value::from(job.meta_json()),
                 Value::from(job.timeout_ms),
+                Value::from(job.expiry_ms().0),
+                Value::from(job.expiry_ms().1),
             ];
             if let Some(row) = first(D::fetch(conn, sql.insert, new, clock).await.map_err(op)?) {
                 return Ok(Inserted::New(JobId::new(row.int(0).map_err(op)?)));
@@ -1028,10 +1043,52 @@ impl<D: Dialect> Store for SqlStore<D> {
         Ok(Exchange { completed, claimed })
     }
 
-    async fn promote(&self, limit: usize) -> Result<u64, Error> {
+    async fn promote(&self, limit: usize) -> Result<Promoted, Error> {
+        let expired = AttemptError {
+            attempt: 0,
+            kind: FailureKind::Expired,
+            message: "not started by its deadline".to_owned(),
+            at: std::time::SystemTime::now(),
+            duration: Duration::ZERO,
+            worker: String::new(),
+        };
+        let expired = encode_error::<D>(JobId::new(0), &expired)?;
+        let expire = values![count(limit), expired.as_str(), Value::Now];
+        self.execute(
+            D::SQL.expire,
+            expire,
+            named("cancel jobs past their deadline"),
+        )
+        .await?;
         let promote = values![count(limit), Value::Now];
-        self.execute(D::SQL.promote, promote, named("make due jobs available"))
-            .await
+        let count = self
+            .execute(D::SQL.promote, promote, named("make due jobs available"))
+            .await?;
+        let op = named("read when the next job is due");
+        let rows = self.fetch(D::SQL.next_due, values![Value::Now], op).await?;
+        let next_in = match rows.first() {
+            Some(row) => row.opt_int(0).map_err(|e| op_error::<D>(op(), e))?,
+            None => None,
+        };
+        Ok(Promoted {
+            count,
+            next_in: next_in.map(|ms| Duration::from_millis(ms.max(0).unsigned_abs())),
+        })
+    }
+
+    async fn set_paused(&self, queue: &str, paused: bool) -> Result<bool, Error> {
+        let op = || {
+            format!(
+                "{} queue `{queue}`",
+                if paused { "pause" } else { "resume" }
+            )
+        };
+        let sql = if paused {
+            D::SQL.pause_queue
+        } else {
+            D::SQL.resume_queue
+        };
+        Ok(self.execute(sql, values![queue, Value::Now], op).await? == 1)
     }
 
     async fn bury_unknown(
@@ -1181,6 +1238,17 @@ impl<D: Dialect> Store for SqlStore<D> {
             let age = row.int(1).map_err(|e| op_error::<D>(op(), e))?;
             if let Some(stats) = stats.iter_mut().find(|s| s.queue == queue) {
                 stats.oldest_available = Some(Duration::from_millis(age.max(0).unsigned_abs()));
+            }
+        }
+        let paused = self.fetch(D::SQL.paused_queues, vec![], op).await?;
+        for row in &paused {
+            let queue = row.text(0).map_err(|e| op_error::<D>(op(), e))?;
+            match stats.iter_mut().find(|s| s.queue == queue) {
+                Some(stats) => stats.paused = true,
+                None => stats.push(QueueStats {
+                    paused: true,
+                    ..QueueStats::new(queue)
+                }),
             }
         }
         stats.sort_by(|a, b| a.queue.cmp(&b.queue));

@@ -218,7 +218,9 @@ impl Dialect for Sqlite {
                     at,
                     job.tags,
                     job.meta_value(),
-                    job.timeout_ms
+                    job.timeout_ms,
+                    job.expiry_ms().0,
+                    job.expiry_ms().1
                 ])
             })
             .collect();
@@ -263,7 +265,8 @@ macro_rules! dead_filter {
 macro_rules! select_job {
     () => {
         "SELECT id, kind, queue, args, state, priority, attempt, max_attempts, idempotency_key,
-         run_at, created_at, attempted_at, finished_at, errors, tags, meta, timeout_ms FROM errand_jobs"
+         run_at, created_at, attempted_at, finished_at, errors, tags, meta, timeout_ms, expires_at
+         FROM errand_jobs"
     };
 }
 
@@ -289,9 +292,10 @@ static STATEMENTS: Statements = Statements {
     // `WHERE true` tells SQLite's parser that `ON CONFLICT` belongs to the insert.
     insert: "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, idempotency_key,
                                       run_at, created_at, unique_key, unique_strategy, unique_until,
-                                      tags, meta, timeout_ms)
+                                      tags, meta, timeout_ms, expires_at)
         SELECT ?1, ?2, ?3, CASE WHEN t.run_at > ?12 THEN 'scheduled' ELSE 'available' END,
-               ?4, ?5, ?6, t.run_at, ?12, ?9, ?10, ?12 + ?11, ?13, ?14, ?15
+               ?4, ?5, ?6, t.run_at, ?12, ?9, ?10, ?12 + ?11, ?13, ?14, ?15,
+               COALESCE(?17, t.run_at + ?16)
         FROM (SELECT COALESCE(?8, ?12 + ?7) AS run_at) t WHERE true
         ON CONFLICT DO NOTHING
         RETURNING id",
@@ -302,11 +306,12 @@ static STATEMENTS: Statements = Statements {
         WHERE id = ?1 AND state IN ('scheduled', 'available', 'retryable')
         RETURNING id",
     insert_many: "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, idempotency_key, run_at, created_at,
-                                           tags, meta, timeout_ms)
+                                           tags, meta, timeout_ms, expires_at)
         SELECT value ->> 0, value ->> 1, value ->> 2,
                CASE WHEN COALESCE(value ->> 7, ?2 + (value ->> 6)) > ?2 THEN 'scheduled' ELSE 'available' END,
                value ->> 3, value ->> 4, value ->> 5, COALESCE(value ->> 7, ?2 + (value ->> 6)), ?2,
-               value -> 8, value -> 9, value ->> 10
+               value -> 8, value -> 9, value ->> 10,
+               COALESCE(value ->> 12, COALESCE(value ->> 7, ?2 + (value ->> 6)) + (value ->> 11))
         FROM json_each(?1)
         RETURNING id",
     // One queue a statement: `?1` and `?2` hold one element each.
@@ -320,6 +325,9 @@ static STATEMENTS: Statements = Statements {
         WHERE id IN (
             SELECT id FROM errand_jobs
             WHERE queue = (?1 ->> 0) AND state = 'available' AND kind IN (SELECT value FROM json_each(?5))
+              AND (expires_at IS NULL OR expires_at > ?6)
+              AND NOT EXISTS (SELECT 1 FROM errand_queues p
+                              WHERE p.queue = (?1 ->> 0) AND p.paused_at IS NOT NULL)
             ORDER BY priority, run_at, id
             LIMIT (?2 ->> 0))
         RETURNING id, kind, queue, args, attempt, max_attempts, idempotency_key, fence, priority, run_at,
@@ -329,6 +337,25 @@ static STATEMENTS: Statements = Statements {
         WHERE id IN (SELECT id FROM errand_jobs
                      WHERE state IN ('scheduled', 'retryable') AND run_at <= ?2
                      ORDER BY run_at LIMIT ?1)",
+    expire: concat!(
+        "UPDATE errand_jobs
+        SET state = 'cancelled', finished_at = ?3, lease_until = NULL,
+            unique_key = ",
+        key_after!("'cancelled'"),
+        ",
+            errors = json_insert(errors, '$[#]', json_set(json(?2), '$.attempt', attempt, '$.at', ?3))
+        WHERE id IN (SELECT id FROM errand_jobs
+                     WHERE expires_at <= ?3
+                       AND state IN ('scheduled', 'available', 'retryable', 'pending')
+                     ORDER BY expires_at LIMIT ?1)"
+    ),
+    next_due: "SELECT min(run_at) - ?1 FROM errand_jobs WHERE state IN ('scheduled', 'retryable')",
+    pause_queue: "INSERT INTO errand_queues (queue, paused_at, updated_at) VALUES (?1, ?2, ?2)
+        ON CONFLICT (queue) DO UPDATE SET paused_at = ?2, updated_at = ?2
+        WHERE errand_queues.paused_at IS NULL",
+    resume_queue: "UPDATE errand_queues SET paused_at = NULL, updated_at = ?2
+        WHERE queue = ?1 AND paused_at IS NOT NULL",
+    paused_queues: "SELECT queue FROM errand_queues WHERE paused_at IS NOT NULL",
     bury_unknown: concat!(
         "UPDATE errand_jobs
         SET state = 'dead', finished_at = ?9, lease_until = NULL, death_pending = 1,

@@ -18,7 +18,7 @@ use super::{store_backoff, Runner};
 use crate::context::RunSignal;
 use crate::error::Error;
 use crate::job::JobId;
-use crate::store::{Claimed, Store};
+use crate::store::{Claimed, Store, Wake};
 
 /// The longest a free slot waits for others to free up before the worker claims for it.
 const CLAIM_WINDOW: Duration = Duration::from_millis(2);
@@ -48,8 +48,8 @@ struct Exchanged {
     room: usize,
     /// When it was sent.
     sent_at: Instant,
-    /// Whether it promoted due jobs first, and whether more may be due.
-    promoted: Option<bool>,
+    /// What its promotion of due jobs found, if it promoted.
+    promoted: Option<Promotion>,
     result: Result<(Vec<JobId>, Vec<Claimed>), Error>,
 }
 
@@ -77,6 +77,7 @@ impl ClaimLoop {
         let runner = Arc::clone(&self.runner);
         let settings = &runner.settings;
         let mut enqueued = runner.client.subscribe_enqueued();
+        let mut scheduled = runner.client.subscribe_scheduled();
         let mut listener = runner.client.store().listener().await;
         let mut runs = 0;
         let mut failures = 0u32;
@@ -98,6 +99,9 @@ impl ClaimLoop {
         // idle decides it is. A wake-up for a new job claims without promoting first.
         let mut promote_due = true;
         let mut last_promote = Instant::now();
+        // When the earliest waiting job is due, as the last promotion found: the worker
+        // promotes then, so that a job starts on time rather than at the next poll.
+        let mut next_due: Option<Instant> = None;
         // The last exchange found fewer jobs than it asked for.
         let mut starved = false;
         while !shutdown.is_cancelled() {
@@ -149,10 +153,13 @@ impl ClaimLoop {
                             failures = 0;
                             runs += claimed;
                             starved = claimed < asked;
-                            promote_due |= promoted == Some(true);
+                            if let Some(promoted) = promoted {
+                                promote_due |= promoted.more;
+                                next_due = promoted.next_due;
+                            }
                             let others = in_flight.iter().any(Option::is_some);
                             if until_idle && claimed == 0 && self.is_idle() && !others {
-                                if promoted == Some(false) {
+                                if promoted.is_some_and(|p| !p.more) {
                                     break;
                                 }
                                 // Idle only once a promotion found nothing more due.
@@ -179,8 +186,21 @@ impl ClaimLoop {
                 }
                 () = tokio::time::sleep_until((last_claim + CLAIM_WINDOW).into()), if window_wait => {}
                 Ok(()) = enqueued.changed(), if !until_idle && !sending => starved = false,
-                () = listener.next(), if !until_idle && !sending => starved = false,
+                wake = listener.next(), if !until_idle && !sending => {
+                    starved = false;
+                    promote_due |= wake == Wake::Scheduled;
+                }
                 () = tokio::time::sleep(settings.poll_interval), if !until_idle && !sending => starved = false,
+                () = tokio::time::sleep_until(next_due.unwrap_or(last_claim).into()), if next_due.is_some() && !until_idle && !sending => {
+                    next_due = None;
+                    promote_due = true;
+                    starved = false;
+                }
+                Ok(()) = scheduled.changed(), if !until_idle && !sending => {
+                    // A job was scheduled: it may be due before `next_due`.
+                    promote_due = true;
+                    starved = false;
+                }
             }
         }
         // An exchange on its way may have claimed jobs: take them in, so that shutdown puts
@@ -262,7 +282,7 @@ async fn exchange(
 ) -> Exchanged {
     let sent_at = Instant::now();
     let promoted = if promote {
-        Some(promote_due(&runner).await)
+        Some(promote_due(&runner, sent_at).await)
     } else {
         None
     };
@@ -276,14 +296,33 @@ async fn exchange(
     }
 }
 
-/// Makes due waiting jobs available. Returns whether there may be more to promote.
-async fn promote_due(runner: &Runner) -> bool {
+/// What a promotion found.
+#[derive(Clone, Copy, Debug)]
+struct Promotion {
+    /// More jobs may be due than one promotion takes.
+    more: bool,
+    /// When the earliest job still waiting is due.
+    next_due: Option<Instant>,
+}
+
+/// Cancels waiting jobs past their deadline, makes due waiting jobs available, and reads when
+/// the next one is due (measured from `sent_at`, so that the timer errs early, never late).
+async fn promote_due(runner: &Runner, sent_at: Instant) -> Promotion {
     const BATCH: usize = 1000;
+    // A timer never fires sooner than this after a promotion: a due job that the promotion
+    // skipped (locked by another node's) is taken by that node, not waited for in a spin.
+    const MIN_WAIT: Duration = Duration::from_millis(5);
     match runner.client.store().promote(BATCH).await {
-        Ok(promoted) => promoted >= BATCH as u64,
+        Ok(promoted) => Promotion {
+            more: promoted.count >= BATCH as u64,
+            next_due: promoted.next_in.map(|wait| sent_at + wait.max(MIN_WAIT)),
+        },
         Err(err) => {
             tracing::warn!(worker = %runner.id, error = %err, "making due jobs available failed");
-            false
+            Promotion {
+                more: false,
+                next_due: None,
+            }
         }
     }
 }

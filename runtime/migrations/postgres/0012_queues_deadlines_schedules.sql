@@ -1,0 +1,31 @@
+-- Queue settings every node reads: a paused queue's jobs are not claimed until it is resumed
+-- (`Client::pause_queue`). A queue without a row is not paused.
+CREATE TABLE errand_queues (
+    queue      TEXT   PRIMARY KEY,
+    paused_at  BIGINT,
+    updated_at BIGINT NOT NULL
+);
+
+-- Deadlines (`#[job(expires_in = ..)]`, `Request::expires_at`): a job that has not started by
+-- `expires_at` is cancelled as expired and never runs late. The index holds only jobs that
+-- have a deadline and are still waiting.
+ALTER TABLE errand_jobs ADD COLUMN expires_at BIGINT;
+CREATE INDEX errand_jobs_expiring ON errand_jobs (expires_at)
+    WHERE expires_at IS NOT NULL AND state IN ('scheduled', 'available', 'retryable', 'pending');
+
+-- Periodic jobs: one row per schedule, written by the workers that run it. `last_slot` is the
+-- latest slot enqueued (or skipped): a node enqueues a slot's job only in the transaction that
+-- moves `last_slot` past it, so each slot is enqueued once however many nodes run.
+CREATE TABLE errand_schedules (
+    name       TEXT   PRIMARY KEY,
+    cron       TEXT   NOT NULL,
+    timezone   TEXT   NOT NULL,
+    kind       TEXT   NOT NULL,
+    queue      TEXT   NOT NULL,
+    catch_up   TEXT   NOT NULL,
+    last_slot  BIGINT,
+    last_job   BIGINT,
+    next_slot  BIGINT,
+    seen_at    BIGINT NOT NULL,
+    created_at BIGINT NOT NULL
+);
