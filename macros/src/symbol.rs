@@ -11,6 +11,9 @@ pub(crate) const KEY: &str = "key";
 pub(crate) const PRIORITY: &str = "priority";
 pub(crate) const TIMEOUT: &str = "timeout";
 pub(crate) const EXPIRES_IN: &str = "expires_in";
+pub(crate) const CRON: &str = "cron";
+pub(crate) const TIMEZONE: &str = "timezone";
+pub(crate) const CATCH_UP: &str = "catch_up";
 pub(crate) const NAME: &str = "name";
 pub(crate) const CRATE: &str = "crate";
 
@@ -26,6 +29,9 @@ pub(crate) const JOB_OPTIONS: &[&str] = &[
     PRIORITY,
     TIMEOUT,
     EXPIRES_IN,
+    CRON,
+    TIMEZONE,
+    CATCH_UP,
     NAME,
     CRATE,
 ];

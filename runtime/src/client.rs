@@ -449,6 +449,21 @@ impl Client {
         self.store().queue_stats().await
     }
 
+    /// Every stored schedule of periodic jobs ([`Periodic`](crate::Periodic),
+    /// `#[job(cron = ..)]`), by name, with its last and next run and when a worker last ran
+    /// it.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: errand::Client) -> Result<(), errand::Error> {
+    /// for schedule in client.schedules().await? {
+    ///     println!("{} `{}`: next {:?}", schedule.name, schedule.cron, schedule.next_run);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn schedules(&self) -> Result<Vec<crate::ScheduleInfo>, Error> {
+        self.store().schedules().await
+    }
+
     /// Pauses `queue` on every node: from the next claim, no worker starts its jobs until
     /// [`Client::resume_queue`]. Jobs can still be enqueued, and wait. Runs already started
     /// (or claimed into a worker's prefetch buffer) finish. The pause is stored in the

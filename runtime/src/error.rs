@@ -182,6 +182,15 @@ pub enum Error {
         /// The kind name.
         kind: String,
     },
+    /// A periodic job's schedule cannot run: its cron expression, time zone or request is
+    /// invalid, or two schedules of one worker share a name.
+    #[error("invalid schedule `{name}`: {reason}")]
+    InvalidSchedule {
+        /// The schedule's name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A worker was configured in a way that cannot run.
     #[error("invalid worker configuration: {0}")]
     InvalidWorker(String),

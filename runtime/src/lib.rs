@@ -108,6 +108,7 @@ mod query;
 mod registry;
 mod request;
 mod retry;
+mod schedule;
 mod store;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
@@ -128,6 +129,7 @@ pub use crate::job::{
 pub use crate::query::{JobFilter, Page, QueueStats, StateCounts};
 pub use crate::request::{EnqueueOutcome, Enqueued, Request, Transaction};
 pub use crate::retry::Backoff;
+pub use crate::schedule::{CatchUp, Periodic, ScheduleInfo};
 pub use crate::worker::{DeathHandlerError, Worker, WorkerHandle};
 
 /// For macro expansions only, not public API: may change in any release.

@@ -13,6 +13,7 @@ use crate::classify::{Classify, ErrorClass, FailureKind};
 use crate::context::Context;
 use crate::error::Error;
 use crate::job::{Job, JobOptions, Outcome};
+use crate::schedule::Periodic;
 
 /// The future of one run of a job.
 pub type JobFuture = Pin<Box<dyn Future<Output = Result<Outcome, Failure>> + Send>>;
@@ -74,6 +75,8 @@ pub struct Registration {
     pub(crate) kind: &'static str,
     pub(crate) options: JobOptions,
     pub(crate) start: fn(Context, &str) -> Result<JobFuture, serde_json::Error>,
+    /// The schedule `#[job(cron = ..)]` declared: run by every worker of the job's queue.
+    pub(crate) periodic: Option<fn() -> Periodic>,
 }
 
 impl Registration {
@@ -83,7 +86,14 @@ impl Registration {
             kind: J::KIND,
             options: J::OPTIONS,
             start: start::<J>,
+            periodic: None,
         }
+    }
+
+    /// With the schedule `#[job(cron = ..)]` declared.
+    pub const fn periodic(mut self, schedule: fn() -> Periodic) -> Registration {
+        self.periodic = Some(schedule);
+        self
     }
 }
 

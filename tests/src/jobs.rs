@@ -743,3 +743,15 @@ pub async fn expiring(tag: String) -> Result<(), TestError> {
     record(&tag, "ran");
     Ok(())
 }
+
+/// Declares its schedule: every day at 02:30 in Berlin, a time that the spring-forward skips
+/// and the fall-back repeats.
+#[job(
+    queue = "berlin",
+    cron = "30 2 * * *",
+    timezone = "Europe/Berlin",
+    catch_up = "all"
+)]
+pub async fn berlin_night() -> Result<(), TestError> {
+    Ok(())
+}

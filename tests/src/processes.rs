@@ -17,6 +17,8 @@ pub struct Options {
     /// How long the death handler takes before it records the death.
     pub death_handler_delay: Duration,
     pub queue: Option<String>,
+    /// A cron expression for the schedule `ticks` (see the worker binary).
+    pub periodic: Option<String>,
 }
 
 impl Default for Options {
@@ -27,6 +29,7 @@ impl Default for Options {
             record_deaths: false,
             death_handler_delay: Duration::ZERO,
             queue: None,
+            periodic: None,
         }
     }
 }
@@ -109,6 +112,9 @@ impl WorkerProcess {
         }
         if let Some(queue) = &options.queue {
             command.env("ERRAND_QUEUE", queue);
+        }
+        if let Some(cron) = &options.periodic {
+            command.env("ERRAND_PERIODIC", cron);
         }
         let mut child = command
             .env("ERRAND_CONCURRENCY", options.concurrency.to_string())

@@ -623,7 +623,7 @@ async fn slow_death_handlers_never_cost_a_lease() {
         concurrency: 8,
         record_deaths: true,
         death_handler_delay: Duration::from_secs(2),
-        queue: None,
+        ..errand_tests::processes::Options::default()
     };
     // The first worker holds the long jobs and handles every death; the second, without a
     // handler, would rescue the first's jobs if the handlers held up its renewals.

@@ -4,7 +4,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use errand::{FailureKind, JobId, JobState};
 use errand_tests::common::{job, records, tag, wait_for, worker, TestStore};
-use errand_tests::jobs::{expiring, in_first, in_second, records_start, succeed};
+use std::str::FromStr as _;
+
+use errand_tests::jobs::{berlin_night, expiring, in_first, in_second, records_start, succeed};
 use errand_tests::{per_sql_store, per_store};
 
 per_store!(
@@ -215,4 +217,240 @@ async fn scheduled_jobs_start_on_time(store: TestStore) {
         lateness[lateness.len() - 1] <= 1000,
         "lateness {lateness:?}"
     );
+}
+
+per_sql_store!(
+    catch_up_after_a_stop,
+    cron_slots_are_enqueued_once_by_three_processes
+);
+
+/// The jobs a schedule tagged `tag` enqueued, oldest first.
+async fn slot_jobs(client: &errand::Client, tag: &str) -> Vec<errand::JobInfo> {
+    let filter = errand::JobFilter::all().tag(tag);
+    client
+        .jobs(&filter, errand::Page::first(100))
+        .await
+        .unwrap()
+}
+
+/// Moves schedule `name`'s record of what is done back by `by`, as if the last worker that ran
+/// it stopped that long ago.
+async fn stop_schedule_for(store: &TestStore, name: &str, by: Duration) {
+    let by = i64::try_from(by.as_millis()).unwrap();
+    let sql = "UPDATE errand_schedules SET done_until = done_until - $1 WHERE name = $2";
+    let changed = match &store.schema {
+        Some(_) => {
+            let pool = store.postgres_pool().await;
+            let done = sqlx::query(sql).bind(by).bind(name).execute(&pool).await;
+            done.map(|d| d.rows_affected())
+        }
+        None => {
+            let pool = sqlx::SqlitePool::connect(store.url.as_deref().unwrap())
+                .await
+                .unwrap();
+            let done = sqlx::query(sql).bind(by).bind(name).execute(&pool).await;
+            done.map(|d| d.rows_affected())
+        }
+    };
+    assert_eq!(changed.unwrap(), 1);
+}
+
+/// After five hours without a worker, an hourly schedule enqueues nothing (`None`: its latest
+/// slot is half an hour late), its latest slot (`Latest`), or its latest three (`All { max: 3
+/// }`), each once however often a worker looks again; `Client::schedules` lists them.
+async fn catch_up_after_a_stop(store: TestStore) {
+    let client = &store.client;
+    // An hourly slot half an hour from now's minute: the latest is about 30 minutes old.
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let minute = (now / 60 % 60 + 30) % 60;
+    let cron = format!("{minute} * * * *");
+    let policies = [
+        ("none", errand::CatchUp::None, 0),
+        ("latest", errand::CatchUp::Latest, 1),
+        ("all", errand::CatchUp::All { max: 3 }, 3),
+    ];
+    let t = tag("catch-up");
+    let worker = || {
+        let mut worker = errand::Worker::new(client.clone());
+        for (name, catch_up, _) in policies {
+            let tick = succeed::with(t.clone())
+                .queue("ticks")
+                .tags([format!("{t}-{name}")]);
+            let periodic = errand::Periodic::new(&cron, tick)
+                .name(name)
+                .catch_up(catch_up);
+            worker = worker.schedule(periodic);
+        }
+        worker
+    };
+    worker().run_until_idle().await.unwrap();
+    for (name, _, _) in policies {
+        assert!(
+            slot_jobs(client, &format!("{t}-{name}")).await.is_empty(),
+            "{name}: a new schedule starts from now"
+        );
+        stop_schedule_for(&store, name, Duration::from_secs(5 * 3600)).await;
+    }
+    for _ in 0..2 {
+        worker().run_until_idle().await.unwrap();
+    }
+    let schedules = client.schedules().await.unwrap();
+    for (name, _, expected) in policies {
+        let jobs = slot_jobs(client, &format!("{t}-{name}")).await;
+        assert_eq!(jobs.len(), expected, "{name}: {jobs:?}");
+        let mut runs: Vec<SystemTime> = jobs.iter().map(|j| j.run_at).collect();
+        runs.sort();
+        for pair in runs.windows(2) {
+            assert_eq!(
+                pair[1].duration_since(pair[0]).unwrap(),
+                Duration::from_secs(3600),
+                "{name}: hourly slots"
+            );
+        }
+        for job in &jobs {
+            assert_eq!(job.meta["schedule"], name);
+            assert_eq!(job.queue, "ticks");
+        }
+        let info = schedules.iter().find(|s| s.name == name).unwrap();
+        assert_eq!(info.cron, cron);
+        assert_eq!(info.timezone, "UTC");
+        assert_eq!(info.kind, "succeed");
+        assert_eq!(info.last_run, runs.last().copied(), "{name}");
+        let latest = SystemTime::now() - Duration::from_secs(60 * 29);
+        let next = info.next_run.unwrap();
+        assert!(
+            next > latest + Duration::from_secs(3600) - Duration::from_secs(120)
+                && next < SystemTime::now() + Duration::from_secs(3600),
+            "{name}: next run {next:?}"
+        );
+        if let Some(last) = info.last_run {
+            assert_eq!(
+                next.duration_since(last).unwrap(),
+                Duration::from_secs(3600)
+            );
+        }
+    }
+}
+
+/// Three worker processes run one schedule due every second: each slot is enqueued once, and
+/// none is missed.
+async fn cron_slots_are_enqueued_once_by_three_processes(store: TestStore) {
+    use errand_tests::processes::{Options, WorkerProcess};
+    const WORKER: &str = env!("CARGO_BIN_EXE_errand-test-worker");
+    let url = store.url.clone().unwrap();
+    let schema = store.schema.clone().unwrap_or_default();
+    let options = Options {
+        periodic: Some("* * * * * *".to_owned()),
+        ..Options::default()
+    };
+    let mut workers = Vec::new();
+    for _ in 0..3 {
+        workers.push(WorkerProcess::start_with(WORKER, &url, &schema, &options).await);
+    }
+    let client = &store.client;
+    let ticks = errand::JobFilter::all().queue("ticks");
+    wait_for("five slots", || async {
+        client.count(&ticks).await.unwrap() >= 5
+    })
+    .await;
+    for worker in workers {
+        worker.terminate().await;
+    }
+    let jobs = client
+        .jobs(&ticks, errand::Page::first(1000))
+        .await
+        .unwrap();
+    let mut slots: Vec<u128> = jobs
+        .iter()
+        .map(|j| j.run_at.duration_since(UNIX_EPOCH).unwrap().as_millis())
+        .collect();
+    slots.sort_unstable();
+    let mut distinct = slots.clone();
+    distinct.dedup();
+    assert_eq!(distinct, slots, "a slot was enqueued twice");
+    for pair in slots.windows(2) {
+        assert_eq!(pair[1] - pair[0], 1000, "a slot was missed: {slots:?}");
+    }
+    let info = client.schedules().await.unwrap();
+    assert_eq!(info.len(), 1);
+    assert_eq!(info[0].name, "ticks");
+    assert_eq!(
+        info[0]
+            .last_run
+            .map(|t| t.duration_since(UNIX_EPOCH).unwrap().as_millis()),
+        slots.last().copied()
+    );
+}
+
+/// Moves the test client's clock to `time` (a zoned time such as
+/// `2027-03-27T00:00:00+01:00[Europe/Berlin]`), which must be ahead of it.
+fn advance_to(test: &errand::testing::TestClient, time: &str) {
+    let to = jiff::Timestamp::from_str(time.split('[').next().unwrap()).unwrap();
+    let to = UNIX_EPOCH + Duration::from_millis(u64::try_from(to.as_millisecond()).unwrap());
+    test.advance(to.duration_since(test.now()).unwrap());
+}
+
+/// The run times of the `berlin_night` jobs, as RFC 3339 with their offset in Berlin.
+async fn berlin_nights(test: &errand::testing::TestClient) -> Vec<String> {
+    let tz = jiff::tz::TimeZone::get("Europe/Berlin").unwrap();
+    let mut runs: Vec<String> = test
+        .jobs_of::<berlin_night>()
+        .await
+        .iter()
+        .map(|job| {
+            let ms = job.run_at.duration_since(UNIX_EPOCH).unwrap().as_millis();
+            let at = jiff::Timestamp::from_millisecond(i64::try_from(ms).unwrap()).unwrap();
+            at.to_zoned(tz.clone())
+                .strftime("%Y-%m-%dT%H:%M%:z")
+                .to_string()
+        })
+        .collect();
+    runs.sort();
+    runs
+}
+
+/// `#[job(cron = "30 2 * * *", timezone = "Europe/Berlin")]` across both daylight saving time
+/// changes, on a test clock: the night the clocks skip 02:30 it runs once at 03:00, the night
+/// they pass 02:30 twice it runs once, at the first.
+#[tokio::test]
+async fn a_schedule_in_a_time_zone_keeps_its_nights_across_daylight_saving_time() {
+    let worker = |test: &errand::testing::TestClient| {
+        errand::Worker::new(test.client().clone()).queues([("berlin", 1)])
+    };
+    let spring = errand::testing::TestClient::new();
+    advance_to(&spring, "2027-03-27T00:00:00+01:00[Europe/Berlin]");
+    worker(&spring).run_until_idle().await.unwrap();
+    advance_to(&spring, "2027-03-30T00:00:00+02:00[Europe/Berlin]");
+    worker(&spring).run_until_idle().await.unwrap();
+    assert_eq!(
+        berlin_nights(&spring).await,
+        [
+            "2027-03-27T02:30+01:00",
+            "2027-03-28T03:00+02:00",
+            "2027-03-29T02:30+02:00"
+        ]
+    );
+    assert!(spring
+        .jobs_of::<berlin_night>()
+        .await
+        .iter()
+        .all(|job| job.state == JobState::Completed));
+
+    let autumn = errand::testing::TestClient::new();
+    advance_to(&autumn, "2027-10-30T12:00:00+02:00[Europe/Berlin]");
+    worker(&autumn).run_until_idle().await.unwrap();
+    advance_to(&autumn, "2027-11-01T12:00:00+01:00[Europe/Berlin]");
+    worker(&autumn).run_until_idle().await.unwrap();
+    assert_eq!(
+        berlin_nights(&autumn).await,
+        ["2027-10-31T02:30+02:00", "2027-11-01T02:30+01:00"]
+    );
+    let schedules = autumn.client().schedules().await.unwrap();
+    assert_eq!(schedules.len(), 1);
+    assert_eq!(schedules[0].name, "berlin_night");
+    assert_eq!(schedules[0].timezone, "Europe/Berlin");
+    assert_eq!(schedules[0].catch_up, errand::CatchUp::ALL);
 }

@@ -3,6 +3,7 @@
 //! Each option is parsed on its own; a bad value is recorded in the [`Ctxt`] and parsing goes on,
 //! so one build reports every mistake. Rules that relate several options live in `valid.rs`.
 
+use std::str::FromStr as _;
 use std::time::Duration;
 
 use proc_macro2::{Span, TokenStream};
@@ -42,6 +43,15 @@ pub(crate) enum OnConflict {
 
 pub(crate) const ON_CONFLICT_VALUES: &[&str] = &["skip", "replace", "reject"];
 
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum CatchUp {
+    None,
+    Latest,
+    All(u32),
+}
+
+pub(crate) const CATCH_UP_VALUES: &[&str] = &["none", "latest", "all", "all:<max>"];
+
 pub(crate) enum Backoff {
     Exponential,
     Linear,
@@ -67,6 +77,11 @@ pub(crate) struct JobAttr {
     pub timeout: Option<Spanned<Duration>>,
     /// How long after its run time a job that has not started is discarded.
     pub expires_in: Option<Spanned<Duration>>,
+    /// A periodic job's cron expression, checked.
+    pub cron: Option<LitStr>,
+    /// The time zone its expression is read in, checked.
+    pub timezone: Option<LitStr>,
+    pub catch_up: Option<Spanned<CatchUp>>,
     pub name: Option<Spanned<String>>,
     /// The path of the errand crate, for a user who renamed the dependency.
     pub krate: Option<syn::Path>,
@@ -243,6 +258,69 @@ impl JobAttr {
             EXPIRES_IN => {
                 if let Some(d) = parse_duration(cx, EXPIRES_IN, &value) {
                     set(cx, &mut self.expires_in, ident, d);
+                }
+            }
+            // cron = "0 */5 * * * *"
+            CRON => {
+                if let Some(s) = expect_str(cx, CRON, &value, "cron = \"0 */5 * * * *\"") {
+                    match croner::Cron::from_str(&s.value()) {
+                        Ok(_) if self.cron.is_some() => {
+                            cx.error_spanned_by(ident, format!("duplicate `#[job]` option `{CRON}`"))
+                        }
+                        Ok(_) => self.cron = Some(s),
+                        Err(e) => cx.error_spanned_by(
+                            &s,
+                            format!(
+                                "invalid cron expression `{}` ({e}); expected 5 fields (minute hour day-of-month month day-of-week) or 6 with seconds first, e.g. `\"0 */5 * * * *\"`",
+                                s.value()
+                            ),
+                        ),
+                    }
+                }
+            }
+            // timezone = "Europe/Berlin"
+            TIMEZONE => {
+                if let Some(s) = expect_str(cx, TIMEZONE, &value, "timezone = \"Europe/Berlin\"") {
+                    let name = s.value();
+                    if jiff::tz::db().get(&name).is_ok() {
+                        if self.timezone.is_some() {
+                            cx.error_spanned_by(ident, format!("duplicate `#[job]` option `{TIMEZONE}`"));
+                        } else {
+                            self.timezone = Some(s);
+                        }
+                    } else {
+                        let names: Vec<String> = jiff::tz::db().available().map(|n| n.to_string()).collect();
+                        let hint = match did_you_mean(&name, names.iter().map(String::as_str)) {
+                            Some(s) => format!(" (did you mean `{s}`?)"),
+                            None => String::new(),
+                        };
+                        cx.error_spanned_by(
+                            &s,
+                            format!("unknown time zone `{name}`{hint}; expected an IANA name such as `\"Europe/Berlin\"` or `\"UTC\"`"),
+                        );
+                    }
+                }
+            }
+            // catch_up = "none" | "latest" | "all" | "all:48"
+            CATCH_UP => {
+                if let Some(s) = expect_str(cx, CATCH_UP, &value, "catch_up = \"latest\"") {
+                    let v = match s.value().as_str() {
+                        "none" => Some(CatchUp::None),
+                        "latest" => Some(CatchUp::Latest),
+                        "all" => Some(CatchUp::All(24)),
+                        other => other
+                            .strip_prefix("all:")
+                            .and_then(|max| max.parse::<u32>().ok())
+                            .filter(|max| *max > 0)
+                            .map(CatchUp::All),
+                    };
+                    match v {
+                        Some(v) => set(cx, &mut self.catch_up, ident, Spanned { value: v, span: s.span() }),
+                        None => cx.error_spanned_by(
+                            &s,
+                            format!("unknown catch_up `{}`; expected {} (`all:48` runs at most the latest 48 missed slots)", s.value(), one_of(CATCH_UP_VALUES)),
+                        ),
+                    }
                 }
             }
             // name = "billing.charge_order"

@@ -13,7 +13,7 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned as _;
 
 use crate::job::ast::JobFn;
-use crate::job::attr::{Backoff, JobAttr, OnConflict, UniqueStrategy};
+use crate::job::attr::{Backoff, CatchUp, JobAttr, OnConflict, UniqueStrategy};
 use crate::job::template::{self, Segment};
 
 pub(crate) fn expand(attr: &JobAttr, job: &JobFn, key: Option<&[Segment]>) -> TokenStream {
@@ -79,6 +79,25 @@ pub(crate) fn expand(attr: &JobAttr, job: &JobFn, key: Option<&[Segment]>) -> To
         Some(segments) => key_fns(&krate, job, ident, segments),
         None => (quote!(), quote!(::core::option::Option::None)),
     };
+
+    let periodic = attr.cron.as_ref().map(|cron| {
+        let tz = attr
+            .timezone
+            .as_ref()
+            .map_or_else(|| "UTC".to_owned(), |t| t.value());
+        let catch_up = match attr.catch_up.as_ref().map(|c| c.value) {
+            None | Some(CatchUp::None) => quote!(#krate::CatchUp::None),
+            Some(CatchUp::Latest) => quote!(#krate::CatchUp::Latest),
+            Some(CatchUp::All(max)) => quote!(#krate::CatchUp::All { max: #max }),
+        };
+        quote! {
+            .periodic(|| {
+                #krate::Periodic::new(#cron, #ident::with())
+                    .timezone(#tz)
+                    .catch_up(#catch_up)
+            })
+        }
+    });
 
     let doc = format!(
         "The `{kind}` job: enqueue it with [`{ident}::with`] or [`{ident}::enqueue`].\n\n\
@@ -166,7 +185,7 @@ pub(crate) fn expand(attr: &JobAttr, job: &JobFn, key: Option<&[Segment]>) -> To
 
         const _: () = {
             #krate::__private::inventory::submit! {
-                #krate::__private::Registration::of::<#ident>()
+                #krate::__private::Registration::of::<#ident>()#periodic
             }
         };
     }

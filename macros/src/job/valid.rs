@@ -11,7 +11,47 @@ pub(crate) fn check(cx: &Ctxt, attr: &JobAttr, job: &JobFn) -> Option<Vec<Segmen
     unique_needs_key(cx, attr);
     until_expired_needs_unique_for(cx, attr);
     uniqueness_options_need_unique(cx, attr);
+    schedule_options(cx, attr, job);
     key_template(cx, attr, job)
+}
+
+/// `cron` schedules a job with nothing to pass it; `timezone` and `catch_up` qualify `cron`.
+fn schedule_options(cx: &Ctxt, attr: &JobAttr, job: &JobFn) {
+    match &attr.cron {
+        Some(cron) => {
+            if !job.params.is_empty() {
+                let names: Vec<String> = job
+                    .params
+                    .iter()
+                    .map(|p| format!("`{}`", p.ident))
+                    .collect();
+                cx.error_spanned_by(
+                    cron,
+                    format!(
+                        "`cron` schedules a job without arguments, but `{}` takes {}; schedule it with arguments on the worker instead: `Worker::periodic(\"{}\", {}::with(..))`",
+                        job.ident(),
+                        names.join(", "),
+                        cron.value(),
+                        job.ident()
+                    ),
+                );
+            }
+        }
+        None => {
+            if let Some(tz) = &attr.timezone {
+                cx.error_spanned_by(
+                    tz,
+                    "`timezone` has no effect without `cron`; add e.g. `cron = \"0 3 * * *\"`",
+                );
+            }
+            if let Some(c) = &attr.catch_up {
+                cx.syn_error(syn::Error::new(
+                    c.span,
+                    "`catch_up` has no effect without `cron`; add e.g. `cron = \"0 3 * * *\"`",
+                ));
+            }
+        }
+    }
 }
 
 /// A unique job is unique *by its key*: without one there is nothing to compare.

@@ -13,19 +13,20 @@ ALTER TABLE errand_jobs ADD COLUMN expires_at BIGINT;
 CREATE INDEX errand_jobs_expiring ON errand_jobs (expires_at)
     WHERE expires_at IS NOT NULL AND state IN ('scheduled', 'available', 'retryable', 'pending');
 
--- Periodic jobs: one row per schedule, written by the workers that run it. `last_slot` is the
--- latest slot enqueued (or skipped): a node enqueues a slot's job only in the transaction that
--- moves `last_slot` past it, so each slot is enqueued once however many nodes run.
+-- Periodic jobs: one row per schedule, written by the workers that run it. Slots up to
+-- `done_until` are dealt with: a node enqueues a slot's job only in the transaction that moves
+-- `done_until` past it, so each slot is enqueued once however many nodes run.
 CREATE TABLE errand_schedules (
-    name       TEXT   PRIMARY KEY,
-    cron       TEXT   NOT NULL,
-    timezone   TEXT   NOT NULL,
-    kind       TEXT   NOT NULL,
-    queue      TEXT   NOT NULL,
-    catch_up   TEXT   NOT NULL,
-    last_slot  BIGINT,
+    name       TEXT    PRIMARY KEY,
+    cron       TEXT    NOT NULL,
+    timezone   TEXT    NOT NULL,
+    kind       TEXT    NOT NULL,
+    queue      TEXT    NOT NULL,
+    catch_up   TEXT    NOT NULL,
+    done_until BIGINT  NOT NULL,
+    last_run   BIGINT,
     last_job   BIGINT,
-    next_slot  BIGINT,
-    seen_at    BIGINT NOT NULL,
-    created_at BIGINT NOT NULL
+    next_run   BIGINT,
+    seen_at    BIGINT  NOT NULL,
+    created_at BIGINT  NOT NULL
 );

@@ -13,9 +13,9 @@ ALTER TABLE errand_jobs ADD COLUMN expires_at INTEGER;
 CREATE INDEX errand_jobs_expiring ON errand_jobs (expires_at)
     WHERE expires_at IS NOT NULL AND state IN ('scheduled', 'available', 'retryable', 'pending');
 
--- Periodic jobs: one row per schedule, written by the workers that run it. `last_slot` is the
--- latest slot enqueued (or skipped): a node enqueues a slot's job only in the transaction that
--- moves `last_slot` past it, so each slot is enqueued once however many nodes run.
+-- Periodic jobs: one row per schedule, written by the workers that run it. Slots up to
+-- `done_until` are dealt with: a node enqueues a slot's job only in the transaction that moves
+-- `done_until` past it, so each slot is enqueued once however many nodes run.
 CREATE TABLE errand_schedules (
     name       TEXT    PRIMARY KEY,
     cron       TEXT    NOT NULL,
@@ -23,9 +23,10 @@ CREATE TABLE errand_schedules (
     kind       TEXT    NOT NULL,
     queue      TEXT    NOT NULL,
     catch_up   TEXT    NOT NULL,
-    last_slot  INTEGER,
+    done_until INTEGER NOT NULL,
+    last_run   INTEGER,
     last_job   INTEGER,
-    next_slot  INTEGER,
+    next_run   INTEGER,
     seen_at    INTEGER NOT NULL,
     created_at INTEGER NOT NULL
 );

@@ -814,6 +814,41 @@ impl Listener {
     }
 }
 
+/// Periodic jobs' schedules (see [`crate::schedule`]).
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres")),
+    allow(unused_variables)
+)]
+impl Backend {
+    pub(crate) async fn register_schedule(
+        &self,
+        schedule: &crate::schedule::Schedule,
+    ) -> Result<(i64, i64), Error> {
+        dispatch!(self, s => s.register_schedule(schedule).await)
+    }
+
+    pub(crate) async fn enqueue_slot(
+        &self,
+        schedule: &crate::schedule::Schedule,
+        slot: crate::schedule::Slot,
+        next: Option<i64>,
+    ) -> Result<Option<Inserted>, Error> {
+        dispatch!(self, s => s.enqueue_slot(schedule, slot, next).await)
+    }
+
+    pub(crate) async fn set_next_run(&self, name: &str, next: Option<i64>) -> Result<(), Error> {
+        dispatch!(self, s => s.set_next_run(name, next).await)
+    }
+
+    pub(crate) async fn schedules(&self) -> Result<Vec<crate::schedule::ScheduleInfo>, Error> {
+        dispatch!(self, s => s.schedules().await)
+    }
+
+    pub(crate) async fn forget_schedules(&self, unseen_for: Duration) -> Result<u64, Error> {
+        dispatch!(self, s => s.forget_schedules(unseen_for).await)
+    }
+}
+
 impl Backend {
     /// The store's name in messages.
     #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]

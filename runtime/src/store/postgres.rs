@@ -447,6 +447,22 @@ static STATEMENTS: Statements = Statements {
         WHERE queue = $1 AND paused_at IS NOT NULL
         RETURNING errand_wake(ARRAY[queue])",
     paused_queues: "SELECT queue FROM errand_queues WHERE paused_at IS NOT NULL",
+    register_schedule: "INSERT INTO errand_schedules
+            (name, cron, timezone, kind, queue, catch_up, done_until, seen_at, created_at)
+        VALUES ($1, $2, $3, $4, $5, $6, errand_now_ms(), errand_now_ms(), errand_now_ms())
+        ON CONFLICT (name) DO UPDATE SET cron = EXCLUDED.cron, timezone = EXCLUDED.timezone,
+            kind = EXCLUDED.kind, queue = EXCLUDED.queue, catch_up = EXCLUDED.catch_up,
+            seen_at = EXCLUDED.seen_at
+        RETURNING done_until, errand_now_ms()",
+    advance_schedule: "UPDATE errand_schedules
+        SET done_until = $2, last_run = CASE WHEN $3 THEN $2 ELSE last_run END, next_run = $4
+        WHERE name = $1 AND done_until < $2",
+    schedule_job: "UPDATE errand_schedules SET last_job = $2 WHERE name = $1",
+    schedule_next: "UPDATE errand_schedules SET next_run = $2
+        WHERE name = $1 AND next_run IS DISTINCT FROM $2",
+    schedules: "SELECT name, cron, timezone, kind, queue, catch_up, last_run, last_job, next_run, seen_at
+        FROM errand_schedules ORDER BY name",
+    forget_schedules: "DELETE FROM errand_schedules WHERE seen_at < errand_now_ms() - $1",
     bury_unknown: concat!(
         "UPDATE errand_jobs
         SET state = 'dead', finished_at = errand_now_ms(), lease_until = NULL, death_pending = true,

@@ -232,6 +232,21 @@ pub(crate) struct Statements {
     pub resume_queue: &'static str,
     /// No parameters: `queue` of every paused queue.
     pub paused_queues: &'static str,
+    /// `name, cron, timezone, kind, queue, catch_up, now`: records a schedule a worker runs (a
+    /// new one done until now) and that it was seen; returns `done_until, now`.
+    pub register_schedule: &'static str,
+    /// `name, slot, run, next, now`: moves a schedule's `done_until` to `slot` if it is before
+    /// (setting `last_run` to `slot` if `run`); changes a row when it did.
+    pub advance_schedule: &'static str,
+    /// `name, job`: the job enqueued for the schedule's last run.
+    pub schedule_job: &'static str,
+    /// `name, next`: the schedule's next slot.
+    pub schedule_next: &'static str,
+    /// No parameters: `name, cron, timezone, kind, queue, catch_up, last_run, last_job,
+    /// next_run, seen_at` of every schedule, by name.
+    pub schedules: &'static str,
+    /// `unseen_for, now`: forgets schedules no worker has seen for `unseen_for`.
+    pub forget_schedules: &'static str,
     /// `grace, queues, kinds, message_before, message_after, max_errors, keep_first, worker,
     /// now`: kills available jobs of unknown kinds due for `grace`.
     pub bury_unknown: &'static str,
@@ -1478,3 +1493,6 @@ pub(crate) mod listing_cases {
         ]
     }
 }
+
+// After the macros above, which it uses.
+mod schedules;

@@ -8,7 +8,8 @@
 //! - the rescuer ([`rescue`]) and the pruner ([`prune`]), each on its own timing and on one
 //!   node at a time;
 //! - the death notifier ([`deaths`]) hands deaths to the handlers, several at once, at least
-//!   once each.
+//!   once each;
+//! - the scheduler ([`scheduler`]) enqueues the slots of periodic jobs, once across nodes.
 //!
 //! [`supervise`] restarts a service that panics or fails, and stops the worker when one keeps
 //! failing. Every task belongs to the worker's future: none outlives it.
@@ -27,6 +28,7 @@ use crate::dead::{Death, Retention};
 use crate::error::Error;
 use crate::registry::{registry, Registration};
 use crate::request::check_queue_name;
+use crate::schedule::{Periodic, Schedule};
 use crate::store::BoxFuture;
 
 mod claim;
@@ -36,6 +38,7 @@ mod lease;
 mod prune;
 mod rescue;
 mod runs;
+mod scheduler;
 mod shutdown;
 mod supervise;
 
@@ -88,6 +91,8 @@ struct Settings {
     prune_every: Duration,
     on_death: Option<DeathHandler>,
     death_handler_timeout: Duration,
+    /// Schedules added with [`Worker::schedule`].
+    periodic: Vec<Periodic>,
 }
 
 /// A death handler, boxed: see [`Worker::on_death`].
@@ -126,6 +131,7 @@ impl Worker {
                 prune_every: Duration::from_secs(60),
                 on_death: None,
                 death_handler_timeout: Duration::from_secs(30),
+                periodic: Vec::new(),
             },
             id: worker_id(),
         }
@@ -243,6 +249,32 @@ impl Worker {
         self
     }
 
+    /// Enqueues `request` at each slot of the cron expression `cron` (UTC), once across every
+    /// node that runs this schedule: [`Worker::schedule`] with [`Periodic::new`]'s defaults.
+    ///
+    /// ```no_run
+    /// # #[errand::job]
+    /// # async fn cleanup(keep_days: u32) -> Result<(), std::io::Error> { Ok(()) }
+    /// # async fn demo(client: errand::Client) -> Result<(), errand::Error> {
+    /// errand::Worker::new(client)
+    ///     .periodic("*/5 * * * *", cleanup::with(30)) // every five minutes
+    ///     .run()
+    ///     .await
+    /// # }
+    /// ```
+    pub fn periodic<J: crate::Job>(self, cron: &str, request: crate::Request<J>) -> Worker {
+        self.schedule(Periodic::new(cron, request))
+    }
+
+    /// Runs a periodic job: at each slot of its schedule, the worker that gets there first
+    /// enqueues its job (see [`Periodic`]). A bad expression or time zone stops the worker at
+    /// start with [`Error::InvalidSchedule`]. Jobs that declare `#[job(cron = ..)]` are
+    /// scheduled by every worker of their queue without this call.
+    pub fn schedule(mut self, periodic: Periodic) -> Worker {
+        self.settings.periodic.push(periodic);
+        self
+    }
+
     /// How long one call of the death handler may take (default 30 s) before it counts as
     /// failed and is called again later; see [`Worker::on_death`].
     pub fn death_handler_timeout(mut self, timeout: Duration) -> Worker {
@@ -335,7 +367,7 @@ impl Worker {
         Ok(Some(id))
     }
 
-    fn into_runner(self) -> Result<Arc<Runner>, Error> {
+    fn into_runner(mut self) -> Result<Arc<Runner>, Error> {
         if self.settings.queues.is_empty() {
             return Err(Error::InvalidWorker(
                 "no queues to work; call `.queues([(\"default\", 1)])`".to_owned(),
@@ -369,9 +401,15 @@ impl Worker {
         let registry = registry()?;
         let mut kinds: Vec<&'static str> = registry.keys().copied().collect();
         kinds.sort_unstable();
+        let schedules = schedules(
+            std::mem::take(&mut self.settings.periodic),
+            &registry,
+            &self.settings.queues,
+        )?;
         Ok(Arc::new(Runner {
             registry,
             kinds,
+            schedules,
             client: self.client,
             settings: self.settings,
             id: self.id,
@@ -434,6 +472,41 @@ pub(crate) struct Runner {
     runs: Arc<Runs>,
     /// Wakes the death notifier when a job of this worker died.
     deaths: Notify,
+    /// The periodic jobs this worker schedules.
+    schedules: Vec<Schedule>,
+}
+
+/// The schedules a worker runs: those it was given, and those `#[job(cron = ..)]` declared for
+/// jobs of its queues. Each is checked; two of one name are refused.
+fn schedules(
+    given: Vec<Periodic>,
+    registry: &HashMap<&'static str, &'static Registration>,
+    queues: &[(String, u32)],
+) -> Result<Vec<Schedule>, Error> {
+    let mut declared: Vec<&Registration> = registry
+        .values()
+        .copied()
+        .filter(|r| queues.iter().any(|(q, _)| q == r.options.queue))
+        .collect();
+    declared.sort_unstable_by_key(|r| r.kind);
+    let all = given.into_iter().chain(
+        declared
+            .iter()
+            .filter_map(|r| r.periodic.map(|periodic| periodic())),
+    );
+    let mut schedules: Vec<Schedule> = Vec::new();
+    for periodic in all {
+        if schedules.iter().any(|s| s.name == periodic.schedule_name()) {
+            return Err(Error::InvalidSchedule {
+                name: periodic.schedule_name().to_owned(),
+                reason:
+                    "two schedules of this worker have this name; name one with `Periodic::name`"
+                        .to_owned(),
+            });
+        }
+        schedules.push(periodic.check()?);
+    }
+    Ok(schedules)
 }
 
 /// How long to wait after the store fails, by how many times in a row it has.
@@ -464,12 +537,17 @@ impl Runner {
         // test that runs until idle expects it, and a worker restarted after a crash takes its
         // own expired jobs back at once. The rescuer carries on from there.
         rescue::once(&self).await;
+        // Slots due now are enqueued before the first claim, for the same reasons.
+        let next_slot = scheduler::tick(&self).await;
         start("lease keeper", |r, stop| Box::pin(lease::keep(r, stop)));
         start("rescuer", |r, stop| Box::pin(rescue::rescue(r, stop)));
         if !until_idle {
             // Short-lived workers (scripts, tests) leave pruning to long-running ones, and
             // deliver deaths once they are idle (below).
             start("pruner", |r, stop| Box::pin(prune::prune(r, stop)));
+            if next_slot.is_some() {
+                start("scheduler", |r, stop| Box::pin(scheduler::run(r, stop)));
+            }
             if self.settings.on_death.is_some() {
                 start("death notifier", |r, stop| {
                     Box::pin(deaths::notify(r, stop))

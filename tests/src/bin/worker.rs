@@ -1,9 +1,11 @@
-//! A worker process for errand's tests: runs the test jobs from PostgreSQL until SIGTERM.
+//! A worker process for errand's tests: runs the test jobs until SIGTERM.
 //!
 //! Environment: `DATABASE_URL`, `ERRAND_SCHEMA`, and optionally `ERRAND_QUEUE` (`procs`),
 //! `ERRAND_CONCURRENCY` (8) and `ERRAND_LEASE_MS` (30000). Prints `ready` once it works.
 //!
-//! With `ERRAND_DEATHS` set, it records each death it handles in the table `deaths`.
+//! With `ERRAND_DEATHS` set, it records each death it handles in the table `deaths`. With
+//! `ERRAND_PERIODIC` set to a cron expression, it schedules the schedule `ticks`, whose jobs go
+//! to the queue `ticks`, which no worker works. A `DATABASE_URL` of SQLite needs no schema.
 //!
 //! With the argument `enqueue-duplicates`, it instead enqueues one unique job 50 times at once
 //! and prints the id each enqueue returned, one a line.
@@ -27,14 +29,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_writer(std::io::stderr)
         .init();
     let url = std::env::var("DATABASE_URL")?;
-    let schema = std::env::var("ERRAND_SCHEMA")?;
-    let client = Client::connect_with(&url, Config::default().schema(&schema)).await?;
-    let options: sqlx::postgres::PgConnectOptions = url.parse()?;
-    let recorder = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(4)
-        .connect_with(options.options([("search_path", schema.as_str())]))
-        .await?;
-    errand_tests::jobs::set_recorder(recorder);
+    let client = if url.starts_with("sqlite:") {
+        Client::connect(&url).await?
+    } else {
+        let schema = std::env::var("ERRAND_SCHEMA")?;
+        let client = Client::connect_with(&url, Config::default().schema(&schema)).await?;
+        let options: sqlx::postgres::PgConnectOptions = url.parse()?;
+        let recorder = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.options([("search_path", schema.as_str())]))
+            .await?;
+        errand_tests::jobs::set_recorder(recorder);
+        client
+    };
     if std::env::args().nth(1).as_deref() == Some("enqueue-duplicates") {
         return enqueue_duplicates(&client).await;
     }
@@ -42,6 +49,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut worker = Worker::new(client);
     if std::env::var_os("ERRAND_DEATHS").is_some() {
         worker = worker.on_death(record_death);
+    }
+    if let Ok(cron) = std::env::var("ERRAND_PERIODIC") {
+        // Enqueued to a queue no worker works, to be counted.
+        let tick = errand_tests::jobs::succeed::with("periodic".to_owned()).queue("ticks");
+        worker = worker.schedule(errand::Periodic::new(&cron, tick).name("ticks"));
     }
     worker
         .queues([(

@@ -1,0 +1,72 @@
+//! The scheduler: enqueues the slots of the worker's periodic jobs as they come due, by the
+//! store's clock. Every node that runs a schedule does this; the store lets one of them enqueue
+//! each slot (see [`crate::schedule`]).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::Runner;
+use crate::error::Error;
+use crate::schedule::{Schedule, FORGET_AFTER};
+
+/// The longest the scheduler sleeps: each wake-up marks its schedules as seen.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+/// How soon it looks again after the store failed.
+const RETRY_WAIT: Duration = Duration::from_secs(1);
+/// Added to each wait, so that the store's clock has passed the slot when the worker looks.
+const MARGIN: Duration = Duration::from_millis(5);
+
+pub(super) async fn run(runner: Arc<Runner>, stop: CancellationToken) -> Result<(), Error> {
+    let mut last_forget: Option<Instant> = None;
+    loop {
+        let wait = tick(&runner).await.unwrap_or(MAX_WAIT);
+        if last_forget.is_none_or(|at| at.elapsed() >= MAX_WAIT) {
+            last_forget = Some(Instant::now());
+            let store = runner.client.store();
+            if let Err(err) = store.forget_schedules(FORGET_AFTER).await {
+                tracing::warn!(worker = %runner.id, error = %err, "cannot forget old schedules");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait + MARGIN) => {}
+            () = stop.cancelled() => return Ok(()),
+        }
+    }
+}
+
+/// Deals with every schedule's due slots; returns how long until the next one is due (`None`
+/// when the worker has no schedule).
+pub(super) async fn tick(runner: &Runner) -> Option<Duration> {
+    let mut wait: Option<Duration> = None;
+    for schedule in &runner.schedules {
+        let until_next = match tick_one(runner, schedule).await {
+            Ok(until_next) => until_next.unwrap_or(MAX_WAIT),
+            Err(err) => {
+                tracing::warn!(worker = %runner.id, schedule = %schedule.name, error = %err, "scheduling a periodic job failed");
+                RETRY_WAIT
+            }
+        };
+        wait = Some(wait.map_or(until_next, |w| w.min(until_next)).min(MAX_WAIT));
+    }
+    wait
+}
+
+/// Registers `schedule` as seen and enqueues its due slots, each unless another node did.
+async fn tick_one(runner: &Runner, schedule: &Schedule) -> Result<Option<Duration>, Error> {
+    let store = runner.client.store();
+    let (done_until, now) = store.register_schedule(schedule).await?;
+    let next = schedule.next_after(now);
+    let due = schedule.due(done_until, now);
+    for slot in &due {
+        if let Some(inserted) = store.enqueue_slot(schedule, *slot, next).await? {
+            tracing::info!(worker = %runner.id, schedule = %schedule.name, slot = slot.at, outcome = ?inserted, "enqueued a periodic job");
+            runner.client.notify_enqueued();
+        }
+    }
+    if due.is_empty() {
+        store.set_next_run(&schedule.name, next).await?;
+    }
+    Ok(next.map(|at| Duration::from_millis(at.saturating_sub(now).max(0).unsigned_abs())))
+}
