@@ -14,6 +14,9 @@ pub(crate) const EXPIRES_IN: &str = "expires_in";
 pub(crate) const CRON: &str = "cron";
 pub(crate) const TIMEZONE: &str = "timezone";
 pub(crate) const CATCH_UP: &str = "catch_up";
+pub(crate) const CONCURRENCY: &str = "concurrency";
+pub(crate) const CONCURRENCY_KEY: &str = "concurrency_key";
+pub(crate) const RATE: &str = "rate";
 pub(crate) const NAME: &str = "name";
 pub(crate) const CRATE: &str = "crate";
 
@@ -32,6 +35,9 @@ pub(crate) const JOB_OPTIONS: &[&str] = &[
     CRON,
     TIMEZONE,
     CATCH_UP,
+    CONCURRENCY,
+    CONCURRENCY_KEY,
+    RATE,
     NAME,
     CRATE,
 ];

@@ -91,6 +91,7 @@ impl ConformanceStore {
             meta: None,
             timeout_ms: None,
             expires: None,
+            limit_key: None,
         };
         Ok(match self.store().enqueue(&job).await? {
             Inserted::New(id) => (id.get(), true),

@@ -25,6 +25,13 @@ pub trait Job: Sized + Send + Sync + 'static {
     /// The rendered `key` template for these arguments, if the job has one.
     fn key(args: &Self::Args) -> Option<String>;
 
+    /// The rendered `concurrency_key` template for these arguments, if the job has one: its
+    /// `concurrency` and `rate` apply per value of it.
+    fn limit_key(args: &Self::Args) -> Option<String> {
+        let _ = args;
+        None
+    }
+
     /// Runs the job's function. Called by the worker.
     #[doc(hidden)]
     fn run(ctx: Context, args: Self::Args) -> crate::registry::JobFuture;
@@ -54,6 +61,28 @@ pub struct JobOptions {
     pub timeout: Option<Duration>,
     /// A job not started this long after its run time is cancelled as expired.
     pub expires_in: Option<Duration>,
+    /// At most this many jobs of the kind (or of one `concurrency_key`) run at once, across
+    /// every node.
+    pub concurrency: Option<u32>,
+    /// At most this many starts of the kind (or of one `concurrency_key`) per window, across
+    /// every node.
+    pub rate: Option<Rate>,
+}
+
+/// `#[job(rate = "100/1m")]`: at most `max` starts in any window of `per`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    /// The most starts in a window.
+    pub max: u32,
+    /// The window.
+    pub per: Duration,
+}
+
+impl JobOptions {
+    /// Whether jobs of this kind wait for a limit's slot before they start.
+    pub(crate) const fn is_limited(&self) -> bool {
+        self.concurrency.is_some() || self.rate.is_some()
+    }
 }
 
 impl JobOptions {
@@ -66,6 +95,8 @@ impl JobOptions {
         priority: 5,
         timeout: None,
         expires_in: None,
+        concurrency: None,
+        rate: None,
     };
 
     /// The first attempt plus the retries.

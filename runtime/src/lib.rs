@@ -124,7 +124,8 @@ pub use crate::dead::{Cancellation, DeadFilter, Death, DeathReason, Retention};
 pub use crate::error::Error;
 pub use crate::info::{AttemptError, JobInfo};
 pub use crate::job::{
-    Job, JobId, JobOptions, JobState, OnConflict, Outcome, Unique, UniqueStrategy, UnknownState,
+    Job, JobId, JobOptions, JobState, OnConflict, Outcome, Rate, Unique, UniqueStrategy,
+    UnknownState,
 };
 pub use crate::query::{JobFilter, Page, QueueStats, StateCounts};
 pub use crate::request::{EnqueueOutcome, Enqueued, Request, Transaction};

@@ -299,6 +299,12 @@ impl<J: Job> Request<J> {
             Some(retry) => return Err(Error::InvalidRetry { kind, retry }),
         };
         let key = J::key(&self.args);
+        let limit_key = J::OPTIONS
+            .is_limited()
+            .then(|| match J::limit_key(&self.args) {
+                Some(key) => format!("{kind}:{key}"),
+                None => kind.to_owned(),
+            });
         if let Some(key) = &key {
             if key.len() > MAX_KEY_BYTES {
                 return Err(Error::KeyTooLong {
@@ -323,6 +329,7 @@ impl<J: Job> Request<J> {
             expires: self
                 .expires
                 .or_else(|| J::OPTIONS.expires_in.map(Expiry::After)),
+            limit_key,
         })
     }
 }

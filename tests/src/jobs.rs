@@ -755,3 +755,39 @@ pub async fn expiring(tag: String) -> Result<(), TestError> {
 pub async fn berlin_night() -> Result<(), TestError> {
     Ok(())
 }
+
+/// At most two run at once across every node; each takes 30 ms, and records its start and end
+/// where a recorder is set (worker processes on PostgreSQL).
+#[job(queue = "limited", concurrency = 2, retry = 5, backoff = fast)]
+pub async fn limited_pair(ctx: &Context, n: i64) -> Result<(), TestError> {
+    if RECORDER.get().is_some() {
+        record_run(ctx, n, "started").await?;
+    }
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    if RECORDER.get().is_some() {
+        record_run(ctx, n, "finished").await?;
+    }
+    Ok(())
+}
+
+/// At most five start per second across every node.
+#[job(queue = "limited", rate = "5/1s", retry = 5, backoff = fast)]
+pub async fn metered(n: i64) -> Result<(), TestError> {
+    let _ = n;
+    Ok(())
+}
+
+/// At most one runs at once per account, across every node.
+#[job(
+    queue = "limited",
+    concurrency = 1,
+    concurrency_key = "<account>",
+    retry = 5,
+    backoff = fast
+)]
+pub async fn per_account(tag: String, account: String, n: i64) -> Result<(), TestError> {
+    record(&tag, format!("{account} {n} start"));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    record(&tag, format!("{account} {n} end"));
+    Ok(())
+}

@@ -8,6 +8,7 @@ mod concurrency;
 mod failures;
 mod ledger;
 mod lifecycle;
+mod limits;
 mod outbox;
 mod postgres;
 mod prefetch;

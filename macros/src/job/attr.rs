@@ -82,6 +82,12 @@ pub(crate) struct JobAttr {
     /// The time zone its expression is read in, checked.
     pub timezone: Option<LitStr>,
     pub catch_up: Option<Spanned<CatchUp>>,
+    /// At most this many jobs of the kind (or of one `concurrency_key`) run at once.
+    pub concurrency: Option<Spanned<u32>>,
+    /// The template of the key limits apply per, e.g. `"<account_id>"`.
+    pub concurrency_key: Option<LitStr>,
+    /// At most `max` starts per `per`, of the kind (or of one `concurrency_key`).
+    pub rate: Option<Spanned<(u32, Duration)>>,
     pub name: Option<Spanned<String>>,
     /// The path of the errand crate, for a user who renamed the dependency.
     pub krate: Option<syn::Path>,
@@ -319,6 +325,42 @@ impl JobAttr {
                         None => cx.error_spanned_by(
                             &s,
                             format!("unknown catch_up `{}`; expected {} (`all:48` runs at most the latest 48 missed slots)", s.value(), one_of(CATCH_UP_VALUES)),
+                        ),
+                    }
+                }
+            }
+            // concurrency = 2
+            CONCURRENCY => match &value {
+                Expr::Lit(ExprLit { lit: Lit::Int(n), .. }) => match n.base10_parse::<u32>() {
+                    Ok(v) if v >= 1 => set(cx, &mut self.concurrency, ident, Spanned { value: v, span: n.span() }),
+                    _ => cx.error_spanned_by(n, format!("`concurrency = {n}` is out of range; expected 1 or more")),
+                },
+                other => cx.error_spanned_by(other, "expected an integer for `concurrency`, e.g. `concurrency = 2`"),
+            },
+            // concurrency_key = "<account_id>"
+            CONCURRENCY_KEY => {
+                if let Some(s) = expect_str(cx, CONCURRENCY_KEY, &value, "concurrency_key = \"<account_id>\"") {
+                    if self.concurrency_key.is_some() {
+                        cx.error_spanned_by(ident, format!("duplicate `#[job]` option `{CONCURRENCY_KEY}`"));
+                    } else {
+                        self.concurrency_key = Some(s);
+                    }
+                }
+            }
+            // rate = "100/1m"
+            RATE => {
+                if let Some(s) = expect_str(cx, RATE, &value, "rate = \"100/1m\"") {
+                    let text = s.value();
+                    let parsed = text.split_once('/').and_then(|(max, per)| {
+                        let max = max.trim().parse::<u32>().ok().filter(|m| *m >= 1)?;
+                        let per = humantime::parse_duration(per.trim()).ok().filter(|d| !d.is_zero())?;
+                        Some((max, per))
+                    });
+                    match parsed {
+                        Some(v) => set(cx, &mut self.rate, ident, Spanned { value: v, span: s.span() }),
+                        None => cx.error_spanned_by(
+                            &s,
+                            format!("invalid rate `{text}`; expected starts per window, e.g. `\"100/1m\"`, `\"5/1s\"` or `\"1000/1h\"`"),
                         ),
                     }
                 }

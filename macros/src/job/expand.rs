@@ -15,8 +15,10 @@ use syn::spanned::Spanned as _;
 use crate::job::ast::JobFn;
 use crate::job::attr::{Backoff, CatchUp, JobAttr, OnConflict, UniqueStrategy};
 use crate::job::template::{self, Segment};
+use crate::job::valid::Templates;
 
-pub(crate) fn expand(attr: &JobAttr, job: &JobFn, key: Option<&[Segment]>) -> TokenStream {
+pub(crate) fn expand(attr: &JobAttr, job: &JobFn, templates: &Templates) -> TokenStream {
+    let key = templates.key.as_deref();
     let krate = match &attr.krate {
         Some(path) => quote!(#path),
         None => quote!(::errand),
@@ -78,6 +80,17 @@ pub(crate) fn expand(attr: &JobAttr, job: &JobFn, key: Option<&[Segment]>) -> To
     let (key_fn, key_impl) = match key {
         Some(segments) => key_fns(&krate, job, ident, segments),
         None => (quote!(), quote!(::core::option::Option::None)),
+    };
+    let limit_key_impl = match &templates.limit {
+        Some(segments) => {
+            let pieces = render(&krate, segments, |head| quote!(__errand_args.#head));
+            quote! {
+                let mut __errand_key = ::std::string::String::new();
+                #( #pieces )*
+                ::core::option::Option::Some(__errand_key)
+            }
+        }
+        None => quote!(::core::option::Option::None),
     };
 
     let periodic = attr.cron.as_ref().map(|cron| {
@@ -170,6 +183,10 @@ pub(crate) fn expand(attr: &JobAttr, job: &JobFn, key: Option<&[Segment]>) -> To
                 #key_impl
             }
 
+            fn limit_key(__errand_args: &Self::Args) -> ::core::option::Option<::std::string::String> {
+                #limit_key_impl
+            }
+
             fn run(
                 __errand_ctx: #krate::Context,
                 __errand_args: Self::Args,
@@ -247,6 +264,17 @@ fn options(krate: &TokenStream, attr: &JobAttr) -> TokenStream {
         let d = duration(t.value);
         fields.push(quote!(timeout: ::core::option::Option::Some(#d),));
     }
+    if let Some(c) = &attr.concurrency {
+        let v = c.value;
+        fields.push(quote!(concurrency: ::core::option::Option::Some(#v),));
+    }
+    if let Some(r) = &attr.rate {
+        let (max, per) = r.value;
+        let per = duration(per);
+        fields.push(
+            quote!(rate: ::core::option::Option::Some(#krate::Rate { max: #max, per: #per }),),
+        );
+    }
     if let Some(t) = &attr.expires_in {
         let d = duration(t.value);
         fields.push(quote!(expires_in: ::core::option::Option::Some(#d),));
@@ -278,10 +306,34 @@ fn key_fns(
         .collect();
     let names: Vec<_> = used.iter().map(|p| p.ident).collect();
     let types: Vec<_> = used.iter().map(|p| p.ty).collect();
-    let pieces = segments.iter().enumerate().map(|(i, s)| match s {
+    let pieces = render(krate, segments, |head| quote!(#head));
+    let vis = &job.item.vis;
+    let doc = format!(
+        "Renders the idempotency key of `{ident}` for these arguments: the same function the runtime uses."
+    );
+    let key_fn = quote! {
+        #[doc = #doc]
+        #vis fn key(#( #names: &#types ),*) -> ::std::string::String {
+            let mut __errand_key = ::std::string::String::new();
+            #( #pieces )*
+            __errand_key
+        }
+    };
+    let call = quote!(::core::option::Option::Some(#ident::key(#( &__errand_args.#names ),*)));
+    (key_fn, call)
+}
+
+/// The statements that render a template into `__errand_key`, each placeholder's value read
+/// from `access(head)` and its fields.
+fn render(
+    krate: &TokenStream,
+    segments: &[Segment],
+    access: impl Fn(&syn::Ident) -> TokenStream,
+) -> Vec<TokenStream> {
+    segments.iter().enumerate().map(|(i, s)| match s {
         Segment::Text(text) => quote!(__errand_key.push_str(#text);),
         Segment::Placeholder(path) => {
-            let head = format_ident!("{}", path[0]);
+            let head = access(&format_ident!("{}", path[0]));
             let fields = path[1..].iter().map(|f| format_ident!("{}", f));
             match template::separator(segments, i) {
                 // Escaped, so that the separator after it in the key is never part of it.
@@ -298,21 +350,7 @@ fn key_fns(
                 },
             }
         }
-    });
-    let vis = &job.item.vis;
-    let doc = format!(
-        "Renders the idempotency key of `{ident}` for these arguments: the same function the runtime uses."
-    );
-    let key_fn = quote! {
-        #[doc = #doc]
-        #vis fn key(#( #names: &#types ),*) -> ::std::string::String {
-            let mut __errand_key = ::std::string::String::new();
-            #( #pieces )*
-            __errand_key
-        }
-    };
-    let call = quote!(::core::option::Option::Some(#ident::key(#( &__errand_args.#names ),*)));
-    (key_fn, call)
+    }).collect()
 }
 
 /// On invalid input: the function unchanged (so calls to it and IDEs keep working) plus the errors.

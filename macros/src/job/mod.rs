@@ -27,9 +27,12 @@ pub(crate) fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
         }
     };
     let job = ast::JobFn::from_item(&cx, &item);
-    let key = attr.as_ref().and_then(|attr| valid::check(&cx, attr, &job));
+    let templates = attr
+        .as_ref()
+        .map(|attr| valid::check(&cx, attr, &job))
+        .unwrap_or_default();
     match (cx.check(), attr) {
-        (Ok(()), Some(attr)) => expand::expand(&attr, &job, key.as_deref()),
+        (Ok(()), Some(attr)) => expand::expand(&attr, &job, &templates),
         (Err(err), _) => expand::fallback(&input, err),
         // A parse failure is always recorded in `cx`, so `check` failed above.
         (Ok(()), None) => expand::fallback(

@@ -5,14 +5,39 @@ use crate::job::ast::JobFn;
 use crate::job::attr::{JobAttr, UniqueStrategy};
 use crate::job::template::{self, Segment};
 
-/// Runs every check, recording failures in `cx`. Returns the parsed key template when there is
-/// one and it is valid.
-pub(crate) fn check(cx: &Ctxt, attr: &JobAttr, job: &JobFn) -> Option<Vec<Segment>> {
+/// The job's templates, parsed.
+#[derive(Default)]
+pub(crate) struct Templates {
+    /// `key`.
+    pub key: Option<Vec<Segment>>,
+    /// `concurrency_key`.
+    pub limit: Option<Vec<Segment>>,
+}
+
+/// Runs every check, recording failures in `cx`. Returns the parsed templates that are valid.
+pub(crate) fn check(cx: &Ctxt, attr: &JobAttr, job: &JobFn) -> Templates {
     unique_needs_key(cx, attr);
     until_expired_needs_unique_for(cx, attr);
     uniqueness_options_need_unique(cx, attr);
     schedule_options(cx, attr, job);
-    key_template(cx, attr, job)
+    concurrency_key_needs_a_limit(cx, attr);
+    Templates {
+        key: attr.key.as_ref().and_then(|lit| template_of(cx, lit, job)),
+        limit: attr
+            .concurrency_key
+            .as_ref()
+            .and_then(|lit| template_of(cx, lit, job)),
+    }
+}
+
+/// A `concurrency_key` says what `concurrency` and `rate` apply per.
+fn concurrency_key_needs_a_limit(cx: &Ctxt, attr: &JobAttr) {
+    if let (Some(key), None, None) = (&attr.concurrency_key, &attr.concurrency, &attr.rate) {
+        cx.error_spanned_by(
+            key,
+            "`concurrency_key` says what limits apply per, but the job has none; add e.g. `concurrency = 2` or `rate = \"100/1m\"`",
+        );
+    }
 }
 
 /// `cron` schedules a job with nothing to pass it; `timezone` and `catch_up` qualify `cron`.
@@ -95,9 +120,8 @@ fn uniqueness_options_need_unique(cx: &Ctxt, attr: &JobAttr) {
     }
 }
 
-/// Every placeholder names a job argument (not the `&Context`).
-fn key_template(cx: &Ctxt, attr: &JobAttr, job: &JobFn) -> Option<Vec<Segment>> {
-    let lit = attr.key.as_ref()?;
+/// A template whose every placeholder names a job argument (not the `&Context`).
+fn template_of(cx: &Ctxt, lit: &syn::LitStr, job: &JobFn) -> Option<Vec<Segment>> {
     let segments = match template::parse(&lit.value()) {
         Ok(s) => s,
         Err(msg) => {

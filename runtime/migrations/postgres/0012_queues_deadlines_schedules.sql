@@ -30,3 +30,34 @@ CREATE TABLE errand_schedules (
     seen_at    BIGINT  NOT NULL,
     created_at BIGINT  NOT NULL
 );
+
+-- Limits across the cluster (`#[job(concurrency = .., rate = .., concurrency_key = ..)]`): a job
+-- of a limited kind carries its limit's key, and starts only by taking free slots of that key:
+-- a `running` slot, held while the job runs and freed by the trigger below when it stops, and
+-- a `start` slot, free again a window after it was taken. A claim locks the slots it takes, so
+-- two nodes never take one slot.
+ALTER TABLE errand_jobs ADD COLUMN limit_key TEXT;
+CREATE TABLE errand_limit_slots (
+    limit_key TEXT    NOT NULL,
+    purpose   TEXT    NOT NULL,
+    n         INTEGER NOT NULL,
+    job_id    BIGINT,
+    taken_at  BIGINT,
+    PRIMARY KEY (limit_key, purpose, n)
+);
+
+-- Frees the running slot of a limited job that stopped running, and wakes the idle workers of
+-- its queue: a job waiting for that slot can start.
+CREATE FUNCTION errand_free_limit_slot() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE errand_limit_slots SET job_id = NULL
+    WHERE limit_key = OLD.limit_key AND purpose = 'running' AND job_id = OLD.id;
+    PERFORM pg_notify('errand_' || TG_TABLE_SCHEMA, OLD.queue);
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER errand_jobs_limit_slot
+    AFTER UPDATE OF state ON errand_jobs
+    FOR EACH ROW WHEN (OLD.state = 'running' AND NEW.state <> 'running' AND OLD.limit_key IS NOT NULL)
+    EXECUTE FUNCTION errand_free_limit_slot();

@@ -30,3 +30,24 @@ CREATE TABLE errand_schedules (
     seen_at    INTEGER NOT NULL,
     created_at INTEGER NOT NULL
 );
+
+-- Limits across the cluster (`#[job(concurrency = .., rate = .., concurrency_key = ..)]`): a job
+-- of a limited kind carries its limit's key, and starts only by taking free slots of that key:
+-- a `running` slot, held while the job runs and freed by the trigger below when it stops, and
+-- a `start` slot, free again a window after it was taken.
+ALTER TABLE errand_jobs ADD COLUMN limit_key TEXT;
+CREATE TABLE errand_limit_slots (
+    limit_key TEXT    NOT NULL,
+    purpose   TEXT    NOT NULL,
+    n         INTEGER NOT NULL,
+    job_id    INTEGER,
+    taken_at  INTEGER,
+    PRIMARY KEY (limit_key, purpose, n)
+) WITHOUT ROWID;
+
+CREATE TRIGGER errand_jobs_limit_slot AFTER UPDATE OF state ON errand_jobs
+    WHEN OLD.state = 'running' AND NEW.state <> 'running' AND OLD.limit_key IS NOT NULL
+BEGIN
+    UPDATE errand_limit_slots SET job_id = NULL
+    WHERE limit_key = OLD.limit_key AND purpose = 'running' AND job_id = OLD.id;
+END;

@@ -100,6 +100,9 @@ pub struct NewJob {
     pub(crate) timeout_ms: Option<i64>,
     /// When it is discarded if it has not started.
     pub(crate) expires: Option<Expiry>,
+    /// The key of the limits it starts under (`kind`, or `kind:concurrency_key`), for a kind
+    /// with `concurrency` or `rate`.
+    pub(crate) limit_key: Option<String>,
 }
 
 impl NewJob {
@@ -254,6 +257,16 @@ impl Claimed {
             fence: self.fence,
         }
     }
+}
+
+/// The limits across the cluster of one job kind, for a limited claim.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KindLimit {
+    pub kind: &'static str,
+    /// `#[job(concurrency = ..)]`.
+    pub max_running: Option<u32>,
+    /// `#[job(rate = ..)]`.
+    pub rate: Option<crate::job::Rate>,
 }
 
 /// What [`Store::promote`] did.
@@ -834,6 +847,18 @@ impl Backend {
         next: Option<i64>,
     ) -> Result<Option<Inserted>, Error> {
         dispatch!(self, s => s.enqueue_slot(schedule, slot, next).await)
+    }
+
+    /// Claims available jobs of limited kinds (see `sql/limits.rs`).
+    pub(crate) async fn claim_limited(
+        &self,
+        queues: &[&str],
+        limits: &[KindLimit],
+        room: usize,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Vec<Claimed>, Error> {
+        dispatch!(self, s => s.claim_limited(queues, limits, room, worker, lease).await)
     }
 
     pub(crate) async fn set_next_run(&self, name: &str, next: Option<i64>) -> Result<(), Error> {

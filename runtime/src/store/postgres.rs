@@ -194,6 +194,7 @@ impl Dialect for Postgres {
     const SQL: &'static Statements = &STATEMENTS;
     const MIGRATIONS: &'static [Migration] = crate::migrations::POSTGRES;
     const CLAIMS_ALL_QUEUES: bool = true;
+    const BEGIN_WRITE: &'static str = "BEGIN";
 
     sql::dialect_io!(PgConnection, PgRow, query);
 
@@ -251,6 +252,7 @@ impl Dialect for Postgres {
             Value::OptInts(jobs.iter().map(|j| j.timeout_ms).collect()),
             Value::OptInts(jobs.iter().map(|j| j.expiry_ms().0).collect()),
             Value::OptInts(jobs.iter().map(|j| j.expiry_ms().1).collect()),
+            Value::OptTexts(jobs.iter().map(|j| j.limit_key.as_deref()).collect()),
         ]
     }
 }
@@ -262,7 +264,8 @@ impl Dialect for Postgres {
 /// for [`Statements::expire`].
 macro_rules! claim {
     () => {
-        "picked AS (
+        concat!(
+            "picked AS (
              SELECT j.id
              FROM unnest($1::text[], $2::bigint[]) AS w(queue, n)
              CROSS JOIN LATERAL (
@@ -276,12 +279,32 @@ macro_rules! claim {
                  FOR UPDATE SKIP LOCKED
              ) j
          )
-         UPDATE errand_jobs
-         SET state = 'running', attempt = attempt + 1, fence = fence + 1,
-             attempted_at = errand_now_ms(), lease_until = errand_now_ms() + $3, worker = $4,
-             unique_key = errand_key_after(unique_strategy, 'running', unique_key)
-         WHERE id IN (SELECT id FROM picked)
-         RETURNING id, kind, queue, args::text AS args, attempt::bigint, max_attempts::bigint,
+         UPDATE errand_jobs ",
+            claim_set!("$3", "$4"),
+            " WHERE id IN (SELECT id FROM picked) ",
+            claim_returning!()
+        )
+    };
+}
+
+/// What a claim sets on a job it takes, for worker `$worker` with a lease of `$lease` ms.
+macro_rules! claim_set {
+    ($lease:literal, $worker:literal) => {
+        concat!(
+            "SET state = 'running', attempt = attempt + 1, fence = fence + 1,
+             attempted_at = errand_now_ms(), lease_until = errand_now_ms() + ",
+            $lease,
+            ", worker = ",
+            $worker,
+            ", unique_key = errand_key_after(unique_strategy, 'running', unique_key)"
+        )
+    };
+}
+
+/// What a claim returns of each job it took (see `claimed_row`).
+macro_rules! claim_returning {
+    () => {
+        "RETURNING id, kind, queue, args::text AS args, attempt::bigint, max_attempts::bigint,
                    idempotency_key, fence, priority::bigint, run_at, timeout_ms,
                    CASE WHEN tags <> '{}' THEN array_to_json(tags)::text END AS tags,
                    NULLIF(meta, '{}'::jsonb)::text AS meta"
@@ -387,11 +410,12 @@ static STATEMENTS: Statements = Statements {
         "WITH ins AS (
         INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, idempotency_key,
                                  run_at, created_at, unique_key, unique_strategy, unique_until,
-                                 tags, meta, timeout_ms, expires_at)
+                                 tags, meta, timeout_ms, expires_at, limit_key)
         SELECT $1, $2, $3::jsonb,
                CASE WHEN t.run_at > errand_now_ms() THEN 'scheduled' ELSE 'available' END,
                $4, $5, $6, t.run_at, errand_now_ms(), $9, $10, errand_now_ms() + $11::bigint,
-               $13::text[], $14::jsonb, $15::bigint, COALESCE($17::bigint, t.run_at + $16::bigint)
+               $13::text[], $14::jsonb, $15::bigint, COALESCE($17::bigint, t.run_at + $16::bigint),
+               $18::text
         FROM (SELECT COALESCE($8::bigint, errand_now_ms() + $7::bigint) AS run_at) t
         ON CONFLICT DO NOTHING
         RETURNING id, queue, state)",
@@ -408,16 +432,16 @@ static STATEMENTS: Statements = Statements {
     insert_many: concat!(
         "WITH ins AS (
         INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, idempotency_key, run_at, created_at,
-                                 tags, meta, timeout_ms, expires_at)
+                                 tags, meta, timeout_ms, expires_at, limit_key)
         SELECT kind, queue, args::jsonb,
                CASE WHEN COALESCE(at, errand_now_ms() + delay) > errand_now_ms() THEN 'scheduled' ELSE 'available' END,
                priority, max_attempts, key, COALESCE(at, errand_now_ms() + delay), errand_now_ms(),
                ARRAY(SELECT jsonb_array_elements_text(tags::jsonb)), meta::jsonb, timeout_ms,
-               COALESCE(expires_at, COALESCE(at, errand_now_ms() + delay) + expires_after)
+               COALESCE(expires_at, COALESCE(at, errand_now_ms() + delay) + expires_after), limit_key
         FROM unnest($1::text[], $2::text[], $3::text[], $4::smallint[], $5::int[], $6::text[], $7::bigint[], $8::bigint[],
-                    $10::text[], $11::text[], $12::bigint[], $13::bigint[], $14::bigint[])
+                    $10::text[], $11::text[], $12::bigint[], $13::bigint[], $14::bigint[], $15::text[])
              AS t(kind, queue, args, priority, max_attempts, key, delay, at, tags, meta, timeout_ms,
-                  expires_after, expires_at)
+                  expires_after, expires_at, limit_key)
         RETURNING id, queue, state)",
         wake!()
     ),
@@ -463,6 +487,46 @@ static STATEMENTS: Statements = Statements {
     schedules: "SELECT name, cron, timezone, kind, queue, catch_up, last_run, last_job, next_run, seen_at
         FROM errand_schedules ORDER BY name",
     forget_schedules: "DELETE FROM errand_schedules WHERE seen_at < errand_now_ms() - $1",
+    limit_candidates: "SELECT j.id, COALESCE(j.limit_key, j.kind), j.kind FROM errand_jobs j
+        JOIN unnest($2::text[], $3::bigint[], $4::bigint[], $5::bigint[])
+             AS l(kind, max_running, max_starts, window_ms) ON l.kind = j.kind
+        WHERE j.queue = ANY($1) AND j.state = 'available'
+          AND (j.expires_at IS NULL OR j.expires_at > errand_now_ms())
+          AND NOT EXISTS (SELECT 1 FROM errand_queues p
+                          WHERE p.queue = j.queue AND p.paused_at IS NOT NULL)
+          AND (l.max_running IS NULL OR l.max_running > (
+              SELECT count(*) FROM errand_limit_slots s
+              WHERE s.limit_key = COALESCE(j.limit_key, j.kind) AND s.purpose = 'running'
+                AND s.job_id IS NOT NULL))
+          AND (l.max_starts IS NULL OR l.max_starts > (
+              SELECT count(*) FROM errand_limit_slots s
+              WHERE s.limit_key = COALESCE(j.limit_key, j.kind) AND s.purpose = 'start'
+                AND s.taken_at > errand_now_ms() - l.window_ms))
+        ORDER BY j.priority, j.run_at, j.id
+        LIMIT $6
+        FOR UPDATE OF j SKIP LOCKED",
+    limit_free_slots: "SELECT s.limit_key, s.purpose, s.n::bigint FROM errand_limit_slots s
+        JOIN unnest($1::text[], $2::bigint[]) AS k(limit_key, window_ms) ON k.limit_key = s.limit_key
+        WHERE (s.purpose = 'running' AND s.job_id IS NULL)
+           OR (s.purpose = 'start' AND (s.taken_at IS NULL OR s.taken_at <= errand_now_ms() - k.window_ms))
+        FOR UPDATE OF s SKIP LOCKED",
+    limit_slot_counts: "SELECT limit_key, purpose, max(n)::bigint FROM errand_limit_slots
+        WHERE limit_key = ANY($1) GROUP BY limit_key, purpose",
+    limit_add_slots: "INSERT INTO errand_limit_slots (limit_key, purpose, n)
+        SELECT * FROM unnest($1::text[], $2::text[], $3::int[])
+        ON CONFLICT DO NOTHING
+        RETURNING limit_key, purpose, n::bigint",
+    limit_take_slots: "UPDATE errand_limit_slots s
+        SET job_id = t.job,
+            taken_at = CASE WHEN s.purpose = 'start' THEN errand_now_ms() ELSE s.taken_at END
+        FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[]) AS t(limit_key, purpose, n, job)
+        WHERE s.limit_key = t.limit_key AND s.purpose = t.purpose AND s.n = t.n",
+    claim_ids: concat!(
+        "UPDATE errand_jobs ",
+        claim_set!("$2", "$3"),
+        " WHERE id = ANY($1) AND state = 'available' ",
+        claim_returning!()
+    ),
     bury_unknown: concat!(
         "UPDATE errand_jobs
         SET state = 'dead', finished_at = errand_now_ms(), lease_until = NULL, death_pending = true,

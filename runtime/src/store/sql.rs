@@ -156,6 +156,9 @@ pub(crate) trait Dialect: Send + Sync + Sized + 'static {
     /// Whether [`Statements::claim`] claims from every queue at once; otherwise it is run once
     /// per queue, with one-element lists.
     const CLAIMS_ALL_QUEUES: bool;
+    /// What opens a transaction that writes: SQLite takes its write lock at once, so that a
+    /// transaction that reads first cannot fail to upgrade later.
+    const BEGIN_WRITE: &'static str;
 
     /// Runs one statement, [`Value::Now`] read from `clock`; returns how many rows it
     /// changed.
@@ -247,6 +250,24 @@ pub(crate) struct Statements {
     pub schedules: &'static str,
     /// `unseen_for, now`: forgets schedules no worker has seen for `unseen_for`.
     pub forget_schedules: &'static str,
+    /// `queues, kinds, max_running, max_starts, windows, scan, now` (the last four lists
+    /// parallel to `kinds`, NULL where a kind has no such limit): returns `id, limit_key` of up
+    /// to `scan` available jobs of those kinds whose limit is not full, most urgent first,
+    /// locked for the transaction where the store locks rows.
+    pub limit_candidates: &'static str,
+    /// `keys, windows, now`: returns `limit_key, purpose, n` of the free slots of those limit
+    /// keys (`windows` parallel to `keys`: each key's rate window, NULL without one), locked.
+    pub limit_free_slots: &'static str,
+    /// `keys`: returns `limit_key, purpose, max(n)` of the slots those keys have.
+    pub limit_slot_counts: &'static str,
+    /// `keys, purposes, ns` (parallel): adds slots; returns `limit_key, purpose, n` of those it
+    /// added.
+    pub limit_add_slots: &'static str,
+    /// `keys, purposes, ns, jobs, now` (parallel): takes slots for jobs.
+    pub limit_take_slots: &'static str,
+    /// `ids, lease, worker, now`: claims these available jobs, returning what
+    /// [`Statements::claim`] returns.
+    pub claim_ids: &'static str,
     /// `grace, queues, kinds, message_before, message_after, max_errors, keep_first, worker,
     /// now`: kills available jobs of unknown kinds due for `grace`.
     pub bury_unknown: &'static str,
@@ -577,6 +598,7 @@ pub(crate) fn insert<'a, D: Dialect>(
                 Value::from(job.timeout_ms),
                 Value::from(job.expiry_ms().0),
                 Value::from(job.expiry_ms().1),
+                Value::from(job.limit_key.as_deref()),
             ];
             if let Some(row) = first(D::fetch(conn, sql.insert, new, clock).await.map_err(op)?) {
                 return Ok(Inserted::New(JobId::new(row.int(0).map_err(op)?)));
@@ -1494,5 +1516,6 @@ pub(crate) mod listing_cases {
     }
 }
 
-// After the macros above, which it uses.
+// After the macros above, which they use.
+mod limits;
 mod schedules;

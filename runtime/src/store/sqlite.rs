@@ -177,6 +177,7 @@ impl Dialect for Sqlite {
     const MIGRATIONS: &'static [Migration] = crate::migrations::SQLITE;
     /// SQLite has no lateral join to take a limit per queue in one statement.
     const CLAIMS_ALL_QUEUES: bool = false;
+    const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
 
     sql::dialect_io!(SqliteConnection, SqliteRow, query);
 
@@ -220,7 +221,8 @@ impl Dialect for Sqlite {
                     job.meta_value(),
                     job.timeout_ms,
                     job.expiry_ms().0,
-                    job.expiry_ms().1
+                    job.expiry_ms().1,
+                    job.limit_key
                 ])
             })
             .collect();
@@ -229,6 +231,33 @@ impl Dialect for Sqlite {
             Value::Now,
         ]
     }
+}
+
+/// What a claim sets on a job it takes, at time `$now`, for worker `$worker` with a lease of
+/// `$lease` ms.
+macro_rules! claim_set {
+    ($now:literal, $lease:literal, $worker:literal) => {
+        concat!(
+            "SET state = 'running', attempt = attempt + 1, fence = fence + 1, attempted_at = ",
+            $now,
+            ", lease_until = ",
+            $now,
+            " + ",
+            $lease,
+            ", worker = ",
+            $worker,
+            ", unique_key = ",
+            key_after!("'running'")
+        )
+    };
+}
+
+/// What a claim returns of each job it took (see `claimed_row`).
+macro_rules! claim_returning {
+    () => {
+        "RETURNING id, kind, queue, args, attempt, max_attempts, idempotency_key, fence, priority,
+                  run_at, timeout_ms, NULLIF(tags, '[]'), NULLIF(meta, '{}')"
+    };
 }
 
 /// The one rule of unique keys, as PostgreSQL's `errand_key_after` (migration 0007) has it:
@@ -292,10 +321,10 @@ static STATEMENTS: Statements = Statements {
     // `WHERE true` tells SQLite's parser that `ON CONFLICT` belongs to the insert.
     insert: "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, idempotency_key,
                                       run_at, created_at, unique_key, unique_strategy, unique_until,
-                                      tags, meta, timeout_ms, expires_at)
+                                      tags, meta, timeout_ms, expires_at, limit_key)
         SELECT ?1, ?2, ?3, CASE WHEN t.run_at > ?12 THEN 'scheduled' ELSE 'available' END,
                ?4, ?5, ?6, t.run_at, ?12, ?9, ?10, ?12 + ?11, ?13, ?14, ?15,
-               COALESCE(?17, t.run_at + ?16)
+               COALESCE(?17, t.run_at + ?16), ?18
         FROM (SELECT COALESCE(?8, ?12 + ?7) AS run_at) t WHERE true
         ON CONFLICT DO NOTHING
         RETURNING id",
@@ -306,21 +335,19 @@ static STATEMENTS: Statements = Statements {
         WHERE id = ?1 AND state IN ('scheduled', 'available', 'retryable')
         RETURNING id",
     insert_many: "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, idempotency_key, run_at, created_at,
-                                           tags, meta, timeout_ms, expires_at)
+                                           tags, meta, timeout_ms, expires_at, limit_key)
         SELECT value ->> 0, value ->> 1, value ->> 2,
                CASE WHEN COALESCE(value ->> 7, ?2 + (value ->> 6)) > ?2 THEN 'scheduled' ELSE 'available' END,
                value ->> 3, value ->> 4, value ->> 5, COALESCE(value ->> 7, ?2 + (value ->> 6)), ?2,
                value -> 8, value -> 9, value ->> 10,
-               COALESCE(value ->> 12, COALESCE(value ->> 7, ?2 + (value ->> 6)) + (value ->> 11))
+               COALESCE(value ->> 12, COALESCE(value ->> 7, ?2 + (value ->> 6)) + (value ->> 11)),
+               value ->> 13
         FROM json_each(?1)
         RETURNING id",
     // One queue a statement: `?1` and `?2` hold one element each.
     claim: concat!(
-        "UPDATE errand_jobs
-        SET state = 'running', attempt = attempt + 1, fence = fence + 1,
-            attempted_at = ?6, lease_until = ?6 + ?3, worker = ?4,
-            unique_key = ",
-        key_after!("'running'"),
+        "UPDATE errand_jobs ",
+        claim_set!("?6", "?3", "?4"),
         "
         WHERE id IN (
             SELECT id FROM errand_jobs
@@ -329,9 +356,8 @@ static STATEMENTS: Statements = Statements {
               AND NOT EXISTS (SELECT 1 FROM errand_queues p
                               WHERE p.queue = (?1 ->> 0) AND p.paused_at IS NOT NULL)
             ORDER BY priority, run_at, id
-            LIMIT (?2 ->> 0))
-        RETURNING id, kind, queue, args, attempt, max_attempts, idempotency_key, fence, priority, run_at,
-                  timeout_ms, NULLIF(tags, '[]'), NULLIF(meta, '{}')"
+            LIMIT (?2 ->> 0)) ",
+        claim_returning!()
     ),
     promote: "UPDATE errand_jobs SET state = 'available'
         WHERE id IN (SELECT id FROM errand_jobs
@@ -372,6 +398,54 @@ static STATEMENTS: Statements = Statements {
     schedules: "SELECT name, cron, timezone, kind, queue, catch_up, last_run, last_job, next_run, seen_at
         FROM errand_schedules ORDER BY name",
     forget_schedules: "DELETE FROM errand_schedules WHERE seen_at < ?2 - ?1",
+    limit_candidates: "WITH l AS (
+            SELECT k.value AS kind, r.value AS max_running, s.value AS max_starts, w.value AS window_ms
+            FROM json_each(?2) k
+            JOIN json_each(?3) r ON r.key = k.key
+            JOIN json_each(?4) s ON s.key = k.key
+            JOIN json_each(?5) w ON w.key = k.key)
+        SELECT j.id, COALESCE(j.limit_key, j.kind), j.kind FROM errand_jobs j JOIN l ON l.kind = j.kind
+        WHERE j.queue IN (SELECT value FROM json_each(?1)) AND j.state = 'available'
+          AND (j.expires_at IS NULL OR j.expires_at > ?7)
+          AND NOT EXISTS (SELECT 1 FROM errand_queues p
+                          WHERE p.queue = j.queue AND p.paused_at IS NOT NULL)
+          AND (l.max_running IS NULL OR l.max_running > (
+              SELECT count(*) FROM errand_limit_slots s
+              WHERE s.limit_key = COALESCE(j.limit_key, j.kind) AND s.purpose = 'running'
+                AND s.job_id IS NOT NULL))
+          AND (l.max_starts IS NULL OR l.max_starts > (
+              SELECT count(*) FROM errand_limit_slots s
+              WHERE s.limit_key = COALESCE(j.limit_key, j.kind) AND s.purpose = 'start'
+                AND s.taken_at > ?7 - l.window_ms))
+        ORDER BY j.priority, j.run_at, j.id
+        LIMIT ?6",
+    limit_free_slots: "SELECT s.limit_key, s.purpose, s.n FROM errand_limit_slots s
+        JOIN (SELECT k.value AS limit_key, w.value AS window_ms
+              FROM json_each(?1) k JOIN json_each(?2) w ON w.key = k.key) k
+          ON k.limit_key = s.limit_key
+        WHERE (s.purpose = 'running' AND s.job_id IS NULL)
+           OR (s.purpose = 'start' AND (s.taken_at IS NULL OR s.taken_at <= ?3 - k.window_ms))",
+    limit_slot_counts: "SELECT limit_key, purpose, max(n) FROM errand_limit_slots
+        WHERE limit_key IN (SELECT value FROM json_each(?1)) GROUP BY limit_key, purpose",
+    limit_add_slots: "INSERT INTO errand_limit_slots (limit_key, purpose, n)
+        SELECT k.value, p.value, n.value
+        FROM json_each(?1) k JOIN json_each(?2) p ON p.key = k.key JOIN json_each(?3) n ON n.key = k.key
+        WHERE true
+        ON CONFLICT DO NOTHING
+        RETURNING limit_key, purpose, n",
+    limit_take_slots: "UPDATE errand_limit_slots
+        SET job_id = t.job, taken_at = CASE WHEN errand_limit_slots.purpose = 'start' THEN ?5 ELSE taken_at END
+        FROM (SELECT k.value AS limit_key, p.value AS purpose, n.value AS n, j.value AS job
+              FROM json_each(?1) k JOIN json_each(?2) p ON p.key = k.key
+              JOIN json_each(?3) n ON n.key = k.key JOIN json_each(?4) j ON j.key = k.key) t
+        WHERE errand_limit_slots.limit_key = t.limit_key AND errand_limit_slots.purpose = t.purpose
+          AND errand_limit_slots.n = t.n",
+    claim_ids: concat!(
+        "UPDATE errand_jobs ",
+        claim_set!("?4", "?2", "?3"),
+        " WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'available' ",
+        claim_returning!()
+    ),
     bury_unknown: concat!(
         "UPDATE errand_jobs
         SET state = 'dead', finished_at = ?9, lease_until = NULL, death_pending = 1,

@@ -342,7 +342,7 @@ async fn complete_and_claim(
         .filter(|(_, share)| **share > 0)
         .map(|((queue, _), share)| (queue.as_str(), *share))
         .collect();
-    let kinds = &runner.kinds;
+    let kinds = &runner.free_kinds;
     let exchange = store
         .complete_and_claim(&runs(done), &wanted, kinds, &runner.id, lease)
         .await?;
@@ -371,6 +371,20 @@ async fn complete_and_claim(
             Err(err) => {
                 tracing::warn!(worker = %runner.id, error = %err, "claiming more jobs failed");
                 break;
+            }
+        }
+    }
+    // Jobs under limits across the cluster take the places left, each with its limits' slots.
+    let left = room - jobs.len();
+    if left > 0 && !runner.limits.is_empty() {
+        let queues: Vec<&str> = queues.iter().map(|(queue, _)| queue.as_str()).collect();
+        match store
+            .claim_limited(&queues, &runner.limits, left, &runner.id, lease)
+            .await
+        {
+            Ok(more) => jobs.extend(more),
+            Err(err) => {
+                tracing::warn!(worker = %runner.id, error = %err, "claiming limited jobs failed");
             }
         }
     }

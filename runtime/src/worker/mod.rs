@@ -29,7 +29,7 @@ use crate::error::Error;
 use crate::registry::{registry, Registration};
 use crate::request::check_queue_name;
 use crate::schedule::{Periodic, Schedule};
-use crate::store::BoxFuture;
+use crate::store::{BoxFuture, KindLimit};
 
 mod claim;
 mod deaths;
@@ -401,6 +401,20 @@ impl Worker {
         let registry = registry()?;
         let mut kinds: Vec<&'static str> = registry.keys().copied().collect();
         kinds.sort_unstable();
+        let (limited, free_kinds): (Vec<&'static str>, Vec<&'static str>) = kinds
+            .iter()
+            .partition(|kind| registry[*kind].options.is_limited());
+        let limits = limited
+            .iter()
+            .map(|kind| {
+                let options = &registry[kind].options;
+                KindLimit {
+                    kind,
+                    max_running: options.concurrency,
+                    rate: options.rate,
+                }
+            })
+            .collect();
         let schedules = schedules(
             std::mem::take(&mut self.settings.periodic),
             &registry,
@@ -409,6 +423,8 @@ impl Worker {
         Ok(Arc::new(Runner {
             registry,
             kinds,
+            free_kinds,
+            limits,
             schedules,
             client: self.client,
             settings: self.settings,
@@ -466,6 +482,10 @@ pub(crate) struct Runner {
     registry: HashMap<&'static str, &'static Registration>,
     /// The kinds in the registry: the only ones this worker claims.
     kinds: Vec<&'static str>,
+    /// The kinds without limits across the cluster, claimed by the plain claim.
+    free_kinds: Vec<&'static str>,
+    /// The limits of the other kinds, claimed by a limited claim.
+    limits: Vec<KindLimit>,
     settings: Settings,
     id: String,
     /// Runs being executed, for the lease keeper and shutdown.

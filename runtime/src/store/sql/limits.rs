@@ -1,0 +1,226 @@
+//! Claims of jobs under limits across the cluster (`#[job(concurrency = .., rate = ..)]`).
+//!
+//! A limited job starts only by taking free slots of its limit's key, in the transaction that
+//! claims it: a `running` slot for a concurrency limit (free while no running job holds it; a
+//! trigger frees it when its job stops running, however it stops), and a `start` slot for a
+//! rate limit (free again a window after it was taken). There are at most `concurrency` running
+//! slots and `max` start slots per key, and a slot is taken under a row lock (PostgreSQL) or
+//! the database's single writer (SQLite), so no two nodes take one slot: at most `concurrency`
+//! jobs of a key run at once, and at most `max` start in any window.
+
+use std::collections::HashMap;
+
+use super::{claimed_row, count, duration_millis, in_start_order, op_error, Dialect, SqlRow};
+use super::{SqlStore, Value};
+use crate::error::Error;
+use crate::store::{Claimed, KindLimit};
+
+/// How many candidate jobs a limited claim looks at per place it fills: past those whose key
+/// has no slot left.
+const SCAN_PER_PLACE: usize = 4;
+
+const RUNNING: &str = "running";
+const START: &str = "start";
+
+/// One slot of one limit key.
+type SlotId = (String, &'static str, i64);
+
+impl<D: Dialect> SqlStore<D> {
+    /// Claims up to `room` available jobs of the limited kinds `limits` from `queues`, each only
+    /// with the slots its limits need, for `worker`.
+    pub(crate) async fn claim_limited(
+        &self,
+        queues: &[&str],
+        limits: &[KindLimit],
+        room: usize,
+        worker: &str,
+        lease: std::time::Duration,
+    ) -> Result<Vec<Claimed>, Error> {
+        let op = || format!("claim limited jobs from {queues:?}");
+        let err = |e| op_error::<D>(op(), e);
+        if limits.is_empty() || room == 0 {
+            return Ok(Vec::new());
+        }
+        let by_kind: HashMap<&str, &KindLimit> = limits.iter().map(|l| (l.kind, l)).collect();
+        // One time for the whole claim where the store reads it from this process (SQLite), so
+        // that a start slot's time and its job's start are the same. PostgreSQL reads its own.
+        let now = self.clock.now_ms();
+        let mut tx = self.pool.begin_with(D::BEGIN_WRITE).await.map_err(err)?;
+        let candidates = values![
+            Value::Texts(queues.to_vec()),
+            Value::Texts(limits.iter().map(|l| l.kind).collect()),
+            Value::OptInts(
+                limits
+                    .iter()
+                    .map(|l| l.max_running.map(i64::from))
+                    .collect()
+            ),
+            Value::OptInts(
+                limits
+                    .iter()
+                    .map(|l| l.rate.map(|r| i64::from(r.max)))
+                    .collect()
+            ),
+            Value::OptInts(
+                limits
+                    .iter()
+                    .map(|l| l.rate.map(|r| duration_millis(r.per)))
+                    .collect()
+            ),
+            count(room * SCAN_PER_PLACE),
+            Value::from(now),
+        ];
+        let rows = D::fetch(&mut tx, D::SQL.limit_candidates, candidates, &self.clock)
+            .await
+            .map_err(err)?;
+        let mut jobs: Vec<(i64, String)> = Vec::with_capacity(rows.len());
+        // Each key's limits: those of its jobs' kind.
+        let mut keys: Vec<(String, &KindLimit)> = Vec::new();
+        for row in &rows {
+            let (id, key, kind) = (row.int(0), row.text(1), row.text(2));
+            let (id, key, kind) = (id.map_err(err)?, key.map_err(err)?, kind.map_err(err)?);
+            let Some(limit) = by_kind.get(kind.as_str()) else {
+                continue;
+            };
+            if !keys.iter().any(|(k, _)| *k == key) {
+                keys.push((key.clone(), limit));
+            }
+            jobs.push((id, key));
+        }
+        if jobs.is_empty() {
+            tx.commit().await.map_err(err)?;
+            return Ok(Vec::new());
+        }
+        let key_names: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
+        let windows = keys
+            .iter()
+            .map(|(_, l)| l.rate.map(|r| duration_millis(r.per)))
+            .collect();
+        let free = values![
+            Value::Texts(key_names.clone()),
+            Value::OptInts(windows),
+            Value::from(now)
+        ];
+        let rows = D::fetch(&mut tx, D::SQL.limit_free_slots, free, &self.clock)
+            .await
+            .map_err(err)?;
+        let mut free: Vec<SlotId> = slots(&rows).map_err(err)?;
+        free.sort();
+        // Slots a key lacks are added up to its limit; a slot this transaction adds is its own
+        // until it commits.
+        let counts = values![Value::Texts(key_names)];
+        let rows = D::fetch(&mut tx, D::SQL.limit_slot_counts, counts, &self.clock)
+            .await
+            .map_err(err)?;
+        let existing = slots(&rows).map_err(err)?;
+        let mut wanted: Vec<SlotId> = Vec::new();
+        for (key, limit) in &keys {
+            let needed = jobs.iter().filter(|(_, k)| k == key).count();
+            for (purpose, max) in [
+                (RUNNING, limit.max_running),
+                (START, limit.rate.map(|r| r.max)),
+            ] {
+                let Some(max) = max.map(i64::from) else {
+                    continue;
+                };
+                let have = existing
+                    .iter()
+                    .find(|(k, p, _)| k == key && *p == purpose)
+                    .map_or(0, |(_, _, n)| *n);
+                let free_now = free
+                    .iter()
+                    .filter(|(k, p, n)| k == key && *p == purpose && *n <= max)
+                    .count();
+                let short = i64::try_from(needed.saturating_sub(free_now)).unwrap_or(i64::MAX);
+                for n in (have + 1)..=(have.saturating_add(short)).min(max) {
+                    wanted.push((key.clone(), purpose, n));
+                }
+            }
+        }
+        if !wanted.is_empty() {
+            let add = values![
+                Value::Texts(wanted.iter().map(|(k, _, _)| k.as_str()).collect()),
+                Value::Texts(wanted.iter().map(|(_, p, _)| *p).collect()),
+                Value::Ints(wanted.iter().map(|(_, _, n)| *n).collect()),
+            ];
+            let rows = D::fetch(&mut tx, D::SQL.limit_add_slots, add, &self.clock)
+                .await
+                .map_err(err)?;
+            free.extend(slots(&rows).map_err(err)?);
+            free.sort();
+        }
+        // Jobs take slots in their order, each both of its key's slots or none.
+        let mut taken: Vec<(SlotId, i64)> = Vec::new();
+        let mut ids = Vec::new();
+        for (id, key) in &jobs {
+            if ids.len() == room {
+                break;
+            }
+            let Some((_, limit)) = keys.iter().find(|(k, _)| k == key) else {
+                continue;
+            };
+            let mut take = |purpose: &'static str, max: Option<u32>| -> Option<Option<SlotId>> {
+                let Some(max) = max.map(i64::from) else {
+                    return Some(None);
+                };
+                let at = free
+                    .iter()
+                    .position(|(k, p, n)| k == key && *p == purpose && *n <= max)?;
+                Some(Some(free.remove(at)))
+            };
+            let Some(running) = take(RUNNING, limit.max_running) else {
+                continue;
+            };
+            let Some(start) = take(START, limit.rate.map(|r| r.max)) else {
+                // Its running slot goes back: another job of the key cannot start either.
+                free.extend(running);
+                continue;
+            };
+            taken.extend(running.into_iter().chain(start).map(|slot| (slot, *id)));
+            ids.push(*id);
+        }
+        if ids.is_empty() {
+            tx.commit().await.map_err(err)?;
+            return Ok(Vec::new());
+        }
+        let take = values![
+            Value::Texts(taken.iter().map(|((k, _, _), _)| k.as_str()).collect()),
+            Value::Texts(taken.iter().map(|((_, p, _), _)| *p).collect()),
+            Value::Ints(taken.iter().map(|((_, _, n), _)| *n).collect()),
+            Value::Ints(taken.iter().map(|(_, job)| *job).collect()),
+            Value::from(now),
+        ];
+        D::execute(&mut tx, D::SQL.limit_take_slots, take, &self.clock)
+            .await
+            .map_err(err)?;
+        let claim = values![
+            Value::Ints(ids),
+            duration_millis(lease),
+            worker,
+            Value::from(now),
+        ];
+        let rows = D::fetch(&mut tx, D::SQL.claim_ids, claim, &self.clock)
+            .await
+            .map_err(err)?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            claimed.push(claimed_row(row).map_err(err)?);
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(in_start_order(claimed))
+    }
+}
+
+/// Rows of `limit_key, purpose, n`.
+fn slots<R: SqlRow>(rows: &[R]) -> Result<Vec<SlotId>, sqlx::Error> {
+    rows.iter()
+        .map(|row| {
+            let purpose = if row.text(1)? == RUNNING {
+                RUNNING
+            } else {
+                START
+            };
+            Ok((row.text(0)?, purpose, row.int(2)?))
+        })
+        .collect()
+}

@@ -1,0 +1,206 @@
+//! Limits across the cluster: `concurrency`, `concurrency_key` and `rate`, held by the database
+//! for every node.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use errand::{JobFilter, JobInfo, JobState, Page};
+use errand_tests::common::{records, tag, wait_for, TestStore};
+use errand_tests::jobs::{limited_pair, metered, per_account};
+use errand_tests::processes::{Options, WorkerProcess};
+use errand_tests::{per_sql_store, per_store};
+
+const WORKER: &str = env!("CARGO_BIN_EXE_errand-test-worker");
+
+per_sql_store!(
+    concurrency_holds_across_two_processes,
+    a_rate_holds_across_two_processes
+);
+per_store!(a_concurrency_key_limits_each_key_apart);
+
+fn millis(t: SystemTime) -> i64 {
+    i64::try_from(t.duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
+}
+
+/// The most of `intervals` (`[start, end)`) that overlap at any instant.
+fn most_at_once(intervals: &[(i64, i64)]) -> usize {
+    let mut edges: Vec<(i64, i32)> = Vec::new();
+    for (start, end) in intervals {
+        edges.push((*start, 1));
+        edges.push((*end, -1));
+    }
+    // At one instant, ends before starts: `[a, b)` and `[b, c)` do not overlap.
+    edges.sort();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, step) in edges {
+        now += step;
+        most = most.max(now);
+    }
+    usize::try_from(most).unwrap()
+}
+
+/// Every job of `kind`, once all `expected` have completed.
+async fn completed(store: &TestStore, kind: &str, expected: u64) -> Vec<JobInfo> {
+    let client = &store.client;
+    let done = JobFilter::all().kind(kind).state(JobState::Completed);
+    wait_for("the limited jobs", || async {
+        client.count(&done).await.unwrap() == expected
+    })
+    .await;
+    client.jobs(&done, Page::first(1000)).await.unwrap()
+}
+
+async fn start_workers(store: &TestStore) -> Vec<WorkerProcess> {
+    let url = store.url.clone().unwrap();
+    let schema = store.schema.clone().unwrap_or_default();
+    let options = Options {
+        queue: Some("limited".to_owned()),
+        concurrency: 8,
+        ..Options::default()
+    };
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        workers.push(WorkerProcess::start_with(WORKER, &url, &schema, &options).await);
+    }
+    workers
+}
+
+/// `concurrency = 2`: two worker processes of 8 slots each never run more than two jobs of the
+/// kind at once (each job's hold on its slot, from its claim to its completion, as the
+/// database recorded it; and on PostgreSQL each run's own start and end), and do run two.
+async fn concurrency_holds_across_two_processes(store: TestStore) {
+    const JOBS: i64 = 40;
+    let recorder = match store.schema {
+        Some(_) => {
+            let pool = store.postgres_pool().await;
+            errand_tests::jobs::create_runs_table(&pool).await;
+            Some(pool)
+        }
+        None => None,
+    };
+    let client = &store.client;
+    client
+        .enqueue_many((0..JOBS).map(limited_pair::with))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let workers = start_workers(&store).await;
+    let jobs = completed(&store, "limited_pair", JOBS as u64).await;
+    let took = started.elapsed();
+    for worker in workers {
+        worker.terminate().await;
+    }
+    let held: Vec<(i64, i64)> = jobs
+        .iter()
+        .map(|j| {
+            (
+                millis(j.attempted_at.unwrap()),
+                millis(j.finished_at.unwrap()),
+            )
+        })
+        .collect();
+    assert_eq!(most_at_once(&held), 2, "slots held at once");
+    if let Some(pool) = recorder {
+        let runs: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT (extract(epoch FROM min(at)) * 1e6)::bigint, (extract(epoch FROM max(at)) * 1e6)::bigint
+             FROM test_runs GROUP BY n, attempt",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(runs.len(), JOBS as usize, "each job ran once");
+        assert!(
+            most_at_once(&runs) <= 2,
+            "runs at once: {}",
+            most_at_once(&runs)
+        );
+    }
+    // The limit's own bound: 40 jobs of 30 ms, two at a time.
+    let bound = Duration::from_millis(30 * JOBS as u64 / 2);
+    println!(
+        "{JOBS} jobs in {took:?} (worker start included); two at a time they take at least {bound:?}"
+    );
+}
+
+/// `rate = "5/1s"`: two worker processes start at most five jobs of the kind in any second.
+async fn a_rate_holds_across_two_processes(store: TestStore) {
+    const JOBS: i64 = 15;
+    let client = &store.client;
+    client
+        .enqueue_many((0..JOBS).map(metered::with))
+        .await
+        .unwrap();
+    let workers = start_workers(&store).await;
+    let jobs = completed(&store, "metered", JOBS as u64).await;
+    for worker in workers {
+        worker.terminate().await;
+    }
+    let mut starts: Vec<i64> = jobs
+        .iter()
+        .map(|j| millis(j.attempted_at.unwrap()))
+        .collect();
+    starts.sort_unstable();
+    for (i, start) in starts.iter().enumerate() {
+        let in_window = starts[i..]
+            .iter()
+            .take_while(|t| **t < start + 1000)
+            .count();
+        assert!(
+            in_window <= 5,
+            "{in_window} starts in the second from {start}: {starts:?}"
+        );
+    }
+    let span = starts[starts.len() - 1] - starts[0];
+    assert!(
+        span >= 2000,
+        "15 starts at 5 a second span at least 2 s, not {span} ms"
+    );
+    println!("15 starts over {span} ms");
+}
+
+/// `concurrency = 1, concurrency_key = "<account>"`: one job per account at a time, while the
+/// accounts run beside each other; a job waiting for its account spends no attempt.
+async fn a_concurrency_key_limits_each_key_apart(store: TestStore) {
+    let client = &store.client;
+    let t = tag("per-account");
+    let accounts = ["acme", "globex", "initech"];
+    let mut requests = Vec::new();
+    for n in 0..5 {
+        for account in accounts {
+            requests.push(per_account::with(t.clone(), account.to_owned(), n));
+        }
+    }
+    client.enqueue_many(requests).await.unwrap();
+    let handle = errand::Worker::new(client.clone())
+        .queues([("limited", 1)])
+        .concurrency(8)
+        .poll_interval(Duration::from_millis(10))
+        .spawn();
+    let _ = completed(&store, "per_account", 15).await;
+    handle.shutdown().await.unwrap();
+    let log = records(&t);
+    let mut running: Vec<&str> = Vec::new();
+    let mut most_accounts = 0;
+    for event in &log {
+        let mut words = event.split(' ');
+        let account = words.next().unwrap();
+        if event.ends_with("start") {
+            assert!(
+                !running.contains(&account),
+                "two jobs of {account} at once: {log:?}"
+            );
+            running.push(account);
+            most_accounts = most_accounts.max(running.len());
+        } else {
+            running.retain(|a| *a != account);
+        }
+    }
+    assert!(most_accounts >= 2, "accounts ran one at a time: {log:?}");
+    let all = client
+        .jobs(&JobFilter::all().kind("per_account"), Page::first(100))
+        .await
+        .unwrap();
+    assert!(
+        all.iter().all(|j| j.attempt == 1),
+        "waiting spent no attempt"
+    );
+}
