@@ -17,6 +17,7 @@ pub(crate) const CATCH_UP: &str = "catch_up";
 pub(crate) const CONCURRENCY: &str = "concurrency";
 pub(crate) const CONCURRENCY_KEY: &str = "concurrency_key";
 pub(crate) const RATE: &str = "rate";
+pub(crate) const FAIR_BY: &str = "fair_by";
 pub(crate) const NAME: &str = "name";
 pub(crate) const CRATE: &str = "crate";
 
@@ -38,6 +39,7 @@ pub(crate) const JOB_OPTIONS: &[&str] = &[
     CONCURRENCY,
     CONCURRENCY_KEY,
     RATE,
+    FAIR_BY,
     NAME,
     CRATE,
 ];

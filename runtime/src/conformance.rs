@@ -92,6 +92,7 @@ impl ConformanceStore {
             timeout_ms: None,
             expires: None,
             limit_key: None,
+            fair_key: None,
         };
         Ok(match self.store().enqueue(&job).await? {
             Inserted::New(id) => (id.get(), true),

@@ -32,6 +32,13 @@ pub trait Job: Sized + Send + Sync + 'static {
         None
     }
 
+    /// The rendered `fair_by` template for these arguments, if the job has one: claims take the
+    /// waiting jobs of each value in turn.
+    fn fair_key(args: &Self::Args) -> Option<String> {
+        let _ = args;
+        None
+    }
+
     /// Runs the job's function. Called by the worker.
     #[doc(hidden)]
     fn run(ctx: Context, args: Self::Args) -> crate::registry::JobFuture;
@@ -67,6 +74,8 @@ pub struct JobOptions {
     /// At most this many starts of the kind (or of one `concurrency_key`) per window, across
     /// every node.
     pub rate: Option<Rate>,
+    /// Whether claims take turns between the values of the job's `fair_by` key.
+    pub fair: bool,
 }
 
 /// `#[job(rate = "100/1m")]`: at most `max` starts in any window of `per`.
@@ -97,6 +106,7 @@ impl JobOptions {
         expires_in: None,
         concurrency: None,
         rate: None,
+        fair: false,
     };
 
     /// The first attempt plus the retries.

@@ -330,6 +330,7 @@ impl<J: Job> Request<J> {
                 .expires
                 .or_else(|| J::OPTIONS.expires_in.map(Expiry::After)),
             limit_key,
+            fair_key: J::OPTIONS.fair.then(|| J::fair_key(&self.args)).flatten(),
         })
     }
 }

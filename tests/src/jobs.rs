@@ -791,3 +791,11 @@ pub async fn per_account(tag: String, account: String, n: i64) -> Result<(), Tes
     record(&tag, format!("{account} {n} end"));
     Ok(())
 }
+
+/// Claims take turns between accounts.
+#[job(queue = "fair", fair_by = "<account>", backoff = fast)]
+pub async fn tenant_job(tag: String, account: String, n: i64) -> Result<(), TestError> {
+    let _ = n;
+    record(&tag, account);
+    Ok(())
+}

@@ -6,6 +6,7 @@ mod args_and_keys;
 mod bad_input;
 mod concurrency;
 mod failures;
+mod fairness;
 mod ledger;
 mod lifecycle;
 mod limits;

@@ -454,3 +454,51 @@ async fn a_schedule_in_a_time_zone_keeps_its_nights_across_daylight_saving_time(
     assert_eq!(schedules[0].timezone, "Europe/Berlin");
     assert_eq!(schedules[0].catch_up, errand::CatchUp::ALL);
 }
+
+per_store!(a_long_wait_ages_a_low_priority_ahead);
+
+/// A job of priority 9 that has waited ten minutes is taken before newer jobs of priority 0
+/// with the default aging (a level a minute), and after them with aging off.
+async fn a_long_wait_ages_a_low_priority_ahead(store: TestStore) {
+    let client = &store.client;
+    for aging in [None, Some(Duration::from_secs(60))] {
+        let t = tag("aging");
+        let waited = SystemTime::now() - Duration::from_secs(600);
+        for n in 0..3 {
+            in_first::with(t.clone(), format!("urgent {n}"))
+                .priority(0)
+                .enqueue(client)
+                .await
+                .unwrap();
+        }
+        let old = in_first::with(t.clone(), "patient".into())
+            .priority(9)
+            .run_at(waited)
+            .enqueue(client)
+            .await
+            .unwrap();
+        errand::Worker::new(client.clone())
+            .queues([("first", 1)])
+            .concurrency(1)
+            .prefetch(0)
+            .priority_aging(aging)
+            .run_until_idle()
+            .await
+            .unwrap();
+        let order = records(&t);
+        let info = job(client, old.id).await;
+        match aging {
+            None => {
+                assert_eq!(order.last().unwrap(), "patient", "{order:?}");
+                assert_eq!(info.priority, 9);
+            }
+            Some(_) => {
+                assert_eq!(order.first().unwrap(), "patient", "{order:?}");
+                assert_eq!(
+                    info.priority, 0,
+                    "nine levels in ten minutes, and no further"
+                );
+            }
+        }
+    }
+}

@@ -88,6 +88,8 @@ pub(crate) struct JobAttr {
     pub concurrency_key: Option<LitStr>,
     /// At most `max` starts per `per`, of the kind (or of one `concurrency_key`).
     pub rate: Option<Spanned<(u32, Duration)>>,
+    /// The template of the key claims take turns between, e.g. `"<account_id>"`.
+    pub fair_by: Option<LitStr>,
     pub name: Option<Spanned<String>>,
     /// The path of the errand crate, for a user who renamed the dependency.
     pub krate: Option<syn::Path>,
@@ -362,6 +364,16 @@ impl JobAttr {
                             &s,
                             format!("invalid rate `{text}`; expected starts per window, e.g. `\"100/1m\"`, `\"5/1s\"` or `\"1000/1h\"`"),
                         ),
+                    }
+                }
+            }
+            // fair_by = "<account_id>"
+            FAIR_BY => {
+                if let Some(s) = expect_str(cx, FAIR_BY, &value, "fair_by = \"<account_id>\"") {
+                    if self.fair_by.is_some() {
+                        cx.error_spanned_by(ident, format!("duplicate `#[job]` option `{FAIR_BY}`"));
+                    } else {
+                        self.fair_by = Some(s);
                     }
                 }
             }

@@ -81,7 +81,7 @@ pub(crate) fn expand(attr: &JobAttr, job: &JobFn, templates: &Templates) -> Toke
         Some(segments) => key_fns(&krate, job, ident, segments),
         None => (quote!(), quote!(::core::option::Option::None)),
     };
-    let limit_key_impl = match &templates.limit {
+    let rendered = |segments: Option<&Vec<Segment>>| match segments {
         Some(segments) => {
             let pieces = render(&krate, segments, |head| quote!(__errand_args.#head));
             quote! {
@@ -92,6 +92,8 @@ pub(crate) fn expand(attr: &JobAttr, job: &JobFn, templates: &Templates) -> Toke
         }
         None => quote!(::core::option::Option::None),
     };
+    let limit_key_impl = rendered(templates.limit.as_ref());
+    let fair_key_impl = rendered(templates.fair.as_ref());
 
     let periodic = attr.cron.as_ref().map(|cron| {
         let tz = attr
@@ -187,6 +189,10 @@ pub(crate) fn expand(attr: &JobAttr, job: &JobFn, templates: &Templates) -> Toke
                 #limit_key_impl
             }
 
+            fn fair_key(__errand_args: &Self::Args) -> ::core::option::Option<::std::string::String> {
+                #fair_key_impl
+            }
+
             fn run(
                 __errand_ctx: #krate::Context,
                 __errand_args: Self::Args,
@@ -274,6 +280,9 @@ fn options(krate: &TokenStream, attr: &JobAttr) -> TokenStream {
         fields.push(
             quote!(rate: ::core::option::Option::Some(#krate::Rate { max: #max, per: #per }),),
         );
+    }
+    if attr.fair_by.is_some() {
+        fields.push(quote!(fair: true,));
     }
     if let Some(t) = &attr.expires_in {
         let d = duration(t.value);

@@ -12,6 +12,8 @@ pub(crate) struct Templates {
     pub key: Option<Vec<Segment>>,
     /// `concurrency_key`.
     pub limit: Option<Vec<Segment>>,
+    /// `fair_by`.
+    pub fair: Option<Vec<Segment>>,
 }
 
 /// Runs every check, recording failures in `cx`. Returns the parsed templates that are valid.
@@ -21,12 +23,30 @@ pub(crate) fn check(cx: &Ctxt, attr: &JobAttr, job: &JobFn) -> Templates {
     uniqueness_options_need_unique(cx, attr);
     schedule_options(cx, attr, job);
     concurrency_key_needs_a_limit(cx, attr);
+    fairness_or_limits(cx, attr);
     Templates {
         key: attr.key.as_ref().and_then(|lit| template_of(cx, lit, job)),
         limit: attr
             .concurrency_key
             .as_ref()
             .and_then(|lit| template_of(cx, lit, job)),
+        fair: attr
+            .fair_by
+            .as_ref()
+            .and_then(|lit| template_of(cx, lit, job)),
+    }
+}
+
+/// A limited job takes turns by its limit's key already; `fair_by` is for jobs without limits.
+fn fairness_or_limits(cx: &Ctxt, attr: &JobAttr) {
+    if let (Some(fair), true) = (
+        &attr.fair_by,
+        attr.concurrency.is_some() || attr.rate.is_some(),
+    ) {
+        cx.error_spanned_by(
+            fair,
+            "`fair_by` cannot be combined with `concurrency` or `rate`; a limit's `concurrency_key` already shares the slots per key",
+        );
     }
 }
 

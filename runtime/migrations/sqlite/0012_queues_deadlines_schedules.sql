@@ -51,3 +51,14 @@ BEGIN
     UPDATE errand_limit_slots SET job_id = NULL
     WHERE limit_key = OLD.limit_key AND purpose = 'running' AND job_id = OLD.id;
 END;
+
+-- Fairness within a queue (`#[job(fair_by = "<account_id>")]`): claims take the waiting jobs of
+-- each key in turn, the head of every key before the second of any, read per key from this
+-- index of fair jobs only.
+ALTER TABLE errand_jobs ADD COLUMN fair_key TEXT;
+CREATE INDEX errand_jobs_fair ON errand_jobs (queue, fair_key, priority, run_at, id)
+    WHERE state = 'available' AND fair_key IS NOT NULL;
+
+-- Priority aging: a job waiting to run moves up one priority level for each aging period it
+-- has waited since its run time. `base_priority` keeps the priority it was given, once aged.
+ALTER TABLE errand_jobs ADD COLUMN base_priority INTEGER;

@@ -103,6 +103,8 @@ pub struct NewJob {
     /// The key of the limits it starts under (`kind`, or `kind:concurrency_key`), for a kind
     /// with `concurrency` or `rate`.
     pub(crate) limit_key: Option<String>,
+    /// The key claims take turns between (`#[job(fair_by = ..)]`).
+    pub(crate) fair_key: Option<String>,
 }
 
 impl NewJob {
@@ -859,6 +861,28 @@ impl Backend {
         lease: Duration,
     ) -> Result<Vec<Claimed>, Error> {
         dispatch!(self, s => s.claim_limited(queues, limits, room, worker, lease).await)
+    }
+
+    /// Claims available jobs of fair kinds from `queue`, each key's in turn.
+    pub(crate) async fn claim_fair(
+        &self,
+        queue: &str,
+        room: usize,
+        kinds: &[&str],
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Vec<Claimed>, Error> {
+        dispatch!(self, s => s.claim_fair(queue, room, kinds, worker, lease).await)
+    }
+
+    /// Ages the priorities of available jobs (see `Worker::priority_aging`).
+    pub(crate) async fn age(
+        &self,
+        queues: &[&str],
+        step: Duration,
+        limit: usize,
+    ) -> Result<u64, Error> {
+        dispatch!(self, s => s.age(queues, step, limit).await)
     }
 
     pub(crate) async fn set_next_run(&self, name: &str, next: Option<i64>) -> Result<(), Error> {

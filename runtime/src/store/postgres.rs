@@ -253,6 +253,7 @@ impl Dialect for Postgres {
             Value::OptInts(jobs.iter().map(|j| j.expiry_ms().0).collect()),
             Value::OptInts(jobs.iter().map(|j| j.expiry_ms().1).collect()),
             Value::OptTexts(jobs.iter().map(|j| j.limit_key.as_deref()).collect()),
+            Value::OptTexts(jobs.iter().map(|j| j.fair_key.as_deref()).collect()),
         ]
     }
 }
@@ -410,12 +411,12 @@ static STATEMENTS: Statements = Statements {
         "WITH ins AS (
         INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, idempotency_key,
                                  run_at, created_at, unique_key, unique_strategy, unique_until,
-                                 tags, meta, timeout_ms, expires_at, limit_key)
+                                 tags, meta, timeout_ms, expires_at, limit_key, fair_key)
         SELECT $1, $2, $3::jsonb,
                CASE WHEN t.run_at > errand_now_ms() THEN 'scheduled' ELSE 'available' END,
                $4, $5, $6, t.run_at, errand_now_ms(), $9, $10, errand_now_ms() + $11::bigint,
                $13::text[], $14::jsonb, $15::bigint, COALESCE($17::bigint, t.run_at + $16::bigint),
-               $18::text
+               $18::text, $19::text
         FROM (SELECT COALESCE($8::bigint, errand_now_ms() + $7::bigint) AS run_at) t
         ON CONFLICT DO NOTHING
         RETURNING id, queue, state)",
@@ -432,16 +433,18 @@ static STATEMENTS: Statements = Statements {
     insert_many: concat!(
         "WITH ins AS (
         INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, idempotency_key, run_at, created_at,
-                                 tags, meta, timeout_ms, expires_at, limit_key)
+                                 tags, meta, timeout_ms, expires_at, limit_key, fair_key)
         SELECT kind, queue, args::jsonb,
                CASE WHEN COALESCE(at, errand_now_ms() + delay) > errand_now_ms() THEN 'scheduled' ELSE 'available' END,
                priority, max_attempts, key, COALESCE(at, errand_now_ms() + delay), errand_now_ms(),
                ARRAY(SELECT jsonb_array_elements_text(tags::jsonb)), meta::jsonb, timeout_ms,
-               COALESCE(expires_at, COALESCE(at, errand_now_ms() + delay) + expires_after), limit_key
+               COALESCE(expires_at, COALESCE(at, errand_now_ms() + delay) + expires_after), limit_key,
+               fair_key
         FROM unnest($1::text[], $2::text[], $3::text[], $4::smallint[], $5::int[], $6::text[], $7::bigint[], $8::bigint[],
-                    $10::text[], $11::text[], $12::bigint[], $13::bigint[], $14::bigint[], $15::text[])
+                    $10::text[], $11::text[], $12::bigint[], $13::bigint[], $14::bigint[], $15::text[],
+                    $16::text[])
              AS t(kind, queue, args, priority, max_attempts, key, delay, at, tags, meta, timeout_ms,
-                  expires_after, expires_at, limit_key)
+                  expires_after, expires_at, limit_key, fair_key)
         RETURNING id, queue, state)",
         wake!()
     ),
@@ -460,6 +463,22 @@ static STATEMENTS: Statements = Statements {
                      WHERE expires_at <= errand_now_ms()
                        AND state IN ('scheduled', 'available', 'retryable', 'pending')
                      ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)",
+    // Reads each level of each queue from `errand_jobs_available`, oldest first.
+    age: "UPDATE errand_jobs j
+        SET base_priority = COALESCE(j.base_priority, j.priority),
+            priority = GREATEST(0, COALESCE(j.base_priority, j.priority) - (errand_now_ms() - j.run_at) / $2)
+        FROM (
+            SELECT a.id FROM unnest($1::text[]) AS q(queue)
+            CROSS JOIN generate_series(1, 9) AS p(priority)
+            CROSS JOIN LATERAL (
+                SELECT id FROM errand_jobs
+                WHERE queue = q.queue AND state = 'available' AND priority = p.priority
+                  AND run_at <= errand_now_ms() - $2
+                  AND COALESCE(base_priority, priority) - (errand_now_ms() - run_at) / $2 < priority
+                ORDER BY run_at LIMIT $3
+                FOR UPDATE SKIP LOCKED) a
+        ) aged
+        WHERE j.id = aged.id",
     next_due: "SELECT min(run_at) - errand_now_ms() FROM errand_jobs
         WHERE state IN ('scheduled', 'retryable')",
     pause_queue: "INSERT INTO errand_queues (queue, paused_at, updated_at)
@@ -521,6 +540,41 @@ static STATEMENTS: Statements = Statements {
             taken_at = CASE WHEN s.purpose = 'start' THEN errand_now_ms() ELSE s.taken_at END
         FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[]) AS t(limit_key, purpose, n, job)
         WHERE s.limit_key = t.limit_key AND s.purpose = t.purpose AND s.n = t.n",
+    // The distinct keys are read by skipping through `errand_jobs_fair` (a recursive CTE:
+    // one index probe per key), then each key's first jobs from the same index.
+    claim_fair: concat!(
+        "WITH RECURSIVE keys AS (
+            (SELECT fair_key FROM errand_jobs
+             WHERE queue = $1 AND state = 'available' AND fair_key IS NOT NULL
+             ORDER BY fair_key LIMIT 1)
+            UNION ALL
+            SELECT (SELECT j.fair_key FROM errand_jobs j
+                    WHERE j.queue = $1 AND j.state = 'available' AND j.fair_key IS NOT NULL
+                      AND j.fair_key > k.fair_key
+                    ORDER BY j.fair_key LIMIT 1)
+            FROM keys k WHERE k.fair_key IS NOT NULL
+        ), heads AS (
+            SELECT h.id, h.priority, h.run_at,
+                   row_number() OVER (PARTITION BY h.fair_key ORDER BY h.priority, h.run_at, h.id) AS turn
+            FROM keys k CROSS JOIN LATERAL (
+                SELECT id, fair_key, priority, run_at FROM errand_jobs
+                WHERE queue = $1 AND state = 'available' AND fair_key = k.fair_key AND kind = ANY($3)
+                  AND (expires_at IS NULL OR expires_at > errand_now_ms())
+                ORDER BY priority, run_at, id LIMIT $2) h
+            WHERE k.fair_key IS NOT NULL
+        ), picked AS (
+            SELECT id FROM errand_jobs
+            WHERE id IN (SELECT id FROM heads ORDER BY turn, priority, run_at, id LIMIT $2)
+              AND state = 'available'
+              AND NOT EXISTS (SELECT 1 FROM errand_queues p
+                              WHERE p.queue = $1 AND p.paused_at IS NOT NULL)
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE errand_jobs ",
+        claim_set!("$4", "$5"),
+        " WHERE id IN (SELECT id FROM picked) ",
+        claim_returning!()
+    ),
     claim_ids: concat!(
         "UPDATE errand_jobs ",
         claim_set!("$2", "$3"),

@@ -227,6 +227,10 @@ pub(crate) struct Statements {
     /// `limit, error, now`: cancels waiting jobs past their deadline, recording `error` (an
     /// [`AttemptError`] as JSON, its attempt and time set by the statement).
     pub expire: &'static str,
+    /// `queues, step, limit, now`: moves up to `limit` available jobs of each priority level of
+    /// `queues` up one level for each `step` they have waited since their run time (never below
+    /// 0); returns how many it moved.
+    pub age: &'static str,
     /// `now`: how long until the earliest waiting job is due, in milliseconds (NULL: none).
     pub next_due: &'static str,
     /// `queue, now`: pauses a queue; changes a row when it was not paused.
@@ -268,6 +272,10 @@ pub(crate) struct Statements {
     /// `ids, lease, worker, now`: claims these available jobs, returning what
     /// [`Statements::claim`] returns.
     pub claim_ids: &'static str,
+    /// `queue, limit, kinds, lease, worker, now`: claims up to `limit` available jobs of the
+    /// fair `kinds` from `queue`, taking each `fair_key`'s jobs in turn (every key's most urgent
+    /// before any key's second), returning what [`Statements::claim`] returns.
+    pub claim_fair: &'static str,
     /// `grace, queues, kinds, message_before, message_after, max_errors, keep_first, worker,
     /// now`: kills available jobs of unknown kinds due for `grace`.
     pub bury_unknown: &'static str,
@@ -599,6 +607,7 @@ pub(crate) fn insert<'a, D: Dialect>(
                 Value::from(job.expiry_ms().0),
                 Value::from(job.expiry_ms().1),
                 Value::from(job.limit_key.as_deref()),
+                Value::from(job.fair_key.as_deref()),
             ];
             if let Some(row) = first(D::fetch(conn, sql.insert, new, clock).await.map_err(op)?) {
                 return Ok(Inserted::New(JobId::new(row.int(0).map_err(op)?)));

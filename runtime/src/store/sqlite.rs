@@ -222,7 +222,8 @@ impl Dialect for Sqlite {
                     job.timeout_ms,
                     job.expiry_ms().0,
                     job.expiry_ms().1,
-                    job.limit_key
+                    job.limit_key,
+                    job.fair_key
                 ])
             })
             .collect();
@@ -321,10 +322,10 @@ static STATEMENTS: Statements = Statements {
     // `WHERE true` tells SQLite's parser that `ON CONFLICT` belongs to the insert.
     insert: "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, idempotency_key,
                                       run_at, created_at, unique_key, unique_strategy, unique_until,
-                                      tags, meta, timeout_ms, expires_at, limit_key)
+                                      tags, meta, timeout_ms, expires_at, limit_key, fair_key)
         SELECT ?1, ?2, ?3, CASE WHEN t.run_at > ?12 THEN 'scheduled' ELSE 'available' END,
                ?4, ?5, ?6, t.run_at, ?12, ?9, ?10, ?12 + ?11, ?13, ?14, ?15,
-               COALESCE(?17, t.run_at + ?16), ?18
+               COALESCE(?17, t.run_at + ?16), ?18, ?19
         FROM (SELECT COALESCE(?8, ?12 + ?7) AS run_at) t WHERE true
         ON CONFLICT DO NOTHING
         RETURNING id",
@@ -335,13 +336,13 @@ static STATEMENTS: Statements = Statements {
         WHERE id = ?1 AND state IN ('scheduled', 'available', 'retryable')
         RETURNING id",
     insert_many: "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, idempotency_key, run_at, created_at,
-                                           tags, meta, timeout_ms, expires_at, limit_key)
+                                           tags, meta, timeout_ms, expires_at, limit_key, fair_key)
         SELECT value ->> 0, value ->> 1, value ->> 2,
                CASE WHEN COALESCE(value ->> 7, ?2 + (value ->> 6)) > ?2 THEN 'scheduled' ELSE 'available' END,
                value ->> 3, value ->> 4, value ->> 5, COALESCE(value ->> 7, ?2 + (value ->> 6)), ?2,
                value -> 8, value -> 9, value ->> 10,
                COALESCE(value ->> 12, COALESCE(value ->> 7, ?2 + (value ->> 6)) + (value ->> 11)),
-               value ->> 13
+               value ->> 13, value ->> 14
         FROM json_each(?1)
         RETURNING id",
     // One queue a statement: `?1` and `?2` hold one element each.
@@ -375,6 +376,14 @@ static STATEMENTS: Statements = Statements {
                        AND state IN ('scheduled', 'available', 'retryable', 'pending')
                      ORDER BY expires_at LIMIT ?1)"
     ),
+    age: "UPDATE errand_jobs
+        SET base_priority = COALESCE(base_priority, priority),
+            priority = max(0, COALESCE(base_priority, priority) - (?4 - run_at) / ?2)
+        WHERE id IN (SELECT id FROM errand_jobs
+                     WHERE queue IN (SELECT value FROM json_each(?1)) AND state = 'available'
+                       AND priority > 0 AND run_at <= ?4 - ?2
+                       AND COALESCE(base_priority, priority) - (?4 - run_at) / ?2 < priority
+                     LIMIT ?3)",
     next_due: "SELECT min(run_at) - ?1 FROM errand_jobs WHERE state IN ('scheduled', 'retryable')",
     pause_queue: "INSERT INTO errand_queues (queue, paused_at, updated_at) VALUES (?1, ?2, ?2)
         ON CONFLICT (queue) DO UPDATE SET paused_at = ?2, updated_at = ?2
@@ -440,6 +449,24 @@ static STATEMENTS: Statements = Statements {
               JOIN json_each(?3) n ON n.key = k.key JOIN json_each(?4) j ON j.key = k.key) t
         WHERE errand_limit_slots.limit_key = t.limit_key AND errand_limit_slots.purpose = t.purpose
           AND errand_limit_slots.n = t.n",
+    claim_fair: concat!(
+        "UPDATE errand_jobs ",
+        claim_set!("?6", "?4", "?5"),
+        "
+        WHERE id IN (
+            SELECT id FROM (
+                SELECT id, priority, run_at,
+                       row_number() OVER (PARTITION BY fair_key ORDER BY priority, run_at, id) AS turn
+                FROM errand_jobs
+                WHERE queue = ?1 AND state = 'available' AND fair_key IS NOT NULL
+                  AND kind IN (SELECT value FROM json_each(?3))
+                  AND (expires_at IS NULL OR expires_at > ?6)
+                  AND NOT EXISTS (SELECT 1 FROM errand_queues p
+                                  WHERE p.queue = ?1 AND p.paused_at IS NOT NULL))
+            ORDER BY turn, priority, run_at, id
+            LIMIT ?2) ",
+        claim_returning!()
+    ),
     claim_ids: concat!(
         "UPDATE errand_jobs ",
         claim_set!("?4", "?2", "?3"),

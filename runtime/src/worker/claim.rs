@@ -312,6 +312,17 @@ async fn promote_due(runner: &Runner, sent_at: Instant) -> Promotion {
     // A timer never fires sooner than this after a promotion: a due job that the promotion
     // skipped (locked by another node's) is taken by that node, not waited for in a spin.
     const MIN_WAIT: Duration = Duration::from_millis(5);
+    if let Some(step) = runner.settings.priority_aging {
+        let queues: Vec<&str> = runner
+            .settings
+            .queues
+            .iter()
+            .map(|(q, _)| q.as_str())
+            .collect();
+        if let Err(err) = runner.client.store().age(&queues, step, BATCH).await {
+            tracing::warn!(worker = %runner.id, error = %err, "aging priorities failed");
+        }
+    }
     match runner.client.store().promote(BATCH).await {
         Ok(promoted) => Promotion {
             more: promoted.count >= BATCH as u64,
@@ -335,7 +346,10 @@ async fn complete_and_claim(
     let store = runner.client.store();
     let queues = &runner.settings.queues;
     let lease = runner.settings.lease;
-    let shares = weighted_shares(queues, room, fastrand::f64);
+    // Jobs that take turns by key (`fair_by`) get half the places, and any the others leave.
+    let fair = !runner.fair_kinds.is_empty();
+    let plain_room = if fair { room / 2 } else { room };
+    let shares = weighted_shares(queues, plain_room, fastrand::f64);
     let wanted: Vec<(&str, usize)> = queues
         .iter()
         .zip(&shares)
@@ -356,6 +370,25 @@ async fn complete_and_claim(
     };
     let mut others: Vec<&(String, u32)> = queues.iter().filter(|(q, _)| !exhausted(q)).collect();
     others.sort_by_key(|(_, weight)| std::cmp::Reverse(*weight));
+    if fair {
+        for (queue, _) in queues {
+            let left = room - jobs.len();
+            if left == 0 {
+                break;
+            }
+            let kinds = &runner.fair_kinds;
+            match store
+                .claim_fair(queue, left, kinds, &runner.id, lease)
+                .await
+            {
+                Ok(more) => jobs.extend(more),
+                Err(err) => {
+                    tracing::warn!(worker = %runner.id, error = %err, "claiming fair jobs failed");
+                    break;
+                }
+            }
+        }
+    }
     for (queue, _) in others {
         let left = room - jobs.len();
         if left == 0 {

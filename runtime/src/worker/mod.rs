@@ -48,6 +48,9 @@ use supervise::supervise;
 /// How many jobs a worker claims beyond its free slots, unless told (see [`Worker::prefetch`]).
 const DEFAULT_PREFETCH: usize = 16;
 
+/// How long a waiting job waits per priority level it moves up, unless told.
+const DEFAULT_PRIORITY_AGING: Duration = Duration::from_secs(60);
+
 /// The shortest poll interval a worker accepts: anything shorter busy-polls the database.
 const MIN_POLL_INTERVAL: Duration = Duration::from_millis(1);
 
@@ -93,6 +96,8 @@ struct Settings {
     death_handler_timeout: Duration,
     /// Schedules added with [`Worker::schedule`].
     periodic: Vec<Periodic>,
+    /// How long a waiting job waits per priority level it moves up.
+    priority_aging: Option<Duration>,
 }
 
 /// A death handler, boxed: see [`Worker::on_death`].
@@ -132,6 +137,7 @@ impl Worker {
                 on_death: None,
                 death_handler_timeout: Duration::from_secs(30),
                 periodic: Vec::new(),
+                priority_aging: Some(DEFAULT_PRIORITY_AGING),
             },
             id: worker_id(),
         }
@@ -177,6 +183,28 @@ impl Worker {
     /// On shutdown, how long running jobs may take to finish before they are put back.
     pub fn grace_period(mut self, grace: Duration) -> Worker {
         self.settings.grace_period = grace;
+        self
+    }
+
+    /// Ages priorities (default: one level a minute): a job waiting to run moves up one
+    /// priority level for each `step` it has waited since its run time, so that a steady
+    /// stream of urgent jobs never starves the others forever: a job of priority 9 waits at
+    /// most nine steps before it is taken with the newest jobs of priority 0. The job's
+    /// [`JobInfo::priority`](crate::JobInfo::priority) shows where it stands. `None` turns
+    /// aging off: priority then orders strictly. Each worker ages the jobs of its queues as it
+    /// polls.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: errand::Client) -> Result<(), errand::Error> {
+    /// use std::time::Duration;
+    /// errand::Worker::new(client)
+    ///     .priority_aging(Some(Duration::from_secs(300))) // a level every five minutes
+    ///     .run()
+    ///     .await
+    /// # }
+    /// ```
+    pub fn priority_aging(mut self, step: Option<Duration>) -> Worker {
+        self.settings.priority_aging = step;
         self
     }
 
@@ -401,9 +429,12 @@ impl Worker {
         let registry = registry()?;
         let mut kinds: Vec<&'static str> = registry.keys().copied().collect();
         kinds.sort_unstable();
-        let (limited, free_kinds): (Vec<&'static str>, Vec<&'static str>) = kinds
+        let (limited, others): (Vec<&'static str>, Vec<&'static str>) = kinds
             .iter()
             .partition(|kind| registry[*kind].options.is_limited());
+        let (fair_kinds, free_kinds): (Vec<&'static str>, Vec<&'static str>) = others
+            .into_iter()
+            .partition(|kind| registry[*kind].options.fair);
         let limits = limited
             .iter()
             .map(|kind| {
@@ -424,6 +455,7 @@ impl Worker {
             registry,
             kinds,
             free_kinds,
+            fair_kinds,
             limits,
             schedules,
             client: self.client,
@@ -484,6 +516,8 @@ pub(crate) struct Runner {
     kinds: Vec<&'static str>,
     /// The kinds without limits across the cluster, claimed by the plain claim.
     free_kinds: Vec<&'static str>,
+    /// The kinds whose jobs take turns by key, claimed by a fair claim.
+    fair_kinds: Vec<&'static str>,
     /// The limits of the other kinds, claimed by a limited claim.
     limits: Vec<KindLimit>,
     settings: Settings,

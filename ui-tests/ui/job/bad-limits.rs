@@ -22,4 +22,10 @@ async fn misspelt_key(account_id: i64) -> Result<(), std::io::Error> {
     Ok(())
 }
 
+#[errand::job(concurrency = 1, fair_by = "<account_id>")]
+async fn fair_and_limited(account_id: i64) -> Result<(), std::io::Error> {
+    let _ = account_id;
+    Ok(())
+}
+
 fn main() {}

@@ -16,7 +16,14 @@ async fn export(account: Account, format: String) -> Result<(), std::io::Error> 
     Ok(())
 }
 
+#[errand::job(fair_by = "<account.id>")]
+async fn send_digest(account: Account) -> Result<(), std::io::Error> {
+    let _ = account;
+    Ok(())
+}
+
 fn main() {
+    let _ = send_digest::with(Account { id: 8 });
     let _ = call_partner_api::with(1);
     let _ = export::with(Account { id: 7 }, "csv".to_owned());
 }

@@ -1,4 +1,5 @@
-//! Claims of jobs under limits across the cluster (`#[job(concurrency = .., rate = ..)]`).
+//! Claims of jobs under limits across the cluster (`#[job(concurrency = .., rate = ..)]`), and
+//! of jobs that take turns by key (`#[job(fair_by = ..)]`).
 //!
 //! A limited job starts only by taking free slots of its limit's key, in the transaction that
 //! claims it: a `running` slot for a concurrency limit (free while no running job holds it; a
@@ -208,6 +209,54 @@ impl<D: Dialect> SqlStore<D> {
         }
         tx.commit().await.map_err(err)?;
         Ok(in_start_order(claimed))
+    }
+}
+
+impl<D: Dialect> SqlStore<D> {
+    /// Claims up to `room` available jobs of the fair `kinds` from `queue`, each key's in turn.
+    pub(crate) async fn claim_fair(
+        &self,
+        queue: &str,
+        room: usize,
+        kinds: &[&str],
+        worker: &str,
+        lease: std::time::Duration,
+    ) -> Result<Vec<Claimed>, Error> {
+        let op = || format!("claim fair jobs from `{queue}`");
+        let claim = values![
+            queue,
+            count(room),
+            Value::Texts(kinds.to_vec()),
+            duration_millis(lease),
+            worker,
+            Value::Now,
+        ];
+        let rows = self.fetch_hot(D::SQL.claim_fair, claim, op).await?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            claimed.push(claimed_row(row).map_err(|e| op_error::<D>(op(), e))?);
+        }
+        Ok(in_start_order(claimed))
+    }
+}
+
+impl<D: Dialect> SqlStore<D> {
+    /// Ages the available jobs of `queues`: one priority level up per `step` waited.
+    pub(crate) async fn age(
+        &self,
+        queues: &[&str],
+        step: std::time::Duration,
+        limit: usize,
+    ) -> Result<u64, Error> {
+        let op = || format!("age the priorities of {queues:?}");
+        let step = duration_millis(step).max(1);
+        let age = values![
+            Value::Texts(queues.to_vec()),
+            step,
+            count(limit),
+            Value::Now
+        ];
+        self.execute(D::SQL.age, age, op).await
     }
 }
 
