@@ -64,10 +64,16 @@ CREATE TRIGGER errand_jobs_limit_slot
 
 -- Fairness within a queue (`#[job(fair_by = "<account_id>")]`): claims take the waiting jobs of
 -- each key in turn, the head of every key before the second of any, read per key from this
--- index of fair jobs only.
+-- index of fair jobs only; among keys, the one served longest ago (or never) goes first.
 ALTER TABLE errand_jobs ADD COLUMN fair_key TEXT;
 CREATE INDEX errand_jobs_fair ON errand_jobs (queue, fair_key, priority, run_at, id)
     WHERE state = 'available' AND fair_key IS NOT NULL;
+CREATE TABLE errand_fair_turns (
+    queue     TEXT NOT NULL,
+    fair_key  TEXT NOT NULL,
+    served_at BIGINT NOT NULL,
+    PRIMARY KEY (queue, fair_key)
+);
 
 -- Priority aging: a job waiting to run moves up one priority level for each aging period it
 -- has waited since its run time. `base_priority` keeps the priority it was given, once aged.

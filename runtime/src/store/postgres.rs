@@ -554,17 +554,19 @@ static STATEMENTS: Statements = Statements {
                     ORDER BY j.fair_key LIMIT 1)
             FROM keys k WHERE k.fair_key IS NOT NULL
         ), heads AS (
-            SELECT h.id, h.priority, h.run_at,
+            SELECT h.id, h.priority, h.run_at, t.served_at,
                    row_number() OVER (PARTITION BY h.fair_key ORDER BY h.priority, h.run_at, h.id) AS turn
             FROM keys k CROSS JOIN LATERAL (
                 SELECT id, fair_key, priority, run_at FROM errand_jobs
                 WHERE queue = $1 AND state = 'available' AND fair_key = k.fair_key AND kind = ANY($3)
                   AND (expires_at IS NULL OR expires_at > errand_now_ms())
                 ORDER BY priority, run_at, id LIMIT $2) h
+            LEFT JOIN errand_fair_turns t ON t.queue = $1 AND t.fair_key = h.fair_key
             WHERE k.fair_key IS NOT NULL
         ), picked AS (
             SELECT id FROM errand_jobs
-            WHERE id IN (SELECT id FROM heads ORDER BY turn, priority, run_at, id LIMIT $2)
+            WHERE id IN (SELECT id FROM heads
+                         ORDER BY turn, served_at NULLS FIRST, priority, run_at, id LIMIT $2)
               AND state = 'available'
               AND NOT EXISTS (SELECT 1 FROM errand_queues p
                               WHERE p.queue = $1 AND p.paused_at IS NOT NULL)
@@ -573,8 +575,12 @@ static STATEMENTS: Statements = Statements {
         UPDATE errand_jobs ",
         claim_set!("$4", "$5"),
         " WHERE id IN (SELECT id FROM picked) ",
-        claim_returning!()
+        claim_returning!(),
+        ", fair_key"
     ),
+    fair_served: "INSERT INTO errand_fair_turns (queue, fair_key, served_at)
+        SELECT $1, k, errand_now_ms() FROM unnest($2::text[]) AS k
+        ON CONFLICT (queue, fair_key) DO UPDATE SET served_at = EXCLUDED.served_at",
     claim_ids: concat!(
         "UPDATE errand_jobs ",
         claim_set!("$2", "$3"),

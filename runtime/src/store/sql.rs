@@ -274,8 +274,11 @@ pub(crate) struct Statements {
     pub claim_ids: &'static str,
     /// `queue, limit, kinds, lease, worker, now`: claims up to `limit` available jobs of the
     /// fair `kinds` from `queue`, taking each `fair_key`'s jobs in turn (every key's most urgent
-    /// before any key's second), returning what [`Statements::claim`] returns.
+    /// before any key's second; among keys, the one served longest ago first), returning what
+    /// [`Statements::claim`] returns and the job's `fair_key`.
     pub claim_fair: &'static str,
+    /// `queue, keys, now`: records that these keys were served now.
+    pub fair_served: &'static str,
     /// `grace, queues, kinds, message_before, message_after, max_errors, keep_first, worker,
     /// now`: kills available jobs of unknown kinds due for `grace`.
     pub bury_unknown: &'static str,

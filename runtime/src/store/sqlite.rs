@@ -454,19 +454,24 @@ static STATEMENTS: Statements = Statements {
         claim_set!("?6", "?4", "?5"),
         "
         WHERE id IN (
-            SELECT id FROM (
-                SELECT id, priority, run_at,
+            SELECT j.id FROM (
+                SELECT id, fair_key, priority, run_at,
                        row_number() OVER (PARTITION BY fair_key ORDER BY priority, run_at, id) AS turn
                 FROM errand_jobs
                 WHERE queue = ?1 AND state = 'available' AND fair_key IS NOT NULL
                   AND kind IN (SELECT value FROM json_each(?3))
                   AND (expires_at IS NULL OR expires_at > ?6)
                   AND NOT EXISTS (SELECT 1 FROM errand_queues p
-                                  WHERE p.queue = ?1 AND p.paused_at IS NOT NULL))
-            ORDER BY turn, priority, run_at, id
+                                  WHERE p.queue = ?1 AND p.paused_at IS NOT NULL)) j
+            LEFT JOIN errand_fair_turns t ON t.queue = ?1 AND t.fair_key = j.fair_key
+            ORDER BY j.turn, t.served_at NULLS FIRST, j.priority, j.run_at, j.id
             LIMIT ?2) ",
-        claim_returning!()
+        claim_returning!(),
+        ", fair_key"
     ),
+    fair_served: "INSERT INTO errand_fair_turns (queue, fair_key, served_at)
+        SELECT ?1, value, ?3 FROM json_each(?2) WHERE true
+        ON CONFLICT (queue, fair_key) DO UPDATE SET served_at = excluded.served_at",
     claim_ids: concat!(
         "UPDATE errand_jobs ",
         claim_set!("?4", "?2", "?3"),

@@ -231,12 +231,27 @@ impl<D: Dialect> SqlStore<D> {
             worker,
             Value::Now,
         ];
-        let rows = self.fetch_hot(D::SQL.claim_fair, claim, op).await?;
+        let err = |e| op_error::<D>(op(), e);
+        let mut tx = self.pool.begin_with(D::BEGIN_WRITE).await.map_err(err)?;
+        let rows = D::fetch(&mut tx, D::SQL.claim_fair, claim, &self.clock)
+            .await
+            .map_err(err)?;
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
-            claimed.push(claimed_row(row).map_err(|e| op_error::<D>(op(), e))?);
+            let (order, job) = claimed_row(row).map_err(err)?;
+            claimed.push((row.text(13).map_err(err)?, order, job));
         }
-        Ok(in_start_order(claimed))
+        let mut keys: Vec<&str> = claimed.iter().map(|(key, _, _)| key.as_str()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        if !keys.is_empty() {
+            let served = values![queue, Value::Texts(keys), Value::Now];
+            D::execute(&mut tx, D::SQL.fair_served, served, &self.clock)
+                .await
+                .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(in_turns(claimed))
     }
 }
 
@@ -258,6 +273,26 @@ impl<D: Dialect> SqlStore<D> {
         ];
         self.execute(D::SQL.age, age, op).await
     }
+}
+
+/// Fair claims in the order they start: each key's first, then each key's second, and so on,
+/// each key's jobs (and each turn's) by priority, run time and id.
+fn in_turns(mut claimed: Vec<(String, (i64, i64), Claimed)>) -> Vec<Claimed> {
+    claimed.sort_by(|(k1, o1, j1), (k2, o2, j2)| (k1, o1, j1.id).cmp(&(k2, o2, j2.id)));
+    let mut turns: Vec<(usize, (i64, i64), Claimed)> = Vec::with_capacity(claimed.len());
+    let mut turn = 0;
+    let mut last: Option<String> = None;
+    for (key, order, job) in claimed {
+        turn = if last.as_deref() == Some(key.as_str()) {
+            turn + 1
+        } else {
+            0
+        };
+        last = Some(key);
+        turns.push((turn, order, job));
+    }
+    turns.sort_by(|(t1, o1, j1), (t2, o2, j2)| (t1, o1, j1.id).cmp(&(t2, o2, j2.id)));
+    turns.into_iter().map(|(_, _, job)| job).collect()
 }
 
 /// Rows of `limit_key, purpose, n`.
