@@ -804,6 +804,7 @@ pub(crate) enum Listener {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Wake {
     /// A job became available (or a queue was resumed).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     Available,
     /// A job was scheduled for later: the next due time may be earlier.
     Scheduled,
