@@ -185,9 +185,13 @@ impl ClaimLoop {
                     }
                 }
                 () = tokio::time::sleep_until((last_claim + CLAIM_WINDOW).into()), if window_wait => {}
-                Ok(()) = enqueued.changed(), if !until_idle && !sending => starved = false,
+                Ok(()) = enqueued.changed(), if !until_idle && !sending => {
+                    starved = false;
+                    runner.woken();
+                }
                 wake = listener.next(), if !until_idle && !sending => {
                     starved = false;
+                    runner.woken();
                     promote_due |= wake == Wake::Scheduled;
                 }
                 () = tokio::time::sleep(settings.poll_interval), if !until_idle && !sending => starved = false,
@@ -346,8 +350,13 @@ async fn complete_and_claim(
     let store = runner.client.store();
     let queues = &runner.settings.queues;
     let lease = runner.settings.lease;
-    // Jobs that take turns by key (`fair_by`) get half the places, and any the others leave.
-    let fair = !runner.fair_kinds.is_empty();
+    let (quiet_fair, quiet_limited) = {
+        let quiet = runner.quiet.lock().unwrap_or_else(|e| e.into_inner());
+        (quiet.fair, quiet.limited)
+    };
+    // Jobs that take turns by key (`fair_by`) get half the places, and any the others leave;
+    // while their last claim found none, the others get every place.
+    let fair = !runner.fair_kinds.is_empty() && runner.should_look(quiet_fair);
     let plain_room = if fair { room / 2 } else { room };
     let shares = weighted_shares(queues, plain_room, fastrand::f64);
     let wanted: Vec<(&str, usize)> = queues
@@ -371,6 +380,7 @@ async fn complete_and_claim(
     let mut others: Vec<&(String, u32)> = queues.iter().filter(|(q, _)| !exhausted(q)).collect();
     others.sort_by_key(|(_, weight)| std::cmp::Reverse(*weight));
     if fair {
+        let before = jobs.len();
         for (queue, _) in queues {
             let left = room - jobs.len();
             if left == 0 {
@@ -388,6 +398,9 @@ async fn complete_and_claim(
                 }
             }
         }
+        let found = jobs.len() > before;
+        let mut quiet = runner.quiet.lock().unwrap_or_else(|e| e.into_inner());
+        quiet.fair = (!found).then(Instant::now);
     }
     for (queue, _) in others {
         let left = room - jobs.len();
@@ -409,17 +422,24 @@ async fn complete_and_claim(
     }
     // Jobs under limits across the cluster take the places left, each with its limits' slots.
     let left = room - jobs.len();
-    if left > 0 && !runner.limits.is_empty() {
+    if left > 0 && !runner.limits.is_empty() && runner.should_look(quiet_limited) {
         let queues: Vec<&str> = queues.iter().map(|(queue, _)| queue.as_str()).collect();
-        match store
+        let found = match store
             .claim_limited(&queues, &runner.limits, left, &runner.id, lease)
             .await
         {
-            Ok(more) => jobs.extend(more),
+            Ok(more) => {
+                let found = !more.is_empty();
+                jobs.extend(more);
+                found
+            }
             Err(err) => {
                 tracing::warn!(worker = %runner.id, error = %err, "claiming limited jobs failed");
+                false
             }
-        }
+        };
+        let mut quiet = runner.quiet.lock().unwrap_or_else(|e| e.into_inner());
+        quiet.limited = (!found).then(Instant::now);
     }
     Ok((exchange.completed, jobs))
 }

@@ -48,9 +48,6 @@ use supervise::supervise;
 /// How many jobs a worker claims beyond its free slots, unless told (see [`Worker::prefetch`]).
 const DEFAULT_PREFETCH: usize = 16;
 
-/// How long a waiting job waits per priority level it moves up, unless told.
-const DEFAULT_PRIORITY_AGING: Duration = Duration::from_secs(60);
-
 /// The shortest poll interval a worker accepts: anything shorter busy-polls the database.
 const MIN_POLL_INTERVAL: Duration = Duration::from_millis(1);
 
@@ -137,7 +134,7 @@ impl Worker {
                 on_death: None,
                 death_handler_timeout: Duration::from_secs(30),
                 periodic: Vec::new(),
-                priority_aging: Some(DEFAULT_PRIORITY_AGING),
+                priority_aging: None,
             },
             id: worker_id(),
         }
@@ -186,13 +183,16 @@ impl Worker {
         self
     }
 
-    /// Ages priorities (default: one level a minute): a job waiting to run moves up one
-    /// priority level for each `step` it has waited since its run time, so that a steady
-    /// stream of urgent jobs never starves the others forever: a job of priority 9 waits at
-    /// most nine steps before it is taken with the newest jobs of priority 0. The job's
-    /// [`JobInfo::priority`](crate::JobInfo::priority) shows where it stands. `None` turns
-    /// aging off: priority then orders strictly. Each worker ages the jobs of its queues as it
-    /// polls.
+    /// Ages priorities (off by default): a job waiting to run moves up one priority level for
+    /// each `step` it has waited since its run time, so that a steady stream of urgent jobs
+    /// never starves the others forever: a job of priority 9 waits at most nine steps before
+    /// it is taken with the newest jobs of priority 0. The job's
+    /// [`JobInfo::priority`](crate::JobInfo::priority) shows where it stands. Each worker ages
+    /// the jobs of its queues as it polls, up to 1,000 per level and queue at a time.
+    ///
+    /// Aging writes: each level a job moves up rewrites its row, so a backlog older than a
+    /// step costs up to nine updates a job. Turn it on where a queue mixes priorities and its
+    /// backlog can last; with `None` (the default) priority orders strictly.
     ///
     /// ```no_run
     /// # async fn demo(client: errand::Client) -> Result<(), errand::Error> {
@@ -463,6 +463,7 @@ impl Worker {
             id: self.id,
             runs: Arc::default(),
             deaths: Notify::new(),
+            quiet: std::sync::Mutex::default(),
         }))
     }
 }
@@ -528,6 +529,31 @@ pub(crate) struct Runner {
     deaths: Notify,
     /// The periodic jobs this worker schedules.
     schedules: Vec<Schedule>,
+    /// When the claims of fair and of limited jobs last found none (see [`Quiet`]).
+    quiet: std::sync::Mutex<Quiet>,
+}
+
+/// When a worker's claims of jobs that take turns (`fair_by`) and of jobs under limits last
+/// found none of them: such a claim then waits a poll interval, or a wake-up, before it looks
+/// again, so that a worker whose queues hold none of those jobs pays one statement a poll for
+/// them, not one an exchange.
+#[derive(Debug, Default)]
+pub(crate) struct Quiet {
+    pub fair: Option<std::time::Instant>,
+    pub limited: Option<std::time::Instant>,
+}
+
+impl Runner {
+    /// Whether the claim whose last empty result is `since` should look now.
+    fn should_look(&self, since: Option<std::time::Instant>) -> bool {
+        since.is_none_or(|at| at.elapsed() >= self.settings.poll_interval)
+    }
+
+    /// Something may have been enqueued: every claim looks again.
+    fn woken(&self) {
+        let mut quiet = self.quiet.lock().unwrap_or_else(|e| e.into_inner());
+        *quiet = Quiet::default();
+    }
 }
 
 /// The schedules a worker runs: those it was given, and those `#[job(cron = ..)]` declared for
