@@ -150,6 +150,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .queues([("demo", 4), ("mail", 1), ("exports", 1), ("ordered", 1)])
         .concurrency(4)
         .periodic("*/2 * * * * *", report::with("sales".into()))
+        .priority_aging(Some(Duration::from_secs(60)))
         .poll_interval(Duration::from_secs(1))
         .spawn();
     let started = Instant::now();

@@ -323,7 +323,16 @@ impl Client {
             for chunk in chunks(requests, limit) {
                 let chunk = chunk?;
                 later |= chunk.iter().any(|job| job.run_at.is_later());
-                let ids = self.store().enqueue_many(&chunk).await?;
+                // Jobs that wait on others go one at a time: each locks the jobs it waits on.
+                let ids = if chunk.iter().any(|job| !job.after.is_empty()) {
+                    let mut ids = Vec::with_capacity(chunk.len());
+                    for job in &chunk {
+                        ids.push(self.store().enqueue(job).await?.id());
+                    }
+                    ids
+                } else {
+                    self.store().enqueue_many(&chunk).await?
+                };
                 enqueued.extend(new_jobs(ids));
             }
             if later {
@@ -365,7 +374,17 @@ impl Client {
         } else {
             let limit = self.config().max_args_bytes_limit();
             for chunk in chunks(requests, limit) {
-                enqueued.extend(new_jobs(tx.insert_jobs(&chunk?).await?));
+                let chunk = chunk?;
+                let ids = if chunk.iter().any(|job| !job.after.is_empty()) {
+                    let mut ids = Vec::with_capacity(chunk.len());
+                    for job in &chunk {
+                        ids.push(tx.insert_job(job).await?.id());
+                    }
+                    ids
+                } else {
+                    tx.insert_jobs(&chunk).await?
+                };
+                enqueued.extend(new_jobs(ids));
             }
         }
         Ok(enqueued)

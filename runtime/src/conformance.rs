@@ -93,6 +93,9 @@ impl ConformanceStore {
             expires: None,
             limit_key: None,
             fair_key: None,
+            after: Vec::new(),
+            on_dependency_failure: crate::job::OnDependencyFailure::Cancel,
+            workflow: None,
         };
         Ok(match self.store().enqueue(&job).await? {
             Inserted::New(id) => (id.get(), true),

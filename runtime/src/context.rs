@@ -201,6 +201,11 @@ impl Context {
     }
 
     /// Whether [`Context::complete_in`] succeeded in this run.
+    /// The store the job runs on.
+    pub(crate) fn store(&self) -> &Backend {
+        &self.inner.store
+    }
+
     pub(crate) fn completed_in_tx(&self) -> bool {
         self.inner.completed_in_tx.load(Ordering::SeqCst)
     }

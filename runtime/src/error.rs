@@ -182,6 +182,38 @@ pub enum Error {
         /// The kind name.
         kind: String,
     },
+    /// A job was enqueued to wait on a job that does not exist (or was pruned).
+    #[error(
+        "job {depends_on}, which a `{kind}` job would wait on, does not exist (or was pruned)"
+    )]
+    UnknownDependency {
+        /// The kind of the job being enqueued.
+        kind: &'static str,
+        /// The job it names.
+        depends_on: JobId,
+    },
+    /// A job cannot be added to a batch: every job of it has finished (its callbacks were
+    /// released), or it does not exist.
+    #[error("batch {batch} is finished (its callbacks were released), or does not exist: no job can be added to it")]
+    BatchClosed {
+        /// The batch.
+        batch: crate::WorkflowId,
+    },
+    /// A job that belongs to no batch asked to add a job to its batch.
+    #[error("job {id} belongs to no batch")]
+    NotInBatch {
+        /// The job.
+        id: JobId,
+    },
+    /// A workflow cannot be built: a step named twice, a dependency on a step that does not
+    /// exist, or a cycle.
+    #[error("invalid workflow `{name}`: {reason}")]
+    InvalidWorkflow {
+        /// The workflow's name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A periodic job's schedule cannot run: its cron expression, time zone or request is
     /// invalid, or two schedules of one worker share a name.
     #[error("invalid schedule `{name}`: {reason}")]
@@ -279,6 +311,10 @@ impl crate::Classify for Error {
             | Error::InvalidPriority { .. }
             | Error::KeyTooLong { .. }
             | Error::Duplicate { .. }
+            | Error::UnknownDependency { .. }
+            | Error::InvalidWorkflow { .. }
+            | Error::BatchClosed { .. }
+            | Error::NotInBatch { .. }
             | Error::Step { .. } => crate::ErrorClass::Permanent,
             _ => crate::ErrorClass::Transient,
         }

@@ -50,6 +50,10 @@ pub struct JobInfo {
     /// Its deadline: if it has not started by then, it is cancelled as expired
     /// (`#[job(expires_in = ..)]`, [`Request::expires_at`](crate::Request::expires_at)).
     pub expires_at: Option<SystemTime>,
+    /// The workflow it is a step of ([`Workflow`](crate::Workflow)).
+    pub workflow: Option<crate::WorkflowId>,
+    /// Its step's name in that workflow.
+    pub step: Option<String>,
 }
 
 impl JobInfo {

@@ -160,6 +160,31 @@ pub enum OnConflict {
     Reject,
 }
 
+/// What a job that waits on others ([`Request::after`](crate::Request::after)) does when one of
+/// them dies or is cancelled.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OnDependencyFailure {
+    /// It is cancelled, with an error that names the job it waited on, and so are the jobs that
+    /// wait on it.
+    #[default]
+    Cancel,
+    /// It runs anyway, once every job it waits on has finished, however it finished: a cleanup,
+    /// a report, a notification.
+    Run,
+}
+
+impl OnDependencyFailure {
+    /// As stored: `cancel` or `run`.
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            OnDependencyFailure::Cancel => "cancel",
+            OnDependencyFailure::Run => "run",
+        }
+    }
+}
+
 /// A job's id, unique within its store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]

@@ -88,10 +88,11 @@
 // what only the stores read is unused: jobs can still be declared.
 #![cfg_attr(
     not(any(feature = "sqlite", feature = "postgres")),
-    allow(unused_variables, dead_code, unused_imports)
+    allow(unused_variables, dead_code, unused_imports, unreachable_code)
 )]
 #![warn(missing_docs)]
 
+mod batch;
 mod classify;
 mod client;
 /// For `errand-model`'s conformance tests only: not part of errand's API.
@@ -114,9 +115,11 @@ mod store;
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub mod testing;
 mod worker;
+mod workflow;
 
 pub use errand_macros::{job, JobError};
 
+pub use crate::batch::{Batch, BatchInfo, EnqueuedBatch};
 pub use crate::classify::{Classify, ErrorClass, FailureKind};
 pub use crate::client::{Client, Config, StoreDatabase};
 pub use crate::context::Context;
@@ -124,14 +127,17 @@ pub use crate::dead::{Cancellation, DeadFilter, Death, DeathReason, Retention};
 pub use crate::error::Error;
 pub use crate::info::{AttemptError, JobInfo};
 pub use crate::job::{
-    Job, JobId, JobOptions, JobState, OnConflict, Outcome, Rate, Unique, UniqueStrategy,
-    UnknownState,
+    Job, JobId, JobOptions, JobState, OnConflict, OnDependencyFailure, Outcome, Rate, Unique,
+    UniqueStrategy, UnknownState,
 };
 pub use crate::query::{JobFilter, Page, QueueStats, StateCounts};
 pub use crate::request::{EnqueueOutcome, Enqueued, Request, Transaction};
 pub use crate::retry::Backoff;
 pub use crate::schedule::{CatchUp, Periodic, ScheduleInfo};
 pub use crate::worker::{DeathHandlerError, Worker, WorkerHandle};
+pub use crate::workflow::{
+    EnqueuedWorkflow, Workflow, WorkflowId, WorkflowInfo, WorkflowState, WorkflowStep,
+};
 
 /// For macro expansions only, not public API: may change in any release.
 #[doc(hidden)]

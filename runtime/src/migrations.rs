@@ -96,6 +96,7 @@ migrations!(
     10 "0010_tags_meta_timeout",
     11 "0011_tag_index",
     12 "0012_queues_deadlines_schedules",
+    13 "0013_dependencies",
 );
 
 /// The table in which errand records which migrations a PostgreSQL schema has.

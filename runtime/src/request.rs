@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use crate::client::{Client, Config};
 use crate::error::Error;
-use crate::job::OnConflict;
 use crate::job::{Job, JobId};
+use crate::job::{OnConflict, OnDependencyFailure};
 use crate::store::{Expiry, Inserted, NewJob, RunAt, Store};
 
 /// A job with its arguments, ready to enqueue. `#[job]` generates `my_job::with(args..)` to
@@ -39,6 +39,8 @@ pub struct Request<J: Job> {
     retry: Option<u32>,
     timeout: Option<Duration>,
     expires: Option<Expiry>,
+    after: Vec<JobId>,
+    on_dependency_failure: OnDependencyFailure,
     tags: Vec<String>,
     meta: Option<serde_json::Value>,
     job: PhantomData<fn() -> J>,
@@ -95,6 +97,8 @@ impl<J: Job> Request<J> {
             retry: None,
             timeout: None,
             expires: None,
+            after: Vec::new(),
+            on_dependency_failure: OnDependencyFailure::Cancel,
             tags: Vec::new(),
             meta: None,
             job: PhantomData,
@@ -167,6 +171,33 @@ impl<J: Job> Request<J> {
     /// [`Request::expires_at`]). Overrides the job's `expires_in`.
     pub fn expires_in(mut self, window: Duration) -> Self {
         self.expires = Some(Expiry::After(window));
+        self
+    }
+
+    /// Keep the job `pending` until every one of `jobs` has completed. If one of them dies or
+    /// is cancelled, this job is cancelled too, with an error that names it (and so are the
+    /// jobs that wait on this one), unless [`Request::on_dependency_failure`] says to run it
+    /// anyway. The database releases it in the statement that completes the last of them. A
+    /// job it waits on that has already finished counts as it finished; one that does not
+    /// exist (or was pruned) fails the enqueue with [`Error::UnknownDependency`].
+    ///
+    /// ```no_run
+    /// # #[errand::job] async fn charge(order_id: i64) -> Result<(), std::io::Error> { Ok(()) }
+    /// # #[errand::job] async fn ship(order_id: i64) -> Result<(), std::io::Error> { Ok(()) }
+    /// # async fn demo(client: errand::Client) -> Result<(), errand::Error> {
+    /// let charged = charge::enqueue(&client, 42).await?;
+    /// ship::with(42).after([charged.id]).enqueue(&client).await?; // ships once charged
+    /// # Ok(()) }
+    /// ```
+    pub fn after(mut self, jobs: impl IntoIterator<Item = JobId>) -> Self {
+        self.after = jobs.into_iter().collect();
+        self
+    }
+
+    /// What this job does when a job it waits on ([`Request::after`]) dies or is cancelled:
+    /// [`OnDependencyFailure::Cancel`] (the default) or [`OnDependencyFailure::Run`].
+    pub fn on_dependency_failure(mut self, on_failure: OnDependencyFailure) -> Self {
+        self.on_dependency_failure = on_failure;
         self
     }
 
@@ -331,6 +362,9 @@ impl<J: Job> Request<J> {
                 .or_else(|| J::OPTIONS.expires_in.map(Expiry::After)),
             limit_key,
             fair_key: J::OPTIONS.fair.then(|| J::fair_key(&self.args)).flatten(),
+            after: self.after,
+            on_dependency_failure: self.on_dependency_failure,
+            workflow: None,
         })
     }
 }
@@ -383,6 +417,7 @@ where
             .field("retry", &self.retry)
             .field("timeout", &self.timeout)
             .field("expires", &self.expires)
+            .field("after", &self.after)
             .field("tags", &self.tags)
             .field("meta", &self.meta)
             .finish()
@@ -430,6 +465,12 @@ mod sealed {
             jobs: &[NewJob],
         ) -> impl Future<Output = Result<Vec<JobId>, Error>> + Send;
 
+        /// Stores a workflow named `name`; its id.
+        fn insert_workflow(
+            &mut self,
+            name: &str,
+        ) -> impl Future<Output = Result<i64, Error>> + Send;
+
         /// Whether the job was running under this fence and is now completed.
         fn complete_job(
             &mut self,
@@ -462,6 +503,10 @@ macro_rules! transaction_impls {
                 async fn complete_job(&mut self, id: JobId, fence: i64) -> Result<bool, Error> {
                     $module::complete(self, id, fence).await
                 }
+
+                async fn insert_workflow(&mut self, name: &str) -> Result<i64, Error> {
+                    $module::insert_workflow(self, name).await
+                }
             }
 
             #[cfg_attr(docsrs, doc(cfg(feature = $feature)))]
@@ -477,6 +522,10 @@ macro_rules! transaction_impls {
 
                 async fn complete_job(&mut self, id: JobId, fence: i64) -> Result<bool, Error> {
                     $module::complete(self, id, fence).await
+                }
+
+                async fn insert_workflow(&mut self, name: &str) -> Result<i64, Error> {
+                    $module::insert_workflow(self, name).await
                 }
             }
         };

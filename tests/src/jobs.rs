@@ -799,3 +799,14 @@ pub async fn tenant_job(tag: String, account: String, n: i64) -> Result<(), Test
     record(&tag, account);
     Ok(())
 }
+
+/// Adds `more` jobs like itself (with `more` one less) to its own batch, then records.
+#[job(queue = "first", backoff = fast)]
+pub async fn grows_batch(ctx: &Context, tag: String, more: u32) -> Result<(), TestError> {
+    if more > 0 {
+        ctx.add_to_batch(grows_batch::with(tag.clone(), more - 1))
+            .await?;
+    }
+    record(&tag, format!("grew {more}"));
+    Ok(())
+}

@@ -22,3 +22,4 @@ mod scheduling;
 mod shutdown;
 mod testing_client;
 mod unique;
+mod workflows;

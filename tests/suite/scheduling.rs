@@ -458,7 +458,7 @@ async fn a_schedule_in_a_time_zone_keeps_its_nights_across_daylight_saving_time(
 per_store!(a_long_wait_ages_a_low_priority_ahead);
 
 /// A job of priority 9 that has waited ten minutes is taken before newer jobs of priority 0
-/// with the default aging (a level a minute), and after them with aging off.
+/// with aging of a level a minute, and after them without aging (the default).
 async fn a_long_wait_ages_a_low_priority_ahead(store: TestStore) {
     let client = &store.client;
     for aging in [None, Some(Duration::from_secs(60))] {

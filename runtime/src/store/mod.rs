@@ -105,6 +105,12 @@ pub struct NewJob {
     pub(crate) limit_key: Option<String>,
     /// The key claims take turns between (`#[job(fair_by = ..)]`).
     pub(crate) fair_key: Option<String>,
+    /// The jobs it waits on (`Request::after`).
+    pub(crate) after: Vec<JobId>,
+    /// What it does when one of them dies or is cancelled.
+    pub(crate) on_dependency_failure: crate::job::OnDependencyFailure,
+    /// The workflow it is a step of, and the step's name.
+    pub(crate) workflow: Option<(i64, String)>,
 }
 
 impl NewJob {
@@ -189,6 +195,15 @@ impl NewJob {
             None => (None, None),
             Some(Expiry::After(d)) => (Some(crate::info::duration_millis(d)), None),
             Some(Expiry::At(t)) => (None, Some(crate::info::to_millis(t))),
+        }
+    }
+}
+
+impl Inserted {
+    /// The job that will run: the new one, or the one that holds the key.
+    pub(crate) fn id(self) -> JobId {
+        match self {
+            Inserted::New(id) | Inserted::Duplicate(id) | Inserted::Replaced(id) => id,
         }
     }
 }
@@ -596,6 +611,10 @@ where
             .map_err(|e| corrupt(format!("unreadable meta: {e}")))?,
         timeout: opt_int("timeout_ms")?.map(|ms| Duration::from_millis(ms.max(0).unsigned_abs())),
         expires_at: opt_int("expires_at")?.map(from_millis),
+        workflow: opt_int("workflow_id")?.map(crate::workflow::WorkflowId::new),
+        step: row
+            .try_get::<Option<String>, _>("step")
+            .map_err(|e| corrupt(e.to_string()))?,
     })
 }
 
@@ -830,6 +849,43 @@ impl Listener {
     }
 }
 
+/// Runs `$body` with `$tx` a write transaction of the store `$backend`, committing it when the
+/// body returns `Ok` (and rolling it back otherwise).
+macro_rules! with_write_transaction {
+    ($backend:expr, $tx:ident => $body:expr) => {
+        match $backend {
+            #[cfg(feature = "sqlite")]
+            $crate::store::Backend::Sqlite(store) => {
+                let mut $tx = store.begin_write().await?;
+                let value = $body?;
+                $tx.commit().await.map_err(|source| Error::Store {
+                    store: "sqlite",
+                    op: "commit".to_owned(),
+                    source,
+                })?;
+                Ok::<_, Error>(value)
+            }
+            #[cfg(feature = "postgres")]
+            $crate::store::Backend::Postgres(store) => {
+                let mut $tx = store.begin_write().await?;
+                let value = $body?;
+                $tx.commit().await.map_err(|source| Error::Store {
+                    store: "postgres",
+                    op: "commit".to_owned(),
+                    source,
+                })?;
+                Ok::<_, Error>(value)
+            }
+            #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+            $crate::store::Backend::None(never) => {
+                let nothing: Result<_, Error> = match *never {};
+                nothing
+            }
+        }
+    };
+}
+pub(crate) use with_write_transaction;
+
 /// Periodic jobs' schedules (see [`crate::schedule`]).
 #[cfg_attr(
     not(any(feature = "sqlite", feature = "postgres")),
@@ -888,6 +944,22 @@ impl Backend {
 
     pub(crate) async fn set_next_run(&self, name: &str, next: Option<i64>) -> Result<(), Error> {
         dispatch!(self, s => s.set_next_run(name, next).await)
+    }
+
+    pub(crate) async fn workflow(
+        &self,
+        id: crate::workflow::WorkflowId,
+    ) -> Result<Option<crate::workflow::WorkflowInfo>, Error> {
+        dispatch!(self, s => s.workflow(id).await)
+    }
+
+    pub(crate) async fn add_to_batch(
+        &self,
+        id: crate::workflow::WorkflowId,
+        job: NewJob,
+        callbacks: &[&str],
+    ) -> Result<JobId, Error> {
+        dispatch!(self, s => s.add_to_batch(id, job, callbacks).await)
     }
 
     pub(crate) async fn schedules(&self) -> Result<Vec<crate::schedule::ScheduleInfo>, Error> {

@@ -157,6 +157,14 @@ pub(crate) fn insert_many<'a>(
     sql::insert_many::<Postgres>(conn, jobs, &SYSTEM_CLOCK)
 }
 
+/// Stores a workflow in the caller's transaction; its id.
+pub(crate) fn insert_workflow<'a>(
+    conn: &'a mut PgConnection,
+    name: &'a str,
+) -> BoxFuture<'a, Result<i64, Error>> {
+    sql::insert_workflow::<Postgres>(conn, name, &SYSTEM_CLOCK)
+}
+
 /// Completes a running job in the caller's transaction (see [`sql::complete`]).
 pub(crate) fn complete(
     conn: &mut PgConnection,
@@ -381,8 +389,8 @@ macro_rules! select_job {
         "SELECT id, kind, queue, args::text AS args, state, priority::bigint AS priority,
          attempt::bigint AS attempt, max_attempts::bigint AS max_attempts, idempotency_key, run_at,
          created_at, attempted_at, finished_at, errors::text AS errors,
-         array_to_json(tags)::text AS tags, meta::text AS meta, timeout_ms, expires_at
-         FROM errand_jobs"
+         array_to_json(tags)::text AS tags, meta::text AS meta, timeout_ms, expires_at,
+         workflow_id, step FROM errand_jobs"
     };
 }
 
@@ -411,12 +419,14 @@ static STATEMENTS: Statements = Statements {
         "WITH ins AS (
         INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, idempotency_key,
                                  run_at, created_at, unique_key, unique_strategy, unique_until,
-                                 tags, meta, timeout_ms, expires_at, limit_key, fair_key)
+                                 tags, meta, timeout_ms, expires_at, limit_key, fair_key,
+                                 waiting_on, workflow_id, step)
         SELECT $1, $2, $3::jsonb,
-               CASE WHEN t.run_at > errand_now_ms() THEN 'scheduled' ELSE 'available' END,
+               CASE WHEN $20::int > 0 THEN 'pending'
+                    WHEN t.run_at > errand_now_ms() THEN 'scheduled' ELSE 'available' END,
                $4, $5, $6, t.run_at, errand_now_ms(), $9, $10, errand_now_ms() + $11::bigint,
                $13::text[], $14::jsonb, $15::bigint, COALESCE($17::bigint, t.run_at + $16::bigint),
-               $18::text, $19::text
+               $18::text, $19::text, $20::int, $21::bigint, $22::text
         FROM (SELECT COALESCE($8::bigint, errand_now_ms() + $7::bigint) AS run_at) t
         ON CONFLICT DO NOTHING
         RETURNING id, queue, state)",
@@ -581,6 +591,22 @@ static STATEMENTS: Statements = Statements {
     fair_served: "INSERT INTO errand_fair_turns (queue, fair_key, served_at)
         SELECT $1, k, errand_now_ms() FROM unnest($2::text[]) AS k
         ON CONFLICT (queue, fair_key) DO UPDATE SET served_at = EXCLUDED.served_at",
+    lock_parents: "UPDATE errand_jobs SET has_dependents = true WHERE id = ANY($1)
+        RETURNING id, state, step",
+    add_deps: "INSERT INTO errand_job_deps (depends_on, job_id, on_failure)
+        SELECT p, $2, $3 FROM unnest($1::bigint[]) AS p ON CONFLICT DO NOTHING",
+    insert_workflow: "INSERT INTO errand_workflows (name, created_at) VALUES ($1, errand_now_ms())
+        RETURNING id",
+    workflow: "SELECT name, created_at FROM errand_workflows WHERE id = $1",
+    workflow_jobs: concat!(select_job!(), " WHERE workflow_id = $1 ORDER BY id"),
+    wait_for_one_more: "UPDATE errand_jobs SET waiting_on = waiting_on + 1
+        WHERE workflow_id = $1 AND step = ANY($2) AND state = 'pending'
+        RETURNING id, step",
+    count_steps: "SELECT count(*) FROM errand_jobs WHERE workflow_id = $1 AND step = ANY($2)",
+    add_dependents: "INSERT INTO errand_job_deps (depends_on, job_id, on_failure)
+        SELECT $1, t.job, t.on_failure FROM unnest($2::bigint[], $3::text[]) AS t(job, on_failure)",
+    workflow_deps: "SELECT d.depends_on, d.job_id FROM errand_job_deps d
+        JOIN errand_jobs j ON j.id = d.job_id WHERE j.workflow_id = $1",
     claim_ids: concat!(
         "UPDATE errand_jobs ",
         claim_set!("$2", "$3"),

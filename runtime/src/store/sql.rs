@@ -17,7 +17,7 @@ use crate::classify::FailureKind;
 use crate::dead::{Cancellation, Retention};
 use crate::error::Error;
 use crate::info::{duration_millis, AttemptError, JobInfo, StoredAttempt};
-use crate::job::{JobId, JobState, OnConflict};
+use crate::job::{JobId, JobState, OnConflict, OnDependencyFailure};
 use crate::migrations::Migration;
 use crate::query::{JobFilter, Page, QueueStats};
 use crate::store::{
@@ -272,6 +272,27 @@ pub(crate) struct Statements {
     /// `ids, lease, worker, now`: claims these available jobs, returning what
     /// [`Statements::claim`] returns.
     pub claim_ids: &'static str,
+    /// `ids`: marks these jobs as having dependents (locking them until the transaction ends);
+    /// returns `id, state, step` of each.
+    pub lock_parents: &'static str,
+    /// `parents, job, on_failure`: records that `job` waits on each of `parents`.
+    pub add_deps: &'static str,
+    /// `name, now`: a new workflow; returns its id.
+    pub insert_workflow: &'static str,
+    /// `id`: `name, created_at` of a workflow.
+    pub workflow: &'static str,
+    /// `id`: `depends_on, job_id` of every dependency among a workflow's jobs.
+    pub workflow_deps: &'static str,
+    /// `id`: the columns [`SqlRow::job`] reads of a workflow's jobs, by id.
+    pub workflow_jobs: &'static str,
+    /// `workflow, steps`: counts one more job for each of the workflow's steps named in `steps`
+    /// that still waits; returns `id, step` of each.
+    pub wait_for_one_more: &'static str,
+    /// `workflow, steps`: how many of the workflow's steps are named in `steps`.
+    pub count_steps: &'static str,
+    /// `parent, jobs, on_failures` (the last two parallel): records that each of `jobs` waits
+    /// on `parent`.
+    pub add_dependents: &'static str,
     /// `queue, limit, kinds, lease, worker, now`: claims up to `limit` available jobs of the
     /// fair `kinds` from `queue`, taking each `fair_key`'s jobs in turn (every key's most urgent
     /// before any key's second; among keys, the one served longest ago first), returning what
@@ -572,10 +593,111 @@ pub(crate) fn counting<D: Dialect>(filter: &JobFilter) -> (String, Vec<Value<'_>
 /// Inserts a job on `conn` (the pool's, or the caller's transaction), unless its unique key is
 /// taken. The unique index decides, never a check before the insert: of many enqueues of one
 /// key at once, from any number of processes, exactly one inserts.
+///
+/// A job that waits on others ([`NewJob::after`]) must be inserted in a transaction: this locks
+/// the jobs it waits on (so that none finishes unseen between their reading and the insert),
+/// inserts it `pending` on those not finished, and records its dependencies. One of them dead or
+/// cancelled cancels it at once (unless it runs anyway).
 pub(crate) fn insert<'a, D: Dialect>(
     conn: &'a mut Conn<D>,
     job: &'a NewJob,
     clock: &'a Clock,
+) -> BoxFuture<'a, Result<Inserted, Error>> {
+    Box::pin(async move {
+        if job.after.is_empty() {
+            return insert_one::<D>(conn, job, clock, 0).await;
+        }
+        let op = |e| op_error::<D>(format!("enqueue a `{}` job after others", job.kind), e);
+        let parents: Vec<i64> = job.after.iter().map(|id| id.get()).collect();
+        let lock = values![Value::Ints(parents.clone())];
+        let rows = D::fetch(conn, D::SQL.lock_parents, lock, clock)
+            .await
+            .map_err(op)?;
+        let mut waiting = 0;
+        let mut failed: Option<String> = None;
+        let mut found = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let (id, state, step) = (row.int(0), row.text(1), row.opt_text(2));
+            let (id, state, step) = (id.map_err(op)?, state.map_err(op)?, step.map_err(op)?);
+            found.push(id);
+            match state.as_str() {
+                "completed" => {}
+                "dead" | "cancelled" if job.on_dependency_failure == OnDependencyFailure::Run => {}
+                "dead" | "cancelled" => {
+                    let step = step.map(|s| format!(" ({s})")).unwrap_or_default();
+                    let what = if state == "dead" {
+                        "died"
+                    } else {
+                        "was cancelled"
+                    };
+                    failed.get_or_insert(format!("job {id}{step} that it depends on {what}"));
+                }
+                _ => waiting += 1,
+            }
+        }
+        if let Some(missing) = parents.iter().find(|id| !found.contains(id)) {
+            return Err(Error::UnknownDependency {
+                kind: job.kind,
+                depends_on: JobId::new(*missing),
+            });
+        }
+        // A job whose dependency already failed is inserted waiting, then cancelled.
+        let waiting = if failed.is_some() { 1 } else { waiting };
+        let inserted = insert_one::<D>(conn, job, clock, waiting).await?;
+        let Inserted::New(id) = inserted else {
+            return Ok(inserted);
+        };
+        let on_failure = job.on_dependency_failure.as_str();
+        let deps = values![Value::Ints(parents), id.get(), on_failure];
+        D::execute(conn, D::SQL.add_deps, deps, clock)
+            .await
+            .map_err(op)?;
+        if let Some(message) = failed {
+            let error = AttemptError {
+                attempt: 0,
+                kind: crate::classify::FailureKind::Cancelled,
+                message,
+                at: std::time::SystemTime::now(),
+                duration: Duration::ZERO,
+                worker: String::new(),
+            };
+            let error = encode_error::<D>(id, &error)?;
+            let cancel = values![id.get(), error.as_str(), Value::Now];
+            D::execute(conn, D::SQL.cancel, cancel, clock)
+                .await
+                .map_err(op)?;
+        }
+        Ok(inserted)
+    })
+}
+
+/// Stores a workflow named `name` on `conn`; its id.
+pub(crate) fn insert_workflow<'a, D: Dialect>(
+    conn: &'a mut Conn<D>,
+    name: &'a str,
+    clock: &'a Clock,
+) -> BoxFuture<'a, Result<i64, Error>> {
+    Box::pin(async move {
+        let op = |e| op_error::<D>(format!("store workflow `{name}`"), e);
+        let rows = D::fetch(
+            conn,
+            D::SQL.insert_workflow,
+            values![name, Value::Now],
+            clock,
+        )
+        .await
+        .map_err(op)?;
+        let row = first(rows).ok_or_else(|| op(sqlx::Error::RowNotFound))?;
+        row.int(0).map_err(op)
+    })
+}
+
+/// Inserts a job (see [`insert`]), `pending` on `waiting` unfinished jobs if any.
+fn insert_one<'a, D: Dialect>(
+    conn: &'a mut Conn<D>,
+    job: &'a NewJob,
+    clock: &'a Clock,
+    waiting: i64,
 ) -> BoxFuture<'a, Result<Inserted, Error>> {
     Box::pin(async move {
         let sql = D::SQL;
@@ -611,6 +733,9 @@ pub(crate) fn insert<'a, D: Dialect>(
                 Value::from(job.expiry_ms().1),
                 Value::from(job.limit_key.as_deref()),
                 Value::from(job.fair_key.as_deref()),
+                waiting,
+                Value::from(job.workflow.as_ref().map(|(id, _)| *id)),
+                Value::from(job.workflow.as_ref().map(|(_, step)| step.as_str())),
             ];
             if let Some(row) = first(D::fetch(conn, sql.insert, new, clock).await.map_err(op)?) {
                 return Ok(Inserted::New(JobId::new(row.int(0).map_err(op)?)));
@@ -1022,10 +1147,19 @@ fn apply_migrations<D: Dialect>(conn: &mut Conn<D>) -> BoxFuture<'_, Result<(), 
 
 impl<D: Dialect> Store for SqlStore<D> {
     async fn enqueue(&self, job: &NewJob) -> Result<Inserted, Error> {
-        let mut conn = self
-            .conn(|| format!("enqueue a `{}` job", job.kind))
-            .await?;
-        insert::<D>(&mut conn, job, &self.clock).await
+        let op = || format!("enqueue a `{}` job", job.kind);
+        if job.after.is_empty() {
+            let mut conn = self.conn(op).await?;
+            return insert::<D>(&mut conn, job, &self.clock).await;
+        }
+        let mut tx = self
+            .pool
+            .begin_with(D::BEGIN_WRITE)
+            .await
+            .map_err(|e| op_error::<D>(op(), e))?;
+        let inserted = insert::<D>(&mut tx, job, &self.clock).await?;
+        tx.commit().await.map_err(|e| op_error::<D>(op(), e))?;
+        Ok(inserted)
     }
 
     async fn claim(
@@ -1531,3 +1665,4 @@ pub(crate) mod listing_cases {
 // After the macros above, which they use.
 mod limits;
 mod schedules;
+mod workflows;

@@ -51,7 +51,10 @@ impl SqlStore<Sqlite> {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(BUSY_TIMEOUT)
-                .foreign_keys(true);
+                .foreign_keys(true)
+                // The triggers that cancel a failed job's dependents cancel theirs by firing
+                // again (migration 13).
+                .pragma("recursive_triggers", "ON");
             let in_memory = url.contains(":memory:") || url.contains("mode=memory");
             let pool = if in_memory {
                 one_connection().min_connections(1)
@@ -89,7 +92,8 @@ impl SqlStore<Sqlite> {
         let options = SqliteConnectOptions::new()
             .in_memory(true)
             .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            .pragma("recursive_triggers", "ON");
         let pool = one_connection()
             .after_connect(|conn, _| {
                 Box::pin(async move {
@@ -131,6 +135,14 @@ pub(crate) fn insert_many<'a>(
     jobs: &'a [NewJob],
 ) -> BoxFuture<'a, Result<Vec<JobId>, Error>> {
     sql::insert_many::<Sqlite>(conn, jobs, &SYSTEM_CLOCK)
+}
+
+/// Stores a workflow in the caller's transaction; its id.
+pub(crate) fn insert_workflow<'a>(
+    conn: &'a mut SqliteConnection,
+    name: &'a str,
+) -> BoxFuture<'a, Result<i64, Error>> {
+    sql::insert_workflow::<Sqlite>(conn, name, &SYSTEM_CLOCK)
 }
 
 /// Completes a running job in the caller's transaction (see [`sql::complete`]).
@@ -295,8 +307,8 @@ macro_rules! dead_filter {
 macro_rules! select_job {
     () => {
         "SELECT id, kind, queue, args, state, priority, attempt, max_attempts, idempotency_key,
-         run_at, created_at, attempted_at, finished_at, errors, tags, meta, timeout_ms, expires_at
-         FROM errand_jobs"
+         run_at, created_at, attempted_at, finished_at, errors, tags, meta, timeout_ms, expires_at,
+         workflow_id, step FROM errand_jobs"
     };
 }
 
@@ -322,10 +334,12 @@ static STATEMENTS: Statements = Statements {
     // `WHERE true` tells SQLite's parser that `ON CONFLICT` belongs to the insert.
     insert: "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, idempotency_key,
                                       run_at, created_at, unique_key, unique_strategy, unique_until,
-                                      tags, meta, timeout_ms, expires_at, limit_key, fair_key)
-        SELECT ?1, ?2, ?3, CASE WHEN t.run_at > ?12 THEN 'scheduled' ELSE 'available' END,
+                                      tags, meta, timeout_ms, expires_at, limit_key, fair_key,
+                                      waiting_on, workflow_id, step)
+        SELECT ?1, ?2, ?3,
+               CASE WHEN ?20 > 0 THEN 'pending' WHEN t.run_at > ?12 THEN 'scheduled' ELSE 'available' END,
                ?4, ?5, ?6, t.run_at, ?12, ?9, ?10, ?12 + ?11, ?13, ?14, ?15,
-               COALESCE(?17, t.run_at + ?16), ?18, ?19
+               COALESCE(?17, t.run_at + ?16), ?18, ?19, ?20, ?21, ?22
         FROM (SELECT COALESCE(?8, ?12 + ?7) AS run_at) t WHERE true
         ON CONFLICT DO NOTHING
         RETURNING id",
@@ -472,6 +486,23 @@ static STATEMENTS: Statements = Statements {
     fair_served: "INSERT INTO errand_fair_turns (queue, fair_key, served_at)
         SELECT ?1, value, ?3 FROM json_each(?2) WHERE true
         ON CONFLICT (queue, fair_key) DO UPDATE SET served_at = excluded.served_at",
+    lock_parents: "UPDATE errand_jobs SET has_dependents = 1
+        WHERE id IN (SELECT value FROM json_each(?1))
+        RETURNING id, state, step",
+    add_deps: "INSERT INTO errand_job_deps (depends_on, job_id, on_failure)
+        SELECT value, ?2, ?3 FROM json_each(?1) WHERE true ON CONFLICT DO NOTHING",
+    insert_workflow: "INSERT INTO errand_workflows (name, created_at) VALUES (?1, ?2) RETURNING id",
+    workflow: "SELECT name, created_at FROM errand_workflows WHERE id = ?1",
+    workflow_jobs: concat!(select_job!(), " WHERE workflow_id = ?1 ORDER BY id"),
+    wait_for_one_more: "UPDATE errand_jobs SET waiting_on = waiting_on + 1
+        WHERE workflow_id = ?1 AND step IN (SELECT value FROM json_each(?2)) AND state = 'pending'
+        RETURNING id, step",
+    count_steps: "SELECT count(*) FROM errand_jobs
+        WHERE workflow_id = ?1 AND step IN (SELECT value FROM json_each(?2))",
+    add_dependents: "INSERT INTO errand_job_deps (depends_on, job_id, on_failure)
+        SELECT ?1, j.value, f.value FROM json_each(?2) j JOIN json_each(?3) f ON f.key = j.key",
+    workflow_deps: "SELECT d.depends_on, d.job_id FROM errand_job_deps d
+        JOIN errand_jobs j ON j.id = d.job_id WHERE j.workflow_id = ?1",
     claim_ids: concat!(
         "UPDATE errand_jobs ",
         claim_set!("?4", "?2", "?3"),

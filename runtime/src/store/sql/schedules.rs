@@ -59,9 +59,7 @@ impl<D: Dialect> SqlStore<D> {
         }
         let job = schedule.job_for(slot.at);
         let inserted = insert::<D>(&mut tx, &job, &self.clock).await?;
-        let id = match inserted {
-            Inserted::New(id) | Inserted::Duplicate(id) | Inserted::Replaced(id) => id,
-        };
+        let id = inserted.id();
         let ran = values![name, id.get()];
         D::execute(&mut tx, D::SQL.schedule_job, ran, &self.clock)
             .await

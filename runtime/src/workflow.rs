@@ -1,0 +1,389 @@
+//! Workflows: jobs that wait on each other, declared as a graph of named steps and enqueued in
+//! one transaction.
+//!
+//! A step waits on the steps it names ([`Workflow::add_after`]) as [`Request::after`] makes any
+//! job wait: `pending` until each of them has completed, released by the database in the
+//! statement that completes the last one, and cancelled (with the jobs that wait on it) when
+//! one of them dies or is cancelled.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::client::Client;
+use crate::error::Error;
+use crate::info::JobInfo;
+use crate::job::{Job, JobId, JobState};
+use crate::request::{Request, Transaction};
+use crate::store::NewJob;
+
+/// A workflow's id, unique within its store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct WorkflowId(i64);
+
+impl WorkflowId {
+    /// The id as stored.
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+
+    pub(crate) const fn new(id: i64) -> Self {
+        WorkflowId(id)
+    }
+}
+
+impl From<i64> for WorkflowId {
+    fn from(id: i64) -> WorkflowId {
+        WorkflowId(id)
+    }
+}
+
+impl std::fmt::Display for WorkflowId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A graph of jobs, each a named step that may wait on others, enqueued together.
+///
+/// ```no_run
+/// # #[errand::job] async fn charge(order_id: i64) -> Result<(), std::io::Error> { Ok(()) }
+/// # #[errand::job] async fn reserve_stock(order_id: i64) -> Result<(), std::io::Error> { Ok(()) }
+/// # #[errand::job] async fn ship(order_id: i64) -> Result<(), std::io::Error> { Ok(()) }
+/// # async fn demo(client: errand::Client) -> Result<(), errand::Error> {
+/// let order = errand::Workflow::new("order-42")
+///     .add("charge", charge::with(42))
+///     .add("stock", reserve_stock::with(42))
+///     .add_after("ship", ship::with(42), ["charge", "stock"]) // once both completed
+///     .enqueue(&client)
+///     .await?;
+/// let picture = client.workflow(order.id).await?;
+/// # Ok(()) }
+/// ```
+///
+/// Steps may be added in any order. Enqueuing checks the graph first: a step named twice, a
+/// step that waits on a name no step has, or a cycle fails with [`Error::InvalidWorkflow`],
+/// and nothing is stored. Then every step is stored in one transaction (or the caller's, with
+/// [`Workflow::enqueue_tx`]): all of them, or none.
+#[must_use = "a workflow does nothing until it is enqueued"]
+pub struct Workflow {
+    name: String,
+    steps: Vec<Step>,
+}
+
+struct Step {
+    name: String,
+    job: Result<NewJob, Error>,
+    after: Vec<String>,
+}
+
+impl std::fmt::Debug for Workflow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let steps: Vec<(&str, &[String])> = self
+            .steps
+            .iter()
+            .map(|s| (s.name.as_str(), s.after.as_slice()))
+            .collect();
+        f.debug_struct("Workflow")
+            .field("name", &self.name)
+            .field("steps", &steps)
+            .finish()
+    }
+}
+
+impl Workflow {
+    /// An empty workflow; its name is stored with it, for people.
+    pub fn new(name: impl Into<String>) -> Workflow {
+        Workflow {
+            name: name.into(),
+            steps: Vec::new(),
+        }
+    }
+
+    /// A step that waits on nothing.
+    pub fn add<J: Job>(self, step: &str, request: Request<J>) -> Self {
+        self.add_after(step, request, std::iter::empty::<&str>())
+    }
+
+    /// A step that waits until each of the steps named in `after` has completed.
+    pub fn add_after<J: Job, I, S>(mut self, step: &str, request: Request<J>, after: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.steps.push(Step {
+            name: step.to_owned(),
+            job: request.into_new_job(crate::Config::DEFAULT_MAX_ARGS_BYTES),
+            after: after.into_iter().map(|s| s.as_ref().to_owned()).collect(),
+        });
+        self
+    }
+
+    /// A step of a job already made from its request.
+    pub(crate) fn add_job(
+        mut self,
+        step: &str,
+        job: Result<NewJob, Error>,
+        after: &[String],
+    ) -> Self {
+        self.steps.push(Step {
+            name: step.to_owned(),
+            job,
+            after: after.to_vec(),
+        });
+        self
+    }
+
+    /// Stores every step in one transaction; see [`Workflow`].
+    pub async fn enqueue(self, client: &Client) -> Result<EnqueuedWorkflow, Error> {
+        let order = self.order()?;
+        let enqueued = crate::store::with_write_transaction!(client.store(), tx => {
+            self.insert(&order, &mut tx).await
+        })?;
+        client.notify_enqueued();
+        Ok(enqueued)
+    }
+
+    /// Stores every step inside the caller's transaction (the transactional outbox): if it
+    /// rolls back, the workflow never existed.
+    pub async fn enqueue_tx<T: Transaction>(self, tx: &mut T) -> Result<EnqueuedWorkflow, Error> {
+        let order = self.order()?;
+        self.insert(&order, tx).await
+    }
+
+    /// The steps' indexes in an order where each comes after those it waits on; or what is
+    /// wrong with the graph.
+    fn order(&self) -> Result<Vec<usize>, Error> {
+        let invalid = |reason: String| Error::InvalidWorkflow {
+            name: self.name.clone(),
+            reason,
+        };
+        if self.steps.is_empty() {
+            return Err(invalid("it has no steps".to_owned()));
+        }
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        for (i, step) in self.steps.iter().enumerate() {
+            if index.insert(step.name.as_str(), i).is_some() {
+                return Err(invalid(format!("two steps are named `{}`", step.name)));
+            }
+        }
+        let mut waiting: Vec<usize> = vec![0; self.steps.len()];
+        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); self.steps.len()];
+        for (i, step) in self.steps.iter().enumerate() {
+            for name in &step.after {
+                let Some(&parent) = index.get(name.as_str()) else {
+                    let known: Vec<&str> = self.steps.iter().map(|s| s.name.as_str()).collect();
+                    return Err(invalid(format!(
+                        "step `{}` waits on `{name}`, which no step is named; the steps are {known:?}",
+                        step.name
+                    )));
+                };
+                waiting[i] += 1;
+                dependents[parent].push(i);
+            }
+        }
+        // Kahn's algorithm: what is left once no step is free waits on itself.
+        let mut order = Vec::with_capacity(self.steps.len());
+        let mut free: Vec<usize> = (0..self.steps.len()).filter(|i| waiting[*i] == 0).collect();
+        while let Some(i) = free.pop() {
+            order.push(i);
+            for &d in &dependents[i] {
+                waiting[d] -= 1;
+                if waiting[d] == 0 {
+                    free.push(d);
+                }
+            }
+        }
+        if order.len() < self.steps.len() {
+            let cycle: Vec<&str> = (0..self.steps.len())
+                .filter(|i| waiting[*i] > 0)
+                .map(|i| self.steps[i].name.as_str())
+                .collect();
+            return Err(invalid(format!(
+                "its steps wait on each other in a cycle, through {cycle:?}"
+            )));
+        }
+        Ok(order)
+    }
+
+    /// Inserts the workflow and its steps, in `order`, on `tx`.
+    async fn insert<T: Transaction>(
+        self,
+        order: &[usize],
+        tx: &mut T,
+    ) -> Result<EnqueuedWorkflow, Error> {
+        let id = tx.insert_workflow(&self.name).await?;
+        let mut steps: Vec<Option<Step>> = self.steps.into_iter().map(Some).collect();
+        let mut ids: HashMap<String, JobId> = HashMap::new();
+        let mut enqueued = Vec::with_capacity(order.len());
+        for &i in order {
+            let Some(step) = steps[i].take() else {
+                continue;
+            };
+            let mut job = step.job?;
+            job.after = step
+                .after
+                .iter()
+                .filter_map(|name| ids.get(name).copied())
+                .collect();
+            job.workflow = Some((id, step.name.clone()));
+            let job_id = tx.insert_job(&job).await?.id();
+            ids.insert(step.name.clone(), job_id);
+            enqueued.push((step.name, job_id));
+        }
+        Ok(EnqueuedWorkflow {
+            id: WorkflowId::new(id),
+            steps: enqueued,
+        })
+    }
+}
+
+/// What [`Workflow::enqueue`] stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EnqueuedWorkflow {
+    /// The workflow's id, for [`Client::workflow`].
+    pub id: WorkflowId,
+    /// Each step's name and job, in the order they were stored (each after those it waits
+    /// on). A unique step whose key was taken names the job that holds it.
+    pub steps: Vec<(String, JobId)>,
+}
+
+impl EnqueuedWorkflow {
+    /// The job of step `name`.
+    pub fn job(&self, name: &str) -> Option<JobId> {
+        self.steps
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, id)| *id)
+    }
+}
+
+/// Where a workflow stands, from its steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WorkflowState {
+    /// Some step has not finished.
+    Running,
+    /// Every step completed.
+    Completed,
+    /// Every step finished, and one died (the steps that waited on it were cancelled).
+    Failed,
+    /// Every step finished, none died, and one was cancelled.
+    Cancelled,
+}
+
+/// One step of a workflow, from [`Client::workflow`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct WorkflowStep {
+    /// The step's name.
+    pub name: String,
+    /// Its job: state, attempts, errors.
+    pub job: JobInfo,
+    /// The steps it waits on, by name.
+    pub after: Vec<String>,
+}
+
+/// A whole workflow, from [`Client::workflow`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct WorkflowInfo {
+    /// Its id.
+    pub id: WorkflowId,
+    /// The name it was given.
+    pub name: String,
+    /// When it was enqueued.
+    pub created_at: SystemTime,
+    /// Where it stands.
+    pub state: WorkflowState,
+    /// Its steps, in the order they were stored.
+    pub steps: Vec<WorkflowStep>,
+}
+
+impl WorkflowInfo {
+    /// Step `name`.
+    pub fn step(&self, name: &str) -> Option<&WorkflowStep> {
+        self.steps.iter().find(|s| s.name == name)
+    }
+
+    pub(crate) fn from_parts(
+        id: WorkflowId,
+        name: String,
+        created_at: SystemTime,
+        jobs: Vec<JobInfo>,
+        edges: &[(JobId, JobId)],
+    ) -> WorkflowInfo {
+        let names: HashMap<JobId, String> = jobs
+            .iter()
+            .map(|j| (j.id, j.step.clone().unwrap_or_else(|| j.id.to_string())))
+            .collect();
+        let steps: Vec<WorkflowStep> = jobs
+            .into_iter()
+            .map(|job| {
+                let after = edges
+                    .iter()
+                    .filter(|(_, child)| *child == job.id)
+                    .map(|(parent, _)| {
+                        names
+                            .get(parent)
+                            .cloned()
+                            .unwrap_or_else(|| format!("job {parent}"))
+                    })
+                    .collect();
+                WorkflowStep {
+                    name: names.get(&job.id).cloned().unwrap_or_default(),
+                    job,
+                    after,
+                }
+            })
+            .collect();
+        let states: Vec<JobState> = steps.iter().map(|s| s.job.state).collect();
+        let state = if !states.iter().all(|s| s.is_final()) {
+            WorkflowState::Running
+        } else if states.contains(&JobState::Dead) {
+            WorkflowState::Failed
+        } else if states.contains(&JobState::Cancelled) {
+            WorkflowState::Cancelled
+        } else {
+            WorkflowState::Completed
+        };
+        WorkflowInfo {
+            id,
+            name,
+            created_at,
+            state,
+            steps,
+        }
+    }
+}
+
+/// Workflows (with [`Workflow`]).
+impl Client {
+    /// Workflow `id` with every step's job, or `None` if it does not exist.
+    pub async fn workflow(&self, id: WorkflowId) -> Result<Option<WorkflowInfo>, Error> {
+        self.store().workflow(id).await
+    }
+
+    /// Cancels workflow `id`: every step that has not started is cancelled (and the steps that
+    /// wait on it with it), every running step is asked to stop. Returns how many steps were
+    /// cancelled or asked to stop.
+    pub async fn cancel_workflow(&self, id: WorkflowId) -> Result<usize, Error> {
+        let Some(workflow) = self.workflow(id).await? else {
+            return Ok(0);
+        };
+        let mut cancelled = 0;
+        for step in workflow.steps.iter().filter(|s| !s.job.state.is_final()) {
+            use crate::dead::Cancellation;
+            if matches!(
+                self.cancel(step.job.id).await?,
+                Cancellation::Cancelled | Cancellation::Requested
+            ) {
+                cancelled += 1;
+            }
+        }
+        Ok(cancelled)
+    }
+}
