@@ -320,13 +320,18 @@ impl WorkflowInfo {
             .iter()
             .map(|j| (j.id, j.step.clone().unwrap_or_else(|| j.id.to_string())))
             .collect();
+        let mut parents: HashMap<JobId, Vec<JobId>> = HashMap::new();
+        for (parent, child) in edges {
+            parents.entry(*child).or_default().push(*parent);
+        }
         let steps: Vec<WorkflowStep> = jobs
             .into_iter()
             .map(|job| {
-                let after = edges
-                    .iter()
-                    .filter(|(_, child)| *child == job.id)
-                    .map(|(parent, _)| {
+                let after = parents
+                    .get(&job.id)
+                    .into_iter()
+                    .flatten()
+                    .map(|parent| {
                         names
                             .get(parent)
                             .cloned()

@@ -699,3 +699,74 @@ async fn a_run_whose_lease_cannot_be_renewed_is_stopped() {
     .await;
     working.abort();
 }
+
+/// A batch of 10,000 jobs run by three worker processes fires its `on_complete` callback once,
+/// after every job: the database releases it in the statement that finishes the last one,
+/// whichever process writes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_ten_thousand_fires_on_complete_once_across_three_processes() {
+    const JOBS: i64 = 10_000;
+    let Some(Setup {
+        store,
+        url,
+        schema,
+        pool,
+    }) = setup().await
+    else {
+        return;
+    };
+    let client = &store.client;
+    let batch = (0..JOBS)
+        .fold(errand::Batch::new(), |b, n| b.add(recorded_run::with(n)))
+        .on_complete(recorded_run::with(-1))
+        .enqueue(client)
+        .await
+        .unwrap();
+    let callback = client
+        .batch(batch.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .on_complete
+        .unwrap()
+        .id;
+    let mut workers = Vec::new();
+    for _ in 0..3 {
+        workers.push(WorkerProcess::start(WORKER, &url, &schema, Duration::from_secs(30)).await);
+    }
+    wait_for_within(Duration::from_secs(300), "the callback", || async {
+        job(client, callback).await.state == JobState::Completed
+    })
+    .await;
+    for worker in workers {
+        worker.terminate().await;
+    }
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM test_runs WHERE n = -1").await,
+        1,
+        "the callback ran once"
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(DISTINCT n) FROM test_runs WHERE n >= 0"
+        )
+        .await,
+        JOBS,
+        "every job ran"
+    );
+    let last_job: i64 = count(
+        &pool,
+        "SELECT max(at_ms) FROM (SELECT (extract(epoch FROM at) * 1000)::bigint AS at_ms FROM test_runs WHERE n >= 0) r",
+    )
+    .await;
+    let callback_at: i64 = count(
+        &pool,
+        "SELECT (extract(epoch FROM at) * 1000)::bigint FROM test_runs WHERE n = -1",
+    )
+    .await;
+    assert!(callback_at >= last_job, "the callback ran after every job");
+    let status = client.batch(batch.id).await.unwrap().unwrap();
+    assert_eq!(status.total, JOBS as u64);
+    assert_eq!(status.counts.completed, JOBS as u64);
+}

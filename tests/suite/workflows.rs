@@ -406,7 +406,11 @@ async fn jobs_add_to_their_own_batch_while_it_is_open(store: TestStore) {
     .await;
     handle.shutdown().await.unwrap();
     let mut ran = records(&t);
-    assert_eq!(ran.pop().as_deref(), Some("complete"), "the callback ran last");
+    assert_eq!(
+        ran.pop().as_deref(),
+        Some("complete"),
+        "the callback ran last"
+    );
     ran.sort();
     assert_eq!(ran, ["grew 0", "grew 1", "grew 2", "grew 3"]);
     let status = client.batch(batch.id).await.unwrap().unwrap();
