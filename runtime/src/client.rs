@@ -39,6 +39,9 @@ struct Inner {
     enqueued: watch::Sender<u64>,
     /// Bumped when a job is scheduled for later: workers check when the next one is due.
     scheduled: watch::Sender<u64>,
+    /// Set when a job with limits or `fair_by` was enqueued: the woken workers look for such
+    /// jobs again.
+    special: std::sync::atomic::AtomicBool,
 }
 
 /// Client settings.
@@ -264,6 +267,7 @@ impl Client {
                 config,
                 enqueued,
                 scheduled,
+                special: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -320,9 +324,11 @@ impl Client {
         } else {
             let limit = self.config().max_args_bytes_limit();
             let mut later = false;
+            let mut special = false;
             for chunk in chunks(requests, limit) {
                 let chunk = chunk?;
                 later |= chunk.iter().any(|job| job.run_at.is_later());
+                special |= chunk.iter().any(NewJob::is_special);
                 // Jobs that wait on others go one at a time: each locks the jobs it waits on.
                 let ids = if chunk.iter().any(|job| !job.after.is_empty()) {
                     let mut ids = Vec::with_capacity(chunk.len());
@@ -337,6 +343,9 @@ impl Client {
             }
             if later {
                 self.notify_scheduled();
+            }
+            if special {
+                self.notify_special();
             }
         }
         self.notify_enqueued();
@@ -405,6 +414,21 @@ impl Client {
 
     pub(crate) fn subscribe_enqueued(&self) -> watch::Receiver<u64> {
         self.inner.enqueued.subscribe()
+    }
+
+    /// Wakes this client's workers: a job with limits or `fair_by` was just enqueued.
+    pub(crate) fn notify_special(&self) {
+        self.inner
+            .special
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.notify_enqueued();
+    }
+
+    /// Whether a job with limits or `fair_by` was enqueued since the last call.
+    pub(crate) fn take_special_enqueued(&self) -> bool {
+        self.inner
+            .special
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Wakes this client's workers: a job was just scheduled for later.

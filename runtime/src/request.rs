@@ -259,6 +259,8 @@ impl<J: Job> Request<J> {
         let inserted = client.store().enqueue(&job).await?;
         if job.run_at.is_later() {
             client.notify_scheduled();
+        } else if job.is_special() {
+            client.notify_special();
         } else {
             client.notify_enqueued();
         }

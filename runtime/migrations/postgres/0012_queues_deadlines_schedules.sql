@@ -47,12 +47,12 @@ CREATE TABLE errand_limit_slots (
 );
 
 -- Frees the running slot of a limited job that stopped running, and wakes the idle workers of
--- its queue: a job waiting for that slot can start.
+-- its queue (`+queue`: they look for limited jobs again): a job waiting for that slot can start.
 CREATE FUNCTION errand_free_limit_slot() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE errand_limit_slots SET job_id = NULL
     WHERE limit_key = OLD.limit_key AND purpose = 'running' AND job_id = OLD.id;
-    PERFORM pg_notify('errand_' || TG_TABLE_SCHEMA, OLD.queue);
+    PERFORM pg_notify('errand_' || TG_TABLE_SCHEMA, '+' || OLD.queue);
     RETURN NULL;
 END
 $$;

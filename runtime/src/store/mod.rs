@@ -114,6 +114,11 @@ pub struct NewJob {
 }
 
 impl NewJob {
+    /// Whether it has limits or `fair_by`: workers claim it apart from the others.
+    pub(crate) fn is_special(&self) -> bool {
+        self.limit_key.is_some() || self.fair_key.is_some()
+    }
+
     /// Its tags as a JSON array.
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn tags_json(&self) -> String {
@@ -827,6 +832,9 @@ pub(crate) enum Wake {
     Available,
     /// A job was scheduled for later: the next due time may be earlier.
     Scheduled,
+    /// A job with limits or `fair_by` became available, or a limit's slot was freed.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    Special,
 }
 
 impl Listener {
@@ -837,6 +845,7 @@ impl Listener {
             #[cfg(feature = "postgres")]
             Listener::Postgres(listener) => match listener.recv().await {
                 Ok(note) if note.payload() == postgres::SCHEDULED => Wake::Scheduled,
+                Ok(note) if note.payload().starts_with(postgres::SPECIAL) => Wake::Special,
                 Ok(_) => Wake::Available,
                 Err(err) => {
                     // The listener reconnects on its next call; until then the poll covers it.

@@ -39,6 +39,10 @@ pub(crate) type PostgresStore = SqlStore<Postgres>;
 /// `*`.
 pub(crate) const SCHEDULED: &str = "*";
 
+/// The prefix of a notification's queue that says the job has limits or `fair_by`; queue
+/// names cannot contain `+`.
+pub(crate) const SPECIAL: &str = "+";
+
 /// How long connecting may take before `Client::connect` gives up with the cause.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -342,7 +346,8 @@ macro_rules! complete_many {
 /// The end of an insert whose rows are the CTE `ins` (`id, queue, state`): returns the ids and
 /// wakes the idle workers of each queue a job became available in, once per statement, and
 /// when it scheduled a job for later, every idle worker to see when the next one is due (the
-/// payload [`SCHEDULED`], never a queue's name).
+/// payload [`SCHEDULED`], never a queue's name). The queue of a job with limits or `fair_by`
+/// comes as `+queue` ([`SPECIAL`]): its workers look for such jobs again.
 macro_rules! wake {
     () => {
         "
@@ -429,7 +434,8 @@ static STATEMENTS: Statements = Statements {
                $18::text, $19::text, $20::int, $21::bigint, $22::text
         FROM (SELECT COALESCE($8::bigint, errand_now_ms() + $7::bigint) AS run_at) t
         ON CONFLICT DO NOTHING
-        RETURNING id, queue, state)",
+        RETURNING id, CASE WHEN limit_key IS NULL AND fair_key IS NULL THEN queue
+                          ELSE '+' || queue END AS queue, state)",
         wake!()
     ),
     key_holder: "SELECT id FROM errand_jobs WHERE kind = $1 AND unique_key = $2",
@@ -455,7 +461,8 @@ static STATEMENTS: Statements = Statements {
                     $16::text[])
              AS t(kind, queue, args, priority, max_attempts, key, delay, at, tags, meta, timeout_ms,
                   expires_after, expires_at, limit_key, fair_key)
-        RETURNING id, queue, state)",
+        RETURNING id, CASE WHEN limit_key IS NULL AND fair_key IS NULL THEN queue
+                          ELSE '+' || queue END AS queue, state)",
         wake!()
     ),
     claim: CLAIM,

@@ -187,11 +187,15 @@ impl ClaimLoop {
                 () = tokio::time::sleep_until((last_claim + CLAIM_WINDOW).into()), if window_wait => {}
                 Ok(()) = enqueued.changed(), if !until_idle && !sending => {
                     starved = false;
-                    runner.woken();
+                    if runner.client.take_special_enqueued() {
+                        runner.woken();
+                    }
                 }
                 wake = listener.next(), if !until_idle && !sending => {
                     starved = false;
-                    runner.woken();
+                    if wake == Wake::Special {
+                        runner.woken();
+                    }
                     promote_due |= wake == Wake::Scheduled;
                 }
                 () = tokio::time::sleep(settings.poll_interval), if !until_idle && !sending => starved = false,
