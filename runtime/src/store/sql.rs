@@ -947,6 +947,15 @@ impl<D: Dialect> SqlStore<D> {
     // Each operation's name is written only when it fails (`op`): claims, completions and
     // renewals run constantly and must not format a message each time.
 
+    /// A transaction that writes ([`Dialect::BEGIN_WRITE`]), for an operation of several
+    /// statements.
+    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, D::Db>, Error> {
+        self.pool
+            .begin_with(D::BEGIN_WRITE)
+            .await
+            .map_err(|e| op_error::<D>("begin a transaction", e))
+    }
+
     /// A connection from the pool, for `op`.
     async fn conn(&self, op: impl Op) -> Result<sqlx::pool::PoolConnection<D::Db>, Error> {
         acquire::<D>(&self.pool, op).await
@@ -1152,11 +1161,7 @@ impl<D: Dialect> Store for SqlStore<D> {
             let mut conn = self.conn(op).await?;
             return insert::<D>(&mut conn, job, &self.clock).await;
         }
-        let mut tx = self
-            .pool
-            .begin_with(D::BEGIN_WRITE)
-            .await
-            .map_err(|e| op_error::<D>(op(), e))?;
+        let mut tx = self.begin_write().await?;
         let inserted = insert::<D>(&mut tx, job, &self.clock).await?;
         tx.commit().await.map_err(|e| op_error::<D>(op(), e))?;
         Ok(inserted)
@@ -1663,6 +1668,6 @@ pub(crate) mod listing_cases {
 }
 
 // After the macros above, which they use.
-mod limits;
+mod claims;
 mod schedules;
 mod workflows;

@@ -42,11 +42,7 @@ impl<D: Dialect> SqlStore<D> {
         next: Option<i64>,
     ) -> Result<Option<Inserted>, Error> {
         let op = || format!("enqueue slot {} of schedule `{}`", slot.at, schedule.name);
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(|e| op_error::<D>(op(), e))?;
+        let mut tx = self.begin_write().await?;
         let name = schedule.name.as_str();
         let advance = values![name, slot.at, slot.run, next, Value::Now];
         let moved = D::execute(&mut tx, D::SQL.advance_schedule, advance, &self.clock)

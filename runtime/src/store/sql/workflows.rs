@@ -7,14 +7,6 @@ use crate::job::JobId;
 use crate::workflow::{WorkflowId, WorkflowInfo};
 
 impl<D: Dialect> SqlStore<D> {
-    /// A transaction that writes, for operations of several statements.
-    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, D::Db>, Error> {
-        self.pool
-            .begin_with(D::BEGIN_WRITE)
-            .await
-            .map_err(|e| op_error::<D>("begin a transaction", e))
-    }
-
     /// Workflow `id` with its steps' jobs and their dependencies.
     pub(crate) async fn workflow(&self, id: WorkflowId) -> Result<Option<WorkflowInfo>, Error> {
         let op = || format!("read workflow {id}");

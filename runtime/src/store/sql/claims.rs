@@ -1,5 +1,6 @@
-//! Claims of jobs under limits across the cluster (`#[job(concurrency = .., rate = ..)]`), and
-//! of jobs that take turns by key (`#[job(fair_by = ..)]`).
+//! The claims beside the plain one: of jobs under limits across the cluster (`#[job(concurrency
+//! = .., rate = ..)]`) and of jobs that take turns by key (`#[job(fair_by = ..)]`); and the
+//! aging of waiting jobs' priorities, which changes the order claims take them in.
 //!
 //! A limited job starts only by taking free slots of its limit's key, in the transaction that
 //! claims it: a `running` slot for a concurrency limit (free while no running job holds it; a
@@ -46,7 +47,7 @@ impl<D: Dialect> SqlStore<D> {
         // One time for the whole claim where the store reads it from this process (SQLite), so
         // that a start slot's time and its job's start are the same. PostgreSQL reads its own.
         let now = self.clock.now_ms();
-        let mut tx = self.pool.begin_with(D::BEGIN_WRITE).await.map_err(err)?;
+        let mut tx = self.begin_write().await?;
         let candidates = values![
             Value::Texts(queues.to_vec()),
             Value::Texts(limits.iter().map(|l| l.kind).collect()),
@@ -232,7 +233,7 @@ impl<D: Dialect> SqlStore<D> {
             Value::Now,
         ];
         let err = |e| op_error::<D>(op(), e);
-        let mut tx = self.pool.begin_with(D::BEGIN_WRITE).await.map_err(err)?;
+        let mut tx = self.begin_write().await?;
         let rows = D::fetch(&mut tx, D::SQL.claim_fair, claim, &self.clock)
             .await
             .map_err(err)?;
