@@ -18,6 +18,7 @@ pub(crate) const CONCURRENCY: &str = "concurrency";
 pub(crate) const CONCURRENCY_KEY: &str = "concurrency_key";
 pub(crate) const RATE: &str = "rate";
 pub(crate) const FAIR_BY: &str = "fair_by";
+pub(crate) const COMPENSATE: &str = "compensate";
 pub(crate) const NAME: &str = "name";
 pub(crate) const CRATE: &str = "crate";
 
@@ -40,6 +41,7 @@ pub(crate) const JOB_OPTIONS: &[&str] = &[
     CONCURRENCY_KEY,
     RATE,
     FAIR_BY,
+    COMPENSATE,
     NAME,
     CRATE,
 ];

@@ -108,7 +108,7 @@ impl Batch {
     /// after all of them. Also the jobs' step names.
     fn into_workflow(self) -> (Workflow, Vec<String>) {
         let names: Vec<String> = (0..self.jobs.len()).map(|i| format!("job-{i}")).collect();
-        let mut workflow = Workflow::new("batch");
+        let mut workflow = Workflow::new("batch").of_kind("batch");
         for (name, job) in names.iter().zip(self.jobs) {
             workflow = workflow.add_job(name, job, &[]);
         }

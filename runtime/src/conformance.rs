@@ -95,6 +95,7 @@ impl ConformanceStore {
             fair_key: None,
             after: Vec::new(),
             on_dependency_failure: crate::job::OnDependencyFailure::Cancel,
+            any_of: Vec::new(),
             workflow: None,
         };
         Ok(match self.store().enqueue(&job).await? {

@@ -9,6 +9,7 @@ use crate::error::Error;
 use crate::job::JobId;
 use crate::request::Transaction;
 use crate::store::{Backend, Claimed, StepOwner, Store};
+use crate::workflow::WorkflowId;
 
 /// The running job's identity, handed to a `#[job]` function that takes `ctx: &Context` first.
 ///
@@ -41,6 +42,8 @@ struct Inner {
     completed_in_tx: AtomicBool,
     /// Whether the idempotency key is the job's rendered key (not the `<kind>-<id>` stand-in).
     has_key: bool,
+    /// The workflow, saga or batch it is a step of, and the step's name.
+    workflow: Option<(WorkflowId, String)>,
     store: Backend,
     signal: RunSignal,
 }
@@ -69,6 +72,7 @@ impl Context {
                 fence: job.fence,
                 completed_in_tx: AtomicBool::new(false),
                 has_key: job.key.is_some(),
+                workflow: job.workflow.clone(),
                 store,
                 signal,
             }),
@@ -193,14 +197,10 @@ impl Context {
     /// Where step results are recorded: per job key, or per job for a job without one.
     fn ledger_scope(&self) -> String {
         let inner = &self.inner;
-        if inner.has_key {
-            format!("{}:{}", inner.kind, inner.idempotency_key)
-        } else {
-            format!("{}#{}", inner.kind, inner.id)
-        }
+        let key = inner.has_key.then_some(inner.idempotency_key.as_str());
+        ledger_scope(&inner.kind, key, inner.id)
     }
 
-    /// Whether [`Context::complete_in`] succeeded in this run.
     /// The store the job runs on.
     pub(crate) fn store(&self) -> &Backend {
         &self.inner.store
@@ -208,6 +208,72 @@ impl Context {
 
     pub(crate) fn completed_in_tx(&self) -> bool {
         self.inner.completed_in_tx.load(Ordering::SeqCst)
+    }
+
+    /// The workflow, saga or batch this job is a step of, with the step's name: `None` for a
+    /// job enqueued on its own.
+    pub fn workflow(&self) -> Option<(WorkflowId, &str)> {
+        let (id, step) = self.inner.workflow.as_ref()?;
+        Some((*id, step.as_str()))
+    }
+
+    /// The result that step `step` of this job's workflow or saga recorded as `name` with
+    /// [`Context::step`]: how a later step reads what an earlier one did (a refund reads the
+    /// charge's id). `Ok(None)` when that step recorded no such result (it has not run it yet,
+    /// or it never will); an error when this job is not part of a workflow, when no step is
+    /// named `step`, or when the result does not decode as `T`.
+    ///
+    /// ```no_run
+    /// use errand::{job, Context};
+    ///
+    /// #[derive(Debug, thiserror::Error, errand::JobError)]
+    /// enum PayError {
+    ///     #[error(transparent)]
+    ///     #[transient]
+    ///     Errand(#[from] errand::Error),
+    /// }
+    ///
+    /// # async fn gateway_charge(_order: i64) -> Result<String, PayError> { Ok("ch_1".into()) }
+    /// # async fn gateway_refund(_charge: &str) -> Result<(), PayError> { Ok(()) }
+    /// #[job]
+    /// async fn charge(ctx: &Context, order_id: i64) -> Result<(), PayError> {
+    ///     ctx.step("gateway", gateway_charge(order_id)).await?;
+    ///     Ok(())
+    /// }
+    ///
+    /// #[job]
+    /// async fn refund(ctx: &Context, order_id: i64) -> Result<(), PayError> {
+    ///     // Step `charge` of the same saga recorded the charge's id as `gateway`.
+    ///     if let Some(charge_id) = ctx.result_of::<String>("charge", "gateway").await? {
+    ///         gateway_refund(&charge_id).await?;
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
+    pub async fn result_of<T: serde::de::DeserializeOwned>(
+        &self,
+        step: &str,
+        name: &str,
+    ) -> Result<Option<T>, Error> {
+        let Some((workflow, _)) = self.workflow() else {
+            return Err(Error::NotInWorkflow { id: self.inner.id });
+        };
+        let Some(scope) = self.inner.store.step_scope(workflow, step).await? else {
+            return Err(Error::UnknownStep {
+                workflow,
+                step: step.to_owned(),
+            });
+        };
+        let Some(recorded) = self.inner.store.step_result(&scope, name).await? else {
+            return Ok(None);
+        };
+        serde_json::from_str(&recorded)
+            .map(Some)
+            .map_err(|e| Error::Step {
+                step: name.to_owned(),
+                scope,
+                reason: format!("its recorded result does not decode: {e}"),
+            })
     }
 
     /// A stable key for step `name` of this job, `"<idempotency key>/<name>"`: pass it to the
@@ -292,6 +358,15 @@ impl Context {
         };
         inner.store.record_step(&owner, name, &json).await?;
         Ok(value)
+    }
+}
+
+/// Where the effect ledger records the steps of job `id` of `kind`: per key, `kind:key`, or per
+/// job for a job without one, `kind#id`.
+pub(crate) fn ledger_scope(kind: &str, key: Option<&str>, id: JobId) -> String {
+    match key {
+        Some(key) => format!("{kind}:{key}"),
+        None => format!("{kind}#{id}"),
     }
 }
 

@@ -205,6 +205,21 @@ pub enum Error {
         /// The job.
         id: JobId,
     },
+    /// A job that is no step of a workflow, saga or batch asked for another step's result
+    /// ([`Context::result_of`](crate::Context::result_of)).
+    #[error("job {id} is no step of a workflow, saga or batch, so it has no other steps to read")]
+    NotInWorkflow {
+        /// The job.
+        id: JobId,
+    },
+    /// A step asked for the result of a step its workflow does not have.
+    #[error("workflow {workflow} has no step named `{step}`")]
+    UnknownStep {
+        /// The workflow, saga or batch.
+        workflow: crate::WorkflowId,
+        /// The name asked for.
+        step: String,
+    },
     /// A workflow cannot be built: a step named twice, a dependency on a step that does not
     /// exist, or a cycle.
     #[error("invalid workflow `{name}`: {reason}")]
@@ -315,6 +330,8 @@ impl crate::Classify for Error {
             | Error::InvalidWorkflow { .. }
             | Error::BatchClosed { .. }
             | Error::NotInBatch { .. }
+            | Error::NotInWorkflow { .. }
+            | Error::UnknownStep { .. }
             | Error::Step { .. } => crate::ErrorClass::Permanent,
             _ => crate::ErrorClass::Transient,
         }

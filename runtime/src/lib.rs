@@ -109,6 +109,7 @@ mod query;
 mod registry;
 mod request;
 mod retry;
+mod saga;
 mod schedule;
 mod store;
 #[cfg(feature = "sqlite")]
@@ -133,6 +134,9 @@ pub use crate::job::{
 pub use crate::query::{JobFilter, Page, QueueStats, StateCounts};
 pub use crate::request::{EnqueueOutcome, Enqueued, Request, Transaction};
 pub use crate::retry::Backoff;
+pub use crate::saga::{
+    Compensated, EnqueuedSaga, EnqueuedSagaStep, Saga, SagaInfo, SagaState, SagaStep,
+};
 pub use crate::schedule::{CatchUp, Periodic, ScheduleInfo};
 pub use crate::worker::{DeathHandlerError, Worker, WorkerHandle};
 pub use crate::workflow::{

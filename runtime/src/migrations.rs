@@ -97,6 +97,7 @@ migrations!(
     11 "0011_tag_index",
     12 "0012_queues_deadlines_schedules",
     13 "0013_dependencies",
+    14 "0014_sagas",
 );
 
 /// The table in which errand records which migrations a PostgreSQL schema has.

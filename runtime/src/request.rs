@@ -366,6 +366,7 @@ impl<J: Job> Request<J> {
             fair_key: J::OPTIONS.fair.then(|| J::fair_key(&self.args)).flatten(),
             after: self.after,
             on_dependency_failure: self.on_dependency_failure,
+            any_of: Vec::new(),
             workflow: None,
         })
     }
@@ -467,10 +468,11 @@ mod sealed {
             jobs: &[NewJob],
         ) -> impl Future<Output = Result<Vec<JobId>, Error>> + Send;
 
-        /// Stores a workflow named `name`; its id.
+        /// Stores a workflow named `name` of kind `kind` (`workflow`, `batch`, `saga`); its id.
         fn insert_workflow(
             &mut self,
             name: &str,
+            kind: &'static str,
         ) -> impl Future<Output = Result<i64, Error>> + Send;
 
         /// Whether the job was running under this fence and is now completed.
@@ -506,8 +508,12 @@ macro_rules! transaction_impls {
                     $module::complete(self, id, fence).await
                 }
 
-                async fn insert_workflow(&mut self, name: &str) -> Result<i64, Error> {
-                    $module::insert_workflow(self, name).await
+                async fn insert_workflow(
+                    &mut self,
+                    name: &str,
+                    kind: &'static str,
+                ) -> Result<i64, Error> {
+                    $module::insert_workflow(self, name, kind).await
                 }
             }
 
@@ -526,8 +532,12 @@ macro_rules! transaction_impls {
                     $module::complete(self, id, fence).await
                 }
 
-                async fn insert_workflow(&mut self, name: &str) -> Result<i64, Error> {
-                    $module::insert_workflow(self, name).await
+                async fn insert_workflow(
+                    &mut self,
+                    name: &str,
+                    kind: &'static str,
+                ) -> Result<i64, Error> {
+                    $module::insert_workflow(self, name, kind).await
                 }
             }
         };

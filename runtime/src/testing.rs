@@ -445,6 +445,7 @@ pub fn context(kind: &str, key: &str) -> Context {
         timeout: None,
         tags: None,
         meta: None,
+        workflow: None,
     };
     Context::new(
         &job,

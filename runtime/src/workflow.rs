@@ -70,6 +70,8 @@ impl std::fmt::Display for WorkflowId {
 #[must_use = "a workflow does nothing until it is enqueued"]
 pub struct Workflow {
     name: String,
+    /// What it is stored as: `workflow`, or `batch` or `saga` for those built on it.
+    kind: &'static str,
     steps: Vec<Step>,
 }
 
@@ -98,8 +100,15 @@ impl Workflow {
     pub fn new(name: impl Into<String>) -> Workflow {
         Workflow {
             name: name.into(),
+            kind: "workflow",
             steps: Vec::new(),
         }
+    }
+
+    /// The same workflow, stored as a `batch` or a `saga`.
+    pub(crate) fn of_kind(mut self, kind: &'static str) -> Self {
+        self.kind = kind;
+        self
     }
 
     /// A step that waits on nothing.
@@ -214,7 +223,7 @@ impl Workflow {
         order: &[usize],
         tx: &mut T,
     ) -> Result<EnqueuedWorkflow, Error> {
-        let id = tx.insert_workflow(&self.name).await?;
+        let id = tx.insert_workflow(&self.name, self.kind).await?;
         let mut steps: Vec<Option<Step>> = self.steps.into_iter().map(Some).collect();
         let mut ids: HashMap<String, JobId> = HashMap::new();
         let mut enqueued = Vec::with_capacity(order.len());
@@ -301,6 +310,8 @@ pub struct WorkflowInfo {
     pub state: WorkflowState,
     /// Its steps, in the order they were stored.
     pub steps: Vec<WorkflowStep>,
+    /// What it was stored as: `workflow`, `batch` or `saga`.
+    pub(crate) kind: String,
 }
 
 impl WorkflowInfo {
@@ -311,7 +322,7 @@ impl WorkflowInfo {
 
     pub(crate) fn from_parts(
         id: WorkflowId,
-        name: String,
+        (name, kind): (String, String),
         created_at: SystemTime,
         jobs: Vec<JobInfo>,
         edges: &[(JobId, JobId)],
@@ -361,6 +372,7 @@ impl WorkflowInfo {
             created_at,
             state,
             steps,
+            kind,
         }
     }
 }

@@ -810,3 +810,94 @@ pub async fn grows_batch(ctx: &Context, tag: String, more: u32) -> Result<(), Te
     record(&tag, format!("grew {more}"));
     Ok(())
 }
+
+// Sagas, in process.
+
+/// A saga step: records `label`, and dies at once when `fail`.
+#[job(queue = "first", backoff = fast, compensate = undo_step)]
+pub async fn saga_step(tag: String, label: String, fail: bool) -> Result<(), TestError> {
+    record(&tag, &label);
+    if fail {
+        return Err(TestError::Broken(format!("step {label} failed")));
+    }
+    Ok(())
+}
+
+/// Undoes a `saga_step` (same arguments): records `undo <label>`; dies when the label starts
+/// with `stuck`.
+#[job(queue = "first", backoff = fast)]
+pub async fn undo_step(tag: String, label: String, fail: bool) -> Result<(), TestError> {
+    record(&tag, format!("undo {label}"));
+    if label.starts_with("stuck") {
+        return Err(TestError::Broken(format!(
+            "cannot undo {label} (failed: {fail})"
+        )));
+    }
+    Ok(())
+}
+
+/// Charges through the effect ledger, which records the charge's id for the refund to read.
+#[job(queue = "first", backoff = fast, compensate = refund_card)]
+pub async fn charge_card(ctx: &Context, tag: String, order: i64) -> Result<(), TestError> {
+    let gateway = async { Ok::<_, TestError>(format!("ch-{order}")) };
+    let charge: String = ctx.step("gateway", gateway).await?;
+    record(&tag, format!("charge {charge}"));
+    Ok(())
+}
+
+/// Refunds what step `charge_card` of its saga recorded.
+#[job(queue = "first", backoff = fast)]
+pub async fn refund_card(ctx: &Context, tag: String, order: i64) -> Result<(), TestError> {
+    let charge: Option<String> = ctx.result_of("charge_card", "gateway").await?;
+    let charge = charge.unwrap_or_else(|| format!("no charge of order {order}"));
+    record(&tag, format!("refund {charge}"));
+    Ok(())
+}
+
+// Sagas run by worker processes: each run that completes records itself in `test_runs` in the
+// transaction that completes the job, so a row is a run that happened exactly once.
+
+async fn record_and_complete(ctx: &Context, n: i64, event: String) -> Result<(), TestError> {
+    let pool = RECORDER
+        .get()
+        .ok_or_else(|| TestError::Broken("no recorder in this process".into()))?;
+    // A few milliseconds of work, so that a worker killed at random is often killed mid-job.
+    tokio::time::sleep(Duration::from_millis(fastrand::u64(0..15))).await;
+    let mut tx = pool.begin().await?;
+    sqlx::query("INSERT INTO test_runs (n, pid, attempt, event) VALUES ($1, $2, $3, $4)")
+        .bind(n)
+        .bind(i64::from(std::process::id()))
+        .bind(i64::from(ctx.attempt()))
+        .bind(event)
+        .execute(&mut *tx)
+        .await?;
+    ctx.complete_in(&mut tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Step `step` of saga `n`, which dies when it is step `fails_at`.
+#[job(queue = "procs", retry = 20, backoff = fast, compensate = process_undo)]
+pub async fn process_step(
+    ctx: &Context,
+    n: i64,
+    step: i64,
+    fails_at: i64,
+) -> Result<(), TestError> {
+    if step == fails_at {
+        return Err(TestError::Broken(format!("saga {n} fails at step {step}")));
+    }
+    record_and_complete(ctx, n, format!("step {step}")).await
+}
+
+/// Undoes step `step` of saga `n`.
+#[job(queue = "procs", retry = 20, backoff = fast)]
+pub async fn process_undo(
+    ctx: &Context,
+    n: i64,
+    step: i64,
+    fails_at: i64,
+) -> Result<(), TestError> {
+    let _ = fails_at;
+    record_and_complete(ctx, n, format!("undo {step}")).await
+}

@@ -18,6 +18,7 @@ mod queries;
 mod reliability;
 mod request_options;
 mod retries;
+mod sagas;
 mod scheduling;
 mod shutdown;
 mod testing_client;

@@ -90,6 +90,8 @@ pub(crate) struct JobAttr {
     pub rate: Option<Spanned<(u32, Duration)>>,
     /// The template of the key claims take turns between, e.g. `"<account_id>"`.
     pub fair_by: Option<LitStr>,
+    /// The job that undoes this one in a saga, called with the same arguments.
+    pub compensate: Option<syn::Path>,
     pub name: Option<Spanned<String>>,
     /// The path of the errand crate, for a user who renamed the dependency.
     pub krate: Option<syn::Path>,
@@ -377,6 +379,20 @@ impl JobAttr {
                     }
                 }
             }
+            // compensate = refund | compensate = billing::refund
+            COMPENSATE => match &value {
+                Expr::Path(p) if p.qself.is_none() => {
+                    if self.compensate.is_some() {
+                        cx.error_spanned_by(ident, format!("duplicate `#[job]` option `{COMPENSATE}`"));
+                    } else {
+                        self.compensate = Some(p.path.clone());
+                    }
+                }
+                other => cx.error_spanned_by(
+                    other,
+                    "expected the path of the `#[job]` that undoes this one, taking the same arguments, e.g. `compensate = refund`",
+                ),
+            },
             // name = "billing.charge_order"
             NAME => {
                 if let Some(s) = expect_str(cx, NAME, &value, "name = \"charge_order\"") {

@@ -109,8 +109,41 @@ pub struct NewJob {
     pub(crate) after: Vec<JobId>,
     /// What it does when one of them dies or is cancelled.
     pub(crate) on_dependency_failure: crate::job::OnDependencyFailure,
+    /// The jobs any one of which releases it by ending the way its edge names (a saga's
+    /// compensation); it is cancelled once none of them can. Never set with `after`.
+    pub(crate) any_of: Vec<(JobId, Release)>,
     /// The workflow it is a step of, and the step's name.
     pub(crate) workflow: Option<(i64, String)>,
+}
+
+/// Which end of a job releases a dependent that waits on any one of several
+/// ([`NewJob::any_of`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Release {
+    /// It died: a saga step whose compensations must run.
+    WhenDead,
+    /// It completed or died: a compensation that ran, after which the next one runs.
+    WhenRan,
+}
+
+impl Release {
+    /// As stored in `errand_job_deps.on_failure`.
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            Release::WhenDead => "when_dead",
+            Release::WhenRan => "when_ran",
+        }
+    }
+
+    /// Whether a parent in `state` (as stored) releases the dependent.
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+    pub(crate) fn releases(self, state: &str) -> bool {
+        match self {
+            Release::WhenDead => state == "dead",
+            Release::WhenRan => state == "dead" || state == "completed",
+        }
+    }
 }
 
 impl NewJob {
@@ -269,6 +302,8 @@ pub(crate) struct Claimed {
     pub tags: Option<String>,
     /// Its meta, as a JSON object; `None` when empty.
     pub meta: Option<String>,
+    /// The workflow (or saga, or batch) it is a step of, and the step's name.
+    pub workflow: Option<(crate::workflow::WorkflowId, String)>,
 }
 
 impl Claimed {
@@ -960,6 +995,16 @@ impl Backend {
         id: crate::workflow::WorkflowId,
     ) -> Result<Option<crate::workflow::WorkflowInfo>, Error> {
         dispatch!(self, s => s.workflow(id).await)
+    }
+
+    /// Where the effect ledger records the steps of step `step` of workflow `id`; `None` if it
+    /// has no such step.
+    pub(crate) async fn step_scope(
+        &self,
+        id: crate::workflow::WorkflowId,
+        step: &str,
+    ) -> Result<Option<String>, Error> {
+        dispatch!(self, s => s.step_scope(id, step).await)
     }
 
     pub(crate) async fn add_to_batch(

@@ -165,8 +165,9 @@ pub(crate) fn insert_many<'a>(
 pub(crate) fn insert_workflow<'a>(
     conn: &'a mut PgConnection,
     name: &'a str,
+    kind: &'static str,
 ) -> BoxFuture<'a, Result<i64, Error>> {
-    sql::insert_workflow::<Postgres>(conn, name, &SYSTEM_CLOCK)
+    sql::insert_workflow::<Postgres>(conn, name, kind, &SYSTEM_CLOCK)
 }
 
 /// Completes a running job in the caller's transaction (see [`sql::complete`]).
@@ -320,7 +321,7 @@ macro_rules! claim_returning {
         "RETURNING id, kind, queue, args::text AS args, attempt::bigint, max_attempts::bigint,
                    idempotency_key, fence, priority::bigint, run_at, timeout_ms,
                    CASE WHEN tags <> '{}' THEN array_to_json(tags)::text END AS tags,
-                   NULLIF(meta, '{}'::jsonb)::text AS meta"
+                   NULLIF(meta, '{}'::jsonb)::text AS meta, workflow_id, step"
     };
 }
 
@@ -375,7 +376,8 @@ const COMPLETE_AND_CLAIM: &str = concat!(
     ")
      SELECT *, false AS done FROM claimed
      UNION ALL
-     SELECT id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, true FROM done"
+     SELECT id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, true
+     FROM done"
 );
 
 /// The dead jobs a [`DeadQuery`](crate::store::DeadQuery) picks, binding `$1` id, `$2` kind,
@@ -601,15 +603,18 @@ static STATEMENTS: Statements = Statements {
     lock_parents: "UPDATE errand_jobs SET has_dependents = true WHERE id = ANY($1)
         RETURNING id, state, step",
     add_deps: "INSERT INTO errand_job_deps (depends_on, job_id, on_failure)
-        SELECT p, $2, $3 FROM unnest($1::bigint[]) AS p ON CONFLICT DO NOTHING",
-    insert_workflow: "INSERT INTO errand_workflows (name, created_at) VALUES ($1, errand_now_ms())
-        RETURNING id",
-    workflow: "SELECT name, created_at FROM errand_workflows WHERE id = $1",
+        SELECT t.p, $2, t.m FROM unnest($1::bigint[], $3::text[]) AS t(p, m)
+        ON CONFLICT DO NOTHING",
+    insert_workflow: "INSERT INTO errand_workflows (name, kind, created_at)
+        VALUES ($1, $2, errand_now_ms()) RETURNING id",
+    workflow: "SELECT name, created_at, kind FROM errand_workflows WHERE id = $1",
     workflow_jobs: concat!(select_job!(), " WHERE workflow_id = $1 ORDER BY id"),
     wait_for_one_more: "UPDATE errand_jobs SET waiting_on = waiting_on + 1
         WHERE workflow_id = $1 AND step = ANY($2) AND state = 'pending'
         RETURNING id, step",
     count_steps: "SELECT count(*) FROM errand_jobs WHERE workflow_id = $1 AND step = ANY($2)",
+    step_scope: "SELECT kind, idempotency_key, id FROM errand_jobs
+        WHERE workflow_id = $1 AND step = $2 ORDER BY id LIMIT 1",
     add_dependents: "INSERT INTO errand_job_deps (depends_on, job_id, on_failure)
         SELECT $1, t.job, t.on_failure FROM unnest($2::bigint[], $3::text[]) AS t(job, on_failure)",
     workflow_deps: "SELECT d.depends_on, d.job_id FROM errand_job_deps d

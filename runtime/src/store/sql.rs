@@ -275,11 +275,11 @@ pub(crate) struct Statements {
     /// `ids`: marks these jobs as having dependents (locking them until the transaction ends);
     /// returns `id, state, step` of each.
     pub lock_parents: &'static str,
-    /// `parents, job, on_failure`: records that `job` waits on each of `parents`.
+    /// `parents, job, on_failures` (parallel): records that `job` waits on each of `parents`.
     pub add_deps: &'static str,
-    /// `name, now`: a new workflow; returns its id.
+    /// `name, kind, now`: a new workflow; returns its id.
     pub insert_workflow: &'static str,
-    /// `id`: `name, created_at` of a workflow.
+    /// `id`: `name, created_at, kind` of a workflow.
     pub workflow: &'static str,
     /// `id`: `depends_on, job_id` of every dependency among a workflow's jobs.
     pub workflow_deps: &'static str,
@@ -293,6 +293,8 @@ pub(crate) struct Statements {
     /// `parent, jobs, on_failures` (the last two parallel): records that each of `jobs` waits
     /// on `parent`.
     pub add_dependents: &'static str,
+    /// `workflow, step`: the `kind, idempotency_key, id` of the workflow's job of that step.
+    pub step_scope: &'static str,
     /// `queue, limit, kinds, lease, worker, now`: claims up to `limit` available jobs of the
     /// fair `kinds` from `queue`, taking each `fair_key`'s jobs in turn (every key's most urgent
     /// before any key's second; among keys, the one served longest ago first), returning what
@@ -604,27 +606,53 @@ pub(crate) fn insert<'a, D: Dialect>(
     clock: &'a Clock,
 ) -> BoxFuture<'a, Result<Inserted, Error>> {
     Box::pin(async move {
-        if job.after.is_empty() {
+        if job.after.is_empty() && job.any_of.is_empty() {
             return insert_one::<D>(conn, job, clock, 0).await;
         }
         let op = |e| op_error::<D>(format!("enqueue a `{}` job after others", job.kind), e);
-        let parents: Vec<i64> = job.after.iter().map(|id| id.get()).collect();
+        // Each parent with the `on_failure` of its edge.
+        let edges: Vec<(i64, &'static str)> = if job.any_of.is_empty() {
+            let on_failure = job.on_dependency_failure.as_str();
+            job.after.iter().map(|id| (id.get(), on_failure)).collect()
+        } else {
+            let edges = job.any_of.iter();
+            edges
+                .map(|(id, release)| (id.get(), release.as_str()))
+                .collect()
+        };
+        let parents: Vec<i64> = edges.iter().map(|(id, _)| *id).collect();
         let lock = values![Value::Ints(parents.clone())];
         let rows = D::fetch(conn, D::SQL.lock_parents, lock, clock)
             .await
             .map_err(op)?;
         let mut waiting = 0;
+        let mut released = false;
         let mut failed: Option<String> = None;
         let mut found = Vec::with_capacity(rows.len());
         for row in &rows {
             let (id, state, step) = (row.int(0), row.text(1), row.opt_text(2));
             let (id, state, step) = (id.map_err(op)?, state.map_err(op)?, step.map_err(op)?);
             found.push(id);
+            let step = step.map(|s| format!(" ({s})")).unwrap_or_default();
+            if let Some((_, release)) = job.any_of.iter().find(|(p, _)| p.get() == id) {
+                match state.as_str() {
+                    _ if release.releases(&state) => released = true,
+                    "completed" | "dead" | "cancelled" => {
+                        let what = match state.as_str() {
+                            "completed" => "completed",
+                            "dead" => "died",
+                            _ => "was cancelled",
+                        };
+                        failed = Some(format!("not needed: job {id}{step} {what}"));
+                    }
+                    _ => waiting += 1,
+                }
+                continue;
+            }
             match state.as_str() {
                 "completed" => {}
                 "dead" | "cancelled" if job.on_dependency_failure == OnDependencyFailure::Run => {}
                 "dead" | "cancelled" => {
-                    let step = step.map(|s| format!(" ({s})")).unwrap_or_default();
                     let what = if state == "dead" {
                         "died"
                     } else {
@@ -641,14 +669,21 @@ pub(crate) fn insert<'a, D: Dialect>(
                 depends_on: JobId::new(*missing),
             });
         }
+        // Waiting on any one: released by one, or cancelled only when none is left open.
+        if !job.any_of.is_empty() && (released || waiting > 0) {
+            failed = None;
+        }
+        if released {
+            waiting = 0;
+        }
         // A job whose dependency already failed is inserted waiting, then cancelled.
         let waiting = if failed.is_some() { 1 } else { waiting };
         let inserted = insert_one::<D>(conn, job, clock, waiting).await?;
         let Inserted::New(id) = inserted else {
             return Ok(inserted);
         };
-        let on_failure = job.on_dependency_failure.as_str();
-        let deps = values![Value::Ints(parents), id.get(), on_failure];
+        let modes = edges.iter().map(|(_, on_failure)| *on_failure).collect();
+        let deps = values![Value::Ints(parents), id.get(), Value::Texts(modes)];
         D::execute(conn, D::SQL.add_deps, deps, clock)
             .await
             .map_err(op)?;
@@ -671,10 +706,11 @@ pub(crate) fn insert<'a, D: Dialect>(
     })
 }
 
-/// Stores a workflow named `name` on `conn`; its id.
+/// Stores a workflow named `name` of kind `kind` on `conn`; its id.
 pub(crate) fn insert_workflow<'a, D: Dialect>(
     conn: &'a mut Conn<D>,
     name: &'a str,
+    kind: &'static str,
     clock: &'a Clock,
 ) -> BoxFuture<'a, Result<i64, Error>> {
     Box::pin(async move {
@@ -682,7 +718,7 @@ pub(crate) fn insert_workflow<'a, D: Dialect>(
         let rows = D::fetch(
             conn,
             D::SQL.insert_workflow,
-            values![name, Value::Now],
+            values![name, kind, Value::Now],
             clock,
         )
         .await
@@ -824,8 +860,8 @@ fn first<T>(rows: Vec<T>) -> Option<T> {
 }
 
 /// A claimed row: `id, kind, queue, args, attempt, max_attempts, idempotency_key, fence,
-/// priority, run_at, timeout_ms, tags, meta` (the last two NULL when empty), with the order it
-/// should start in.
+/// priority, run_at, timeout_ms, tags, meta` (these two NULL when empty), `workflow_id, step`,
+/// with the order it should start in.
 fn claimed_row(row: &impl SqlRow) -> Result<((i64, i64), Claimed), sqlx::Error> {
     let job = Claimed {
         id: JobId::new(row.int(0)?),
@@ -841,6 +877,10 @@ fn claimed_row(row: &impl SqlRow) -> Result<((i64, i64), Claimed), sqlx::Error> 
             .map(|ms| Duration::from_millis(ms.max(0).unsigned_abs())),
         tags: row.opt_text(11)?,
         meta: row.opt_text(12)?,
+        workflow: match (row.opt_int(13)?, row.opt_text(14)?) {
+            (Some(id), Some(step)) => Some((crate::workflow::WorkflowId::new(id), step)),
+            _ => None,
+        },
     };
     Ok(((row.int(8)?, row.int(9)?), job))
 }
@@ -1157,7 +1197,7 @@ fn apply_migrations<D: Dialect>(conn: &mut Conn<D>) -> BoxFuture<'_, Result<(), 
 impl<D: Dialect> Store for SqlStore<D> {
     async fn enqueue(&self, job: &NewJob) -> Result<Inserted, Error> {
         let op = || format!("enqueue a `{}` job", job.kind);
-        if job.after.is_empty() {
+        if job.after.is_empty() && job.any_of.is_empty() {
             let mut conn = self.conn(op).await?;
             return insert::<D>(&mut conn, job, &self.clock).await;
         }
@@ -1207,7 +1247,7 @@ impl<D: Dialect> Store for SqlStore<D> {
             let mut exchange = Exchange::default();
             let mut claimed = Vec::new();
             for row in &rows {
-                if row.flag(13).map_err(|e| op_error::<D>(op(), e))? {
+                if row.flag(15).map_err(|e| op_error::<D>(op(), e))? {
                     let id = row.int(0).map_err(|e| op_error::<D>(op(), e))?;
                     exchange.completed.push(JobId::new(id));
                 } else {

@@ -141,8 +141,9 @@ pub(crate) fn insert_many<'a>(
 pub(crate) fn insert_workflow<'a>(
     conn: &'a mut SqliteConnection,
     name: &'a str,
+    kind: &'static str,
 ) -> BoxFuture<'a, Result<i64, Error>> {
-    sql::insert_workflow::<Sqlite>(conn, name, &SYSTEM_CLOCK)
+    sql::insert_workflow::<Sqlite>(conn, name, kind, &SYSTEM_CLOCK)
 }
 
 /// Completes a running job in the caller's transaction (see [`sql::complete`]).
@@ -269,7 +270,7 @@ macro_rules! claim_set {
 macro_rules! claim_returning {
     () => {
         "RETURNING id, kind, queue, args, attempt, max_attempts, idempotency_key, fence, priority,
-                  run_at, timeout_ms, NULLIF(tags, '[]'), NULLIF(meta, '{}')"
+                  run_at, timeout_ms, NULLIF(tags, '[]'), NULLIF(meta, '{}'), workflow_id, step"
     };
 }
 
@@ -490,15 +491,19 @@ static STATEMENTS: Statements = Statements {
         WHERE id IN (SELECT value FROM json_each(?1))
         RETURNING id, state, step",
     add_deps: "INSERT INTO errand_job_deps (depends_on, job_id, on_failure)
-        SELECT value, ?2, ?3 FROM json_each(?1) WHERE true ON CONFLICT DO NOTHING",
-    insert_workflow: "INSERT INTO errand_workflows (name, created_at) VALUES (?1, ?2) RETURNING id",
-    workflow: "SELECT name, created_at FROM errand_workflows WHERE id = ?1",
+        SELECT p.value, ?2, m.value FROM json_each(?1) p JOIN json_each(?3) m ON m.key = p.key
+        WHERE true ON CONFLICT DO NOTHING",
+    insert_workflow: "INSERT INTO errand_workflows (name, kind, created_at) VALUES (?1, ?2, ?3)
+        RETURNING id",
+    workflow: "SELECT name, created_at, kind FROM errand_workflows WHERE id = ?1",
     workflow_jobs: concat!(select_job!(), " WHERE workflow_id = ?1 ORDER BY id"),
     wait_for_one_more: "UPDATE errand_jobs SET waiting_on = waiting_on + 1
         WHERE workflow_id = ?1 AND step IN (SELECT value FROM json_each(?2)) AND state = 'pending'
         RETURNING id, step",
     count_steps: "SELECT count(*) FROM errand_jobs
         WHERE workflow_id = ?1 AND step IN (SELECT value FROM json_each(?2))",
+    step_scope: "SELECT kind, idempotency_key, id FROM errand_jobs
+        WHERE workflow_id = ?1 AND step = ?2 ORDER BY id LIMIT 1",
     add_dependents: "INSERT INTO errand_job_deps (depends_on, job_id, on_failure)
         SELECT ?1, j.value, f.value FROM json_each(?2) j JOIN json_each(?3) f ON f.key = j.key",
     workflow_deps: "SELECT d.depends_on, d.job_id FROM errand_job_deps d

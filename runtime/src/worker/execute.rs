@@ -57,6 +57,8 @@ impl Runner {
             job.key = job.key.as_deref(),
             job.tags = tracing::field::Empty,
             job.meta = tracing::field::Empty,
+            workflow.id = tracing::field::Empty,
+            workflow.step = tracing::field::Empty,
         );
         // Only when set: most jobs have neither.
         if let Some(tags) = &job.tags {
@@ -64,6 +66,10 @@ impl Runner {
         }
         if let Some(meta) = &job.meta {
             span.record("job.meta", meta.as_str());
+        }
+        if let Some((workflow, step)) = &job.workflow {
+            span.record("workflow.id", workflow.get());
+            span.record("workflow.step", step.as_str());
         }
         let started = Instant::now();
         let registration = self.registry.get(job.kind.as_str()).copied();

@@ -240,7 +240,7 @@ impl<D: Dialect> SqlStore<D> {
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
             let (order, job) = claimed_row(row).map_err(err)?;
-            claimed.push((row.text(13).map_err(err)?, order, job));
+            claimed.push((row.text(15).map_err(err)?, order, job));
         }
         let mut keys: Vec<&str> = claimed.iter().map(|(key, _, _)| key.as_str()).collect();
         keys.sort_unstable();

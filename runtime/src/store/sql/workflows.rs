@@ -16,6 +16,7 @@ impl<D: Dialect> SqlStore<D> {
             return Ok(None);
         };
         let (name, created_at) = (row.text(0).map_err(err)?, row.int(1).map_err(err)?);
+        let kind = row.text(2).map_err(err)?;
         let rows = self
             .fetch(D::SQL.workflow_jobs, values![id.get()], op)
             .await?;
@@ -39,10 +40,33 @@ impl<D: Dialect> SqlStore<D> {
         }
         Ok(Some(WorkflowInfo::from_parts(
             id,
-            name,
+            (name, kind),
             from_millis(created_at),
             jobs,
             &edges,
+        )))
+    }
+
+    /// Where the effect ledger records the steps of step `step` of workflow `id`.
+    pub(crate) async fn step_scope(
+        &self,
+        id: WorkflowId,
+        step: &str,
+    ) -> Result<Option<String>, Error> {
+        let op = || format!("find step `{step}` of workflow {id}");
+        let err = |e| op_error::<D>(op(), e);
+        let rows = self
+            .fetch(D::SQL.step_scope, values![id.get(), step], op)
+            .await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let (kind, key) = (row.text(0).map_err(err)?, row.opt_text(1).map_err(err)?);
+        let job = JobId::new(row.int(2).map_err(err)?);
+        Ok(Some(crate::context::ledger_scope(
+            &kind,
+            key.as_deref(),
+            job,
         )))
     }
 

@@ -1,0 +1,249 @@
+//! Sagas: steps in order, and when one dies, the compensations of the steps that completed, in
+//! reverse order, each once; on every store.
+
+use std::sync::{Arc, Mutex};
+
+use errand::{Client, EnqueuedSaga, FailureKind, JobId, JobState, Saga, SagaInfo, SagaState};
+use errand_tests::common::{records, tag, wait_for, work_until_final, worker, TestStore};
+use errand_tests::jobs::{charge_card, in_first, saga_step, undo_step};
+use errand_tests::per_store;
+
+per_store!(
+    a_saga_that_completes_needs_no_compensation,
+    a_dying_step_is_compensated_in_reverse_order,
+    only_completed_steps_are_compensated,
+    a_dead_compensation_fails_the_saga_and_the_others_still_run,
+    a_saga_refuses_to_be_empty
+);
+
+/// Every job of the saga: its steps and its compensations.
+fn jobs_of(saga: &EnqueuedSaga) -> Vec<JobId> {
+    saga.steps
+        .iter()
+        .flat_map(|s| std::iter::once(s.job).chain(s.compensation))
+        .collect()
+}
+
+async fn run(client: &Client, saga: &EnqueuedSaga) -> SagaInfo {
+    work_until_final(worker(client, &["first"]), client, &jobs_of(saga)).await;
+    client
+        .saga(saga.id)
+        .await
+        .unwrap()
+        .expect("the saga exists")
+}
+
+fn step(tag: &str, label: &str, fail: bool) -> errand::Request<saga_step> {
+    saga_step::with(tag.to_owned(), label.to_owned(), fail)
+}
+
+/// Every step completes: the saga is completed, and each compensation was cancelled as not
+/// needed, without running. The last step's compensation is never stored.
+async fn a_saga_that_completes_needs_no_compensation(store: TestStore) {
+    let client = &store.client;
+    let t = tag("saga-ok");
+    let saga = Saga::new("checkout")
+        .step(
+            step(&t, "reserve", false),
+            undo_step::with(t.clone(), "reserve".into(), false),
+        )
+        .compensated_step(charge_card::with(t.clone(), 42))
+        .compensated_step(step(&t, "ship", false))
+        .enqueue(client)
+        .await
+        .unwrap();
+    let names: Vec<&str> = saga.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["saga_step", "charge_card", "saga_step#2"]);
+    assert!(saga.steps[0].compensation.is_some());
+    assert!(saga.steps[1].compensation.is_some());
+    assert_eq!(
+        saga.steps[2].compensation, None,
+        "the last step's is never needed"
+    );
+    assert_eq!(
+        client.saga(saga.id).await.unwrap().unwrap().state,
+        SagaState::Running
+    );
+
+    let info = run(client, &saga).await;
+    assert_eq!(records(&t), ["reserve", "charge ch-42", "ship"]);
+    assert_eq!(info.state, SagaState::Completed);
+    assert_eq!(info.name, "checkout");
+    for step in &info.steps[..2] {
+        let compensation = step.compensation.as_ref().unwrap();
+        assert_eq!(compensation.state, JobState::Cancelled, "{}", step.name);
+        assert_eq!(compensation.attempt, 0);
+        let error = compensation.errors.last().unwrap();
+        assert_eq!(error.kind, FailureKind::Cancelled);
+        assert!(
+            error.message.starts_with("not needed: job "),
+            "{}",
+            error.message
+        );
+    }
+    assert!(info.compensations_run().is_empty());
+    // A workflow id that is not a saga's is no saga.
+    let other = errand::Workflow::new("plain")
+        .add("only", in_first::with(t.clone(), "x".into()))
+        .enqueue(client)
+        .await
+        .unwrap();
+    assert!(client.saga(other.id).await.unwrap().is_none());
+}
+
+/// The last step dies: the steps before it are undone, the latest first, each once; the
+/// refund reads the charge's id that the charge recorded.
+async fn a_dying_step_is_compensated_in_reverse_order(store: TestStore) {
+    let client = &store.client;
+    let t = tag("saga-undo");
+    let saga = Saga::new("checkout")
+        .compensated_step(step(&t, "reserve", false))
+        .compensated_step(charge_card::with(t.clone(), 7))
+        .compensated_step(step(&t, "ship", true))
+        .enqueue(client)
+        .await
+        .unwrap();
+    let info = run(client, &saga).await;
+    assert_eq!(
+        records(&t),
+        [
+            "reserve",
+            "charge ch-7",
+            "ship",
+            "refund ch-7",
+            "undo reserve"
+        ]
+    );
+    assert_eq!(info.state, SagaState::Compensated);
+    assert_eq!(info.step("saga_step#2").unwrap().job.state, JobState::Dead);
+    let run: Vec<&str> = info
+        .compensations_run()
+        .iter()
+        .map(|c| c.kind.as_str())
+        .collect();
+    assert_eq!(run, ["refund_card", "undo_step"]);
+    for c in info.compensations_run() {
+        assert_eq!((c.state, c.attempt), (JobState::Completed, 1));
+        assert_eq!(c.workflow, Some(saga.id));
+    }
+}
+
+/// A step in the middle dies: the steps after it are cancelled, naming it, and only the steps
+/// before it that have a compensation are undone.
+async fn only_completed_steps_are_compensated(store: TestStore) {
+    let client = &store.client;
+    let t = tag("saga-middle");
+    let saga = Saga::new("four")
+        .compensated_step(step(&t, "a", false))
+        .step_without_compensation(step(&t, "b", false))
+        .compensated_step(step(&t, "c", true))
+        .compensated_step(step(&t, "d", false))
+        .enqueue(client)
+        .await
+        .unwrap();
+    let info = run(client, &saga).await;
+    assert_eq!(records(&t), ["a", "b", "c", "undo a"]);
+    assert_eq!(info.state, SagaState::Compensated);
+    let states: Vec<(JobState, Option<JobState>)> = info
+        .steps
+        .iter()
+        .map(|s| (s.job.state, s.compensation.as_ref().map(|c| c.state)))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (JobState::Completed, Some(JobState::Completed)),
+            (JobState::Completed, None),
+            (JobState::Dead, Some(JobState::Cancelled)),
+            (JobState::Cancelled, None),
+        ]
+    );
+    let d = &info.steps[3].job;
+    let c = info.steps[2].job.id;
+    assert_eq!(
+        d.errors.last().unwrap().message,
+        format!("job {c} (saga_step#3) that it depends on died")
+    );
+
+    // A saga whose first step dies has nothing to undo.
+    let t = tag("saga-first");
+    let saga = Saga::new("none")
+        .compensated_step(step(&t, "a", true))
+        .compensated_step(step(&t, "b", false))
+        .enqueue(client)
+        .await
+        .unwrap();
+    let info = run(client, &saga).await;
+    assert_eq!(records(&t), ["a"]);
+    assert_eq!(info.state, SagaState::Compensated);
+    assert!(info.compensations_run().is_empty());
+}
+
+/// A compensation that dies does not stop the ones before it; the saga ends failed, and the
+/// death handlers hear of the compensation.
+async fn a_dead_compensation_fails_the_saga_and_the_others_still_run(store: TestStore) {
+    let client = &store.client;
+    let t = tag("saga-stuck");
+    let saga = Saga::new("stuck")
+        .compensated_step(step(&t, "first", false))
+        .compensated_step(step(&t, "stuck", false))
+        .compensated_step(step(&t, "last", true))
+        .enqueue(client)
+        .await
+        .unwrap();
+    let heard: Arc<Mutex<Vec<(String, JobId)>>> = Arc::default();
+    let seen = heard.clone();
+    let worker = worker(client, &["first"]).on_death(move |death| {
+        let seen = seen.clone();
+        async move {
+            seen.lock()
+                .unwrap()
+                .push((death.job.kind.clone(), death.job.id));
+            Ok(())
+        }
+    });
+    let (watched, listened) = (client.clone(), heard.clone());
+    worker
+        .run_until(async move {
+            wait_for("the saga to fail and its handler to hear", || async {
+                let info = watched.saga(saga.id).await.unwrap().unwrap();
+                let undo = info.steps[1].compensation.as_ref().map(|c| c.id);
+                info.state == SagaState::Failed
+                    && listened
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .any(|(_, id)| Some(*id) == undo)
+            })
+            .await
+        })
+        .await
+        .unwrap();
+    let info = client.saga(saga.id).await.unwrap().unwrap();
+    // The stuck undo dies of a permanent error; the first step's undo runs after it.
+    assert_eq!(
+        records(&t),
+        ["first", "stuck", "last", "undo stuck", "undo first"]
+    );
+    assert_eq!(info.state, SagaState::Failed);
+    let stuck = info.steps[1].compensation.as_ref().unwrap();
+    assert_eq!(stuck.state, JobState::Dead);
+    assert_eq!(
+        info.steps[0].compensation.as_ref().unwrap().state,
+        JobState::Completed
+    );
+    let heard = heard.lock().unwrap().clone();
+    assert!(
+        heard.contains(&("undo_step".to_owned(), stuck.id)),
+        "the death handler heard of the compensation: {heard:?}"
+    );
+}
+
+async fn a_saga_refuses_to_be_empty(store: TestStore) {
+    let err = Saga::new("empty").enqueue(&store.client).await.unwrap_err();
+    assert!(
+        matches!(&err, errand::Error::InvalidWorkflow { name, .. } if name == "empty"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("it has no steps"), "{err}");
+}
