@@ -1,5 +1,5 @@
 //! Every run happens inside an `errand.job` span carrying the job's id, kind, queue, attempt and
-//! idempotency key.
+//! idempotency key, and for a step of a workflow or saga, its id and the step's name.
 //!
 //! Its own test binary: tracing caches per call site whether anyone listens, and tests running
 //! beside this one with no subscriber would race that cache.
@@ -111,4 +111,42 @@ async fn traced_charge(ctx: &Context, tag: String, order_id: i64) -> Result<(), 
     // The job's own events land in its span.
     tracing::info!(parent: ctx.span(), waited = ?Duration::ZERO, "charging");
     Ok(())
+}
+
+/// A step's span also carries its workflow's (or saga's) id and the step's name.
+#[test]
+fn a_steps_span_names_its_workflow_and_step() {
+    let spans: Spans = Arc::default();
+    let subscriber = tracing_subscriber::registry().with(CaptureJobSpans(spans.clone()));
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let t = tag("saga-span");
+    let saga = runtime.block_on(async {
+        let store = sqlite().await;
+        let saga = errand::Saga::new("checkout")
+            .step_without_compensation(traced_charge::with(t.clone(), 7))
+            .enqueue(&store.client)
+            .await
+            .unwrap();
+        errand_tests::common::worker(&store.client, &["default"])
+            .run_until_idle()
+            .await
+            .unwrap();
+        saga
+    });
+    assert_eq!(records(&t), ["charge-7"]);
+    let spans = spans.lock().unwrap();
+    assert_eq!(spans.len(), 1, "{spans:?}");
+    let fields = &spans[0].1;
+    assert_eq!(
+        fields.get("workflow.id").map(String::as_str),
+        Some(saga.id.to_string().as_str())
+    );
+    assert_eq!(
+        fields.get("workflow.step").map(String::as_str),
+        Some("traced_charge")
+    );
 }
