@@ -770,3 +770,98 @@ async fn a_batch_of_ten_thousand_fires_on_complete_once_across_three_processes()
     assert_eq!(status.total, JOBS as u64);
     assert_eq!(status.counts.completed, JOBS as u64);
 }
+
+/// 200 sagas of three steps run by two worker processes, one of which is killed with SIGKILL
+/// every few hundred milliseconds and replaced: saga `n` dies at step `n % 4` (0: none). Each
+/// saga ends completed or compensated, and each step and compensation that should run ran
+/// exactly once (each records itself in the transaction that completes it), the compensations
+/// in reverse order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_sagas_survive_workers_killed_at_random() {
+    const SAGAS: i64 = 200;
+    const KILLS: usize = 12;
+    let Some(Setup {
+        store,
+        url,
+        schema,
+        pool,
+    }) = setup().await
+    else {
+        return;
+    };
+    let client = &store.client;
+    let mut sagas = Vec::new();
+    for n in 0..SAGAS {
+        let fails_at = n % 4;
+        let saga = (1..=3)
+            .fold(errand::Saga::new(format!("saga-{n}")), |saga, step| {
+                saga.compensated_step(process_step::with(n, step, fails_at))
+            })
+            .enqueue(client)
+            .await
+            .unwrap();
+        sagas.push((n, fails_at, saga.id));
+    }
+    let options = errand_tests::processes::Options {
+        lease: Duration::from_secs(1),
+        concurrency: 2,
+        ..Default::default()
+    };
+    let start = || WorkerProcess::start_with(WORKER, &url, &schema, &options);
+    let mut workers = vec![start().await, start().await];
+    let unfinished = "SELECT count(*) FROM errand_jobs
+        WHERE workflow_id IS NOT NULL AND state NOT IN ('completed', 'dead', 'cancelled')";
+    let mut kills = 0;
+    while kills < KILLS && count(&pool, unfinished).await > 0 {
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(50..300))).await;
+        let victim = workers.swap_remove(fastrand::usize(0..workers.len()));
+        victim.kill().await;
+        kills += 1;
+        workers.push(start().await);
+    }
+    wait_for_within(Duration::from_secs(300), "every saga to end", || async {
+        count(&pool, unfinished).await == 0
+    })
+    .await;
+    for worker in workers {
+        worker.terminate().await;
+    }
+    assert!(
+        count(&pool, unfinished).await == 0 && kills > 0,
+        "{kills} kills during the run"
+    );
+
+    let runs: Vec<(i64, String, i64)> = sqlx::query_as(
+        "SELECT n, event, count(*) FROM test_runs GROUP BY n, event ORDER BY n, min(at)",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    for (n, fails_at, id) in sagas {
+        let info = client.saga(id).await.unwrap().unwrap();
+        let (state, expected): (_, Vec<String>) = match fails_at {
+            0 => (
+                errand::SagaState::Completed,
+                (1..=3).map(|s| format!("step {s}")).collect(),
+            ),
+            f => (
+                errand::SagaState::Compensated,
+                (1..f)
+                    .map(|s| format!("step {s}"))
+                    .chain((1..f).rev().map(|s| format!("undo {s}")))
+                    .collect(),
+            ),
+        };
+        assert_eq!(info.state, state, "saga {n}: {info:?}");
+        let ran: Vec<(&str, i64)> = runs
+            .iter()
+            .filter(|(m, _, _)| *m == n)
+            .map(|(_, event, times)| (event.as_str(), *times))
+            .collect();
+        let once: Vec<(&str, i64)> = expected.iter().map(|e| (e.as_str(), 1)).collect();
+        assert_eq!(ran, once, "saga {n}, failing at step {fails_at}, in order of their runs");
+    }
+    let retried = count(&pool, "SELECT count(*) FROM errand_jobs WHERE attempt > 1").await;
+    eprintln!("{kills} workers killed; {retried} jobs ran more than once");
+    store.clean_up().await;
+}
