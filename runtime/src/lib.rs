@@ -50,6 +50,8 @@
 //! | `key` | template of text and `<param>` or `<param.field>` placeholders | none |
 //! | `priority` | `0..=9`, lower runs first within a queue | `5` |
 //! | `timeout` | duration; a run past it fails transiently | none |
+//! | `expires_in`, `cron`, `timezone`, `catch_up`, `concurrency`, `rate`, `concurrency_key`, `fair_by` | see "Scheduling and limits" in the README ([`Periodic`], [`Rate`]) | none |
+//! | `compensate` | the `#[job]` that undoes this one in a [`Saga`], taking the same arguments ([`Compensated`]) | none |
 //! | `name` | stable kind name stored with the job | the fn's name |
 //!
 //! A unique job's duplicates are refused by the database (a unique index), per kind and key;
@@ -70,6 +72,14 @@
 //! error is retried after the job's [`Backoff`] (or the error's `#[retry_after]`), until the job
 //! runs out of attempts; a permanent error makes it dead at once. A panic and a timeout are
 //! transient. Every attempt's error is kept on the job ([`Client::job`]).
+//!
+//! # Workflows
+//!
+//! Jobs can wait on others ([`Request::after`]), form a graph of named steps ([`Workflow`]),
+//! a batch with callbacks ([`Batch`]), or a saga whose steps are undone in reverse order when a
+//! later one dies ([`Saga`]). The database releases each waiting job in the statement that
+//! finishes what it waits on; [`Client::workflow`], [`Client::batch`] and [`Client::saga`]
+//! show where each stands.
 //!
 //! # Stores
 //!

@@ -859,7 +859,10 @@ async fn two_hundred_sagas_survive_workers_killed_at_random() {
             .map(|(_, event, times)| (event.as_str(), *times))
             .collect();
         let once: Vec<(&str, i64)> = expected.iter().map(|e| (e.as_str(), 1)).collect();
-        assert_eq!(ran, once, "saga {n}, failing at step {fails_at}, in order of their runs");
+        assert_eq!(
+            ran, once,
+            "saga {n}, failing at step {fails_at}, in order of their runs"
+        );
     }
     let retried = count(&pool, "SELECT count(*) FROM errand_jobs WHERE attempt > 1").await;
     eprintln!("{kills} workers killed; {retried} jobs ran more than once");
