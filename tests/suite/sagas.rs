@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use errand::{Client, EnqueuedSaga, FailureKind, JobId, JobState, Saga, SagaInfo, SagaState};
 use errand_tests::common::{records, tag, wait_for, work_until_final, worker, TestStore};
-use errand_tests::jobs::{charge_card, in_first, saga_step, undo_step};
+use errand_tests::jobs::{charge_card, in_first, refund_card, saga_step, undo_step};
 use errand_tests::per_store;
 
 per_store!(
@@ -13,7 +13,8 @@ per_store!(
     a_dying_step_is_compensated_in_reverse_order,
     only_completed_steps_are_compensated,
     a_dead_compensation_fails_the_saga_and_the_others_still_run,
-    a_saga_refuses_to_be_empty
+    a_saga_refuses_to_be_empty,
+    reading_a_step_outside_a_workflow_is_a_clear_error
 );
 
 /// Every job of the saga: its steps and its compensations.
@@ -246,4 +247,38 @@ async fn a_saga_refuses_to_be_empty(store: TestStore) {
         "{err}"
     );
     assert!(err.to_string().contains("it has no steps"), "{err}");
+}
+
+/// `Context::result_of` in a job that is no step, or for a step its workflow does not have,
+/// fails the job permanently with an error naming the problem.
+async fn reading_a_step_outside_a_workflow_is_a_clear_error(store: TestStore) {
+    let client = &store.client;
+    let t = tag("result-of");
+    let alone = refund_card::with(t.clone(), 5)
+        .enqueue(client)
+        .await
+        .unwrap();
+    // A saga whose refund looks for `charge_card`, which it does not have.
+    let saga = Saga::new("no-charge")
+        .step(step(&t, "a", false), refund_card::with(t.clone(), 6))
+        .step_without_compensation(step(&t, "b", true))
+        .enqueue(client)
+        .await
+        .unwrap();
+    let mut ids = jobs_of(&saga);
+    ids.push(alone.id);
+    work_until_final(worker(client, &["first"]), client, &ids).await;
+    let alone = errand_tests::common::job(client, alone.id).await;
+    assert_eq!(alone.state, JobState::Dead);
+    let error = &alone.errors.last().unwrap().message;
+    assert!(error.contains("is no step of a workflow"), "{error}");
+    let refund = saga.steps[0].compensation.unwrap();
+    let refund = errand_tests::common::job(client, refund).await;
+    assert_eq!(refund.state, JobState::Dead);
+    let error = &refund.errors.last().unwrap().message;
+    assert_eq!(
+        error,
+        &format!("workflow {} has no step named `charge_card`", saga.id)
+    );
+    assert!(records(&t).iter().all(|r| !r.starts_with("refund")));
 }
