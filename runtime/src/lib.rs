@@ -114,6 +114,7 @@ mod dead;
 mod error;
 mod info;
 mod job;
+pub mod metrics;
 pub mod migrations;
 mod query;
 mod registry;

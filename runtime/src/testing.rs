@@ -446,6 +446,7 @@ pub fn context(kind: &str, key: &str) -> Context {
         tags: None,
         meta: None,
         workflow: None,
+        run_at: 0,
     };
     Context::new(
         &job,

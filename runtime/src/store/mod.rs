@@ -304,6 +304,8 @@ pub(crate) struct Claimed {
     pub meta: Option<String>,
     /// The workflow (or saga, or batch) it is a step of, and the step's name.
     pub workflow: Option<(crate::workflow::WorkflowId, String)>,
+    /// When it was due (its run time), in milliseconds since the epoch by the store's clock.
+    pub run_at: i64,
 }
 
 impl Claimed {

@@ -774,6 +774,7 @@ fn insert_one<'a, D: Dialect>(
                 Value::from(job.workflow.as_ref().map(|(_, step)| step.as_str())),
             ];
             if let Some(row) = first(D::fetch(conn, sql.insert, new, clock).await.map_err(op)?) {
+                crate::metrics::enqueued(job.kind, &job.queue);
                 return Ok(Inserted::New(JobId::new(row.int(0).map_err(op)?)));
             }
             let Some(key) = unique_key else { continue };
@@ -810,6 +811,20 @@ fn insert_one<'a, D: Dialect>(
     })
 }
 
+/// Counts jobs stored by one statement, per kind and queue (most such batches have one of each).
+fn count_enqueued(jobs: &[NewJob]) {
+    let mut counted = 0;
+    while counted < jobs.len() {
+        let (kind, queue) = (jobs[counted].kind, &jobs[counted].queue);
+        let same = jobs[counted..]
+            .iter()
+            .take_while(|j| j.kind == kind && j.queue == *queue)
+            .count();
+        crate::metrics::enqueued_many(kind, queue, same);
+        counted += same;
+    }
+}
+
 /// Inserts jobs that are not unique on `conn` (the pool's, or the caller's transaction), in
 /// one statement; returns their ids in the order of `jobs`.
 pub(crate) fn insert_many<'a, D: Dialect>(
@@ -824,6 +839,7 @@ pub(crate) fn insert_many<'a, D: Dialect>(
             .map_err(|e| op_error::<D>(op(), e))?;
         let ids: Result<Vec<i64>, _> = rows.iter().map(|row| row.int(0)).collect();
         let mut ids = ids.map_err(|e| op_error::<D>(op(), e))?;
+        count_enqueued(jobs);
         // Ids rise in insertion order.
         ids.sort_unstable();
         Ok(ids.into_iter().map(JobId::new).collect())
@@ -881,8 +897,9 @@ fn claimed_row(row: &impl SqlRow) -> Result<((i64, i64), Claimed), sqlx::Error> 
             (Some(id), Some(step)) => Some((crate::workflow::WorkflowId::new(id), step)),
             _ => None,
         },
+        run_at: row.int(9)?,
     };
-    Ok(((row.int(8)?, row.int(9)?), job))
+    Ok(((row.int(8)?, job.run_at), job))
 }
 
 /// Claimed rows in the order their jobs should start: RETURNING gives them in none.

@@ -85,6 +85,7 @@ impl Runner {
         let result = if stopped_before_start {
             Ok(Outcome::Done)
         } else {
+            crate::metrics::started(&job.kind, &job.queue, waited_since(job.run_at));
             self.run(&job, registration, ctx.clone())
                 .instrument(span.clone())
                 .await
@@ -101,7 +102,9 @@ impl Runner {
         } else {
             None
         };
-        let finish = self.decide(&job, result, started.elapsed(), &backoff, cancelled);
+        let ran = started.elapsed();
+        let finish = self.decide(&job, result, ran, &backoff, cancelled);
+        crate::metrics::finished(&job.kind, &job.queue, finish.state, ran);
         span.in_scope(|| log_finish(&finish));
         if finish.state == JobState::Completed {
             // The claim loop writes completions in batches; the run stays registered (its lease
@@ -253,6 +256,16 @@ impl Runner {
             }
         }
     }
+}
+
+/// How long ago `run_at` (milliseconds since the epoch, by the store's clock) was, by this
+/// machine's clock: zero if the clocks disagree the other way.
+fn waited_since(run_at: i64) -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let due = Duration::from_millis(u64::try_from(run_at).unwrap_or(0));
+    now.saturating_sub(due)
 }
 
 fn log_finish(finish: &Finish) {

@@ -38,6 +38,7 @@ mod lease;
 mod prune;
 mod rescue;
 mod runs;
+mod sample;
 mod scheduler;
 mod shutdown;
 mod supervise;
@@ -95,6 +96,8 @@ struct Settings {
     periodic: Vec<Periodic>,
     /// How long a waiting job waits per priority level it moves up.
     priority_aging: Option<Duration>,
+    /// How often the queues' gauges are sampled, by one node at a time.
+    queue_metrics: Option<Duration>,
 }
 
 /// A death handler, boxed: see [`Worker::on_death`].
@@ -135,6 +138,7 @@ impl Worker {
                 death_handler_timeout: Duration::from_secs(30),
                 periodic: Vec::new(),
                 priority_aging: None,
+                queue_metrics: None,
             },
             id: worker_id(),
         }
@@ -237,6 +241,23 @@ impl Worker {
     /// [`Worker::prune_every`]), one node at a time.
     pub fn retention(mut self, retention: Retention) -> Worker {
         self.settings.retention = retention;
+        self
+    }
+
+    /// Samples each queue's counts into the gauges `errand_queue_jobs` and
+    /// `errand_queue_oldest_available_seconds` every `every` (off by default; see
+    /// [`metrics`](crate::metrics)). Every worker that samples takes a lease in the database
+    /// first, so one node at a time reads the counts, whatever the number of workers. One read
+    /// counts every job by queue and state: on a large table, sample every 15 s or more.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: errand::Client) -> Result<(), errand::Error> {
+    /// use std::time::Duration;
+    /// errand::Worker::new(client).queue_metrics(Some(Duration::from_secs(15))).run().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn queue_metrics(mut self, every: Option<Duration>) -> Worker {
+        self.settings.queue_metrics = every;
         self
     }
 
@@ -625,6 +646,9 @@ impl Runner {
             // Short-lived workers (scripts, tests) leave pruning to long-running ones, and
             // deliver deaths once they are idle (below).
             start("pruner", |r, stop| Box::pin(prune::prune(r, stop)));
+            if self.settings.queue_metrics.is_some() {
+                start("sampler", |r, stop| Box::pin(sample::sample(r, stop)));
+            }
             if next_slot.is_some() {
                 start("scheduler", |r, stop| Box::pin(scheduler::run(r, stop)));
             }
