@@ -583,6 +583,30 @@ impl Client {
         self.store().delete_dead(&filter.query).await
     }
 
+    /// Deletes now what `retention` lets go (finished jobs, surplus dead jobs, ledger records no
+    /// job needs), in batches of 1,000 rows; returns how many rows went. Workers already prune
+    /// in the background ([`Worker::retention`](crate::Worker::retention)); this is for a
+    /// one-off clean-up, such as `errand prune`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: errand::Client) -> Result<(), errand::Error> {
+    /// use std::time::Duration;
+    /// let retention = errand::Retention::default().keep_finished_for(Duration::from_secs(3600));
+    /// let deleted = client.prune(&retention).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn prune(&self, retention: &crate::Retention) -> Result<u64, Error> {
+        const BATCH: usize = 1000;
+        let mut deleted = 0;
+        loop {
+            let batch = self.store().prune(retention, BATCH).await?;
+            deleted += batch;
+            if batch < BATCH as u64 {
+                return Ok(deleted);
+            }
+        }
+    }
+
     /// Cancels job `id`: a job that has not started becomes `cancelled` at once; a running job
     /// is asked to stop (see [`Cancellation::Requested`]).
     pub async fn cancel(&self, id: JobId) -> Result<Cancellation, Error> {

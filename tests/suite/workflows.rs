@@ -346,8 +346,14 @@ async fn a_batch_releases_its_callbacks_once(store: TestStore) {
     assert_eq!(status.total, 5);
     assert!(!status.finished);
     assert_eq!(status.on_success.as_ref().unwrap().state, JobState::Pending);
-    run_until_final(&store, &batch.jobs).await;
-    wait_for("the callbacks", || async { records(&t).len() == 7 }).await;
+    let callbacks = [
+        status.on_success.as_ref().unwrap().id,
+        status.on_complete.as_ref().unwrap().id,
+    ];
+    // The worker runs until the callbacks too have finished: they are released by the
+    // statement that completes the last job, the moment the batch's jobs are all final.
+    run_until_final(&store, &[batch.jobs.clone(), callbacks.to_vec()].concat()).await;
+    assert_eq!(records(&t).len(), 7);
     let ran = records(&t);
     let position = |name: &str| ran.iter().position(|r| r == name).unwrap();
     for n in 0..5 {
