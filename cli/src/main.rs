@@ -80,6 +80,8 @@ enum Command {
         #[arg(long)]
         print: bool,
     },
+    /// Serves the web dashboard.
+    Web(WebArgs),
     /// Deletes now what the retention lets go: finished jobs, surplus dead jobs, old ledger
     /// records.
     Prune {
@@ -93,6 +95,28 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         max_dead: usize,
     },
+}
+
+#[derive(Args, Debug)]
+struct WebArgs {
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// The token every request must carry (`?token=` once in a browser, or
+    /// `Authorization: Bearer`).
+    #[arg(long, env = "ERRAND_WEB_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// HTTP basic authentication instead, as `user:password`.
+    #[arg(
+        long,
+        env = "ERRAND_WEB_BASIC",
+        hide_env_values = true,
+        conflicts_with = "token"
+    )]
+    basic: Option<String>,
+    /// No credentials at all: only for a dashboard that nothing but a trusted network reaches.
+    #[arg(long, conflicts_with_all = ["token", "basic"])]
+    no_auth: bool,
 }
 
 #[derive(Args, Debug)]
@@ -292,6 +316,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             // Connecting with migrations on applied them.
             out.migrated(store_of(url)?);
         }
+        Command::Web(args) => return serve(client, args).await,
         Command::Prune {
             keep_finished,
             keep_dead,
@@ -305,6 +330,39 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// Serves the dashboard until Ctrl-C or SIGTERM.
+async fn serve(client: Client, args: WebArgs) -> Result<(), Failure> {
+    let auth = match (args.token, args.basic, args.no_auth) {
+        (Some(token), _, _) => errand_web::Auth::token(token),
+        (None, Some(basic), _) => match basic.split_once(':') {
+            Some((user, password)) => errand_web::Auth::basic(user, password),
+            None => {
+                return Err(Failure::Usage(
+                    "--basic takes `user:password`".to_owned(),
+                ))
+            }
+        },
+        (None, None, true) => errand_web::Auth::TrustedNetwork,
+        (None, None, false) => {
+            return Err(Failure::Usage(
+                "the dashboard needs credentials: pass --token (or ERRAND_WEB_TOKEN), --basic user:password, or --no-auth for a trusted network"
+                    .to_owned(),
+            ))
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| Failure::Usage(format!("cannot listen on {}: {e}", args.listen)))?;
+    eprintln!("errand's dashboard on http://{}/", args.listen);
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    axum::serve(listener, errand_web::router(client, auth))
+        .with_graceful_shutdown(stop)
+        .await
+        .map_err(|e| Failure::Usage(format!("serving the dashboard failed: {e}")))
 }
 
 #[derive(Clone, Copy)]

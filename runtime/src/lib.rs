@@ -142,7 +142,7 @@ pub use crate::job::{
     Job, JobId, JobOptions, JobState, OnConflict, OnDependencyFailure, Outcome, Rate, Unique,
     UniqueStrategy, UnknownState,
 };
-pub use crate::query::{JobFilter, Page, QueueStats, StateCounts};
+pub use crate::query::{JobFilter, Page, QueueStats, StateCounts, Throughput};
 pub use crate::request::{EnqueueOutcome, Enqueued, Request, Transaction};
 pub use crate::retry::Backoff;
 pub use crate::saga::{

@@ -999,6 +999,14 @@ impl Backend {
         dispatch!(self, s => s.workflow(id).await)
     }
 
+    /// The jobs that finished since `since_ms`, per minute.
+    pub(crate) async fn throughput(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<crate::query::Throughput>, Error> {
+        dispatch!(self, s => s.throughput(since_ms).await)
+    }
+
     /// Where the effect ledger records the steps of step `step` of workflow `id`; `None` if it
     /// has no such step.
     pub(crate) async fn step_scope(

@@ -293,6 +293,9 @@ pub(crate) struct Statements {
     /// `parent, jobs, on_failures` (the last two parallel): records that each of `jobs` waits
     /// on `parent`.
     pub add_dependents: &'static str,
+    /// `since`: `state, minute, count` of the jobs that finished (completed, died, were
+    /// cancelled) at or after `since` (ms), per minute (its start, in ms).
+    pub finished_per_minute: &'static str,
     /// `workflow, step`: the `kind, idempotency_key, id` of the workflow's job of that step.
     pub step_scope: &'static str,
     /// `queue, limit, kinds, lease, worker, now`: claims up to `limit` available jobs of the
@@ -1726,5 +1729,6 @@ pub(crate) mod listing_cases {
 
 // After the macros above, which they use.
 mod claims;
+mod history;
 mod schedules;
 mod workflows;

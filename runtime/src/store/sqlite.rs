@@ -502,6 +502,10 @@ static STATEMENTS: Statements = Statements {
         RETURNING id, step",
     count_steps: "SELECT count(*) FROM errand_jobs
         WHERE workflow_id = ?1 AND step IN (SELECT value FROM json_each(?2))",
+    finished_per_minute: "SELECT state, (finished_at / 60000) * 60000 AS minute, count(*)
+        FROM errand_jobs
+        WHERE state IN ('completed', 'dead', 'cancelled') AND finished_at >= ?1
+        GROUP BY state, minute ORDER BY minute",
     step_scope: "SELECT kind, idempotency_key, id FROM errand_jobs
         WHERE workflow_id = ?1 AND step = ?2 ORDER BY id LIMIT 1",
     add_dependents: "INSERT INTO errand_job_deps (depends_on, job_id, on_failure)

@@ -1,0 +1,324 @@
+//! The routes: pages (GET) and actions (POST, with the CSRF token, answering with a redirect
+//! to the page they came from).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Form, OriginalUri, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use errand::{DeadFilter, JobFilter, JobId, JobState, Page};
+use serde::Deserialize;
+
+use crate::auth::{action_allowed, random_token, require};
+use crate::pages::{self, Base};
+use crate::Shared;
+
+/// Jobs per page of a listing.
+const PAGE: usize = 50;
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/", get(queues))
+        .route("/jobs", get(jobs))
+        .route("/jobs/{id}", get(job))
+        .route("/dead", get(dead))
+        .route("/schedules", get(schedules))
+        .route("/queues/{queue}/pause", post(pause))
+        .route("/queues/{queue}/resume", post(resume))
+        .route("/jobs/{id}/cancel", post(cancel))
+        .route("/jobs/{id}/retry", post(retry))
+        .route("/jobs/{id}/delete", post(delete))
+        .route("/dead/retry-all", post(retry_all))
+        .route("/dead/delete-all", post(delete_all))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            require,
+        ))
+        .with_state(shared)
+}
+
+/// What went wrong serving a page: the store failed, or the page does not exist.
+pub(crate) enum Failure {
+    Store(errand::Error),
+    NotFound(String),
+    Forbidden,
+}
+
+impl From<errand::Error> for Failure {
+    fn from(err: errand::Error) -> Failure {
+        Failure::Store(err)
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        match self {
+            Failure::Store(err) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("503: the job store failed: {err}\n"),
+            )
+                .into_response(),
+            Failure::NotFound(what) => (StatusCode::NOT_FOUND, format!("404: {what}\n")).into_response(),
+            Failure::Forbidden => (
+                StatusCode::FORBIDDEN,
+                "403: this action did not come from the dashboard's own page (CSRF token missing or wrong); reload the page and try again\n",
+            )
+                .into_response(),
+        }
+    }
+}
+
+/// A page as a response, with a Content-Security-Policy that lets only the page's own script
+/// (by its nonce) run.
+fn html(markup: impl FnOnce(&str) -> maud::Markup) -> Response {
+    let nonce = random_token();
+    let mut response = markup(&nonce).into_response();
+    let policy = format!(
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; \
+         script-src 'nonce-{nonce}'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    );
+    if let Ok(policy) = HeaderValue::from_str(&policy) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_SECURITY_POLICY, policy);
+    }
+    response
+}
+
+/// Where the dashboard is mounted: the part of the original path that the nested router
+/// stripped.
+fn base(original: &OriginalUri, uri: &Uri) -> Base {
+    let full = original.0.path().trim_end_matches('/');
+    let inner = uri.path().trim_end_matches('/');
+    let prefix = full.strip_suffix(inner).unwrap_or("");
+    Base(prefix.to_owned())
+}
+
+async fn queues(
+    State(shared): State<Arc<Shared>>,
+    original: OriginalUri,
+    uri: Uri,
+) -> Result<Response, Failure> {
+    let stats = shared.client.queue_stats().await?;
+    let minutes = shared.client.throughput(Duration::from_secs(3600)).await?;
+    let base = base(&original, &uri);
+    Ok(html(|nonce| {
+        pages::queues(&base, &shared.csrf, nonce, &stats, &minutes)
+    }))
+}
+
+#[derive(Deserialize, Default)]
+pub(crate) struct JobsQuery {
+    pub state: Option<String>,
+    pub kind: Option<String>,
+    pub queue: Option<String>,
+    pub before: Option<i64>,
+}
+
+impl JobsQuery {
+    fn nonempty(value: &Option<String>) -> Option<&str> {
+        value.as_deref().map(str::trim).filter(|v| !v.is_empty())
+    }
+
+    pub(crate) fn state(&self) -> Option<&str> {
+        Self::nonempty(&self.state)
+    }
+
+    pub(crate) fn kind(&self) -> Option<&str> {
+        Self::nonempty(&self.kind)
+    }
+
+    pub(crate) fn queue(&self) -> Option<&str> {
+        Self::nonempty(&self.queue)
+    }
+}
+
+fn page(before: Option<i64>) -> Page {
+    match before {
+        Some(id) => Page::after(JobId::from(id), PAGE),
+        None => Page::first(PAGE),
+    }
+    .newest_first()
+}
+
+async fn jobs(
+    State(shared): State<Arc<Shared>>,
+    original: OriginalUri,
+    uri: Uri,
+    Query(query): Query<JobsQuery>,
+) -> Result<Response, Failure> {
+    let mut filter = JobFilter::all();
+    if let Some(state) = query.state() {
+        let state: JobState = state
+            .parse()
+            .map_err(|_| Failure::NotFound(format!("no state `{state}`")))?;
+        filter = filter.state(state);
+    }
+    if let Some(kind) = query.kind() {
+        filter = filter.kind(kind);
+    }
+    if let Some(queue) = query.queue() {
+        filter = filter.queue(queue);
+    }
+    let jobs = shared.client.jobs(&filter, page(query.before)).await?;
+    let base = base(&original, &uri);
+    Ok(html(|nonce| pages::jobs(&base, nonce, &query, &jobs, PAGE)))
+}
+
+async fn job(
+    State(shared): State<Arc<Shared>>,
+    original: OriginalUri,
+    uri: Uri,
+    Path(id): Path<i64>,
+) -> Result<Response, Failure> {
+    let Some(job) = shared.client.job(JobId::from(id)).await? else {
+        return Err(Failure::NotFound(format!("no job {id}")));
+    };
+    let base = base(&original, &uri);
+    Ok(html(|nonce| pages::job(&base, &shared.csrf, nonce, &job)))
+}
+
+#[derive(Deserialize, Default)]
+struct DeadQuery {
+    before: Option<i64>,
+}
+
+async fn dead(
+    State(shared): State<Arc<Shared>>,
+    original: OriginalUri,
+    uri: Uri,
+    Query(query): Query<DeadQuery>,
+) -> Result<Response, Failure> {
+    let all = DeadFilter::all();
+    let jobs = shared.client.dead_jobs(&all, page(query.before)).await?;
+    let total = shared
+        .client
+        .count(&JobFilter::all().state(JobState::Dead))
+        .await?;
+    let base = base(&original, &uri);
+    Ok(html(|nonce| {
+        pages::dead(&base, &shared.csrf, nonce, &jobs, total, PAGE)
+    }))
+}
+
+async fn schedules(
+    State(shared): State<Arc<Shared>>,
+    original: OriginalUri,
+    uri: Uri,
+) -> Result<Response, Failure> {
+    let schedules = shared.client.schedules().await?;
+    let base = base(&original, &uri);
+    Ok(html(|nonce| pages::schedules(&base, nonce, &schedules)))
+}
+
+/// Every action's form: the CSRF token.
+#[derive(Deserialize)]
+struct Action {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// Runs an action if its form may; then sends the browser to `to`, under the dashboard's base.
+fn checked(shared: &Shared, headers: &HeaderMap, form: &Action) -> Result<(), Failure> {
+    if action_allowed(shared, headers, &form.csrf) {
+        Ok(())
+    } else {
+        Err(Failure::Forbidden)
+    }
+}
+
+fn back(base: &Base, to: &str) -> Response {
+    Redirect::to(&base.at(to)).into_response()
+}
+
+async fn pause(
+    State(shared): State<Arc<Shared>>,
+    original: OriginalUri,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(queue): Path<String>,
+    Form(form): Form<Action>,
+) -> Result<Response, Failure> {
+    checked(&shared, &headers, &form)?;
+    shared.client.pause_queue(&queue).await?;
+    Ok(back(&base(&original, &uri), "/"))
+}
+
+async fn resume(
+    State(shared): State<Arc<Shared>>,
+    original: OriginalUri,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(queue): Path<String>,
+    Form(form): Form<Action>,
+) -> Result<Response, Failure> {
+    checked(&shared, &headers, &form)?;
+    shared.client.resume_queue(&queue).await?;
+    Ok(back(&base(&original, &uri), "/"))
+}
+
+async fn cancel(
+    State(shared): State<Arc<Shared>>,
+    original: OriginalUri,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Form(form): Form<Action>,
+) -> Result<Response, Failure> {
+    checked(&shared, &headers, &form)?;
+    shared.client.cancel(JobId::from(id)).await?;
+    Ok(back(&base(&original, &uri), &format!("/jobs/{id}")))
+}
+
+async fn retry(
+    State(shared): State<Arc<Shared>>,
+    original: OriginalUri,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Form(form): Form<Action>,
+) -> Result<Response, Failure> {
+    checked(&shared, &headers, &form)?;
+    shared.client.retry_dead(JobId::from(id)).await?;
+    Ok(back(&base(&original, &uri), &format!("/jobs/{id}")))
+}
+
+async fn delete(
+    State(shared): State<Arc<Shared>>,
+    original: OriginalUri,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Form(form): Form<Action>,
+) -> Result<Response, Failure> {
+    checked(&shared, &headers, &form)?;
+    shared.client.delete_dead(JobId::from(id)).await?;
+    Ok(back(&base(&original, &uri), "/dead"))
+}
+
+async fn retry_all(
+    State(shared): State<Arc<Shared>>,
+    original: OriginalUri,
+    uri: Uri,
+    headers: HeaderMap,
+    Form(form): Form<Action>,
+) -> Result<Response, Failure> {
+    checked(&shared, &headers, &form)?;
+    shared.client.retry_all_dead(&DeadFilter::all()).await?;
+    Ok(back(&base(&original, &uri), "/dead"))
+}
+
+async fn delete_all(
+    State(shared): State<Arc<Shared>>,
+    original: OriginalUri,
+    uri: Uri,
+    headers: HeaderMap,
+    Form(form): Form<Action>,
+) -> Result<Response, Failure> {
+    checked(&shared, &headers, &form)?;
+    shared.client.delete_all_dead(&DeadFilter::all()).await?;
+    Ok(back(&base(&original, &uri), "/dead"))
+}
