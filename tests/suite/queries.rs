@@ -13,6 +13,7 @@ errand_tests::per_store!(
     listings_filter_by_state_queue_kind_key_and_time,
     pages_walk_every_job_once_in_either_order,
     queue_stats_count_each_queue_by_state,
+    throughput_counts_finished_jobs_per_minute,
 );
 
 /// 10 completed in `first`, 10 available in `second`, 3 scheduled and 2 dead in `default`,
@@ -220,4 +221,35 @@ async fn queue_stats_count_each_queue_by_state(store: TestStore) {
     assert_eq!(second.counts.available, 10);
     let waited = second.oldest_available.expect("second has available jobs");
     assert!(waited < Duration::from_secs(600), "{waited:?}");
+}
+
+/// `Client::throughput` counts the jobs that finished in the window, per minute and state; a
+/// job that has not finished is not counted.
+async fn throughput_counts_finished_jobs_per_minute(store: TestStore) {
+    let client = &store.client;
+    assert!(client
+        .throughput(Duration::from_secs(3600))
+        .await
+        .unwrap()
+        .is_empty());
+    fill(client).await;
+    let t = tag("throughput");
+    let cancelled = succeed::with(t.clone())
+        .delay(Duration::from_secs(3600))
+        .enqueue(client)
+        .await
+        .unwrap();
+    client.cancel(cancelled.id).await.unwrap();
+    let minutes = client.throughput(Duration::from_secs(3600)).await.unwrap();
+    let sum = |f: fn(&errand::Throughput) -> u64| minutes.iter().map(f).sum::<u64>();
+    assert_eq!(sum(|m| m.completed), 10, "{minutes:?}");
+    assert_eq!(sum(|m| m.dead), 2, "{minutes:?}");
+    assert_eq!(sum(|m| m.cancelled), 1, "{minutes:?}");
+    // Each minute starts on a minute, and they come oldest first.
+    for m in &minutes {
+        let secs = m.minute.duration_since(SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!(secs.as_millis() % 60_000, 0);
+        assert!(m.minute <= SystemTime::now());
+    }
+    assert!(minutes.windows(2).all(|w| w[0].minute < w[1].minute));
 }
