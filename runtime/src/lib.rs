@@ -126,6 +126,7 @@ mod store;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub mod testing;
+mod trace;
 mod worker;
 mod workflow;
 
@@ -149,6 +150,7 @@ pub use crate::saga::{
     Compensated, EnqueuedSaga, EnqueuedSagaStep, Saga, SagaInfo, SagaState, SagaStep,
 };
 pub use crate::schedule::{CatchUp, Periodic, ScheduleInfo};
+pub use crate::trace::{set_trace_propagation, TracePropagation};
 pub use crate::worker::{DeathHandlerError, Worker, WorkerHandle};
 pub use crate::workflow::{
     EnqueuedWorkflow, Workflow, WorkflowId, WorkflowInfo, WorkflowState, WorkflowStep,

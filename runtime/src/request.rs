@@ -315,7 +315,18 @@ impl<J: Job> Request<J> {
         if priority > 9 {
             return Err(Error::InvalidPriority { kind, priority });
         }
-        let meta = match self.meta {
+        // The enqueuing code's trace context, when a propagation is installed (and the caller
+        // did not store one of its own).
+        let meta = match (crate::trace::inject(), self.meta) {
+            (None, meta) => meta,
+            (Some(trace), None) => Some(serde_json::json!({ crate::trace::META_KEY: trace })),
+            (Some(trace), Some(serde_json::Value::Object(mut map))) => {
+                map.entry(crate::trace::META_KEY).or_insert(trace);
+                Some(serde_json::Value::Object(map))
+            }
+            (Some(_), other) => other,
+        };
+        let meta = match meta {
             None => None,
             Some(serde_json::Value::Object(map)) if map.is_empty() => None,
             Some(map @ serde_json::Value::Object(_)) => Some(map.to_string()),

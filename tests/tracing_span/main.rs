@@ -150,3 +150,68 @@ fn a_steps_span_names_its_workflow_and_step() {
         Some("traced_charge")
     );
 }
+
+thread_local! {
+    /// The trace context the fake propagation hands out, when set.
+    static CURRENT_TRACE: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Each link made: the run span's name and the carrier.
+static LINKS: Mutex<Vec<(String, std::collections::HashMap<String, String>)>> =
+    Mutex::new(Vec::new());
+
+/// A stand-in for `tracing-opentelemetry`: the "context" is a string set by the test.
+struct FakePropagation;
+
+impl errand::TracePropagation for FakePropagation {
+    fn inject(&self, carrier: &mut std::collections::HashMap<String, String>) {
+        if let Some(trace) = CURRENT_TRACE.with(|t| t.borrow().clone()) {
+            carrier.insert("traceparent".to_owned(), trace);
+        }
+    }
+
+    fn link(&self, run: &tracing::Span, carrier: &std::collections::HashMap<String, String>) {
+        let name = run.metadata().map_or("", |m| m.name()).to_owned();
+        LINKS.lock().unwrap().push((name, carrier.clone()));
+    }
+}
+
+/// The trace context of the code that enqueued a job is stored with it, and its run's span is
+/// linked to it.
+#[test]
+fn a_run_links_to_the_trace_that_enqueued_it() {
+    errand::set_trace_propagation(FakePropagation);
+    let spans: Spans = Arc::default();
+    let subscriber = tracing_subscriber::registry().with(CaptureJobSpans(spans.clone()));
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let t = tag("trace-link");
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let meta = runtime.block_on(async {
+        let store = sqlite().await;
+        CURRENT_TRACE.with(|c| *c.borrow_mut() = Some(traceparent.to_owned()));
+        let id = traced_charge::with(t.clone(), 9)
+            .enqueue(&store.client)
+            .await
+            .unwrap()
+            .id;
+        CURRENT_TRACE.with(|c| *c.borrow_mut() = None);
+        errand_tests::common::worker(&store.client, &["default"])
+            .run_until_idle()
+            .await
+            .unwrap();
+        store.client.job(id).await.unwrap().unwrap().meta
+    });
+    assert_eq!(records(&t), ["charge-9"]);
+    assert_eq!(meta["trace"]["traceparent"], traceparent, "{meta}");
+    let links = LINKS.lock().unwrap();
+    let ours: Vec<_> = links
+        .iter()
+        .filter(|(_, carrier)| carrier.get("traceparent").map(String::as_str) == Some(traceparent))
+        .collect();
+    assert_eq!(ours.len(), 1, "{links:?}");
+    assert_eq!(ours[0].0, "errand.job", "the run's own span is linked");
+}

@@ -67,6 +67,7 @@ impl Runner {
         if let Some(meta) = &job.meta {
             span.record("job.meta", meta.as_str());
         }
+        crate::trace::link(&span, job.meta.as_deref());
         if let Some((workflow, step)) = &job.workflow {
             span.record("workflow.id", workflow.get());
             span.record("workflow.step", step.as_str());
