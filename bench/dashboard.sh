@@ -43,7 +43,9 @@ FROM generate_series(1, $JOBS) AS n,
                           WHEN n % 20 = 17 THEN 'scheduled'
                           WHEN n % 20 = 18 THEN 'retryable'
                           ELSE 'pending' END AS state) s;
-ANALYZE errand_jobs;
+-- As autovacuum leaves a table that is not being written: statistics and the visibility map
+-- (without it, index-only scans visit the heap for every row of a freshly filled table).
+VACUUM ANALYZE errand_jobs;
 SQL
 
 "$ERRAND" --database-url "$URL" --schema "$SCHEMA" web --listen "127.0.0.1:$PORT" --no-auth &
@@ -56,7 +58,7 @@ done
 
 MIDDLE=$((JOBS / 2))
 printf "%-44s %10s %8s\n" page "median ms" bytes
-for page in / /jobs "/jobs?state=dead" "/jobs?state=available&queue=q2" "/jobs?kind=kind3" \
+for page in / /jobs "/jobs?state=dead" "/jobs?state=available&queue=q1" "/jobs?kind=kind3" \
             "/jobs?before=$MIDDLE" "/jobs?state=completed&before=$MIDDLE" "/jobs/$MIDDLE" \
             /dead "/dead?before=$MIDDLE" /schedules; do
     curl -s -o /dev/null "http://127.0.0.1:$PORT$page"
