@@ -305,3 +305,59 @@ async fn postgres_errors() {
         stderr(&refused)
     );
 }
+
+/// `errand web` serves the dashboard with the credentials it was given, and refuses to start
+/// without any unless told the network is trusted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_serves_the_dashboard_behind_a_token() {
+    let store = sqlite().await;
+    let url = store.url.clone().unwrap();
+    let refused = std::process::Command::new(BIN)
+        .args(["--database-url", &url, "web", "--listen", "127.0.0.1:0"])
+        .env_remove("ERRAND_WEB_TOKEN")
+        .env_remove("ERRAND_WEB_BASIC")
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(stderr(&refused).contains("the dashboard needs credentials"));
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut server = tokio::process::Command::new(BIN)
+        .args([
+            "--database-url",
+            &url,
+            "web",
+            "--listen",
+            &listen,
+            "--token",
+            "t0ken",
+        ])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    errand_tests::common::wait_for("the dashboard to listen", || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await;
+    let status = |auth: &'static str| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let request = format!("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response.split_whitespace().nth(1).unwrap_or("").to_owned()
+    };
+    assert_eq!(status("").await, "401");
+    assert_eq!(status("Authorization: Bearer t0ken\r\n").await, "200");
+    server.kill().await.unwrap();
+}
