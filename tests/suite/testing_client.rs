@@ -322,3 +322,36 @@ async fn drain_rounds_stops_after_as_many_rounds() {
     assert_eq!((done.state, done.attempt), (JobState::Completed, 3));
     assert_eq!(test.drain_rounds(5).await.unwrap(), 0, "nothing left");
 }
+
+/// Calls cut off mid-flight (a worker aborted, a timeout) leave the jobs of a database in
+/// memory where they were: the test client's, and `sqlite::memory:`'s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_off_calls_keep_the_in_memory_jobs() {
+    let test = errand::testing::TestClient::new();
+    cut_off_calls_keep(test.client().clone()).await;
+    let client = errand::Client::connect("sqlite::memory:").await.unwrap();
+    cut_off_calls_keep(client).await;
+}
+
+async fn cut_off_calls_keep(client: errand::Client) {
+    let t = errand_tests::common::tag("cut-off");
+    let id = errand_tests::jobs::succeed::with(t.clone())
+        .enqueue(&client)
+        .await
+        .unwrap()
+        .id;
+    for n in 0..2000u64 {
+        let cut = std::time::Duration::from_micros(n % 200);
+        let _ = tokio::time::timeout(cut, client.queue_stats()).await;
+        let _ = tokio::time::timeout(
+            cut,
+            errand_tests::jobs::succeed::with(t.clone()).enqueue(&client),
+        )
+        .await;
+    }
+    let count = client.count(&errand::JobFilter::all()).await;
+    assert!(
+        client.job(id).await.unwrap().is_some(),
+        "the first job is still there: {count:?}"
+    );
+}

@@ -57,7 +57,14 @@ impl SqlStore<Sqlite> {
                 .pragma("recursive_triggers", "ON");
             let in_memory = url.contains(":memory:") || url.contains("mode=memory");
             let pool = if in_memory {
-                one_connection().min_connections(1)
+                // Kept alive by a second connection, as the test client's (see `Anchor`).
+                let anchor = Anchor::new(options.clone());
+                one_connection()
+                    .min_connections(1)
+                    .after_connect(move |_, _| {
+                        let anchor = anchor.clone();
+                        Box::pin(async move { anchor.hold().await })
+                    })
             } else {
                 SqlitePoolOptions::new().max_connections(4)
             }
@@ -89,14 +96,16 @@ impl SqlStore<Sqlite> {
     /// [`TestClient`](crate::testing::TestClient). Its one connection opens on first use and
     /// applies the migrations then, so this needs no `.await`.
     pub(crate) fn in_memory(clock: Clock) -> SqliteStore {
-        let options = SqliteConnectOptions::new()
-            .in_memory(true)
+        let options = memory_options()
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true)
             .pragma("recursive_triggers", "ON");
+        let anchor = Anchor::new(options.clone());
         let pool = one_connection()
-            .after_connect(|conn, _| {
+            .after_connect(move |conn, _| {
+                let anchor = anchor.clone();
                 Box::pin(async move {
+                    anchor.hold().await?;
                     sql::migrate_connection::<Sqlite>(conn)
                         .await
                         .map_err(|err| sqlx::Error::Configuration(Box::new(err)))
@@ -109,6 +118,45 @@ impl SqlStore<Sqlite> {
             dialect: Sqlite,
             clock,
         }
+    }
+}
+
+/// A database in memory of its own, shared by every connection that names it: the pool's
+/// connection, and the [`Anchor`] that keeps it alive when the pool replaces that connection.
+fn memory_options() -> SqliteConnectOptions {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    SqliteConnectOptions::new()
+        .filename(format!("file:errand-memory-{}-{n}", std::process::id()))
+        .in_memory(true)
+        .shared_cache(true)
+}
+
+/// A second, idle connection to a database in memory, opened with the pool's first: SQLite
+/// drops such a database when its last connection closes, and the pool closes its connection
+/// when a call using it is cut off mid-flight (a timeout, an aborted task). Without the anchor,
+/// the pool's next connection would open a new, empty database; with it, the jobs stay.
+#[derive(Clone)]
+struct Anchor {
+    options: SqliteConnectOptions,
+    conn: std::sync::Arc<tokio::sync::Mutex<Option<SqliteConnection>>>,
+}
+
+impl Anchor {
+    fn new(options: SqliteConnectOptions) -> Anchor {
+        Anchor {
+            options,
+            conn: std::sync::Arc::default(),
+        }
+    }
+
+    /// Opens the anchor, once, while a connection of the pool holds the database open.
+    async fn hold(&self) -> Result<(), sqlx::Error> {
+        let mut conn = self.conn.lock().await;
+        if conn.is_none() {
+            *conn = Some(sqlx::ConnectOptions::connect(&self.options).await?);
+        }
+        Ok(())
     }
 }
 
