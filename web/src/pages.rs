@@ -43,6 +43,7 @@ form.inline { display: inline; }
 button { cursor: pointer; border: 1px solid #b8bfca; background: #fff; border-radius: 4px; padding: 2px 10px; }
 button.danger { border-color: #b3261e; color: #b3261e; }
 .muted { color: #6b7380; }
+td.muted { white-space: nowrap; }
 .filters { margin-bottom: 12px; display: flex; gap: 8px; align-items: center; }
 .legend span { margin-right: 14px; }
 dl { display: grid; grid-template-columns: 130px 1fr; gap: 4px 12px; background: #fff; padding: 12px; border: 1px solid #e3e6eb; }
