@@ -8,12 +8,13 @@
 //! - step `i + 1` waits on step `i`, as any dependency does: it is cancelled when step `i`
 //!   dies;
 //! - the compensation of step `i` is released as soon as one of the steps after it, up to the
-//!   next step with a compensation, dies, or that next step's compensation has run (completed
-//!   or died); it is cancelled, not needed, once none of these can happen.
+//!   next step with a compensation, fails (dies, or is cancelled itself, not for a failure
+//!   before it), or that next step's compensation has run (completed or died); it is
+//!   cancelled, not needed, once none of these can happen.
 //!
-//! So when step `k` dies, the compensations of the steps before it run one after another, the
-//! latest first, and those of the steps after it are cancelled; when every step completes, every
-//! compensation is cancelled. No process decides it: a worker killed at any point leaves the
+//! So when step `k` dies or is cancelled, the compensations of the steps before it run one
+//! after another, the latest first, and those of the steps after it are cancelled; when every
+//! step completes, every compensation is cancelled. No process decides it: a worker killed at any point leaves the
 //! saga where the database has it.
 
 use std::collections::HashMap;
@@ -70,8 +71,9 @@ pub trait Compensated: Job {
 ///   [`Context::result_of`](crate::Context::result_of); a compensation reads what its step did
 ///   the same way. Steps are named by their job's kind (`charge`, or `charge#2` for a second
 ///   step of the same kind) and compensations `<step>.compensation`.
-/// - A step that is cancelled (by [`Client::cancel`] or [`Client::cancel_workflow`]) stops the
-///   saga without compensating: [`SagaState::Cancelled`]. To undo, let the step fail.
+/// - [`Client::cancel_saga`] cancels the step the saga is at: the steps after it are
+///   cancelled, and the completed ones are undone as for a death ([`SagaState::Cancelled`]).
+///   ([`Client::cancel_workflow`] instead cancels every waiting job, compensations too.)
 ///
 /// Enqueuing stores every step and compensation in one transaction, or in the caller's with
 /// [`Saga::enqueue_tx`]. A saga of `n` steps stores at most `2n - 1` jobs.
@@ -100,6 +102,10 @@ impl std::fmt::Debug for Saga {
             .finish()
     }
 }
+
+/// How the database's trigger (migration 0014) begins the reason of a compensation it
+/// cancelled because no step it could undo failed.
+const NOT_NEEDED: &str = "not needed: ";
 
 fn new_job<J: Job>(request: Request<J>) -> Result<NewJob, Error> {
     request.into_new_job(crate::Config::DEFAULT_MAX_ARGS_BYTES)
@@ -225,7 +231,7 @@ impl Saga {
             let through = next.map_or(last, |(j, _)| j);
             job.any_of = steps[i + 1..=through]
                 .iter()
-                .map(|step| (*step, Release::WhenDead))
+                .map(|step| (*step, Release::WhenFailed))
                 .chain(next.map(|(_, c)| (c, Release::WhenRan)))
                 .collect();
             job.after.clear();
@@ -282,15 +288,17 @@ pub struct EnqueuedSagaStep {
 pub enum SagaState {
     /// No step has died, and some have not finished.
     Running,
-    /// A step died, and compensations are running or waiting to.
+    /// A step died or was cancelled, and compensations are running or waiting to.
     Compensating,
     /// Every step completed.
     Completed,
     /// A step died, and every compensation that was needed completed.
     Compensated,
-    /// A step died, and a compensation died too: something is left to undo by hand.
+    /// A step died or was cancelled, and a compensation died (or was cancelled by someone,
+    /// as [`Client::cancel_workflow`] does): something is left to undo by hand.
     Failed,
-    /// A step was cancelled: the saga stopped there, without compensating.
+    /// A step was cancelled ([`Client::cancel_saga`]), and every compensation that was needed
+    /// completed.
     Cancelled,
 }
 
@@ -341,22 +349,37 @@ impl SagaInfo {
     }
 
     fn state_of(steps: &[SagaStep]) -> SagaState {
-        let is = |state: JobState| steps.iter().any(|s| s.job.state == state);
+        // A compensation that died, or was cancelled by someone (not as not needed), left its
+        // step as it was.
+        let undone = |c: &JobInfo| match c.state {
+            JobState::Dead => true,
+            JobState::Cancelled => !c
+                .errors
+                .last()
+                .is_some_and(|e| e.message.starts_with(NOT_NEEDED)),
+            _ => false,
+        };
+        // Steps run in order: the saga stopped at its first step that did not complete, if that
+        // one died or was cancelled (the steps after it were cancelled with it).
+        let stopped = steps
+            .iter()
+            .find(|s| s.job.state != JobState::Completed)
+            .map(|s| s.job.state);
         let compensations = || steps.iter().filter_map(|s| s.compensation.as_ref());
-        if steps.iter().all(|s| s.job.state == JobState::Completed) {
-            SagaState::Completed
-        } else if is(JobState::Dead) {
-            if compensations().any(|c| !c.state.is_final()) {
-                SagaState::Compensating
-            } else if compensations().any(|c| c.state == JobState::Dead) {
-                SagaState::Failed
-            } else {
-                SagaState::Compensated
+        match stopped {
+            None => SagaState::Completed,
+            Some(JobState::Dead | JobState::Cancelled) => {
+                if compensations().any(|c| !c.state.is_final()) {
+                    SagaState::Compensating
+                } else if compensations().any(undone) {
+                    SagaState::Failed
+                } else if stopped == Some(JobState::Dead) {
+                    SagaState::Compensated
+                } else {
+                    SagaState::Cancelled
+                }
             }
-        } else if is(JobState::Cancelled) && steps.iter().all(|s| s.job.state.is_final()) {
-            SagaState::Cancelled
-        } else {
-            SagaState::Running
+            Some(_) => SagaState::Running,
         }
     }
 }
@@ -396,5 +419,34 @@ impl Client {
             state: SagaInfo::state_of(&steps),
             steps,
         }))
+    }
+
+    /// Cancels saga `id` where it stands: the step it is at is cancelled (at once if it waits,
+    /// when it returns if it runs), the steps after it with it, and the steps that completed
+    /// are undone by their compensations, the latest first, as when a step dies. Returns
+    /// `false` if the saga has no step left to cancel (it ended, or does not exist).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: errand::Client, id: errand::WorkflowId) -> Result<(), errand::Error> {
+    /// if client.cancel_saga(id).await? {
+    ///     // the customer cancelled the order: charged payments are refunded, stock released
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn cancel_saga(&self, id: WorkflowId) -> Result<bool, Error> {
+        use crate::dead::Cancellation;
+        // The step it is at may complete meanwhile: then the next one is, a few times at most.
+        loop {
+            let Some(saga) = self.saga(id).await? else {
+                return Ok(false);
+            };
+            let Some(step) = saga.steps.iter().find(|s| !s.job.state.is_final()) else {
+                return Ok(false);
+            };
+            match self.cancel(step.job.id).await? {
+                Cancellation::Cancelled | Cancellation::Requested => return Ok(true),
+                Cancellation::AlreadyFinished(_) | Cancellation::NotFound => continue,
+            }
+        }
     }
 }

@@ -14,6 +14,7 @@ per_store!(
     only_completed_steps_are_compensated,
     a_dead_compensation_fails_the_saga_and_the_others_still_run,
     a_saga_refuses_to_be_empty,
+    cancelling_a_saga_undoes_its_completed_steps,
     reading_a_step_outside_a_workflow_is_a_clear_error
 );
 
@@ -281,4 +282,57 @@ async fn reading_a_step_outside_a_workflow_is_a_clear_error(store: TestStore) {
         &format!("workflow {} has no step named `charge_card`", saga.id)
     );
     assert!(records(&t).iter().all(|r| !r.starts_with("refund")));
+}
+
+/// `Client::cancel_saga` cancels the step the saga is at, and the steps that completed are
+/// undone, the latest first, as for a death; the saga ends `Cancelled`.
+async fn cancelling_a_saga_undoes_its_completed_steps(store: TestStore) {
+    let client = &store.client;
+    let t = tag("saga-cancel");
+    let saga = Saga::new("order")
+        .compensated_step(step(&t, "a", false))
+        .compensated_step(step(&t, "b", false))
+        .compensated_step(step(&t, "c", false).delay(std::time::Duration::from_secs(3600)))
+        .compensated_step(step(&t, "d", false))
+        .enqueue(client)
+        .await
+        .unwrap();
+    let c = saga.steps[2].job;
+    let watched = client.clone();
+    worker(client, &["first"])
+        .run_until(async move {
+            wait_for("step c to wait for its time", || async {
+                let c = watched.job(c).await.unwrap().unwrap();
+                c.state == JobState::Scheduled
+            })
+            .await
+        })
+        .await
+        .unwrap();
+    assert_eq!(records(&t), ["a", "b"]);
+    assert!(client.cancel_saga(saga.id).await.unwrap());
+    let info = run(client, &saga).await;
+    assert_eq!(records(&t), ["a", "b", "undo b", "undo a"]);
+    assert_eq!(info.state, SagaState::Cancelled);
+    let states: Vec<(JobState, Option<JobState>)> = info
+        .steps
+        .iter()
+        .map(|s| (s.job.state, s.compensation.as_ref().map(|c| c.state)))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (JobState::Completed, Some(JobState::Completed)),
+            (JobState::Completed, Some(JobState::Completed)),
+            (JobState::Cancelled, Some(JobState::Cancelled)),
+            (JobState::Cancelled, None),
+        ]
+    );
+    let d = &info.steps[3].job;
+    assert_eq!(
+        d.errors.last().unwrap().message,
+        format!("job {c} (saga_step#3) that it depends on was cancelled")
+    );
+    // Nothing is left to cancel.
+    assert!(!client.cancel_saga(saga.id).await.unwrap());
 }

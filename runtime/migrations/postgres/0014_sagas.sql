@@ -1,6 +1,7 @@
 -- Sagas: a saga's compensation waits on several jobs and runs as soon as one of them ends a
 -- given way, or is cancelled once none of them can: each of its edges says which end releases
--- it ('when_dead': the step it may undo after died; 'when_ran': the compensation before it ran,
+-- it ('when_failed': a step after the one it undoes failed: it died, or was cancelled itself,
+-- everything it waited on having completed; 'when_ran': the compensation before it ran,
 -- completed or dead). `waiting_on` counts the edges still open; the first edge that releases the
 -- job makes it available at once, and the last that does not cancels it, naming its parent.
 -- The edges that wait for every parent ('cancel', 'run') are settled as before.
@@ -8,6 +9,12 @@
 ALTER TABLE errand_workflows ADD COLUMN kind TEXT NOT NULL DEFAULT 'workflow';
 
 CREATE OR REPLACE FUNCTION errand_settle_dependents() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    -- Whether this job failed of itself: it died, or it was cancelled while everything it
+    -- waited on had completed (not cancelled because a job it waited on failed).
+    failed boolean := NEW.state = 'dead' OR (NEW.state = 'cancelled' AND NOT EXISTS (
+        SELECT 1 FROM errand_job_deps d JOIN errand_jobs p ON p.id = d.depends_on
+        WHERE d.job_id = NEW.id AND d.on_failure = 'cancel' AND p.state <> 'completed'));
 BEGIN
     UPDATE errand_jobs j
     SET waiting_on = j.waiting_on - 1,
@@ -23,7 +30,7 @@ BEGIN
         state = CASE WHEN j.run_at > errand_now_ms() THEN 'scheduled' ELSE 'available' END
     FROM errand_job_deps d
     WHERE d.depends_on = NEW.id AND j.id = d.job_id AND j.state = 'pending'
-      AND ((d.on_failure = 'when_dead' AND NEW.state = 'dead')
+      AND ((d.on_failure = 'when_failed' AND failed)
            OR (d.on_failure = 'when_ran' AND NEW.state IN ('completed', 'dead')));
     -- ... or cancelled when the last parent that could release it did not. (Those released by
     -- the statement above are no longer pending.) Its cancellation settles its own dependents
@@ -44,7 +51,7 @@ BEGIN
                           'at', errand_now_ms(), 'duration_ms', 0, 'worker', '')) END
     FROM errand_job_deps d
     WHERE d.depends_on = NEW.id AND j.id = d.job_id AND j.state = 'pending'
-      AND d.on_failure IN ('when_dead', 'when_ran');
+      AND d.on_failure IN ('when_failed', 'when_ran');
     IF NEW.state <> 'completed' THEN
         -- Every job that waits on this one through dependents that are cancelled with it, at
         -- once: no trigger recursion, whatever the depth.

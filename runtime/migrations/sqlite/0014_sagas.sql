@@ -1,6 +1,7 @@
 -- Sagas: a saga's compensation waits on several jobs and runs as soon as one of them ends a
 -- given way, or is cancelled once none of them can: each of its edges says which end releases
--- it ('when_dead': the step it may undo after died; 'when_ran': the compensation before it ran,
+-- it ('when_failed': a step after the one it undoes failed: it died, or was cancelled itself,
+-- everything it waited on having completed; 'when_ran': the compensation before it ran,
 -- completed or dead). `waiting_on` counts the edges still open; the first edge that releases the
 -- job makes it available at once, and the last that does not cancels it, naming its parent.
 -- The edges that wait for every parent ('cancel', 'run') are settled as before.
@@ -29,7 +30,10 @@ BEGIN
     WHERE state = 'pending' AND id IN (
         SELECT job_id FROM errand_job_deps
         WHERE depends_on = NEW.id
-          AND ((on_failure = 'when_dead' AND NEW.state = 'dead')
+          AND ((on_failure = 'when_failed' AND (NEW.state = 'dead' OR (NEW.state = 'cancelled'
+                    AND NOT EXISTS (SELECT 1 FROM errand_job_deps d JOIN errand_jobs p ON p.id = d.depends_on
+                                    WHERE d.job_id = NEW.id AND d.on_failure = 'cancel'
+                                      AND p.state <> 'completed'))))
                OR (on_failure = 'when_ran' AND NEW.state IN ('completed', 'dead'))));
     -- ... or cancelled when the last parent that could release it did not (its cancellation
     -- settles its own dependents through this trigger).
@@ -48,7 +52,7 @@ BEGIN
                           'at', NEW.finished_at, 'duration_ms', 0, 'worker', '')) END
     WHERE state = 'pending' AND id IN (
         SELECT job_id FROM errand_job_deps
-        WHERE depends_on = NEW.id AND on_failure IN ('when_dead', 'when_ran'));
+        WHERE depends_on = NEW.id AND on_failure IN ('when_failed', 'when_ran'));
     UPDATE errand_jobs
     SET state = 'cancelled', finished_at = NEW.finished_at, waiting_on = 0,
         unique_key = CASE WHEN unique_strategy = 'until_expired' THEN unique_key END,

@@ -120,8 +120,10 @@ pub struct NewJob {
 /// ([`NewJob::any_of`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Release {
-    /// It died: a saga step whose compensations must run.
-    WhenDead,
+    /// It failed of itself: it died, or was cancelled while everything it waited on had
+    /// completed (a saga step whose earlier steps must be undone). A parent already cancelled
+    /// when the dependent is stored counts as not releasing it.
+    WhenFailed,
     /// It completed or died: a compensation that ran, after which the next one runs.
     WhenRan,
 }
@@ -131,7 +133,7 @@ impl Release {
     #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
     pub(crate) const fn as_str(self) -> &'static str {
         match self {
-            Release::WhenDead => "when_dead",
+            Release::WhenFailed => "when_failed",
             Release::WhenRan => "when_ran",
         }
     }
@@ -140,7 +142,7 @@ impl Release {
     #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
     pub(crate) fn releases(self, state: &str) -> bool {
         match self {
-            Release::WhenDead => state == "dead",
+            Release::WhenFailed => state == "dead",
             Release::WhenRan => state == "dead" || state == "completed",
         }
     }
