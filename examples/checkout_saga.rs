@@ -5,14 +5,17 @@
 //! cargo run --example checkout_saga
 //! ```
 //!
-//! It runs the saga twice on an SQLite file: order 1 ships and the saga completes; order 2's
-//! address cannot be shipped to, a permanent failure, so the saga compensates. It prints what
-//! each job did, then each saga's steps and final state, and exits non-zero if a saga did not
-//! end as it should.
+//! It runs the saga three times on an SQLite file: order 1 ships and the saga completes; order
+//! 2's address cannot be shipped to, a permanent failure, so the saga compensates; order 3 ships
+//! tomorrow, and the customer cancels it today (`Client::cancel_saga`), which undoes it the
+//! same way. It prints what each job did, then each saga's steps and final state, and exits
+//! non-zero if a saga did not end as it should.
 
 use std::time::{Duration, Instant};
 
-use errand::{job, Client, Context, JobError, Saga, SagaInfo, SagaState, Worker, WorkflowId};
+use errand::{
+    job, Client, Context, JobError, JobState, Saga, SagaInfo, SagaState, Worker, WorkflowId,
+};
 
 #[derive(Debug, thiserror::Error, JobError)]
 enum ShopError {
@@ -74,11 +77,11 @@ async fn cancel_shipment(order_id: i64, address: String) -> Result<(), ShopError
     Ok(())
 }
 
-fn checkout(order_id: i64, address: &str) -> Saga {
+fn checkout(order_id: i64, address: &str, ship_in: Duration) -> Saga {
     Saga::new(format!("checkout-{order_id}"))
         .compensated_step(reserve_stock::with(order_id, "mug".into(), 2))
         .compensated_step(charge::with(order_id, 1999))
-        .compensated_step(ship::with(order_id, address.into()))
+        .compensated_step(ship::with(order_id, address.into()).delay(ship_in))
 }
 
 #[tokio::main]
@@ -93,23 +96,42 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let client = Client::connect(&format!("sqlite://{}", path.display())).await?;
 
-    let shipped = checkout(1, "1 Main Street, Springfield")
+    let now = Duration::ZERO;
+    let shipped = checkout(1, "1 Main Street, Springfield", now)
         .enqueue(&client)
         .await?;
-    let stranded = checkout(2, "7 Coral Way, Atlantis")
+    let stranded = checkout(2, "7 Coral Way, Atlantis", now)
+        .enqueue(&client)
+        .await?;
+    let tomorrow = Duration::from_secs(86_400);
+    let changed_mind = checkout(3, "9 Elm Road, Shelbyville", tomorrow)
         .enqueue(&client)
         .await?;
     let sagas = [
         (shipped.id, SagaState::Completed),
         (stranded.id, SagaState::Compensated),
+        (changed_mind.id, SagaState::Cancelled),
     ];
 
     println!("what the jobs did:");
     let worker = Worker::new(client.clone())
         .queues([("shop", 1)])
         .concurrency(4)
-        .poll_interval(Duration::from_millis(50));
-    worker.run_until(all_ended(&client, &sagas)).await?;
+        .poll_interval(Duration::from_millis(50))
+        .spawn();
+    // Order 3 is charged and waits to ship tomorrow; the customer cancels it.
+    let ship_3 = changed_mind.steps[2].job;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !matches!(client.job(ship_3).await?, Some(job) if job.state == JobState::Scheduled) {
+        if Instant::now() > deadline {
+            return Err("order 3 never got as far as waiting to ship".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("  order 3: the customer cancels");
+    client.cancel_saga(changed_mind.id).await?;
+    all_ended(&client, &sagas).await;
+    worker.shutdown().await?;
 
     let mut as_expected = true;
     for (id, expected) in sagas {

@@ -69,19 +69,34 @@ pub(crate) async fn require(
         Auth::TrustedNetwork => true,
         Auth::Token(token) => {
             if let Some(given) = query_token(request.uri().query()) {
-                // Back to the page asked for, under the path the dashboard is mounted at.
-                let path = request
+                if !same(&given, token) {
+                    return unauthorized(&shared.auth);
+                }
+                // Back to the page asked for (under the path the dashboard is mounted at, with
+                // its other parameters), the cookie scoped to the dashboard.
+                let inner = request.uri().path().to_owned();
+                let full = request
                     .extensions()
                     .get::<axum::extract::OriginalUri>()
-                    .map_or_else(
-                        || request.uri().path().to_owned(),
-                        |o| o.0.path().to_owned(),
-                    );
-                return if same(&given, token) {
-                    remember(&path, token)
+                    .map_or_else(|| inner.clone(), |o| o.0.path().to_owned());
+                let base = full
+                    .trim_end_matches('/')
+                    .strip_suffix(inner.trim_end_matches('/'))
+                    .unwrap_or("");
+                let rest: Vec<&str> = request
+                    .uri()
+                    .query()
+                    .unwrap_or("")
+                    .split('&')
+                    .filter(|pair| !pair.is_empty() && !pair.starts_with("token="))
+                    .collect();
+                let back = if rest.is_empty() {
+                    full.clone()
                 } else {
-                    unauthorized(&shared.auth)
+                    format!("{full}?{}", rest.join("&"))
                 };
+                let scope = if base.is_empty() { "/" } else { base };
+                return remember(&back, scope, token);
             }
             bearer(headers).is_some_and(|t| same(t, token))
                 || cookie(headers).is_some_and(|t| same(t, token))
@@ -123,9 +138,9 @@ fn unauthorized(auth: &Auth) -> Response {
 }
 
 /// The token was right: keep it in a cookie, and take it out of the address.
-fn remember(path: &str, token: &str) -> Response {
-    let mut response = Redirect::to(path).into_response();
-    let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
+fn remember(back: &str, scope: &str, token: &str) -> Response {
+    let mut response = Redirect::to(back).into_response();
+    let cookie = format!("{COOKIE}={token}; Path={scope}; HttpOnly; SameSite=Strict");
     if let Ok(cookie) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }

@@ -114,6 +114,33 @@ async fn credentials_csrf_and_escaping(store: TestStore) {
         assert_eq!(status, 200, "{route}: {page}");
         assert!(page.contains("content-security-policy"), "{route}");
     }
+    // A token in the address becomes a cookie scoped to the dashboard, and the page's other
+    // parameters are kept.
+    let (status, response) = http(
+        address,
+        &get(&format!("/errand/jobs?state=dead&token={TOKEN}"), ""),
+    )
+    .await;
+    assert_eq!(status, 303, "{response}");
+    assert!(
+        response.contains("location: /errand/jobs?state=dead\r\n"),
+        "{response}"
+    );
+    assert!(
+        response.contains(&format!(
+            "set-cookie: errand_token={TOKEN}; Path=/errand; HttpOnly; SameSite=Strict"
+        )),
+        "{response}"
+    );
+    let cookie = format!("Cookie: errand_token={TOKEN}\r\n");
+    assert_eq!(
+        http(address, &get("/errand/jobs?state=dead", &cookie))
+            .await
+            .0,
+        200
+    );
+    let wrong = http(address, &get("/errand/jobs?token=nope", "")).await;
+    assert_eq!(wrong.0, 401);
     for action in [
         format!("/errand/jobs/{}/retry", filled.dead),
         "/errand/dead/retry-all".to_owned(),
