@@ -90,7 +90,7 @@ pub fn describe_metrics() {
 
 /// A job stored by an enqueue.
 pub(crate) fn enqueued(kind: &'static str, queue: &str) {
-    ::metrics::counter!(JOBS_ENQUEUED, "kind" => kind, "queue" => queue.to_owned()).increment(1);
+    enqueued_many(kind, queue, 1);
 }
 
 /// `count` jobs of `kind` stored in `queue` by one statement.

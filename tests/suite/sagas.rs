@@ -35,6 +35,14 @@ async fn run(client: &Client, saga: &EnqueuedSaga) -> SagaInfo {
         .expect("the saga exists")
 }
 
+/// Each step's state, and its compensation's.
+fn states_of(info: &SagaInfo) -> Vec<(JobState, Option<JobState>)> {
+    info.steps
+        .iter()
+        .map(|s| (s.job.state, s.compensation.as_ref().map(|c| c.state)))
+        .collect()
+}
+
 fn step(tag: &str, label: &str, fail: bool) -> errand::Request<saga_step> {
     saga_step::with(tag.to_owned(), label.to_owned(), fail)
 }
@@ -146,13 +154,8 @@ async fn only_completed_steps_are_compensated(store: TestStore) {
     let info = run(client, &saga).await;
     assert_eq!(records(&t), ["a", "b", "c", "undo a"]);
     assert_eq!(info.state, SagaState::Compensated);
-    let states: Vec<(JobState, Option<JobState>)> = info
-        .steps
-        .iter()
-        .map(|s| (s.job.state, s.compensation.as_ref().map(|c| c.state)))
-        .collect();
     assert_eq!(
-        states,
+        states_of(&info),
         [
             (JobState::Completed, Some(JobState::Completed)),
             (JobState::Completed, None),
@@ -314,13 +317,8 @@ async fn cancelling_a_saga_undoes_its_completed_steps(store: TestStore) {
     let info = run(client, &saga).await;
     assert_eq!(records(&t), ["a", "b", "undo b", "undo a"]);
     assert_eq!(info.state, SagaState::Cancelled);
-    let states: Vec<(JobState, Option<JobState>)> = info
-        .steps
-        .iter()
-        .map(|s| (s.job.state, s.compensation.as_ref().map(|c| c.state)))
-        .collect();
     assert_eq!(
-        states,
+        states_of(&info),
         [
             (JobState::Completed, Some(JobState::Completed)),
             (JobState::Completed, Some(JobState::Completed)),

@@ -74,15 +74,11 @@ pub(crate) async fn require(
                 }
                 // Back to the page asked for (under the path the dashboard is mounted at, with
                 // its other parameters), the cookie scoped to the dashboard.
-                let inner = request.uri().path().to_owned();
-                let full = request
-                    .extensions()
-                    .get::<axum::extract::OriginalUri>()
-                    .map_or_else(|| inner.clone(), |o| o.0.path().to_owned());
-                let base = full
-                    .trim_end_matches('/')
-                    .strip_suffix(inner.trim_end_matches('/'))
-                    .unwrap_or("");
+                let original = request.extensions().get::<axum::extract::OriginalUri>();
+                let base = crate::pages::Base::of_request(original, request.uri()).0;
+                let full = original
+                    .map_or(request.uri().path(), |o| o.0.path())
+                    .to_owned();
                 let rest: Vec<&str> = request
                     .uri()
                     .query()
@@ -95,7 +91,7 @@ pub(crate) async fn require(
                 } else {
                     format!("{full}?{}", rest.join("&"))
                 };
-                let scope = if base.is_empty() { "/" } else { base };
+                let scope = if base.is_empty() { "/" } else { &base };
                 return remember(&back, scope, token);
             }
             bearer(headers).is_some_and(|t| same(t, token))

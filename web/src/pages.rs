@@ -12,6 +12,17 @@ use crate::routes::JobsQuery;
 pub(crate) struct Base(pub String);
 
 impl Base {
+    /// Where the dashboard serving a request is mounted: the part of its original path
+    /// (`original`, absent outside a nested router) that the nested router stripped from `uri`.
+    pub(crate) fn of_request(
+        original: Option<&axum::extract::OriginalUri>,
+        uri: &axum::http::Uri,
+    ) -> Base {
+        let inner = uri.path().trim_end_matches('/');
+        let full = original.map_or(inner, |o| o.0.path().trim_end_matches('/'));
+        Base(full.strip_suffix(inner).unwrap_or("").to_owned())
+    }
+
     /// `path` under the base: the dashboard's root is the base itself (`/errand`, as axum
     /// routes a nested router's root), or `/` when it is not nested.
     pub(crate) fn at(&self, path: &str) -> String {

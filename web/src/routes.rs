@@ -4,8 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Form, OriginalUri, Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::extract::{
+    Form, FromRequest, FromRequestParts, OriginalUri, Path, Query, Request, State,
+};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -88,23 +91,20 @@ fn html(markup: impl FnOnce(&str) -> maud::Markup) -> Response {
     response
 }
 
-/// Where the dashboard is mounted: the part of the original path that the nested router
-/// stripped.
-fn base(original: &OriginalUri, uri: &Uri) -> Base {
-    let full = original.0.path().trim_end_matches('/');
-    let inner = uri.path().trim_end_matches('/');
-    let prefix = full.strip_suffix(inner).unwrap_or("");
-    Base(prefix.to_owned())
+impl<S: Send + Sync> FromRequestParts<S> for Base {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Base, Self::Rejection> {
+        Ok(Base::of_request(
+            parts.extensions.get::<OriginalUri>(),
+            &parts.uri,
+        ))
+    }
 }
 
-async fn queues(
-    State(shared): State<Arc<Shared>>,
-    original: OriginalUri,
-    uri: Uri,
-) -> Result<Response, Failure> {
+async fn queues(State(shared): State<Arc<Shared>>, base: Base) -> Result<Response, Failure> {
     let stats = shared.client.queue_stats().await?;
     let minutes = shared.client.throughput(Duration::from_secs(3600)).await?;
-    let base = base(&original, &uri);
     Ok(html(|nonce| {
         pages::queues(&base, &shared.csrf, nonce, &stats, &minutes)
     }))
@@ -146,8 +146,7 @@ fn page(before: Option<i64>) -> Page {
 
 async fn jobs(
     State(shared): State<Arc<Shared>>,
-    original: OriginalUri,
-    uri: Uri,
+    base: Base,
     Query(query): Query<JobsQuery>,
 ) -> Result<Response, Failure> {
     let mut filter = JobFilter::all();
@@ -164,20 +163,17 @@ async fn jobs(
         filter = filter.queue(queue);
     }
     let jobs = shared.client.jobs(&filter, page(query.before)).await?;
-    let base = base(&original, &uri);
     Ok(html(|nonce| pages::jobs(&base, nonce, &query, &jobs, PAGE)))
 }
 
 async fn job(
     State(shared): State<Arc<Shared>>,
-    original: OriginalUri,
-    uri: Uri,
+    base: Base,
     Path(id): Path<i64>,
 ) -> Result<Response, Failure> {
     let Some(job) = shared.client.job(JobId::from(id)).await? else {
         return Err(Failure::NotFound(format!("no job {id}")));
     };
-    let base = base(&original, &uri);
     Ok(html(|nonce| pages::job(&base, &shared.csrf, nonce, &job)))
 }
 
@@ -188,8 +184,7 @@ struct DeadQuery {
 
 async fn dead(
     State(shared): State<Arc<Shared>>,
-    original: OriginalUri,
-    uri: Uri,
+    base: Base,
     Query(query): Query<DeadQuery>,
 ) -> Result<Response, Failure> {
     let all = DeadFilter::all();
@@ -198,127 +193,89 @@ async fn dead(
         .client
         .count(&JobFilter::all().state(JobState::Dead))
         .await?;
-    let base = base(&original, &uri);
     Ok(html(|nonce| {
         pages::dead(&base, &shared.csrf, nonce, &jobs, total, PAGE)
     }))
 }
 
-async fn schedules(
-    State(shared): State<Arc<Shared>>,
-    original: OriginalUri,
-    uri: Uri,
-) -> Result<Response, Failure> {
+async fn schedules(State(shared): State<Arc<Shared>>, base: Base) -> Result<Response, Failure> {
     let schedules = shared.client.schedules().await?;
-    let base = base(&original, &uri);
     Ok(html(|nonce| pages::schedules(&base, nonce, &schedules)))
 }
 
 /// Every action's form: the CSRF token.
 #[derive(Deserialize)]
-struct Action {
+struct ActionForm {
     #[serde(default)]
     csrf: String,
 }
 
-/// Runs an action if its form may; then sends the browser to `to`, under the dashboard's base.
-fn checked(shared: &Shared, headers: &HeaderMap, form: &Action) -> Result<(), Failure> {
-    if action_allowed(shared, headers, &form.csrf) {
-        Ok(())
-    } else {
-        Err(Failure::Forbidden)
+/// An action that may run: it carries the dashboard's CSRF token and does not come from
+/// another site (extracted last, as it reads the form); it answers with a redirect under the
+/// dashboard's base.
+struct Checked(Base);
+
+impl FromRequest<Arc<Shared>> for Checked {
+    type Rejection = Failure;
+
+    async fn from_request(request: Request, shared: &Arc<Shared>) -> Result<Checked, Failure> {
+        let base = Base::of_request(request.extensions().get::<OriginalUri>(), request.uri());
+        let headers = request.headers().clone();
+        let Form(form) = Form::<ActionForm>::from_request(request, shared)
+            .await
+            .map_err(|_| Failure::Forbidden)?;
+        if action_allowed(shared, &headers, &form.csrf) {
+            Ok(Checked(base))
+        } else {
+            Err(Failure::Forbidden)
+        }
     }
 }
 
-fn back(base: &Base, to: &str) -> Response {
-    Redirect::to(&base.at(to)).into_response()
+impl Checked {
+    /// Sends the browser to `to`, under the dashboard's base.
+    fn back(&self, to: &str) -> Response {
+        Redirect::to(&self.0.at(to)).into_response()
+    }
 }
 
-async fn pause(
-    State(shared): State<Arc<Shared>>,
-    original: OriginalUri,
-    uri: Uri,
-    headers: HeaderMap,
-    Path(queue): Path<String>,
-    Form(form): Form<Action>,
-) -> Result<Response, Failure> {
-    checked(&shared, &headers, &form)?;
+type Done = Result<Response, Failure>;
+
+async fn pause(State(shared): State<Arc<Shared>>, Path(queue): Path<String>, act: Checked) -> Done {
     shared.client.pause_queue(&queue).await?;
-    Ok(back(&base(&original, &uri), "/"))
+    Ok(act.back("/"))
 }
 
 async fn resume(
     State(shared): State<Arc<Shared>>,
-    original: OriginalUri,
-    uri: Uri,
-    headers: HeaderMap,
     Path(queue): Path<String>,
-    Form(form): Form<Action>,
-) -> Result<Response, Failure> {
-    checked(&shared, &headers, &form)?;
+    act: Checked,
+) -> Done {
     shared.client.resume_queue(&queue).await?;
-    Ok(back(&base(&original, &uri), "/"))
+    Ok(act.back("/"))
 }
 
-async fn cancel(
-    State(shared): State<Arc<Shared>>,
-    original: OriginalUri,
-    uri: Uri,
-    headers: HeaderMap,
-    Path(id): Path<i64>,
-    Form(form): Form<Action>,
-) -> Result<Response, Failure> {
-    checked(&shared, &headers, &form)?;
+async fn cancel(State(shared): State<Arc<Shared>>, Path(id): Path<i64>, act: Checked) -> Done {
     shared.client.cancel(JobId::from(id)).await?;
-    Ok(back(&base(&original, &uri), &format!("/jobs/{id}")))
+    Ok(act.back(&format!("/jobs/{id}")))
 }
 
-async fn retry(
-    State(shared): State<Arc<Shared>>,
-    original: OriginalUri,
-    uri: Uri,
-    headers: HeaderMap,
-    Path(id): Path<i64>,
-    Form(form): Form<Action>,
-) -> Result<Response, Failure> {
-    checked(&shared, &headers, &form)?;
+async fn retry(State(shared): State<Arc<Shared>>, Path(id): Path<i64>, act: Checked) -> Done {
     shared.client.retry_dead(JobId::from(id)).await?;
-    Ok(back(&base(&original, &uri), &format!("/jobs/{id}")))
+    Ok(act.back(&format!("/jobs/{id}")))
 }
 
-async fn delete(
-    State(shared): State<Arc<Shared>>,
-    original: OriginalUri,
-    uri: Uri,
-    headers: HeaderMap,
-    Path(id): Path<i64>,
-    Form(form): Form<Action>,
-) -> Result<Response, Failure> {
-    checked(&shared, &headers, &form)?;
+async fn delete(State(shared): State<Arc<Shared>>, Path(id): Path<i64>, act: Checked) -> Done {
     shared.client.delete_dead(JobId::from(id)).await?;
-    Ok(back(&base(&original, &uri), "/dead"))
+    Ok(act.back("/dead"))
 }
 
-async fn retry_all(
-    State(shared): State<Arc<Shared>>,
-    original: OriginalUri,
-    uri: Uri,
-    headers: HeaderMap,
-    Form(form): Form<Action>,
-) -> Result<Response, Failure> {
-    checked(&shared, &headers, &form)?;
+async fn retry_all(State(shared): State<Arc<Shared>>, act: Checked) -> Done {
     shared.client.retry_all_dead(&DeadFilter::all()).await?;
-    Ok(back(&base(&original, &uri), "/dead"))
+    Ok(act.back("/dead"))
 }
 
-async fn delete_all(
-    State(shared): State<Arc<Shared>>,
-    original: OriginalUri,
-    uri: Uri,
-    headers: HeaderMap,
-    Form(form): Form<Action>,
-) -> Result<Response, Failure> {
-    checked(&shared, &headers, &form)?;
+async fn delete_all(State(shared): State<Arc<Shared>>, act: Checked) -> Done {
     shared.client.delete_all_dead(&DeadFilter::all()).await?;
-    Ok(back(&base(&original, &uri), "/dead"))
+    Ok(act.back("/dead"))
 }

@@ -628,59 +628,18 @@ pub(crate) fn insert<'a, D: Dialect>(
         let rows = D::fetch(conn, D::SQL.lock_parents, lock, clock)
             .await
             .map_err(op)?;
-        let mut waiting = 0;
-        let mut released = false;
-        let mut failed: Option<String> = None;
         let mut found = Vec::with_capacity(rows.len());
         for row in &rows {
             let (id, state, step) = (row.int(0), row.text(1), row.opt_text(2));
-            let (id, state, step) = (id.map_err(op)?, state.map_err(op)?, step.map_err(op)?);
-            found.push(id);
-            let step = step.map(|s| format!(" ({s})")).unwrap_or_default();
-            if let Some((_, release)) = job.any_of.iter().find(|(p, _)| p.get() == id) {
-                match state.as_str() {
-                    _ if release.releases(&state) => released = true,
-                    "completed" | "dead" | "cancelled" => {
-                        let what = match state.as_str() {
-                            "completed" => "completed",
-                            "dead" => "died",
-                            _ => "was cancelled",
-                        };
-                        failed = Some(format!("not needed: job {id}{step} {what}"));
-                    }
-                    _ => waiting += 1,
-                }
-                continue;
-            }
-            match state.as_str() {
-                "completed" => {}
-                "dead" | "cancelled" if job.on_dependency_failure == OnDependencyFailure::Run => {}
-                "dead" | "cancelled" => {
-                    let what = if state == "dead" {
-                        "died"
-                    } else {
-                        "was cancelled"
-                    };
-                    failed.get_or_insert(format!("job {id}{step} that it depends on {what}"));
-                }
-                _ => waiting += 1,
-            }
+            found.push((id.map_err(op)?, state.map_err(op)?, step.map_err(op)?));
         }
-        if let Some(missing) = parents.iter().find(|id| !found.contains(id)) {
+        if let Some(missing) = parents.iter().find(|p| !found.iter().any(|f| f.0 == **p)) {
             return Err(Error::UnknownDependency {
                 kind: job.kind,
                 depends_on: JobId::new(*missing),
             });
         }
-        // Waiting on any one: released by one, or cancelled only when none is left open.
-        if !job.any_of.is_empty() && (released || waiting > 0) {
-            failed = None;
-        }
-        if released {
-            waiting = 0;
-        }
-        // A job whose dependency already failed is inserted waiting, then cancelled.
-        let waiting = if failed.is_some() { 1 } else { waiting };
+        let (waiting, failed) = waiting_at_insert(job, &found);
         let inserted = insert_one::<D>(conn, job, clock, waiting).await?;
         let Inserted::New(id) = inserted else {
             return Ok(inserted);
@@ -707,6 +666,62 @@ pub(crate) fn insert<'a, D: Dialect>(
         }
         Ok(inserted)
     })
+}
+
+/// What the states of the jobs a new job waits on (`id, state, step` of each) mean for it: how
+/// many of them it still waits on, and why it is cancelled at once, if it is.
+fn waiting_at_insert(
+    job: &NewJob,
+    parents: &[(i64, String, Option<String>)],
+) -> (i64, Option<String>) {
+    let ended = |state: &str| match state {
+        "completed" => Some("completed"),
+        "dead" => Some("died"),
+        "cancelled" => Some("was cancelled"),
+        _ => None,
+    };
+    let named = |id: i64, step: &Option<String>| match step {
+        Some(step) => format!("job {id} ({step})"),
+        None => format!("job {id}"),
+    };
+    let open = |states: &mut dyn Iterator<Item = &str>| {
+        states.filter(|state| ended(state).is_none()).count() as i64
+    };
+    if !job.any_of.is_empty() {
+        // Released by any one of them; cancelled only when each has ended without releasing.
+        let releases = |(id, state, _): &&(i64, String, Option<String>)| {
+            job.any_of
+                .iter()
+                .any(|(p, release)| p.get() == *id && release.releases(state))
+        };
+        if parents.iter().any(|p| releases(&p)) {
+            return (0, None);
+        }
+        let waiting = open(&mut parents.iter().map(|(_, state, _)| state.as_str()));
+        let reason = parents.iter().find_map(|(id, state, step)| {
+            ended(state).map(|what| format!("not needed: {} {what}", named(*id, step)))
+        });
+        return match waiting {
+            0 => (1, reason),
+            n => (n, None),
+        };
+    }
+    let runs_anyway = job.on_dependency_failure == OnDependencyFailure::Run;
+    let failed = parents
+        .iter()
+        .find_map(|(id, state, step)| match ended(state) {
+            Some("completed") | None => None,
+            Some(_) if runs_anyway => None,
+            Some(what) => Some(format!("{} that it depends on {what}", named(*id, step))),
+        });
+    // A job whose dependency already failed is inserted waiting on one, then cancelled.
+    match failed {
+        Some(reason) => (1, Some(reason)),
+        None => (
+            open(&mut parents.iter().map(|(_, state, _)| state.as_str())),
+            None,
+        ),
+    }
 }
 
 /// Stores a workflow named `name` of kind `kind` on `conn`; its id.
