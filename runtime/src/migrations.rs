@@ -98,6 +98,7 @@ migrations!(
     12 "0012_queues_deadlines_schedules",
     13 "0013_dependencies",
     14 "0014_sagas",
+    15 "0015_deploys",
 );
 
 /// The table in which errand records which migrations a PostgreSQL schema has.

@@ -13,6 +13,7 @@ use crate::classify::{Classify, ErrorClass, FailureKind};
 use crate::context::Context;
 use crate::error::Error;
 use crate::job::{Job, JobOptions, Outcome};
+use crate::request::Keys;
 use crate::schedule::Periodic;
 
 /// The future of one run of a job.
@@ -75,6 +76,8 @@ pub struct Registration {
     pub(crate) kind: &'static str,
     pub(crate) options: JobOptions,
     pub(crate) start: fn(Context, &str) -> Result<JobFuture, serde_json::Error>,
+    /// The keys this build stores a job of the kind with, from its stored arguments.
+    pub(crate) keys: fn(&str) -> Result<Keys, serde_json::Error>,
     /// The schedule `#[job(cron = ..)]` declared: run by every worker of the job's queue.
     pub(crate) periodic: Option<fn() -> Periodic>,
 }
@@ -86,6 +89,7 @@ impl Registration {
             kind: J::KIND,
             options: J::OPTIONS,
             start: start::<J>,
+            keys: keys::<J>,
             periodic: None,
         }
     }
@@ -101,6 +105,12 @@ impl Registration {
 fn start<J: Job>(ctx: Context, args: &str) -> Result<JobFuture, serde_json::Error> {
     let args: J::Args = serde_json::from_str(args)?;
     Ok(J::run(ctx, args))
+}
+
+/// Decodes the stored arguments and renders the keys this build stores them with.
+fn keys<J: Job>(args: &str) -> Result<Keys, serde_json::Error> {
+    let args: J::Args = serde_json::from_str(args)?;
+    Ok(Keys::of::<J>(&args))
 }
 
 inventory::collect!(Registration);

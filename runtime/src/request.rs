@@ -343,12 +343,10 @@ impl<J: Job> Request<J> {
             Some(retry) => return Err(Error::InvalidRetry { kind, retry }),
         };
         let key = J::key(&self.args);
-        let limit_key = J::OPTIONS
-            .is_limited()
-            .then(|| match J::limit_key(&self.args) {
-                Some(key) => format!("{kind}:{key}"),
-                None => kind.to_owned(),
-            });
+        let Keys {
+            limit: limit_key,
+            fair: fair_key,
+        } = Keys::of::<J>(&self.args);
         if let Some(key) = &key {
             if key.len() > MAX_KEY_BYTES {
                 return Err(Error::KeyTooLong {
@@ -374,7 +372,7 @@ impl<J: Job> Request<J> {
                 .expires
                 .or_else(|| J::OPTIONS.expires_in.map(Expiry::After)),
             limit_key,
-            fair_key: J::OPTIONS.fair.then(|| J::fair_key(&self.args)).flatten(),
+            fair_key,
             after: self.after,
             on_dependency_failure: self.on_dependency_failure,
             any_of: Vec::new(),
@@ -557,3 +555,27 @@ macro_rules! transaction_impls {
 
 transaction_impls!("sqlite", sqlite, sqlx::Sqlite, sqlx::SqliteConnection);
 transaction_impls!("postgres", postgres, sqlx::Postgres, sqlx::PgConnection);
+
+/// The keys a job is stored with for its kind's limits and fairness, as this build's options
+/// say: written at enqueue, and on jobs stored by a build without those options when a worker
+/// of this build adopts them.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Keys {
+    /// The limit's key: the kind, or `kind:value` of its `concurrency_key`.
+    pub(crate) limit: Option<String>,
+    /// The `fair_by` key.
+    pub(crate) fair: Option<String>,
+}
+
+impl Keys {
+    pub(crate) fn of<J: Job>(args: &J::Args) -> Keys {
+        let kind = J::KIND;
+        Keys {
+            limit: J::OPTIONS.is_limited().then(|| match J::limit_key(args) {
+                Some(key) => format!("{kind}:{key}"),
+                None => kind.to_owned(),
+            }),
+            fair: J::OPTIONS.fair.then(|| J::fair_key(args)).flatten(),
+        }
+    }
+}

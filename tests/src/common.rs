@@ -32,6 +32,48 @@ impl TestStore {
             .expect("connect to PostgreSQL")
     }
 
+    /// Runs `statement` (no parameters) on the store's own database, SQLite or PostgreSQL, as
+    /// an earlier build or an operator would; panics on the test client, which has no SQL.
+    pub async fn sql(&self, statement: &str) {
+        match (&self.url, &self.schema) {
+            (Some(_), Some(_)) => {
+                sqlx::raw_sql(statement)
+                    .execute(&self.postgres_pool().await)
+                    .await
+                    .unwrap_or_else(|e| panic!("{statement}: {e}"));
+            }
+            (Some(url), None) => {
+                let pool = sqlx::SqlitePool::connect(url).await.expect("open SQLite");
+                sqlx::raw_sql(statement)
+                    .execute(&pool)
+                    .await
+                    .unwrap_or_else(|e| panic!("{statement}: {e}"));
+                pool.close().await;
+            }
+            _ => panic!("the test client's store has no SQL of its own"),
+        }
+    }
+
+    /// The one integer `query` returns, read from the store's own database.
+    pub async fn scalar(&self, query: &str) -> i64 {
+        match (&self.url, &self.schema) {
+            (Some(_), Some(_)) => sqlx::query_scalar(query)
+                .fetch_one(&self.postgres_pool().await)
+                .await
+                .unwrap_or_else(|e| panic!("{query}: {e}")),
+            (Some(url), None) => {
+                let pool = sqlx::SqlitePool::connect(url).await.expect("open SQLite");
+                let value = sqlx::query_scalar(query)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap_or_else(|e| panic!("{query}: {e}"));
+                pool.close().await;
+                value
+            }
+            _ => panic!("the test client's store has no SQL of its own"),
+        }
+    }
+
     /// Drops a PostgreSQL test's schema; nothing for the other stores.
     pub async fn clean_up(self) {
         if let (Some(_), Some(schema)) = (&self.url, &self.schema) {

@@ -5,6 +5,7 @@
 mod args_and_keys;
 mod bad_input;
 mod concurrency;
+mod deploys;
 mod failures;
 mod fairness;
 mod ledger;

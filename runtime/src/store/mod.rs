@@ -968,6 +968,22 @@ impl Backend {
         dispatch!(self, s => s.claim_limited(queues, limits, room, worker, lease).await)
     }
 
+    /// Waiting jobs of `fair` or `limited` kinds stored without their keys (see
+    /// `sql/kinds.rs`).
+    pub(crate) async fn unkeyed(
+        &self,
+        fair: &[&str],
+        limited: &[&str],
+        limit: usize,
+    ) -> Result<Vec<(JobId, String, String)>, Error> {
+        dispatch!(self, s => s.unkeyed(fair, limited, limit).await)
+    }
+
+    /// Writes the keys waiting jobs lack (see `sql/kinds.rs`).
+    pub(crate) async fn adopt(&self, jobs: &[(JobId, crate::request::Keys)]) -> Result<u64, Error> {
+        dispatch!(self, s => s.adopt(jobs).await)
+    }
+
     /// Claims available jobs of fair kinds from `queue`, each key's in turn.
     pub(crate) async fn claim_fair(
         &self,

@@ -414,6 +414,24 @@ pub(crate) trait Op: Fn() -> String + Send + Sync {}
 impl<F: Fn() -> String + Send + Sync> Op for F {}
 
 /// A fixed operation name.
+/// One statement written for each dialect, side by side in the file that runs it, so that a
+/// difference between the two is seen rather than hunted.
+pub(crate) struct Both {
+    pub(crate) postgres: &'static str,
+    pub(crate) sqlite: &'static str,
+}
+
+impl Both {
+    /// The statement in `D`'s dialect.
+    pub(crate) fn of<D: Dialect>(&self) -> &'static str {
+        if D::STORE == "postgres" {
+            self.postgres
+        } else {
+            self.sqlite
+        }
+    }
+}
+
 fn named(op: &'static str) -> impl Op + Copy {
     move || op.to_owned()
 }
@@ -1745,5 +1763,6 @@ pub(crate) mod listing_cases {
 // After the macros above, which they use.
 mod claims;
 mod history;
+mod kinds;
 mod schedules;
 mod workflows;

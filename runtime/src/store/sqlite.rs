@@ -568,7 +568,10 @@ static STATEMENTS: Statements = Statements {
     claim_ids: concat!(
         "UPDATE errand_jobs ",
         claim_set!("?4", "?2", "?3"),
-        " WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'available' ",
+        // A job stored before its kind had a limit holds the kind's slots: it says so, so
+        // that the slot is freed when it stops running.
+        ", limit_key = COALESCE(limit_key, kind)
+        WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'available' ",
         claim_returning!()
     ),
     bury_unknown: concat!(

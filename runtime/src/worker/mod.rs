@@ -31,6 +31,7 @@ use crate::request::check_queue_name;
 use crate::schedule::{Periodic, Schedule};
 use crate::store::{BoxFuture, KindLimit};
 
+mod adopt;
 mod claim;
 mod deaths;
 mod execute;

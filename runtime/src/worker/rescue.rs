@@ -32,14 +32,16 @@ pub(super) async fn rescue(runner: Arc<Runner>, stop: CancellationToken) -> Resu
         rescue_expired(&runner).await;
         if last_bury.elapsed() >= BURY_EVERY {
             last_bury = Instant::now();
+            super::adopt::adopt(&runner).await;
             bury_unknown(&runner).await;
         }
     }
 }
 
-/// One pass of both, as a worker starts.
+/// One pass of each, as a worker starts.
 pub(super) async fn once(runner: &Runner) {
     rescue_expired(runner).await;
+    super::adopt::adopt(runner).await;
     bury_unknown(runner).await;
 }
 

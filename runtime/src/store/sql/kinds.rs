@@ -1,0 +1,85 @@
+//! What a build knows of job kinds, and what its workers do about jobs stored by another
+//! build: a rolling deploy runs old and new builds side by side while jobs wait for days.
+//!
+//! A job stored by a build whose kind had no limit or no `fair_by` lacks the key a build with
+//! those options claims it by. A worker that knows such a kind *adopts* the jobs waiting
+//! without the key: it renders the key from their arguments, as its own enqueue would, and
+//! writes it, so that the job runs under the options of the build that claims it.
+
+use super::{count, named, Both, Dialect, SqlRow, SqlStore, Value};
+use crate::error::Error;
+use crate::job::JobId;
+use crate::request::Keys;
+
+/// `kinds, fair_kinds, limited_kinds, limit`: up to `limit` waiting jobs of `kinds` that lack
+/// the fair key (of a fair kind) or the limit key (of a limited kind): `id, kind, args`.
+const UNKEYED: Both = Both {
+    postgres: "SELECT id, kind, args::text FROM errand_jobs
+        WHERE kind = ANY($1) AND state IN ('available', 'scheduled', 'retryable', 'pending')
+          AND ((fair_key IS NULL AND kind = ANY($2)) OR (limit_key IS NULL AND kind = ANY($3)))
+        ORDER BY id LIMIT $4",
+    sqlite: "SELECT id, kind, args FROM errand_jobs
+        WHERE kind IN (SELECT value FROM json_each(?1))
+          AND state IN ('available', 'scheduled', 'retryable', 'pending')
+          AND ((fair_key IS NULL AND kind IN (SELECT value FROM json_each(?2)))
+               OR (limit_key IS NULL AND kind IN (SELECT value FROM json_each(?3))))
+        ORDER BY id LIMIT ?4",
+};
+
+/// `ids, limit_keys, fair_keys` (parallel): gives each waiting job the keys it lacks.
+const ADOPT: Both = Both {
+    postgres: "UPDATE errand_jobs j
+        SET limit_key = COALESCE(j.limit_key, t.limit_key), fair_key = COALESCE(j.fair_key, t.fair_key)
+        FROM unnest($1::bigint[], $2::text[], $3::text[]) AS t(id, limit_key, fair_key)
+        WHERE j.id = t.id AND j.state IN ('available', 'scheduled', 'retryable', 'pending')",
+    sqlite: "UPDATE errand_jobs
+        SET limit_key = COALESCE(errand_jobs.limit_key, t.limit_key),
+            fair_key = COALESCE(errand_jobs.fair_key, t.fair_key)
+        FROM (SELECT i.value AS id, l.value AS limit_key, f.value AS fair_key
+              FROM json_each(?1) i JOIN json_each(?2) l ON l.key = i.key
+              JOIN json_each(?3) f ON f.key = i.key) t
+        WHERE errand_jobs.id = t.id
+          AND errand_jobs.state IN ('available', 'scheduled', 'retryable', 'pending')",
+};
+
+impl<D: Dialect> SqlStore<D> {
+    /// Up to `limit` waiting jobs of `fair` kinds without a fair key, or of `limited` kinds
+    /// without a limit key: each job's id, kind and stored arguments.
+    pub(crate) async fn unkeyed(
+        &self,
+        fair: &[&str],
+        limited: &[&str],
+        limit: usize,
+    ) -> Result<Vec<(JobId, String, String)>, Error> {
+        let op = named("find jobs stored without the keys of their kind's options");
+        let kinds: Vec<&str> = fair.iter().chain(limited).copied().collect();
+        let find = values![
+            Value::Texts(kinds),
+            Value::Texts(fair.to_vec()),
+            Value::Texts(limited.to_vec()),
+            count(limit),
+        ];
+        let rows = self.fetch(UNKEYED.of::<D>(), find, op).await?;
+        let err = |e| super::op_error::<D>(op(), e);
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    JobId::new(row.int(0).map_err(err)?),
+                    row.text(1).map_err(err)?,
+                    row.text(2).map_err(err)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Writes the keys each job of `jobs` lacks, if it still waits; returns how many changed.
+    pub(crate) async fn adopt(&self, jobs: &[(JobId, Keys)]) -> Result<u64, Error> {
+        let op = named("write the keys of jobs stored without them");
+        let adopt = values![
+            Value::Ints(jobs.iter().map(|(id, _)| id.get()).collect()),
+            Value::OptTexts(jobs.iter().map(|(_, k)| k.limit.as_deref()).collect()),
+            Value::OptTexts(jobs.iter().map(|(_, k)| k.fair.as_deref()).collect()),
+        ];
+        self.execute(ADOPT.of::<D>(), adopt, op).await
+    }
+}

@@ -1,0 +1,146 @@
+//! Rolling deploys: a job's options change while jobs of its kind wait. A job runs under the
+//! options of the build that claims it, and no change of options strands a job.
+//!
+//! Jobs "stored by an earlier build" are made here as that build stored them: enqueued, then
+//! their rows rewritten with SQL to lack what the earlier build did not write (a limit key,
+//! a fair key), or to carry what a later build no longer reads.
+
+use errand::JobId;
+use errand_tests::common::{records, tag, work_until_final, worker, TestStore};
+use errand_tests::jobs::{limited_pair, succeed, tenant_job};
+use errand_tests::per_sql_store;
+
+per_sql_store!(
+    a_limit_added_to_a_backlog_frees_its_slots,
+    a_job_claimed_before_its_adoption_frees_its_slot,
+    fair_by_added_to_a_backlog_still_runs_it,
+    options_removed_from_a_backlog_still_run_it,
+);
+
+/// Running slots held at the moment.
+async fn held_slots(store: &TestStore) -> i64 {
+    store
+        .scalar("SELECT count(*) FROM errand_limit_slots WHERE job_id IS NOT NULL")
+        .await
+}
+
+/// `concurrency = 2` added to a kind whose jobs were stored without a limit key: they run two
+/// at a time under the new build, and each frees its slot when it stops running, so the
+/// whole backlog runs (before, the first two kept their slots and the kind never ran again).
+async fn a_limit_added_to_a_backlog_frees_its_slots(store: TestStore) {
+    let client = &store.client;
+    let ids: Vec<JobId> = client
+        .enqueue_many((0..6).map(limited_pair::with))
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    store
+        .sql("UPDATE errand_jobs SET limit_key = NULL WHERE kind = 'limited_pair'")
+        .await;
+    work_until_final(worker(client, &["limited"]), client, &ids).await;
+    for id in &ids {
+        let job = client.job(*id).await.unwrap().unwrap();
+        assert_eq!(job.state, errand::JobState::Completed, "job {id}");
+    }
+    assert_eq!(
+        held_slots(&store).await,
+        0,
+        "slots held after every job ran"
+    );
+}
+
+/// During a rolling deploy the old build goes on storing jobs without the limit's key, and
+/// the new build's claim can take them before its worker adopts them (as it starts, then now
+/// and then): the claim writes the key it took slots under, so the slots are freed all the
+/// same. (Before, the first two kept their slots and the rest never ran.)
+async fn a_job_claimed_before_its_adoption_frees_its_slot(store: TestStore) {
+    let client = &store.client;
+    let handle = worker(client, &["limited"]).spawn();
+    // The worker is past its first adoption once it has run a job.
+    let first = limited_pair::enqueue(client, -1).await.unwrap().id;
+    errand_tests::common::wait_for("the first job", || async {
+        client.job(first).await.unwrap().unwrap().state == errand::JobState::Completed
+    })
+    .await;
+    // Stored as the old build stores them: no limit key, all at once.
+    let strip = "UPDATE errand_jobs SET limit_key = NULL WHERE kind = 'limited_pair' AND state = 'available'";
+    let mut ids = Vec::new();
+    if store.schema.is_some() {
+        let mut tx = client.begin::<sqlx::Postgres>().await.unwrap();
+        for n in 0..6 {
+            ids.push(limited_pair::with(n).enqueue_tx(&mut tx).await.unwrap().id);
+        }
+        sqlx::query(strip).execute(&mut *tx).await.unwrap();
+        tx.commit().await.unwrap();
+    } else {
+        let mut tx = client.begin::<sqlx::Sqlite>().await.unwrap();
+        for n in 0..6 {
+            ids.push(limited_pair::with(n).enqueue_tx(&mut tx).await.unwrap().id);
+        }
+        sqlx::query(strip).execute(&mut *tx).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    errand_tests::common::wait_for_within(
+        std::time::Duration::from_secs(20),
+        "the jobs stored without a limit key",
+        || errand_tests::common::all_final(client, &ids),
+    )
+    .await;
+    handle.shutdown().await.unwrap();
+    assert_eq!(
+        held_slots(&store).await,
+        0,
+        "slots held after every job ran"
+    );
+}
+
+/// `fair_by` added to a kind whose jobs were stored without a fair key: they run, taking
+/// their turn as one key beside the keyed jobs.
+async fn fair_by_added_to_a_backlog_still_runs_it(store: TestStore) {
+    let client = &store.client;
+    let t = tag("fair-added");
+    let mut ids: Vec<JobId> = client
+        .enqueue_many((0..5).map(|n| tenant_job::with(t.clone(), "old".into(), n)))
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    store
+        .sql("UPDATE errand_jobs SET fair_key = NULL WHERE kind = 'tenant_job'")
+        .await;
+    ids.extend(
+        client
+            .enqueue_many((0..5).map(|n| tenant_job::with(t.clone(), "new".into(), n)))
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.id),
+    );
+    work_until_final(worker(client, &["fair"]), client, &ids).await;
+    let ran = records(&t);
+    assert_eq!(ran.iter().filter(|a| *a == "old").count(), 5, "{ran:?}");
+    assert_eq!(ran.iter().filter(|a| *a == "new").count(), 5, "{ran:?}");
+}
+
+/// A kind that lost its limit and its `fair_by` in this build, with jobs stored while it had
+/// them (a limit key, a fair key): they run as plain jobs, holding no slot.
+async fn options_removed_from_a_backlog_still_run_it(store: TestStore) {
+    let client = &store.client;
+    let t = tag("options-removed");
+    let ids: Vec<JobId> = client
+        .enqueue_many((0..5).map(|_| succeed::with(t.clone())))
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    store
+        .sql("UPDATE errand_jobs SET limit_key = 'succeed', fair_key = 'acme' WHERE kind = 'succeed'")
+        .await;
+    work_until_final(worker(client, &["default"]), client, &ids).await;
+    assert_eq!(records(&t).len(), 5);
+    assert_eq!(held_slots(&store).await, 0);
+}
