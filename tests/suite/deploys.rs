@@ -15,7 +15,93 @@ per_sql_store!(
     a_job_claimed_before_its_adoption_frees_its_slot,
     fair_by_added_to_a_backlog_still_runs_it,
     options_removed_from_a_backlog_still_run_it,
+    a_kind_a_live_worker_knows_is_never_buried,
+    a_paused_queue_is_never_buried,
+    a_worker_is_live_from_its_start_to_its_stop,
 );
+
+/// Stores a job of a kind this binary does not know, due since long ago (past any grace).
+async fn store_unknown_job(store: &TestStore, queue: &str) -> JobId {
+    store
+        .sql(&format!(
+            "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, run_at, created_at)
+             VALUES ('from_the_future', '{queue}', '{{}}', 'available', 5, 5, 0, 0)"
+        ))
+        .await;
+    let id = store
+        .scalar("SELECT max(id) FROM errand_jobs WHERE kind = 'from_the_future'")
+        .await;
+    serde_json::from_value(serde_json::json!(id)).unwrap()
+}
+
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i64::try_from(since.as_millis()).unwrap()
+}
+
+/// Records a live worker of another build, that knows `kind`, last seen `seen_at`.
+async fn other_build_worker(store: &TestStore, kind: &str, seen_at: i64) {
+    let kinds = if store.schema.is_some() {
+        format!("ARRAY['{kind}']")
+    } else {
+        format!("'[\"{kind}\"]'")
+    };
+    let queues = if store.schema.is_some() {
+        "ARRAY['default']"
+    } else {
+        "'[\"default\"]'"
+    };
+    store
+        .sql(&format!(
+            "INSERT INTO errand_workers (id, host, pid, queues, kinds, concurrency, started_at, seen_at)
+             VALUES ('newer-build', 'elsewhere', 1, {queues}, {kinds}, 8, {seen_at}, {seen_at})
+             ON CONFLICT (id) DO UPDATE SET seen_at = {seen_at}"
+        ))
+        .await;
+}
+
+/// A worker of an older build, beside a live one of a newer build that knows a kind it does
+/// not, never buries that kind's jobs, however long they waited; once no live worker knows the
+/// kind, it buries them as before.
+async fn a_kind_a_live_worker_knows_is_never_buried(store: TestStore) {
+    let client = &store.client;
+    let id = store_unknown_job(&store, "default").await;
+    other_build_worker(&store, "from_the_future", now_ms()).await;
+    worker(client, &["default"]).run_until_idle().await.unwrap();
+    let waiting = client.job(id).await.unwrap().unwrap();
+    assert_eq!(
+        waiting.state,
+        errand::JobState::Available,
+        "{:?}",
+        waiting.errors
+    );
+    // The newer build's worker stopped renewing its row long ago.
+    other_build_worker(&store, "from_the_future", 0).await;
+    worker(client, &["default"]).run_until_idle().await.unwrap();
+    let dead = client.job(id).await.unwrap().unwrap();
+    assert_eq!(dead.state, errand::JobState::Dead);
+}
+
+/// A paused queue's jobs wait, whatever their kind: never buried while the queue is paused.
+async fn a_paused_queue_is_never_buried(store: TestStore) {
+    let client = &store.client;
+    let id = store_unknown_job(&store, "default").await;
+    client.pause_queue("default").await.unwrap();
+    worker(client, &["default"]).run_until_idle().await.unwrap();
+    let waiting = client.job(id).await.unwrap().unwrap();
+    assert_eq!(
+        waiting.state,
+        errand::JobState::Available,
+        "{:?}",
+        waiting.errors
+    );
+    client.resume_queue("default").await.unwrap();
+    worker(client, &["default"]).run_until_idle().await.unwrap();
+    let dead = client.job(id).await.unwrap().unwrap();
+    assert_eq!(dead.state, errand::JobState::Dead);
+}
 
 /// Running slots held at the moment.
 async fn held_slots(store: &TestStore) -> i64 {
@@ -143,4 +229,22 @@ async fn options_removed_from_a_backlog_still_run_it(store: TestStore) {
     work_until_final(worker(client, &["default"]), client, &ids).await;
     assert_eq!(records(&t).len(), 5);
     assert_eq!(held_slots(&store).await, 0);
+}
+
+/// A worker's row among the live workers, with the kinds it knows, is there from its start to
+/// its stop.
+async fn a_worker_is_live_from_its_start_to_its_stop(store: TestStore) {
+    let handle = worker(&store.client, &["default"]).spawn();
+    let knows_succeed = if store.schema.is_some() {
+        "SELECT count(*) FROM errand_workers WHERE 'succeed' = ANY(kinds) AND 'default' = ANY(queues)"
+    } else {
+        "SELECT count(*) FROM errand_workers w, json_each(w.kinds) k, json_each(w.queues) q
+         WHERE k.value = 'succeed' AND q.value = 'default'"
+    };
+    errand_tests::common::wait_for("the worker's row", || async {
+        store.scalar(knows_succeed).await == 1
+    })
+    .await;
+    handle.shutdown().await.unwrap();
+    assert_eq!(store.scalar("SELECT count(*) FROM errand_workers").await, 0);
 }

@@ -450,7 +450,9 @@ pub(crate) trait Store: Send + Sync {
 
     /// Kills the available jobs of `queues` whose kind is none of `kinds` and that have been due
     /// for `grace` or longer, by the database's clock: no worker that knows their kind took
-    /// them. (Waiting jobs become available when due, whatever their kind.) Returns how many.
+    /// them. (Waiting jobs become available when due, whatever their kind.) A kind that a live
+    /// worker knows (one seen within [`WORKER_STALE`]) is never buried, nor a job of a paused
+    /// queue. Returns how many.
     fn bury_unknown(
         &self,
         queues: &[&str],
@@ -844,6 +846,13 @@ impl Store for Backend {
     }
 }
 
+/// How long a worker's row among the live workers lasts without a heartbeat: past it, the
+/// worker is taken for stopped (killed without saying so), and its row is removed.
+pub(crate) const WORKER_STALE: Duration = Duration::from_secs(60);
+
+/// How often a worker renews its row among the live workers.
+pub(crate) const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
+
 /// The message recorded when a job of a kind no worker knows is buried is these two around its
 /// kind; SQL stores build it in the statement that buries the job.
 pub(crate) const UNKNOWN_KIND_BEFORE: &str = "no worker that knows the kind `";
@@ -977,6 +986,21 @@ impl Backend {
         limit: usize,
     ) -> Result<Vec<(JobId, String, String)>, Error> {
         dispatch!(self, s => s.unkeyed(fair, limited, limit).await)
+    }
+
+    /// Writes (or renews) a worker's row among the live workers.
+    pub(crate) async fn heartbeat(&self, worker: &sql::Presence<'_>) -> Result<(), Error> {
+        dispatch!(self, s => s.heartbeat(worker).await)
+    }
+
+    /// Removes a stopping worker's row.
+    pub(crate) async fn leave(&self, worker: &str) -> Result<(), Error> {
+        dispatch!(self, s => s.leave(worker).await)
+    }
+
+    /// Removes the rows of workers not seen for `stale`.
+    pub(crate) async fn forget_workers(&self, stale: Duration) -> Result<u64, Error> {
+        dispatch!(self, s => s.forget_workers(stale).await)
     }
 
     /// Writes the keys waiting jobs lack (see `sql/kinds.rs`).

@@ -651,7 +651,11 @@ static STATEMENTS: Statements = Statements {
         ),
         "
         WHERE state = 'available' AND run_at <= errand_now_ms() - $1
-          AND queue = ANY($2) AND kind <> ALL($3)"
+          AND queue = ANY($2) AND kind <> ALL($3)
+          AND NOT EXISTS (SELECT 1 FROM errand_workers w
+                          WHERE w.seen_at > errand_now_ms() - $10 AND errand_jobs.kind = ANY(w.kinds))
+          AND NOT EXISTS (SELECT 1 FROM errand_queues p
+                          WHERE p.queue = errand_jobs.queue AND p.paused_at IS NOT NULL)"
     ),
     finish: concat!(
         "UPDATE errand_jobs

@@ -306,7 +306,8 @@ pub(crate) struct Statements {
     /// `queue, keys, now`: records that these keys were served now.
     pub fair_served: &'static str,
     /// `grace, queues, kinds, message_before, message_after, max_errors, keep_first, worker,
-    /// now`: kills available jobs of unknown kinds due for `grace`.
+    /// now, live`: kills available jobs of unpaused queues due for `grace` whose kind is none
+    /// of `kinds` and none of a worker seen within `live` ms.
     pub bury_unknown: &'static str,
     /// `id, fence, state, run_after, refund, is_final, error, max_errors, keep_first, now`.
     pub finish: &'static str,
@@ -1389,6 +1390,7 @@ impl<D: Dialect> Store for SqlStore<D> {
             count(KEEP_FIRST_ERRORS).into(),
             worker.into(),
             Value::Now,
+            duration_millis(super::WORKER_STALE).into(),
         ];
         let op = named("bury jobs of kinds no worker knows");
         self.execute(D::SQL.bury_unknown, bury, op).await
@@ -1764,5 +1766,7 @@ pub(crate) mod listing_cases {
 mod claims;
 mod history;
 mod kinds;
+
+pub(crate) use kinds::Presence;
 mod schedules;
 mod workflows;

@@ -590,7 +590,11 @@ static STATEMENTS: Statements = Statements {
         "
         WHERE state = 'available' AND run_at <= ?9 - ?1
           AND queue IN (SELECT value FROM json_each(?2))
-          AND kind NOT IN (SELECT value FROM json_each(?3))"
+          AND kind NOT IN (SELECT value FROM json_each(?3))
+          AND NOT EXISTS (SELECT 1 FROM errand_workers w, json_each(w.kinds) k
+                          WHERE w.seen_at > ?9 - ?10 AND k.value = errand_jobs.kind)
+          AND NOT EXISTS (SELECT 1 FROM errand_queues p
+                          WHERE p.queue = errand_jobs.queue AND p.paused_at IS NOT NULL)"
     ),
     finish: concat!(
         "UPDATE errand_jobs

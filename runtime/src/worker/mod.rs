@@ -36,6 +36,7 @@ mod claim;
 mod deaths;
 mod execute;
 mod lease;
+mod presence;
 mod prune;
 mod rescue;
 mod runs;
@@ -483,6 +484,7 @@ impl Worker {
             client: self.client,
             settings: self.settings,
             id: self.id,
+            host: host_name(),
             runs: Arc::default(),
             deaths: Notify::new(),
             quiet: std::sync::Mutex::default(),
@@ -545,6 +547,8 @@ pub(crate) struct Runner {
     limits: Vec<KindLimit>,
     settings: Settings,
     id: String,
+    /// This machine's name.
+    host: String,
     /// Runs being executed, for the lease keeper and shutdown.
     runs: Arc<Runs>,
     /// Wakes the death notifier when a job of this worker died.
@@ -638,10 +642,12 @@ impl Runner {
         // What is rescuable or buriable now is dealt with before the first claim: a script or a
         // test that runs until idle expects it, and a worker restarted after a crash takes its
         // own expired jobs back at once. The rescuer carries on from there.
+        presence::announce(&self).await;
         rescue::once(&self).await;
         // Slots due now are enqueued before the first claim, for the same reasons.
         let next_slot = scheduler::tick(&self).await;
         start("lease keeper", |r, stop| Box::pin(lease::keep(r, stop)));
+        start("presence", |r, stop| Box::pin(presence::keep(r, stop)));
         start("rescuer", |r, stop| Box::pin(rescue::rescue(r, stop)));
         if !until_idle {
             // Short-lived workers (scripts, tests) leave pruning to long-running ones, and
@@ -684,6 +690,7 @@ impl Runner {
                 failed.get_or_insert(err);
             }
         }
+        presence::leave(&self).await;
         match failed {
             Some(err) => Err(err),
             None => result,
@@ -696,13 +703,22 @@ impl Runner {
 type Service = fn(Arc<Runner>, CancellationToken) -> BoxFuture<'static, Result<(), Error>>;
 /// `host:pid:random`, unique per worker.
 fn worker_id() -> String {
-    let host = std::env::var("HOSTNAME")
+    format!(
+        "{}:{}:{:04x}",
+        host_name(),
+        std::process::id(),
+        fastrand::u16(..)
+    )
+}
+
+/// This machine's name, as the worker's id and its row among the live workers show it.
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_owned());
-    format!("{host}:{}:{:04x}", std::process::id(), fastrand::u16(..))
+        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! The rescuer: makes running jobs whose lease ran out retryable (or dead, with no attempts
 //! left), so that a killed worker's jobs run again, one node at a time through a lease row;
-//! and buries the jobs of this worker's queues whose kind no worker took within the grace
-//! period.
+//! adopts jobs stored by a build without this one's limits or `fair_by` ([`super::adopt`]);
+//! and buries the jobs of this worker's queues whose kind no live worker knows and none took
+//! within the grace period.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,7 +67,8 @@ async fn rescue_expired(runner: &Runner) {
     }
 }
 
-/// Buries the jobs of this worker's queues whose kind no worker took within the grace.
+/// Buries the jobs of this worker's queues whose kind no live worker knows (see
+/// [`super::presence`]) and none took within the grace.
 async fn bury_unknown(runner: &Runner) {
     let store = runner.client.store();
     // Each worker judges by its own registry: a kind it knows is never buried by it.

@@ -83,3 +83,72 @@ impl<D: Dialect> SqlStore<D> {
         self.execute(ADOPT.of::<D>(), adopt, op).await
     }
 }
+
+/// A live worker as it announces itself: who it is, what it works and which kinds it knows.
+#[derive(Debug)]
+pub(crate) struct Presence<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) host: &'a str,
+    pub(crate) pid: u32,
+    pub(crate) queues: Vec<&'a str>,
+    pub(crate) kinds: &'a [&'static str],
+    pub(crate) concurrency: usize,
+}
+
+/// `id, host, pid, queues, kinds, concurrency, now`: writes the worker's row, or renews it.
+const HEARTBEAT: Both = Both {
+    postgres:
+        "INSERT INTO errand_workers (id, host, pid, queues, kinds, concurrency, started_at, seen_at)
+        VALUES ($1, $2, $3, $4, $5, $6, errand_now_ms(), errand_now_ms())
+        ON CONFLICT (id) DO UPDATE SET seen_at = errand_now_ms(), queues = EXCLUDED.queues,
+            kinds = EXCLUDED.kinds, concurrency = EXCLUDED.concurrency",
+    sqlite:
+        "INSERT INTO errand_workers (id, host, pid, queues, kinds, concurrency, started_at, seen_at)
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+        ON CONFLICT (id) DO UPDATE SET seen_at = ?7, queues = excluded.queues,
+            kinds = excluded.kinds, concurrency = excluded.concurrency",
+};
+
+/// `id`: removes a worker that stops.
+const LEAVE: Both = Both {
+    postgres: "DELETE FROM errand_workers WHERE id = $1",
+    sqlite: "DELETE FROM errand_workers WHERE id = ?1",
+};
+
+/// `stale_ms, now`: removes the rows of workers not seen for `stale_ms` (killed).
+const FORGET: Both = Both {
+    postgres: "DELETE FROM errand_workers WHERE seen_at < errand_now_ms() - $1",
+    sqlite: "DELETE FROM errand_workers WHERE seen_at < ?2 - ?1",
+};
+
+impl<D: Dialect> SqlStore<D> {
+    /// Writes (or renews) `worker`'s row among the live workers.
+    pub(crate) async fn heartbeat(&self, worker: &Presence<'_>) -> Result<(), Error> {
+        let op = || format!("record worker `{}` as live", worker.id);
+        let row = values![
+            worker.id,
+            worker.host,
+            i64::from(worker.pid),
+            Value::Texts(worker.queues.clone()),
+            Value::Texts(worker.kinds.to_vec()),
+            count(worker.concurrency),
+            Value::Now,
+        ];
+        self.execute(HEARTBEAT.of::<D>(), row, op).await.map(drop)
+    }
+
+    /// Removes `worker`'s row, as it stops.
+    pub(crate) async fn leave(&self, worker: &str) -> Result<(), Error> {
+        let op = || format!("remove worker `{worker}` from the live workers");
+        self.execute(LEAVE.of::<D>(), values![worker], op)
+            .await
+            .map(drop)
+    }
+
+    /// Removes the rows of workers not seen for `stale`; returns how many.
+    pub(crate) async fn forget_workers(&self, stale: std::time::Duration) -> Result<u64, Error> {
+        let op = named("forget workers that stopped without saying so");
+        let forget = values![super::duration_millis(stale), Value::Now];
+        self.execute(FORGET.of::<D>(), forget, op).await
+    }
+}
