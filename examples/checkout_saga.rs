@@ -129,7 +129,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     println!("  order 3: the customer cancels");
-    client.cancel_saga(changed_mind.id).await?;
+    // `Cancelled`: it waited and will not run; `Requested`: it runs, and is undone when it
+    // returns; `AlreadyFinished`: too late, it shipped.
+    let answer = client.cancel_saga(changed_mind.id).await?;
+    println!("  order 3: {answer:?}");
     all_ended(&client, &sagas).await;
     worker.shutdown().await?;
 

@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::time::SystemTime;
 
 use crate::client::Client;
+use crate::dead::Cancellation;
 use crate::error::Error;
 use crate::info::JobInfo;
 use crate::job::{Job, JobId, JobState, OnDependencyFailure};
@@ -229,10 +230,12 @@ impl Saga {
             // Released by a death of any step after this one up to the next compensated step
             // (or the last), or by that step's compensation having run.
             let through = next.map_or(last, |(j, _)| j);
+            // And by this step itself, cancelled while it ran: it may have acted.
             job.any_of = steps[i + 1..=through]
                 .iter()
-                .map(|step| (*step, Release::WhenFailed))
-                .chain(next.map(|(_, c)| (c, Release::WhenRan)))
+                .map(|step| (*step, Release::Failed))
+                .chain(next.map(|(_, c)| (c, Release::Ran)))
+                .chain([(steps[i], Release::Stopped)])
                 .collect();
             job.after.clear();
             job.workflow = Some((id, format!("{}.compensation", names[i])));
@@ -421,30 +424,46 @@ impl Client {
         }))
     }
 
-    /// Cancels saga `id` where it stands: the step it is at is cancelled (at once if it waits,
-    /// when it returns if it runs), the steps after it with it, and the steps that completed
-    /// are undone by their compensations, the latest first, as when a step dies. Returns
-    /// `false` if the saga has no step left to cancel (it ended, or does not exist).
+    /// Cancels saga `id` where it stands: the step it is at is cancelled, the steps after it
+    /// with it, and the steps that completed are undone by their compensations, the latest
+    /// first, as when a step dies. Answers as [`Client::cancel`] does for the step it is at:
+    ///
+    /// - [`Cancellation::Cancelled`]: the step was waiting; it will not run.
+    /// - [`Cancellation::Requested`]: the step is running; it is told
+    ///   ([`Context::is_cancelled`](crate::Context::is_cancelled)), and ends cancelled whatever
+    ///   it returns. It may have acted before it stopped, so its own compensation undoes it
+    ///   too. The saga ends [`SagaState::Cancelled`], never `Completed`.
+    /// - [`Cancellation::AlreadyFinished`]: too late; the saga had ended, in the state of the
+    ///   step it ended at (`Completed` when every step did).
+    /// - [`Cancellation::NotFound`]: no saga has this id.
     ///
     /// ```no_run
     /// # async fn demo(client: errand::Client, id: errand::WorkflowId) -> Result<(), errand::Error> {
-    /// if client.cancel_saga(id).await? {
-    ///     // the customer cancelled the order: charged payments are refunded, stock released
+    /// use errand::Cancellation;
+    /// match client.cancel_saga(id).await? {
+    ///     Cancellation::Cancelled | Cancellation::Requested => {
+    ///         // the customer cancelled the order: charged payments are refunded, stock released
+    ///     }
+    ///     _ => { /* too late: the order shipped */ }
     /// }
     /// # Ok(()) }
     /// ```
-    pub async fn cancel_saga(&self, id: WorkflowId) -> Result<bool, Error> {
-        use crate::dead::Cancellation;
+    pub async fn cancel_saga(&self, id: WorkflowId) -> Result<Cancellation, Error> {
         // The step it is at may complete meanwhile: then the next one is, a few times at most.
         loop {
             let Some(saga) = self.saga(id).await? else {
-                return Ok(false);
+                return Ok(Cancellation::NotFound);
             };
             let Some(step) = saga.steps.iter().find(|s| !s.job.state.is_final()) else {
-                return Ok(false);
+                let ended = saga
+                    .steps
+                    .iter()
+                    .find(|s| s.job.state != JobState::Completed)
+                    .map_or(JobState::Completed, |s| s.job.state);
+                return Ok(Cancellation::AlreadyFinished(ended));
             };
             match self.cancel(step.job.id).await? {
-                Cancellation::Cancelled | Cancellation::Requested => return Ok(true),
+                answer @ (Cancellation::Cancelled | Cancellation::Requested) => return Ok(answer),
                 Cancellation::AlreadyFinished(_) | Cancellation::NotFound => continue,
             }
         }

@@ -823,6 +823,18 @@ pub async fn saga_step(tag: String, label: String, fail: bool) -> Result<(), Tes
     Ok(())
 }
 
+/// A saga step that records `label`, then waits until the test opens the tag's gate.
+#[job(queue = "first", backoff = fast)]
+pub async fn gated_step(tag: String, label: String) -> Result<(), TestError> {
+    record(&tag, &label);
+    let gate = gate(&tag);
+    let _permit = gate
+        .acquire()
+        .await
+        .map_err(|_| TestError::Broken("gate closed".into()))?;
+    Ok(())
+}
+
 /// Undoes a `saga_step` (same arguments): records `undo <label>`; dies when the label starts
 /// with `stuck`.
 #[job(queue = "first", backoff = fast)]

@@ -4,6 +4,7 @@
 
 mod args_and_keys;
 mod bad_input;
+mod cancel;
 mod concurrency;
 mod deploys;
 mod failures;

@@ -3,9 +3,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use errand::{Client, EnqueuedSaga, FailureKind, JobId, JobState, Saga, SagaInfo, SagaState};
+use errand::{
+    Cancellation, Client, EnqueuedSaga, FailureKind, JobId, JobState, Saga, SagaInfo, SagaState,
+};
 use errand_tests::common::{records, tag, wait_for, work_until_final, worker, TestStore};
-use errand_tests::jobs::{charge_card, in_first, refund_card, saga_step, undo_step};
+use errand_tests::jobs::{charge_card, gated_step, in_first, refund_card, saga_step, undo_step};
 use errand_tests::per_store;
 
 per_store!(
@@ -15,6 +17,7 @@ per_store!(
     a_dead_compensation_fails_the_saga_and_the_others_still_run,
     a_saga_refuses_to_be_empty,
     cancelling_a_saga_undoes_its_completed_steps,
+    a_step_that_returns_after_the_saga_was_cancelled_is_undone,
     reading_a_step_outside_a_workflow_is_a_clear_error
 );
 
@@ -313,7 +316,10 @@ async fn cancelling_a_saga_undoes_its_completed_steps(store: TestStore) {
         .await
         .unwrap();
     assert_eq!(records(&t), ["a", "b"]);
-    assert!(client.cancel_saga(saga.id).await.unwrap());
+    assert_eq!(
+        client.cancel_saga(saga.id).await.unwrap(),
+        Cancellation::Cancelled
+    );
     let info = run(client, &saga).await;
     assert_eq!(records(&t), ["a", "b", "undo b", "undo a"]);
     assert_eq!(info.state, SagaState::Cancelled);
@@ -332,5 +338,54 @@ async fn cancelling_a_saga_undoes_its_completed_steps(store: TestStore) {
         format!("job {c} (saga_step#3) that it depends on was cancelled")
     );
     // Nothing is left to cancel.
-    assert!(!client.cancel_saga(saga.id).await.unwrap());
+    assert_eq!(
+        client.cancel_saga(saga.id).await.unwrap(),
+        Cancellation::AlreadyFinished(JobState::Cancelled)
+    );
+}
+
+/// The customer cancels while the charge runs, and the charge returns `Ok` before its worker
+/// reads the request: the charge may have acted, so it ends cancelled and is undone by its own
+/// compensation, then the step before it; the step after it never runs. (Before, the charge
+/// completed, the next step shipped, and nothing was undone.)
+async fn a_step_that_returns_after_the_saga_was_cancelled_is_undone(store: TestStore) {
+    let client = &store.client;
+    let t = tag("saga-cancel-running");
+    let saga = Saga::new("order")
+        .compensated_step(step(&t, "reserve", false))
+        .step(
+            gated_step::with(t.clone(), "charge".into()),
+            undo_step::with(t.clone(), "charge".into(), false),
+        )
+        .compensated_step(step(&t, "ship", false))
+        .enqueue(client)
+        .await
+        .unwrap();
+    let handle = worker(client, &["first"]).spawn();
+    wait_for("the charge to run", || async { records(&t).len() == 2 }).await;
+    assert_eq!(
+        client.cancel_saga(saga.id).await.unwrap(),
+        Cancellation::Requested
+    );
+    errand_tests::common::gate(&t).add_permits(1);
+    wait_for("the saga to end", || async {
+        client.saga(saga.id).await.unwrap().unwrap().state != SagaState::Running
+            && errand_tests::common::all_final(client, &jobs_of(&saga)).await
+    })
+    .await;
+    handle.shutdown().await.unwrap();
+    let info = client.saga(saga.id).await.unwrap().unwrap();
+    assert_eq!(
+        records(&t),
+        ["reserve", "charge", "undo charge", "undo reserve"]
+    );
+    assert_eq!(info.state, SagaState::Cancelled);
+    assert_eq!(
+        states_of(&info),
+        [
+            (JobState::Completed, Some(JobState::Completed)),
+            (JobState::Cancelled, Some(JobState::Completed)),
+            (JobState::Cancelled, None),
+        ]
+    );
 }

@@ -28,3 +28,72 @@ CREATE TABLE errand_workers (
     started_at  INTEGER NOT NULL,
     seen_at     INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+-- Cancelling what runs. A cancel asked while a job runs ends it `cancelled` whatever it
+-- returns, even when its worker had not read the request yet: the statements that end a run
+-- read `cancel_requested` (see the store's statements). A saga step cancelled that way may
+-- have acted before it stopped, so each compensation now also waits on its own step
+-- ('when_stopped'): released when the step is cancelled while running. Such a step counts as
+-- undone, not failed, so the compensations before it wait for its own, in reverse order.
+-- (Sagas stored before this migration lack the edge: their step is left as it was.)
+
+DROP TRIGGER errand_jobs_settle_dependents;
+
+CREATE TRIGGER errand_jobs_settle_dependents AFTER UPDATE OF state ON errand_jobs
+    WHEN NEW.has_dependents AND NEW.state IN ('completed', 'dead', 'cancelled')
+         AND OLD.state <> NEW.state
+BEGIN
+    UPDATE errand_jobs
+    SET waiting_on = waiting_on - 1,
+        state = CASE WHEN waiting_on > 1 THEN 'pending'
+                     WHEN run_at > NEW.finished_at THEN 'scheduled'
+                     ELSE 'available' END
+    WHERE state = 'pending' AND id IN (
+        SELECT job_id FROM errand_job_deps
+        WHERE depends_on = NEW.id
+          AND ((NEW.state = 'completed' AND on_failure = 'cancel') OR on_failure = 'run'));
+    -- Released by any one parent: the first that ends the right way.
+    UPDATE errand_jobs
+    SET waiting_on = 0,
+        state = CASE WHEN run_at > NEW.finished_at THEN 'scheduled' ELSE 'available' END
+    WHERE state = 'pending' AND id IN (
+        SELECT job_id FROM errand_job_deps
+        WHERE depends_on = NEW.id
+          AND ((on_failure = 'when_failed'
+                AND NOT (NEW.state = 'cancelled' AND OLD.state = 'running' AND EXISTS (
+                    SELECT 1 FROM errand_job_deps s WHERE s.depends_on = NEW.id AND s.on_failure = 'when_stopped'))
+                AND (NEW.state = 'dead' OR (NEW.state = 'cancelled'
+                    AND NOT EXISTS (SELECT 1 FROM errand_job_deps d JOIN errand_jobs p ON p.id = d.depends_on
+                                    WHERE d.job_id = NEW.id AND d.on_failure = 'cancel'
+                                      AND p.state <> 'completed'))))
+               OR (on_failure = 'when_ran' AND NEW.state IN ('completed', 'dead'))
+               OR (on_failure = 'when_stopped' AND NEW.state = 'cancelled' AND OLD.state = 'running')));
+    -- ... or cancelled when the last parent that could release it did not (its cancellation
+    -- settles its own dependents through this trigger).
+    UPDATE errand_jobs
+    SET waiting_on = waiting_on - 1,
+        state = CASE WHEN waiting_on > 1 THEN 'pending' ELSE 'cancelled' END,
+        finished_at = CASE WHEN waiting_on > 1 THEN NULL ELSE NEW.finished_at END,
+        unique_key = CASE WHEN waiting_on > 1 OR unique_strategy = 'until_expired' THEN unique_key END,
+        errors = CASE WHEN waiting_on > 1 THEN errors
+                      ELSE json_insert(errors, '$[#]', json_object(
+                          'attempt', attempt, 'kind', 'cancelled',
+                          'message', 'not needed: job ' || NEW.id || COALESCE(' (' || NEW.step || ')', '')
+                              || CASE NEW.state WHEN 'completed' THEN ' completed'
+                                                WHEN 'dead' THEN ' died'
+                                                ELSE ' was cancelled' END,
+                          'at', NEW.finished_at, 'duration_ms', 0, 'worker', '')) END
+    WHERE state = 'pending' AND id IN (
+        SELECT job_id FROM errand_job_deps
+        WHERE depends_on = NEW.id AND on_failure IN ('when_failed', 'when_ran', 'when_stopped'));
+    UPDATE errand_jobs
+    SET state = 'cancelled', finished_at = NEW.finished_at, waiting_on = 0,
+        unique_key = CASE WHEN unique_strategy = 'until_expired' THEN unique_key END,
+        errors = json_insert(errors, '$[#]', json_object(
+            'attempt', attempt, 'kind', 'cancelled',
+            'message', 'job ' || NEW.id || COALESCE(' (' || NEW.step || ')', '')
+                || ' that it depends on ' || CASE NEW.state WHEN 'dead' THEN 'died' ELSE 'was cancelled' END,
+            'at', NEW.finished_at, 'duration_ms', 0, 'worker', ''))
+    WHERE state = 'pending' AND NEW.state <> 'completed' AND id IN (
+        SELECT job_id FROM errand_job_deps WHERE depends_on = NEW.id AND on_failure = 'cancel');
+END;

@@ -123,9 +123,12 @@ pub(crate) enum Release {
     /// It failed of itself: it died, or was cancelled while everything it waited on had
     /// completed (a saga step whose earlier steps must be undone). A parent already cancelled
     /// when the dependent is stored counts as not releasing it.
-    WhenFailed,
+    Failed,
     /// It completed or died: a compensation that ran, after which the next one runs.
-    WhenRan,
+    Ran,
+    /// It was cancelled while it ran: a saga step that may have acted before it stopped, undone
+    /// by its own compensation.
+    Stopped,
 }
 
 impl Release {
@@ -133,8 +136,9 @@ impl Release {
     #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
     pub(crate) const fn as_str(self) -> &'static str {
         match self {
-            Release::WhenFailed => "when_failed",
-            Release::WhenRan => "when_ran",
+            Release::Failed => "when_failed",
+            Release::Ran => "when_ran",
+            Release::Stopped => "when_stopped",
         }
     }
 
@@ -142,8 +146,10 @@ impl Release {
     #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
     pub(crate) fn releases(self, state: &str) -> bool {
         match self {
-            Release::WhenFailed => state == "dead",
-            Release::WhenRan => state == "dead" || state == "completed",
+            Release::Failed => state == "dead",
+            Release::Ran => state == "dead" || state == "completed",
+            // Its parent is the step stored with it, in the same transaction: it has not run.
+            Release::Stopped => false,
         }
     }
 }

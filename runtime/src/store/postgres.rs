@@ -325,15 +325,58 @@ macro_rules! claim_returning {
     };
 }
 
+/// The state a run that returned `Ok` ends in: `completed`, unless its cancellation was asked
+/// meanwhile (its worker may not have read the request yet): then `cancelled`, as
+/// [`Cancellation::Requested`](crate::Cancellation::Requested) promised. `$t` qualifies the
+/// columns (`"j."`, or `""`).
+macro_rules! completed_unless_cancelled {
+    ($t:literal) => {
+        concat!(
+            "(CASE WHEN ",
+            $t,
+            "cancel_requested THEN 'cancelled' ELSE 'completed' END)"
+        )
+    };
+}
+
+/// A job's errors, with the cancellation's entry added when its cancellation was asked while it
+/// ran (see [`completed_unless_cancelled!`]).
+macro_rules! with_cancel_error {
+    ($t:literal) => {
+        concat!(
+            "CASE WHEN ",
+            $t,
+            "cancel_requested THEN ",
+            $t,
+            "errors || jsonb_build_array(jsonb_build_object('attempt', ",
+            $t,
+            "attempt, 'kind', 'cancelled', 'message', 'cancelled by the client while running',
+             'at', errand_now_ms(), 'duration_ms', errand_now_ms() - COALESCE(",
+            $t,
+            "attempted_at, errand_now_ms()), 'worker', COALESCE(",
+            $t,
+            "worker, ''))) ELSE ",
+            $t,
+            "errors END"
+        )
+    };
+}
+
 /// Completes the running jobs `$ids[i]` whose fence is still `$fences[i]`; returns their ids.
 macro_rules! complete_many {
     ($ids:literal, $fences:literal) => {
         concat!(
             "UPDATE errand_jobs j
-             SET state = 'completed', finished_at = errand_now_ms(), lease_until = NULL,
+             SET state = ",
+            completed_unless_cancelled!("j."),
+            ", finished_at = errand_now_ms(), lease_until = NULL,
                  running_key = NULL, cancel_requested = false,
-                 unique_key = errand_key_after(j.unique_strategy, 'completed', j.unique_key)
-             FROM unnest(",
+                 unique_key = errand_key_after(j.unique_strategy, ",
+            completed_unless_cancelled!("j."),
+            ", j.unique_key),
+                 errors = ",
+            with_cancel_error!("j."),
+            " FROM unnest(",
             $ids,
             "::bigint[], ",
             $fences,
@@ -659,19 +702,22 @@ static STATEMENTS: Statements = Statements {
     ),
     finish: concat!(
         "UPDATE errand_jobs
-        SET state = $3,
+        -- A run that is to go again (retried, snoozed) ends instead when its cancellation was
+        -- asked while it ran: its worker may not have read the request yet.
+        SET state = CASE WHEN cancel_requested AND NOT $6 THEN 'cancelled' ELSE $3 END,
             run_at = COALESCE(errand_now_ms() + $4::bigint, run_at),
             attempt = attempt - $5,
-            finished_at = CASE WHEN $6 THEN errand_now_ms() END,
+            finished_at = CASE WHEN $6 OR cancel_requested THEN errand_now_ms() END,
             lease_until = NULL,
             running_key = NULL,
             -- A retried or snoozed `until_executing` job takes its key back if it is free.
             unique_key = CASE
-                WHEN NOT $6 AND unique_strategy = 'until_executing' AND NOT EXISTS (
+                WHEN NOT $6 AND NOT cancel_requested AND unique_strategy = 'until_executing' AND NOT EXISTS (
                     SELECT 1 FROM errand_jobs held
                     WHERE held.kind = errand_jobs.kind AND held.unique_key = errand_jobs.idempotency_key)
                 THEN idempotency_key
-                ELSE errand_key_after(unique_strategy, $3, unique_key) END,
+                ELSE errand_key_after(unique_strategy,
+                    CASE WHEN cancel_requested AND NOT $6 THEN 'cancelled' ELSE $3 END, unique_key) END,
             cancel_requested = false,
             death_pending = $3 = 'dead',
             errors = CASE WHEN $7::jsonb IS NULL THEN errors ELSE ",
@@ -683,10 +729,19 @@ static STATEMENTS: Statements = Statements {
         " END
         WHERE id = $1 AND fence = $2 AND state = 'running'"
     ),
-    complete: "UPDATE errand_jobs
-        SET state = 'completed', finished_at = errand_now_ms(), lease_until = NULL, running_key = NULL,
-            cancel_requested = false, unique_key = errand_key_after(unique_strategy, 'completed', unique_key)
-        WHERE id = $1 AND fence = $2 AND state = 'running'",
+    complete: concat!(
+        "UPDATE errand_jobs
+        SET state = ",
+        completed_unless_cancelled!(""),
+        ", finished_at = errand_now_ms(), lease_until = NULL, running_key = NULL,
+            cancel_requested = false,
+            unique_key = errand_key_after(unique_strategy, ",
+        completed_unless_cancelled!(""),
+        ", unique_key),
+            errors = ",
+        with_cancel_error!(""),
+        " WHERE id = $1 AND fence = $2 AND state = 'running'"
+    ),
     complete_and_claim: Some(COMPLETE_AND_CLAIM),
     complete_many: complete_many!("$1", "$2"),
     // SKIP LOCKED: a job row locked by a `complete_in` transaction is not waited for; its run
@@ -698,20 +753,32 @@ static STATEMENTS: Statements = Statements {
               FOR UPDATE OF e SKIP LOCKED) live
         WHERE j.id = live.id
         RETURNING j.id, j.fence, j.cancel_requested",
-    release: "UPDATE errand_jobs
-        SET state = 'available', attempt = attempt - 1, lease_until = NULL, worker = NULL,
-            running_key = NULL
-        WHERE state = 'running' AND worker = $1 AND id = ANY($2)",
+    // A job whose cancellation was asked is not put back: it ends cancelled.
+    release: concat!(
+        "UPDATE errand_jobs
+        SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'available' END,
+            finished_at = CASE WHEN cancel_requested THEN errand_now_ms() END,
+            unique_key = CASE WHEN cancel_requested
+                THEN errand_key_after(unique_strategy, 'cancelled', unique_key) ELSE unique_key END,
+            errors = ",
+        with_cancel_error!(""),
+        ", attempt = attempt - 1, lease_until = NULL, worker = NULL, running_key = NULL,
+            cancel_requested = false
+        WHERE state = 'running' AND worker = $1 AND id = ANY($2)"
+    ),
     rescue: concat!(
         "UPDATE errand_jobs
-        SET state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'retryable' END,
-            finished_at = CASE WHEN attempt >= max_attempts THEN errand_now_ms() END,
+        -- A job whose cancellation was asked before its worker stopped ends cancelled.
+        SET state = CASE WHEN cancel_requested THEN 'cancelled'
+                         WHEN attempt >= max_attempts THEN 'dead' ELSE 'retryable' END,
+            finished_at = CASE WHEN cancel_requested OR attempt >= max_attempts THEN errand_now_ms() END,
             run_at = errand_now_ms(),
             lease_until = NULL,
             running_key = NULL,
             unique_key = errand_key_after(unique_strategy,
-                CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'retryable' END, unique_key),
-            death_pending = attempt >= max_attempts,
+                CASE WHEN cancel_requested THEN 'cancelled'
+                     WHEN attempt >= max_attempts THEN 'dead' ELSE 'retryable' END, unique_key),
+            death_pending = NOT cancel_requested AND attempt >= max_attempts,
             cancel_requested = false,
             errors = ",
         append_error!(

@@ -322,7 +322,8 @@ pub(crate) struct Statements {
     /// `lease, worker, ids, fences, now`: returns `id, fence, cancel_requested` of each run
     /// renewed.
     pub renew: &'static str,
-    /// `worker, ids`: puts running jobs back, refunding the attempt.
+    /// `worker, ids, now`: puts running jobs back, refunding the attempt; a job whose
+    /// cancellation was asked ends cancelled instead.
     pub release: &'static str,
     /// `message_before, message_after, max_errors, keep_first, now`: returns the ids rescued.
     pub rescue: &'static str,
@@ -1449,6 +1450,7 @@ impl<D: Dialect> Store for SqlStore<D> {
         let release = vec![
             worker.into(),
             Value::Ints(jobs.iter().map(|id| id.get()).collect()),
+            Value::Now,
         ];
         let op = || format!("put back {} unfinished jobs", jobs.len());
         self.execute(D::SQL.release, release, op).await?;

@@ -326,8 +326,35 @@ macro_rules! claim_returning {
 /// the key a job holds once it moves to the state `$state` (SQL text), given its `unique_key`.
 /// A finished job keeps its key only under `until_expired`; a running `until_executing` job
 /// gives it up; every other move keeps it.
+/// The state a run that returned `Ok` ends in: `completed`, unless its cancellation was asked
+/// meanwhile (its worker may not have read the request yet): then `cancelled`, as
+/// [`Cancellation::Requested`](crate::Cancellation::Requested) promised.
+macro_rules! completed_unless_cancelled {
+    () => {
+        "(CASE WHEN cancel_requested THEN 'cancelled' ELSE 'completed' END)"
+    };
+}
+
+/// A job's errors, with the cancellation's entry added at `$now` when its cancellation was
+/// asked while it ran (see [`completed_unless_cancelled!`]).
+macro_rules! with_cancel_error {
+    ($now:literal) => {
+        concat!(
+            "CASE WHEN cancel_requested THEN json_insert(errors, '$[#]', json_object(
+                'attempt', attempt, 'kind', 'cancelled',
+                'message', 'cancelled by the client while running', 'at', ",
+            $now,
+            ", 'duration_ms', ",
+            $now,
+            " - COALESCE(attempted_at, ",
+            $now,
+            "), 'worker', COALESCE(worker, ''))) ELSE errors END"
+        )
+    };
+}
+
 macro_rules! key_after {
-    ($state:literal) => {
+    ($state:expr) => {
         concat!(
             "CASE WHEN ",
             $state,
@@ -598,20 +625,22 @@ static STATEMENTS: Statements = Statements {
     ),
     finish: concat!(
         "UPDATE errand_jobs
-        SET state = ?3,
+        -- A run that is to go again (retried, snoozed) ends instead when its cancellation was
+        -- asked while it ran: its worker may not have read the request yet.
+        SET state = CASE WHEN cancel_requested AND NOT ?6 THEN 'cancelled' ELSE ?3 END,
             run_at = COALESCE(?10 + ?4, run_at),
             attempt = attempt - ?5,
-            finished_at = CASE WHEN ?6 THEN ?10 END,
+            finished_at = CASE WHEN ?6 OR cancel_requested THEN ?10 END,
             lease_until = NULL,
             running_key = NULL,
             -- A retried or snoozed `until_executing` job takes its key back if it is free.
             unique_key = CASE
-                WHEN NOT ?6 AND unique_strategy = 'until_executing' AND NOT EXISTS (
+                WHEN NOT ?6 AND NOT cancel_requested AND unique_strategy = 'until_executing' AND NOT EXISTS (
                     SELECT 1 FROM errand_jobs held
                     WHERE held.kind = errand_jobs.kind AND held.unique_key = errand_jobs.idempotency_key)
                 THEN idempotency_key
                 ELSE ",
-        key_after!("?3"),
+        key_after!("(CASE WHEN cancel_requested AND NOT ?6 THEN 'cancelled' ELSE ?3 END)"),
         " END,
             cancel_requested = 0,
             death_pending = ?3 = 'dead',
@@ -622,17 +651,25 @@ static STATEMENTS: Statements = Statements {
     ),
     complete: concat!(
         "UPDATE errand_jobs
-        SET state = 'completed', finished_at = ?3, lease_until = NULL, running_key = NULL,
+        SET state = ",
+        completed_unless_cancelled!(),
+        ", finished_at = ?3, lease_until = NULL, running_key = NULL,
             cancel_requested = 0, unique_key = ",
-        key_after!("'completed'"),
+        key_after!(completed_unless_cancelled!()),
+        ", errors = ",
+        with_cancel_error!("?3"),
         "
         WHERE id = ?1 AND fence = ?2 AND state = 'running'"
     ),
     complete_many: concat!(
         "UPDATE errand_jobs
-        SET state = 'completed', finished_at = ?3, lease_until = NULL, running_key = NULL,
+        SET state = ",
+        completed_unless_cancelled!(),
+        ", finished_at = ?3, lease_until = NULL, running_key = NULL,
             cancel_requested = 0, unique_key = ",
-        key_after!("'completed'"),
+        key_after!(completed_unless_cancelled!()),
+        ", errors = ",
+        with_cancel_error!("?3"),
         "
         WHERE id IN (SELECT value FROM json_each(?1))
           AND (id, fence) IN (SELECT value, ?2 ->> key FROM json_each(?1))
@@ -648,21 +685,34 @@ static STATEMENTS: Statements = Statements {
           -- `+`: found by id, through the primary key, not among all running jobs.
           AND +state = 'running' AND worker = ?2
         RETURNING id, fence, cancel_requested",
-    release: "UPDATE errand_jobs
-        SET state = 'available', attempt = attempt - 1, lease_until = NULL, worker = NULL,
-            running_key = NULL
-        WHERE state = 'running' AND worker = ?1 AND id IN (SELECT value FROM json_each(?2))",
+    // A job whose cancellation was asked is not put back: it ends cancelled.
+    release: concat!(
+        "UPDATE errand_jobs
+        SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'available' END,
+            finished_at = CASE WHEN cancel_requested THEN ?3 END,
+            unique_key = CASE WHEN cancel_requested THEN ",
+        key_after!("'cancelled'"),
+        " ELSE unique_key END,
+            errors = ",
+        with_cancel_error!("?3"),
+        ", attempt = attempt - 1, lease_until = NULL, worker = NULL, running_key = NULL,
+            cancel_requested = 0
+        WHERE state = 'running' AND worker = ?1 AND id IN (SELECT value FROM json_each(?2))"
+    ),
     rescue: concat!(
         "UPDATE errand_jobs
-        SET state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'retryable' END,
-            finished_at = CASE WHEN attempt >= max_attempts THEN ?5 END,
+        -- A job whose cancellation was asked before its worker stopped ends cancelled.
+        SET state = CASE WHEN cancel_requested THEN 'cancelled'
+                         WHEN attempt >= max_attempts THEN 'dead' ELSE 'retryable' END,
+            finished_at = CASE WHEN cancel_requested OR attempt >= max_attempts THEN ?5 END,
             run_at = ?5,
             lease_until = NULL,
             running_key = NULL,
             unique_key = ",
-        key_after!("CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'retryable' END"),
+        key_after!("(CASE WHEN cancel_requested THEN 'cancelled'
+                          WHEN attempt >= max_attempts THEN 'dead' ELSE 'retryable' END)"),
         ",
-            death_pending = attempt >= max_attempts,
+            death_pending = NOT cancel_requested AND attempt >= max_attempts,
             cancel_requested = 0,
             errors = ",
         append_error!(
