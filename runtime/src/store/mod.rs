@@ -852,6 +852,17 @@ impl Store for Backend {
     }
 }
 
+/// A live worker as it announces itself: who it is, what it works and which kinds it knows.
+#[derive(Debug)]
+pub(crate) struct Presence<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) host: &'a str,
+    pub(crate) pid: u32,
+    pub(crate) queues: Vec<&'a str>,
+    pub(crate) kinds: &'a [&'static str],
+    pub(crate) concurrency: usize,
+}
+
 /// How long a worker's row among the live workers lasts without a heartbeat: past it, the
 /// worker is taken for stopped (killed without saying so), and its row is removed.
 pub(crate) const WORKER_STALE: Duration = Duration::from_secs(60);
@@ -995,7 +1006,7 @@ impl Backend {
     }
 
     /// Writes (or renews) a worker's row among the live workers.
-    pub(crate) async fn heartbeat(&self, worker: &sql::Presence<'_>) -> Result<(), Error> {
+    pub(crate) async fn heartbeat(&self, worker: &Presence<'_>) -> Result<(), Error> {
         dispatch!(self, s => s.heartbeat(worker).await)
     }
 

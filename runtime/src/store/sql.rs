@@ -1768,7 +1768,5 @@ pub(crate) mod listing_cases {
 mod claims;
 mod history;
 mod kinds;
-
-pub(crate) use kinds::Presence;
 mod schedules;
 mod workflows;

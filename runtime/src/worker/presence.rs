@@ -12,8 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Runner;
 use crate::error::Error;
-use crate::store::sql::Presence;
-use crate::store::{HEARTBEAT_EVERY, WORKER_STALE};
+use crate::store::{Presence, HEARTBEAT_EVERY, WORKER_STALE};
 
 /// Writes or renews this worker's row.
 pub(super) async fn announce(runner: &Runner) {

@@ -10,6 +10,7 @@ use super::{count, named, Both, Dialect, SqlRow, SqlStore, Value};
 use crate::error::Error;
 use crate::job::JobId;
 use crate::request::Keys;
+use crate::store::Presence;
 
 /// `kinds, fair_kinds, limited_kinds, limit`: up to `limit` waiting jobs of `kinds` that lack
 /// the fair key (of a fair kind) or the limit key (of a limited kind): `id, kind, args`.
@@ -82,17 +83,6 @@ impl<D: Dialect> SqlStore<D> {
         ];
         self.execute(ADOPT.of::<D>(), adopt, op).await
     }
-}
-
-/// A live worker as it announces itself: who it is, what it works and which kinds it knows.
-#[derive(Debug)]
-pub(crate) struct Presence<'a> {
-    pub(crate) id: &'a str,
-    pub(crate) host: &'a str,
-    pub(crate) pid: u32,
-    pub(crate) queues: Vec<&'a str>,
-    pub(crate) kinds: &'a [&'static str],
-    pub(crate) concurrency: usize,
 }
 
 /// `id, host, pid, queues, kinds, concurrency, now`: writes the worker's row, or renews it.
