@@ -758,6 +758,16 @@ impl Model for Protocol {
                         || s.history.effect_unrecorded
                 },
             ),
+            Property::always(
+                "a cancel answered cancelled or requested is never followed by completion",
+                |_, s: &State| {
+                    s.store
+                        .rows
+                        .iter()
+                        .zip(&s.store.cancel_answered)
+                        .all(|(row, &answered)| !answered || row.state != JobState::Completed)
+                },
+            ),
             Property::always("renewals extend only the renewing runs' leases", |_, s: &State| {
                 !s.store.foreign_renewal
             }),

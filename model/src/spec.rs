@@ -104,6 +104,9 @@ pub struct Faults {
     pub rescue_leaves_running: bool,
     /// `renew` by id alone, without the worker and the fence.
     pub renew_by_id_only: bool,
+    /// The completion without its `cancel_requested` case: a run that returns `Ok` after its
+    /// cancellation was asked completes.
+    pub completion_ignores_cancel: bool,
 }
 
 /// The rows, the ledger, and what the statements did that no row shows (for the properties).
@@ -118,6 +121,9 @@ pub struct StoreSpec {
     pub step_recorded: bool,
     /// Per job: how many completions the store accepted.
     pub completions: Vec<u8>,
+    /// Per job: a cancel was answered `Cancelled` or `Requested` (since its last retry from the
+    /// dead set).
+    pub cancel_answered: Vec<bool>,
     /// A write carrying a fence other than the row's changed the row.
     pub stale_write: bool,
     /// A renewal extended a lease under a fence no run of the renewing worker had.
@@ -139,6 +145,7 @@ impl StoreSpec {
             rows: Vec::new(),
             step_recorded: false,
             completions: Vec::new(),
+            cancel_answered: Vec::new(),
             stale_write: false,
             foreign_renewal: false,
             bad_release: false,
@@ -197,6 +204,7 @@ impl StoreSpec {
             cancel_requested: false,
         });
         self.completions.push(0);
+        self.cancel_answered.push(false);
         Some(self.rows.len() - 1)
     }
 
@@ -267,10 +275,17 @@ impl StoreSpec {
         if !self.fenced(id, fence) {
             return false;
         }
+        // A run that returns (or is to go again) after its cancellation was asked ends
+        // cancelled, whether or not its worker had read the request.
+        let asked = self.rows[id].cancel_requested;
         let state = match outcome {
+            Outcome::Die => JobState::Dead,
+            Outcome::Complete if asked && !self.faults.completion_ignores_cancel => {
+                JobState::Cancelled
+            }
+            Outcome::Retry | Outcome::Snooze if asked => JobState::Cancelled,
             Outcome::Complete => JobState::Completed,
             Outcome::Retry | Outcome::Snooze => JobState::Retryable,
-            Outcome::Die => JobState::Dead,
         };
         // A retried or snoozed `until_executing` job takes its key back if it is free.
         let takes_back = !state.is_final()
@@ -361,7 +376,10 @@ impl StoreSpec {
         let mut rescued = Vec::new();
         for &id in ids {
             let row = &self.rows[id];
-            let state = if row.attempt >= self.max_attempts {
+            // A job whose cancellation was asked before its worker stopped ends cancelled.
+            let state = if row.cancel_requested {
+                JobState::Cancelled
+            } else if row.attempt >= self.max_attempts {
                 JobState::Dead
             } else {
                 JobState::Retryable
@@ -392,17 +410,31 @@ impl StoreSpec {
         true
     }
 
-    /// `release`: `worker`'s unfinished runs go back to `available`, their attempts refunded.
+    /// `release`: `worker`'s unfinished runs go back to `available`, their attempts refunded;
+    /// one whose cancellation was asked ends cancelled instead.
     pub fn release(&mut self, worker: u8, runs: &[(usize, u8)]) {
         for &(id, _) in runs {
-            let row = &mut self.rows[id];
+            let row = &self.rows[id];
             if row.state != JobState::Running || row.worker != Some(worker) {
                 continue;
             }
+            let cancelled = row.cancel_requested;
+            let holds = if cancelled {
+                self.key_after(JobState::Cancelled, row.holds_key)
+            } else {
+                row.holds_key
+            };
+            let row = &mut self.rows[id];
             if row.attempt == 0 {
                 self.bad_release = true;
             }
-            row.state = JobState::Available;
+            row.state = if cancelled {
+                JobState::Cancelled
+            } else {
+                JobState::Available
+            };
+            row.holds_key = holds;
+            row.cancel_requested = false;
             row.attempt -= 1;
             row.lease = None;
             row.worker = None;
@@ -420,10 +452,12 @@ impl StoreSpec {
                 row.state = JobState::Cancelled;
                 row.lease = None;
                 row.holds_key = holds;
+                self.cancel_answered[id] = true;
                 Cancellation::Cancelled
             }
             JobState::Running => {
                 self.rows[id].cancel_requested = true;
+                self.cancel_answered[id] = true;
                 Cancellation::Requested
             }
             _ => Cancellation::AlreadyFinished,
@@ -483,6 +517,7 @@ impl StoreSpec {
         row.death_leased = false;
         row.cancel_requested = false;
         row.holds_key = unique;
+        self.cancel_answered[id] = false;
         true
     }
 

@@ -94,6 +94,24 @@ fn cancel_and_complete_in_hold() {
     check(protocol, "cancel and complete_in").assert_properties();
 }
 
+/// A completion that ignores a requested cancellation completes a job whose cancel was
+/// answered `Requested`.
+#[test]
+fn a_completion_that_ignores_a_cancel_is_caught() {
+    let mut protocol = Protocol::new(Strategy::UntilExecuted).with(Parts {
+        cancel: true,
+        ..Parts::default()
+    });
+    protocol.faults = Faults {
+        completion_ignores_cancel: true,
+        ..Faults::default()
+    };
+    broken(
+        protocol,
+        "a cancel answered cancelled or requested is never followed by completion",
+    );
+}
+
 /// Checks `protocol` and returns the property it broke.
 fn broken(protocol: Protocol, property: &'static str) {
     let label = format!("broken: {property}");
