@@ -112,6 +112,56 @@ async fn three_worker_processes_run_ten_thousand_jobs_exactly_once() {
     store.clean_up().await;
 }
 
+/// The client cancels a job whose run ignores the request, then its worker is killed before it
+/// writes anything: the rescue ends the job cancelled, and no attempt runs after the cancel.
+/// (Before, the rescue made it retryable and another process ran it to completion.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_cancelled_before_its_worker_is_killed_stays_cancelled() {
+    let Some(Setup {
+        store,
+        url,
+        schema,
+        pool,
+    }) = setup().await
+    else {
+        return;
+    };
+    let lease = Duration::from_secs(1);
+    let first = WorkerProcess::start(WORKER, &url, &schema, lease).await;
+    let id = hangs_on_first_attempt::enqueue(&store.client, 8)
+        .await
+        .unwrap()
+        .id;
+    wait_for("the first worker to start the job", || async {
+        count(
+            &pool,
+            "SELECT count(*) FROM test_runs WHERE event = 'started'",
+        )
+        .await
+            == 1
+    })
+    .await;
+    assert_eq!(
+        store.client.cancel(id).await.unwrap(),
+        errand::Cancellation::Requested
+    );
+    first.kill().await;
+    let second = WorkerProcess::start(WORKER, &url, &schema, lease).await;
+    wait_for("the rescue to end the job", || async {
+        job(&store.client, id).await.state.is_final()
+    })
+    .await;
+    second.terminate().await;
+    let ended = job(&store.client, id).await;
+    assert_eq!(ended.state, JobState::Cancelled, "{:?}", ended.errors);
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM test_runs").await,
+        1,
+        "no run after the cancel"
+    );
+    store.clean_up().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_worker_is_killed_is_finished_by_another_process() {
     let Some(Setup {

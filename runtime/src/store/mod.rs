@@ -900,6 +900,9 @@ pub(crate) enum Wake {
     /// A job with limits or `fair_by` became available, or a limit's slot was freed.
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     Special,
+    /// The cancellation of this running job was asked: its worker tells the run at once.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    Cancel(JobId),
 }
 
 impl Listener {
@@ -911,6 +914,12 @@ impl Listener {
             Listener::Postgres(listener) => match listener.recv().await {
                 Ok(note) if note.payload() == postgres::SCHEDULED => Wake::Scheduled,
                 Ok(note) if note.payload().starts_with(postgres::SPECIAL) => Wake::Special,
+                Ok(note) if note.payload().starts_with(postgres::CANCEL) => {
+                    match note.payload()[postgres::CANCEL.len()..].parse::<i64>() {
+                        Ok(id) => Wake::Cancel(JobId::new(id)),
+                        Err(_) => Wake::Available,
+                    }
+                }
                 Ok(_) => Wake::Available,
                 Err(err) => {
                     // The listener reconnects on its next call; until then the poll covers it.
@@ -1003,6 +1012,24 @@ impl Backend {
         limit: usize,
     ) -> Result<Vec<(JobId, String, String)>, Error> {
         dispatch!(self, s => s.unkeyed(fair, limited, limit).await)
+    }
+
+    /// The running jobs of `worker` whose cancellation was asked.
+    pub(crate) async fn cancels_requested(&self, worker: &str) -> Result<Vec<JobId>, Error> {
+        dispatch!(self, s => s.cancels_requested(worker).await)
+    }
+
+    /// Whether the store tells workers of cancellations itself (PostgreSQL's `NOTIFY`), so that
+    /// they need not look.
+    pub(crate) fn notifies_cancels(&self) -> bool {
+        match self {
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(_) => true,
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(_) => false,
+            #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+            Backend::None(never) => match *never {},
+        }
     }
 
     /// Writes (or renews) a worker's row among the live workers.

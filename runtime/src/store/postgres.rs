@@ -43,6 +43,10 @@ pub(crate) const SCHEDULED: &str = "*";
 /// names cannot contain `+`.
 pub(crate) const SPECIAL: &str = "+";
 
+/// The prefix of a notification that names a running job whose cancellation was asked; queue
+/// names cannot contain `!`.
+pub(crate) const CANCEL: &str = "!";
+
 /// How long connecting may take before `Client::connect` gives up with the cause.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -818,7 +822,9 @@ static STATEMENTS: Statements = Statements {
             errors = errors || jsonb_build_array(jsonb_set(jsonb_set($2::jsonb, '{attempt}',
                 to_jsonb(attempt)), '{at}', to_jsonb(errand_now_ms())))
         WHERE id = $1 AND state IN ('scheduled', 'available', 'retryable', 'pending')",
-    request_cancel: "UPDATE errand_jobs SET cancel_requested = true WHERE id = $1 AND state = 'running'",
+    // Tells the job's worker at once: `!id` on the schema's channel (see `Wake::Cancel`).
+    request_cancel: "UPDATE errand_jobs SET cancel_requested = true WHERE id = $1 AND state = 'running'
+        RETURNING pg_notify('errand_' || current_schema(), '!' || id)",
     claim_deaths: "UPDATE errand_jobs
         SET death_until = errand_now_ms() + $2, death_deliveries = death_deliveries + 1
         WHERE id IN (SELECT id FROM errand_jobs

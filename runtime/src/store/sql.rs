@@ -1765,6 +1765,7 @@ pub(crate) mod listing_cases {
 }
 
 // After the macros above, which they use.
+mod cancels;
 mod claims;
 mod history;
 mod kinds;

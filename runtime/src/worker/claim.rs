@@ -191,13 +191,19 @@ impl ClaimLoop {
                         runner.woken();
                     }
                 }
-                wake = listener.next(), if !until_idle && !sending => {
-                    starved = false;
-                    if wake == Wake::Special {
-                        runner.woken();
+                wake = listener.next(), if !until_idle && !sending => match wake {
+                    // Not a job to claim: a run to tell.
+                    Wake::Cancel(id) => {
+                        runner.runs.cancel_job(id);
                     }
-                    promote_due |= wake == Wake::Scheduled;
-                }
+                    wake => {
+                        starved = false;
+                        if wake == Wake::Special {
+                            runner.woken();
+                        }
+                        promote_due |= wake == Wake::Scheduled;
+                    }
+                },
                 () = tokio::time::sleep(settings.poll_interval), if !until_idle && !sending => starved = false,
                 () = tokio::time::sleep_until(next_due.unwrap_or(last_claim).into()), if next_due.is_some() && !until_idle && !sending => {
                     next_due = None;

@@ -32,6 +32,7 @@ use crate::schedule::{Periodic, Schedule};
 use crate::store::{BoxFuture, KindLimit};
 
 mod adopt;
+mod cancels;
 mod claim;
 mod deaths;
 mod execute;
@@ -648,6 +649,11 @@ impl Runner {
         let next_slot = scheduler::tick(&self).await;
         start("lease keeper", |r, stop| Box::pin(lease::keep(r, stop)));
         start("presence", |r, stop| Box::pin(presence::keep(r, stop)));
+        if !self.client.store().notifies_cancels() {
+            start("cancel watcher", |r, stop| {
+                Box::pin(cancels::watch(r, stop))
+            });
+        }
         start("rescuer", |r, stop| Box::pin(rescue::rescue(r, stop)));
         if !until_idle {
             // Short-lived workers (scripts, tests) leave pruning to long-running ones, and

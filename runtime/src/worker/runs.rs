@@ -70,6 +70,25 @@ impl Runs {
         }
     }
 
+    /// Tells every run of job `id` that its cancellation was asked; returns whether one was
+    /// running here.
+    pub(crate) fn cancel_job(&self, id: crate::job::JobId) -> bool {
+        let map = self.lock();
+        let mut found = false;
+        for (run, entry) in map.iter() {
+            if run.id == id {
+                entry.signal.cancel();
+                found = true;
+            }
+        }
+        found
+    }
+
+    /// Whether no run is registered.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
     /// Marks as lost every run not renewed within `lease`, firing its token; returns them.
     pub(crate) fn expire(&self, lease: Duration) -> Vec<RunId> {
         let map = self.lock();
