@@ -388,18 +388,31 @@ async fn retry_or_delete(
         if let Some(since) = args.since {
             filter = filter.died_after(ago(since));
         }
-        let count = match act {
-            Act::Retry => client.retry_all_dead(&filter).await?,
-            Act::Delete => client.delete_all_dead(&filter).await?,
-        };
-        out.acted_on_all(act_name(act), count);
+        match act {
+            Act::Retry => {
+                let done = client.retry_all_dead(&filter).await?;
+                out.retried_all(done.retried, done.skipped);
+            }
+            Act::Delete => {
+                let count = client.delete_all_dead(&filter).await?;
+                out.acted_on_all(act_name(act), count);
+            }
+        }
         return Ok(());
     }
     let mut missed = false;
     for id in args.ids {
         let id = JobId::from(id);
         let done = match act {
-            Act::Retry => client.retry_dead(id).await?,
+            Act::Retry => match client.retry_dead(id).await {
+                Err(Error::RetryRefused { reason, .. }) => {
+                    missed = true;
+                    eprintln!("error: job {id} was not retried: {reason}");
+                    out.acted_on(act_name(act), id.get(), false);
+                    continue;
+                }
+                done => done?,
+            },
             Act::Delete => client.delete_dead(id).await?,
         };
         if !done {

@@ -195,6 +195,19 @@ impl Out {
         println!("{count} dead jobs {act}");
     }
 
+    pub(crate) fn retried_all(&self, retried: u64, skipped: u64) {
+        if self.json {
+            return self.print_json(&json!({ "retried": retried, "skipped": skipped }));
+        }
+        println!("{retried} dead jobs retried");
+        if skipped > 0 {
+            println!(
+                "{skipped} skipped: their death was acted on (a saga compensated, a workflow's \
+                 dependents cancelled); retrying them would run them again after that"
+            );
+        }
+    }
+
     pub(crate) fn paused(&self, queue: &str, paused: bool, changed: bool) {
         if self.json {
             return self

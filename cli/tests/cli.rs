@@ -4,8 +4,8 @@
 use std::process::Output;
 
 use errand::{JobId, JobState};
-use errand_tests::common::{job, postgres, sqlite, tag, worker, TestStore};
-use errand_tests::jobs::{broken, in_first, succeed};
+use errand_tests::common::{job, postgres, sqlite, tag, work_until_final, worker, TestStore};
+use errand_tests::jobs::{broken, in_first, saga_step, succeed};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_errand");
@@ -229,6 +229,56 @@ async fn sqlite_commands() {
 async fn postgres_commands() {
     if let Some(store) = postgres().await {
         the_commands_read_and_act_on_the_store(store).await;
+    }
+}
+
+/// A saga whose second step died and was undone: `retry --dead` skips the step and says how
+/// many it skipped; `retry ID` refuses it, with the reason and exit code 4.
+async fn retries_skip_what_a_saga_undid(store: TestStore) {
+    let client = &store.client;
+    let t = tag("cli-saga");
+    let saga = errand::Saga::new("order")
+        .compensated_step(saga_step::with(t.clone(), "reserve".into(), false))
+        .compensated_step(saga_step::with(t.clone(), "ship".into(), true))
+        .enqueue(client)
+        .await
+        .unwrap();
+    let ship = saga.steps[1].job;
+    let jobs: Vec<JobId> = saga
+        .steps
+        .iter()
+        .flat_map(|s| std::iter::once(s.job).chain(s.compensation))
+        .collect();
+    work_until_final(worker(client, &["first"]), client, &jobs).await;
+    assert_eq!(job(client, ship).await.state, JobState::Dead);
+    let out = ok(&store, &["retry", "--dead"]);
+    assert!(out.contains("0 dead jobs retried"), "{out}");
+    assert!(out.contains("1 skipped: their death was acted on"), "{out}");
+    assert_eq!(
+        json(&store, &["retry", "--dead"]),
+        serde_json::json!({"retried": 0, "skipped": 1})
+    );
+    let refused = errand(&store, &["retry", &ship.to_string()]);
+    assert_eq!(refused.status.code(), Some(4));
+    let why = stderr(&refused);
+    assert!(
+        why.contains(&format!(
+            "job {ship} was not retried: it is step `saga_step#2` of saga"
+        )),
+        "{why}"
+    );
+    assert_eq!(job(client, ship).await.state, JobState::Dead);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_retries_skip_what_a_saga_undid() {
+    retries_skip_what_a_saga_undid(sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_retries_skip_what_a_saga_undid() {
+    if let Some(store) = postgres().await {
+        retries_skip_what_a_saga_undid(store).await;
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
 use crate::classify::FailureKind;
-use crate::dead::{Cancellation, DeadFilter, DeadQuery};
+use crate::dead::{Cancellation, DeadFilter, DeadQuery, Retried};
 use crate::error::{redact, Error};
 use crate::info::{AttemptError, JobInfo};
 use crate::job::Job;
@@ -546,24 +546,91 @@ impl Client {
     }
 
     /// Makes dead job `id` available again: its attempts start over, its history is kept.
-    /// Returns whether it was dead.
+    /// Returns whether it was dead (and its unique key free).
+    ///
+    /// A job whose death was acted on is refused with [`Error::RetryRefused`], which says why:
+    /// a saga step whose death cancelled the steps after it and ran the compensations, a
+    /// workflow step whose dependents were cancelled with it, a job whose dependents ran because
+    /// it died. Running it again would run it after them. (A saga's dead compensation may be
+    /// retried: its death only let the compensation before it run.)
+    ///
+    /// ```no_run
+    /// # async fn demo(client: errand::Client, id: errand::JobId) -> Result<(), errand::Error> {
+    /// match client.retry_dead(id).await {
+    ///     Ok(true) => println!("job {id} runs again"),
+    ///     Ok(false) => println!("job {id} is not dead, or its key is taken"),
+    ///     Err(errand::Error::RetryRefused { reason, .. }) => println!("not retried: {reason}"),
+    ///     Err(err) => return Err(err),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn retry_dead(&self, id: JobId) -> Result<bool, Error> {
-        let retried = self
-            .store()
-            .retry_dead(&DeadQuery {
-                id: Some(id),
-                ..DeadQuery::default()
-            })
-            .await?;
-        self.notify_enqueued();
-        Ok(retried == 1)
+        let query = DeadQuery {
+            id: Some(id),
+            ..DeadQuery::default()
+        };
+        let retried = self.store().retry_dead(&query).await?;
+        if retried == 1 {
+            self.notify_enqueued();
+            return Ok(true);
+        }
+        if self.store().refused_dead(&query).await? == 0 {
+            return Ok(false);
+        }
+        Err(Error::RetryRefused {
+            id,
+            reason: self.why_refused(id).await?,
+        })
     }
 
-    /// Retries every dead job matching `filter`; returns how many.
-    pub async fn retry_all_dead(&self, filter: &DeadFilter) -> Result<u64, Error> {
+    /// Why dead job `id`, whose death was acted on, is not retried.
+    async fn why_refused(&self, id: JobId) -> Result<String, Error> {
+        let job = self.job(id).await?;
+        let workflow = match job.as_ref().and_then(|j| j.workflow.zip(j.step.clone())) {
+            Some((workflow, step)) => self
+                .store()
+                .workflow(workflow)
+                .await?
+                .map(|info| (info, step)),
+            None => None,
+        };
+        Ok(match workflow {
+            Some((info, step)) if info.kind == "saga" => {
+                let state = self.saga(info.id).await?.map(|saga| saga.state);
+                format!(
+                    "it is step `{step}` of saga {} (`{}`, {}): its death cancelled the steps \
+                     after it and released the compensations; retrying it would run it again \
+                     after them",
+                    info.id,
+                    info.name,
+                    state.map_or_else(|| "gone".to_owned(), |s| format!("{s:?}"))
+                )
+            }
+            Some((info, step)) => format!(
+                "it is step `{step}` of {} {} (`{}`): its death cancelled or released the \
+                 steps that wait on it; enqueue the {} again instead",
+                info.kind, info.id, info.name, info.kind
+            ),
+            None => "its death cancelled or released the jobs that wait on it; retrying it \
+                     would run it again after them"
+                .to_owned(),
+        })
+    }
+
+    /// Retries every dead job matching `filter`, but those whose death was acted on (see
+    /// [`Client::retry_dead`]): the answer says how many were retried and how many skipped.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: errand::Client) -> Result<(), errand::Error> {
+    /// let done = client.retry_all_dead(&errand::DeadFilter::all().kind("charge")).await?;
+    /// println!("{} retried, {} skipped", done.retried, done.skipped);
+    /// # Ok(()) }
+    /// ```
+    pub async fn retry_all_dead(&self, filter: &DeadFilter) -> Result<Retried, Error> {
+        let skipped = self.store().refused_dead(&filter.query).await?;
         let retried = self.store().retry_dead(&filter.query).await?;
         self.notify_enqueued();
-        Ok(retried)
+        Ok(Retried { retried, skipped })
     }
 
     /// Deletes dead job `id`; returns whether it was dead.

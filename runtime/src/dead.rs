@@ -68,6 +68,17 @@ impl DeadFilter {
     }
 }
 
+/// What [`Client::retry_all_dead`](crate::Client::retry_all_dead) did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Retried {
+    /// Dead jobs made available again.
+    pub retried: u64,
+    /// Dead jobs left dead because their death was acted on (a saga compensated, a workflow's
+    /// dependents cancelled): see [`Client::retry_dead`](crate::Client::retry_dead).
+    pub skipped: u64,
+}
+
 /// What [`Client::cancel`](crate::Client::cancel) did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]

@@ -192,6 +192,14 @@ pub enum Error {
         /// The job it names.
         depends_on: JobId,
     },
+    /// A dead job whose death was acted on was not retried.
+    #[error("job {id} is not retried: {reason}")]
+    RetryRefused {
+        /// The job.
+        id: crate::job::JobId,
+        /// Why, naming its saga or workflow and where that stands.
+        reason: String,
+    },
     /// A job cannot be added to a batch: every job of it has finished (its callbacks were
     /// released), or it does not exist.
     #[error("batch {batch} is finished (its callbacks were released), or does not exist: no job can be added to it")]
@@ -329,6 +337,7 @@ impl crate::Classify for Error {
             | Error::UnknownDependency { .. }
             | Error::InvalidWorkflow { .. }
             | Error::BatchClosed { .. }
+            | Error::RetryRefused { .. }
             | Error::NotInBatch { .. }
             | Error::NotInWorkflow { .. }
             | Error::UnknownStep { .. }

@@ -136,7 +136,7 @@ pub use crate::batch::{Batch, BatchInfo, EnqueuedBatch};
 pub use crate::classify::{Classify, ErrorClass, FailureKind};
 pub use crate::client::{Client, Config, StoreDatabase};
 pub use crate::context::Context;
-pub use crate::dead::{Cancellation, DeadFilter, Death, DeathReason, Retention};
+pub use crate::dead::{Cancellation, DeadFilter, Death, DeathReason, Retention, Retried};
 pub use crate::error::Error;
 pub use crate::info::{AttemptError, JobInfo};
 pub use crate::job::{

@@ -113,7 +113,10 @@ async fn the_dead_set_lists_retries_and_clears(store: TestStore) {
         (JobState::Dead, 1, 2)
     );
 
-    assert_eq!(client.retry_all_dead(&broken_only).await.unwrap(), 2);
+    assert_eq!(
+        client.retry_all_dead(&broken_only).await.unwrap().retried,
+        2
+    );
     work_until_final(worker(client, &["default"]), client, &[a, b]).await;
     assert!(client.delete_dead(c).await.unwrap());
     assert!(client.job(c).await.unwrap().is_none());

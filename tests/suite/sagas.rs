@@ -245,6 +245,35 @@ async fn a_dead_compensation_fails_the_saga_and_the_others_still_run(store: Test
         heard.contains(&("undo_step".to_owned(), stuck.id)),
         "the death handler heard of the compensation: {heard:?}"
     );
+
+    // An operator's retries: the dead step was undone by the compensations its death released,
+    // so running it again is refused, by name, and Retry all skips it; the dead compensation
+    // is what the operator must retry, and may. (Before, both were retried: the step ran
+    // again after its undo.)
+    let last = info.steps[2].job.id;
+    let refused = client.retry_dead(last).await.unwrap_err();
+    let why = refused.to_string();
+    assert!(
+        matches!(refused, errand::Error::RetryRefused { id, .. } if id == last),
+        "{why}"
+    );
+    assert!(
+        why.contains(&format!("saga {}", saga.id)) && why.contains("Failed"),
+        "{why}"
+    );
+    let done = client
+        .retry_all_dead(&errand::DeadFilter::all())
+        .await
+        .unwrap();
+    assert_eq!((done.retried, done.skipped), (1, 1));
+    assert_eq!(
+        client.job(last).await.unwrap().unwrap().state,
+        JobState::Dead
+    );
+    assert_eq!(
+        client.job(stuck.id).await.unwrap().unwrap().state,
+        JobState::Available
+    );
 }
 
 async fn a_saga_refuses_to_be_empty(store: TestStore) {

@@ -326,7 +326,8 @@ async fn a_retried_dead_job_takes_its_key_back(store: TestStore) {
         client
             .retry_all_dead(&errand::DeadFilter::all())
             .await
-            .unwrap(),
+            .unwrap()
+            .retried,
         0
     );
     assert_eq!(job(client, dead).await.state, JobState::Dead);

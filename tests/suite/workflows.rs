@@ -14,7 +14,9 @@ per_store!(
     dependencies_that_already_finished,
     a_workflow_reports_and_cancels_its_steps,
     a_dag_of_a_thousand_jobs_runs_in_topological_order,
-    bad_workflows_are_refused_whole
+    bad_workflows_are_refused_whole,
+    a_dead_step_whose_dependents_were_cancelled_is_not_retried,
+    run_until_idle_runs_what_its_last_completion_released
 );
 per_sql_store!(a_workflow_in_a_rolled_back_transaction_never_existed);
 
@@ -428,5 +430,58 @@ async fn jobs_add_to_their_own_batch_while_it_is_open(store: TestStore) {
     {
         Err(Error::BatchClosed { batch: closed }) => assert_eq!(closed, batch.id),
         other => panic!("expected BatchClosed, got {other:?}"),
+    }
+}
+
+/// A workflow step died and the step after it was cancelled with it: retrying the dead step
+/// alone would leave its dependent cancelled, so it is refused, naming the workflow.
+async fn a_dead_step_whose_dependents_were_cancelled_is_not_retried(store: TestStore) {
+    let client = &store.client;
+    let t = tag("wf-retry");
+    let enqueued = Workflow::new("order-9")
+        .add("charge", broken::with(t.clone()).queue("first"))
+        .add_after("ship", in_first::with(t.clone(), "ship".into()), ["charge"])
+        .enqueue(client)
+        .await
+        .unwrap();
+    let (charge, ship) = (
+        enqueued.job("charge").unwrap(),
+        enqueued.job("ship").unwrap(),
+    );
+    run_until_final(&store, &[charge, ship]).await;
+    assert_eq!(job(client, charge).await.state, JobState::Dead);
+    assert_eq!(job(client, ship).await.state, JobState::Cancelled);
+    let err = client.retry_dead(charge).await.unwrap_err();
+    let why = err.to_string();
+    assert!(matches!(err, Error::RetryRefused { .. }), "{why}");
+    assert!(
+        why.contains("step `charge` of workflow") && why.contains("order-9"),
+        "{why}"
+    );
+    assert_eq!(job(client, charge).await.state, JobState::Dead);
+}
+
+/// A worker that runs until idle does not stop while its last completion released a job: a
+/// chain of five runs to its end. (On PostgreSQL it stopped after the first: the completion
+/// and the claim are one statement, which cannot see the dependent it released.)
+async fn run_until_idle_runs_what_its_last_completion_released(store: TestStore) {
+    let client = &store.client;
+    let t = tag("idle-chain");
+    let mut last: Option<JobId> = None;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let request = in_first::with(t.clone(), n.to_string());
+        let request = match last {
+            Some(parent) => request.after([parent]),
+            None => request,
+        };
+        let id = request.enqueue(client).await.unwrap().id;
+        ids.push(id);
+        last = Some(id);
+    }
+    worker(client, &["first"]).run_until_idle().await.unwrap();
+    assert_eq!(records(&t), ["0", "1", "2", "3", "4"]);
+    for id in ids {
+        assert_eq!(job(client, id).await.state, JobState::Completed);
     }
 }

@@ -55,6 +55,7 @@ button { cursor: pointer; border: 1px solid #b8bfca; background: #fff; border-ra
 button.danger { border-color: #b3261e; color: #b3261e; }
 .muted { color: #6b7380; }
 td.muted { white-space: nowrap; }
+.notice { background: #fff7e0; border: 1px solid #e8d18a; padding: .5em .75em; border-radius: 4px; }
 .filters { margin-bottom: 12px; display: flex; gap: 8px; align-items: center; }
 .legend span { margin-right: 14px; }
 dl { display: grid; grid-template-columns: 130px 1fr; gap: 4px 12px; background: #fff; padding: 12px; border: 1px solid #e3e6eb; }
@@ -351,9 +352,15 @@ pub(crate) fn dead(
     jobs: &[JobInfo],
     total: u64,
     page: usize,
+    skipped: Option<u64>,
 ) -> Markup {
     let body = html! {
         h1 { "Dead jobs " span.muted { "(" (total) ")" } }
+        @if let Some(skipped) = skipped.filter(|n| *n > 0) {
+            p.notice {
+                (skipped) " skipped by Retry all: their death was acted on (a saga compensated, a workflow's dependents cancelled), so retrying them would run them again after that. Open one to see why."
+            }
+        }
         @if total > 0 {
             p {
                 (action(&base.at("/dead/retry-all"), csrf, "Retry all", Some(&format!("Retry all {total} dead jobs?")), false))

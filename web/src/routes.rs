@@ -48,11 +48,17 @@ pub(crate) enum Failure {
     Store(errand::Error),
     NotFound(String),
     Forbidden,
+    /// The action was refused, for the reason given (a retry of a job whose death was acted
+    /// on).
+    Refused(String),
 }
 
 impl From<errand::Error> for Failure {
     fn from(err: errand::Error) -> Failure {
-        Failure::Store(err)
+        match err {
+            refused @ errand::Error::RetryRefused { .. } => Failure::Refused(refused.to_string()),
+            other => Failure::Store(other),
+        }
     }
 }
 
@@ -65,6 +71,7 @@ impl IntoResponse for Failure {
             )
                 .into_response(),
             Failure::NotFound(what) => (StatusCode::NOT_FOUND, format!("404: {what}\n")).into_response(),
+            Failure::Refused(why) => (StatusCode::CONFLICT, format!("409: {why}\n")).into_response(),
             Failure::Forbidden => (
                 StatusCode::FORBIDDEN,
                 "403: this action did not come from the dashboard's own page (CSRF token missing or wrong); reload the page and try again\n",
@@ -180,6 +187,8 @@ async fn job(
 #[derive(Deserialize, Default)]
 struct DeadQuery {
     before: Option<i64>,
+    /// How many the last Retry all left dead.
+    skipped: Option<u64>,
 }
 
 async fn dead(
@@ -194,7 +203,15 @@ async fn dead(
         .count(&JobFilter::all().state(JobState::Dead))
         .await?;
     Ok(html(|nonce| {
-        pages::dead(&base, &shared.csrf, nonce, &jobs, total, PAGE)
+        pages::dead(
+            &base,
+            &shared.csrf,
+            nonce,
+            &jobs,
+            total,
+            PAGE,
+            query.skipped,
+        )
     }))
 }
 
@@ -271,8 +288,9 @@ async fn delete(State(shared): State<Arc<Shared>>, Path(id): Path<i64>, act: Che
 }
 
 async fn retry_all(State(shared): State<Arc<Shared>>, act: Checked) -> Done {
-    shared.client.retry_all_dead(&DeadFilter::all()).await?;
-    Ok(act.back("/dead"))
+    let done = shared.client.retry_all_dead(&DeadFilter::all()).await?;
+    // The dead page says how many were left dead, and why.
+    Ok(act.back(&format!("/dead?skipped={}", done.skipped)))
 }
 
 async fn delete_all(State(shared): State<Arc<Shared>>, act: Checked) -> Done {

@@ -10,7 +10,7 @@ use std::process::Stdio;
 
 use errand::{Client, JobId, JobState};
 use errand_tests::common::{job, postgres, sqlite, tag, wait_for, worker, TestStore};
-use errand_tests::jobs::{broken, in_first, succeed, undo_step};
+use errand_tests::jobs::{broken, in_first, saga_step, succeed, undo_step};
 use errand_web::Auth;
 use fantoccini::{ClientBuilder, Locator};
 use serde_json::json;
@@ -198,6 +198,73 @@ async fn credentials_csrf_and_escaping(store: TestStore) {
     let ok = "Authorization: Basic b3BzOnB3\r\n"; // ops:pw
     assert_eq!(http(basic, &get("/errand", ok)).await.0, 200);
     let _ = filled.waiting;
+}
+
+/// The page's CSRF token, read from any page with a form.
+async fn csrf_of(address: SocketAddr, path: &str) -> String {
+    let (_, page) = http(address, &get(path, BEARER)).await;
+    page.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the page's forms carry the CSRF token")
+        .to_owned()
+}
+
+/// "Retry all" leaves a saga's undone step dead and says how many it skipped; retrying that
+/// step alone is refused with the reason (409).
+async fn retry_all_skips_what_a_saga_undid(store: TestStore) {
+    let client = &store.client;
+    let t = tag("web-saga");
+    let saga = errand::Saga::new("order")
+        .compensated_step(saga_step::with(t.clone(), "reserve".into(), false))
+        .compensated_step(saga_step::with(t.clone(), "ship".into(), true))
+        .enqueue(client)
+        .await
+        .unwrap();
+    let ship = saga.steps[1].job;
+    let jobs: Vec<JobId> = saga
+        .steps
+        .iter()
+        .flat_map(|s| std::iter::once(s.job).chain(s.compensation))
+        .collect();
+    errand_tests::common::work_until_final(worker(client, &["first"]), client, &jobs).await;
+    let address = serve(client.clone(), Auth::token(TOKEN)).await;
+    let csrf = csrf_of(address, "/errand/dead").await;
+    let (status, response) = http(
+        address,
+        &post("/errand/dead/retry-all", BEARER, &format!("csrf={csrf}")),
+    )
+    .await;
+    assert_eq!(status, 303, "{response}");
+    assert!(
+        response.contains("location: /errand/dead?skipped=1\r\n"),
+        "{response}"
+    );
+    let (_, page) = http(address, &get("/errand/dead?skipped=1", BEARER)).await;
+    assert!(page.contains("1 skipped by Retry all"), "{page}");
+    assert_eq!(job(client, ship).await.state, JobState::Dead);
+    let retry = format!("/errand/jobs/{ship}/retry");
+    let (status, response) = http(address, &post(&retry, BEARER, &format!("csrf={csrf}"))).await;
+    assert_eq!(status, 409, "{response}");
+    assert!(
+        response.contains(&format!(
+            "job {ship} is not retried: it is step `saga_step#2` of saga"
+        )),
+        "{response}"
+    );
+    assert_eq!(job(client, ship).await.state, JobState::Dead);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_retry_all_skips_what_a_saga_undid() {
+    retry_all_skips_what_a_saga_undid(sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_retry_all_skips_what_a_saga_undid() {
+    if let Some(store) = postgres().await {
+        retry_all_skips_what_a_saga_undid(store).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

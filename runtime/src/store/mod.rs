@@ -563,8 +563,12 @@ pub(crate) trait Store: Send + Sync {
     /// Marks job `id`'s death delivered: its handler will not be called again.
     fn death_delivered(&self, id: JobId) -> impl Future<Output = Result<(), Error>> + Send;
 
-    /// Makes dead jobs matching `filter` available again, attempts reset, history kept.
+    /// Makes dead jobs matching `filter` available again, attempts reset, history kept; never
+    /// one whose death was acted on (jobs that wait on it were cancelled or released).
     fn retry_dead(&self, filter: &DeadQuery) -> impl Future<Output = Result<u64, Error>> + Send;
+
+    /// How many dead jobs matching `filter` [`Store::retry_dead`] refuses.
+    fn refused_dead(&self, filter: &DeadQuery) -> impl Future<Output = Result<u64, Error>> + Send;
 
     /// Deletes dead jobs matching `filter`.
     fn delete_dead(&self, filter: &DeadQuery) -> impl Future<Output = Result<u64, Error>> + Send;
@@ -833,6 +837,10 @@ impl Store for Backend {
 
     async fn retry_dead(&self, filter: &DeadQuery) -> Result<u64, Error> {
         dispatch!(self, s => s.retry_dead(filter).await)
+    }
+
+    async fn refused_dead(&self, filter: &DeadQuery) -> Result<u64, Error> {
+        dispatch!(self, s => s.refused_dead(filter).await)
     }
 
     async fn delete_dead(&self, filter: &DeadQuery) -> Result<u64, Error> {

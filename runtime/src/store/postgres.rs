@@ -464,6 +464,19 @@ macro_rules! append_error {
     };
 }
 
+/// The dead job's death was acted on: a job that waits on it was cancelled with it, or
+/// released to run because it died (a saga's compensations, a dependent that runs anyway).
+/// Retrying it would run it again after them, so retries refuse it. A compensation's own death
+/// only releases the compensation before it ('when_ran'): it may be retried.
+macro_rules! death_settled {
+    () => {
+        "errand_jobs.has_dependents AND EXISTS (
+             SELECT 1 FROM errand_job_deps d JOIN errand_jobs dep ON dep.id = d.job_id
+             WHERE d.depends_on = errand_jobs.id AND d.on_failure IN ('cancel', 'run', 'when_failed')
+               AND dep.state <> 'pending')"
+    };
+}
+
 static STATEMENTS: Statements = Statements {
     expire_key: "UPDATE errand_jobs SET unique_key = NULL
         WHERE kind = $1 AND unique_key = $2 AND unique_until <= errand_now_ms()",
@@ -851,7 +864,16 @@ static STATEMENTS: Statements = Statements {
               OR ($1::bigint IS NULL AND EXISTS (
                   SELECT 1 FROM errand_jobs twin
                   WHERE twin.kind = errand_jobs.kind AND twin.idempotency_key = errand_jobs.idempotency_key
-                    AND twin.state = 'dead' AND twin.id < errand_jobs.id))))"
+                    AND twin.state = 'dead' AND twin.id < errand_jobs.id))))
+          AND NOT (",
+        death_settled!(),
+        ")"
+    ),
+    refused_dead: concat!(
+        "SELECT count(*) FROM errand_jobs WHERE ",
+        dead_filter!(),
+        " AND ",
+        death_settled!()
     ),
     delete_dead: concat!("DELETE FROM errand_jobs WHERE ", dead_filter!()),
     try_lock: "INSERT INTO errand_locks (name, holder, until) VALUES ($1, $2, errand_now_ms() + $3)

@@ -352,8 +352,12 @@ pub(crate) struct Statements {
     pub claim_deaths: &'static str,
     /// `id`.
     pub death_delivered: &'static str,
-    /// The filter's five, then `now`.
+    /// The filter's five, then `now`: retries the dead jobs it picks, but those whose death
+    /// was acted on (`death_settled!`).
     pub retry_dead: &'static str,
+    /// The filter's five: how many of the dead jobs it picks a retry refuses, their death
+    /// having been acted on.
+    pub refused_dead: &'static str,
     /// The filter's five.
     pub delete_dead: &'static str,
     /// `name, holder, ttl, now`: returns a row when the lock is held by `holder`.
@@ -1658,6 +1662,18 @@ impl<D: Dialect> Store for SqlStore<D> {
         retry.push(Value::Now);
         self.execute(D::SQL.retry_dead, retry, named("retry dead jobs"))
             .await
+    }
+
+    async fn refused_dead(&self, filter: &DeadQuery) -> Result<u64, Error> {
+        let op = named("count the dead jobs a retry refuses");
+        let rows = self
+            .fetch(D::SQL.refused_dead, dead_values(filter), op)
+            .await?;
+        let count = match rows.first() {
+            Some(row) => row.int(0).map_err(|e| op_error::<D>(op(), e))?,
+            None => 0,
+        };
+        Ok(u64::try_from(count).unwrap_or(0))
     }
 
     async fn delete_dead(&self, filter: &DeadQuery) -> Result<u64, Error> {

@@ -148,6 +148,9 @@ impl ClaimLoop {
                     let asked = exchanged.room;
                     reserved -= asked;
                     let promoted = exchanged.promoted;
+                    // Completions it wrote may have released dependents, which a claim in the
+                    // same statement cannot see (PostgreSQL): not idle until one more look.
+                    let wrote = !exchanged.done.is_empty();
                     match self.settle(exchanged) {
                         Ok(claimed) => {
                             failures = 0;
@@ -158,7 +161,7 @@ impl ClaimLoop {
                                 next_due = promoted.next_due;
                             }
                             let others = in_flight.iter().any(Option::is_some);
-                            if until_idle && claimed == 0 && self.is_idle() && !others {
+                            if until_idle && claimed == 0 && self.is_idle() && !others && !wrote {
                                 if promoted.is_some_and(|p| !p.more) {
                                     break;
                                 }
