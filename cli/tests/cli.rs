@@ -4,8 +4,8 @@
 use std::process::Output;
 
 use errand::{JobId, JobState};
-use errand_tests::common::{job, postgres, sqlite, tag, work_until_final, worker, TestStore};
-use errand_tests::jobs::{broken, in_first, saga_step, succeed};
+use errand_tests::common::{job, postgres, sqlite, tag, worker, TestStore};
+use errand_tests::jobs::{broken, in_first, succeed};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_errand");
@@ -236,21 +236,7 @@ async fn postgres_commands() {
 /// many it skipped; `retry ID` refuses it, with the reason and exit code 4.
 async fn retries_skip_what_a_saga_undid(store: TestStore) {
     let client = &store.client;
-    let t = tag("cli-saga");
-    let saga = errand::Saga::new("order")
-        .compensated_step(saga_step::with(t.clone(), "reserve".into(), false))
-        .compensated_step(saga_step::with(t.clone(), "ship".into(), true))
-        .enqueue(client)
-        .await
-        .unwrap();
-    let ship = saga.steps[1].job;
-    let jobs: Vec<JobId> = saga
-        .steps
-        .iter()
-        .flat_map(|s| std::iter::once(s.job).chain(s.compensation))
-        .collect();
-    work_until_final(worker(client, &["first"]), client, &jobs).await;
-    assert_eq!(job(client, ship).await.state, JobState::Dead);
+    let ship = errand_tests::common::undone_saga(client).await;
     let out = ok(&store, &["retry", "--dead"]);
     assert!(out.contains("0 dead jobs retried"), "{out}");
     assert!(out.contains("1 skipped: their death was acted on"), "{out}");

@@ -317,3 +317,25 @@ pub async fn work_until_final(worker: Worker, client: &Client, ids: &[JobId]) {
         .expect("worker ran");
     assert!(all_final(client, ids).await, "jobs did not finish");
 }
+
+/// A saga of two steps whose second (`ship`) died and was undone, run to its end on queue
+/// `first`: the dead step a retry must refuse. Returns the dead step's job.
+pub async fn undone_saga(client: &Client) -> JobId {
+    use crate::jobs::saga_step;
+    let t = tag("undone-saga");
+    let saga = errand::Saga::new("order")
+        .compensated_step(saga_step::with(t.clone(), "reserve".into(), false))
+        .compensated_step(saga_step::with(t.clone(), "ship".into(), true))
+        .enqueue(client)
+        .await
+        .expect("enqueue the saga");
+    let jobs: Vec<JobId> = saga
+        .steps
+        .iter()
+        .flat_map(|s| std::iter::once(s.job).chain(s.compensation))
+        .collect();
+    work_until_final(worker(client, &["first"]), client, &jobs).await;
+    let ship = saga.steps[1].job;
+    assert_eq!(job(client, ship).await.state, errand::JobState::Dead);
+    ship
+}

@@ -10,7 +10,7 @@ use std::process::Stdio;
 
 use errand::{Client, JobId, JobState};
 use errand_tests::common::{job, postgres, sqlite, tag, wait_for, worker, TestStore};
-use errand_tests::jobs::{broken, in_first, saga_step, succeed, undo_step};
+use errand_tests::jobs::{broken, in_first, succeed, undo_step};
 use errand_web::Auth;
 use fantoccini::{ClientBuilder, Locator};
 use serde_json::json;
@@ -214,20 +214,7 @@ async fn csrf_of(address: SocketAddr, path: &str) -> String {
 /// step alone is refused with the reason (409).
 async fn retry_all_skips_what_a_saga_undid(store: TestStore) {
     let client = &store.client;
-    let t = tag("web-saga");
-    let saga = errand::Saga::new("order")
-        .compensated_step(saga_step::with(t.clone(), "reserve".into(), false))
-        .compensated_step(saga_step::with(t.clone(), "ship".into(), true))
-        .enqueue(client)
-        .await
-        .unwrap();
-    let ship = saga.steps[1].job;
-    let jobs: Vec<JobId> = saga
-        .steps
-        .iter()
-        .flat_map(|s| std::iter::once(s.job).chain(s.compensation))
-        .collect();
-    errand_tests::common::work_until_final(worker(client, &["first"]), client, &jobs).await;
+    let ship = errand_tests::common::undone_saga(client).await;
     let address = serve(client.clone(), Auth::token(TOKEN)).await;
     let csrf = csrf_of(address, "/errand/dead").await;
     let (status, response) = http(

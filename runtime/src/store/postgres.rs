@@ -719,9 +719,9 @@ static STATEMENTS: Statements = Statements {
     ),
     finish: concat!(
         "UPDATE errand_jobs
-        -- A run that is to go again (retried, snoozed) ends instead when its cancellation was
-        -- asked while it ran: its worker may not have read the request yet.
-        SET state = CASE WHEN cancel_requested AND NOT $6 THEN 'cancelled' ELSE $3 END,
+        -- A run that completes or is to go again (retried, snoozed) ends cancelled instead when
+        -- its cancellation was asked while it ran: its worker may not have read the request yet.
+        SET state = CASE WHEN cancel_requested AND $3 <> 'dead' THEN 'cancelled' ELSE $3 END,
             run_at = COALESCE(errand_now_ms() + $4::bigint, run_at),
             attempt = attempt - $5,
             finished_at = CASE WHEN $6 OR cancel_requested THEN errand_now_ms() END,
@@ -734,7 +734,7 @@ static STATEMENTS: Statements = Statements {
                     WHERE held.kind = errand_jobs.kind AND held.unique_key = errand_jobs.idempotency_key)
                 THEN idempotency_key
                 ELSE errand_key_after(unique_strategy,
-                    CASE WHEN cancel_requested AND NOT $6 THEN 'cancelled' ELSE $3 END, unique_key) END,
+                    CASE WHEN cancel_requested AND $3 <> 'dead' THEN 'cancelled' ELSE $3 END, unique_key) END,
             cancel_requested = false,
             death_pending = $3 = 'dead',
             errors = CASE WHEN $7::jsonb IS NULL THEN errors ELSE ",

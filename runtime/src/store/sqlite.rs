@@ -638,9 +638,9 @@ static STATEMENTS: Statements = Statements {
     ),
     finish: concat!(
         "UPDATE errand_jobs
-        -- A run that is to go again (retried, snoozed) ends instead when its cancellation was
-        -- asked while it ran: its worker may not have read the request yet.
-        SET state = CASE WHEN cancel_requested AND NOT ?6 THEN 'cancelled' ELSE ?3 END,
+        -- A run that completes or is to go again (retried, snoozed) ends cancelled instead when
+        -- its cancellation was asked while it ran: its worker may not have read the request yet.
+        SET state = CASE WHEN cancel_requested AND ?3 <> 'dead' THEN 'cancelled' ELSE ?3 END,
             run_at = COALESCE(?10 + ?4, run_at),
             attempt = attempt - ?5,
             finished_at = CASE WHEN ?6 OR cancel_requested THEN ?10 END,
@@ -653,7 +653,7 @@ static STATEMENTS: Statements = Statements {
                     WHERE held.kind = errand_jobs.kind AND held.unique_key = errand_jobs.idempotency_key)
                 THEN idempotency_key
                 ELSE ",
-        key_after!("(CASE WHEN cancel_requested AND NOT ?6 THEN 'cancelled' ELSE ?3 END)"),
+        key_after!("(CASE WHEN cancel_requested AND ?3 <> 'dead' THEN 'cancelled' ELSE ?3 END)"),
         " END,
             cancel_requested = 0,
             death_pending = ?3 = 'dead',
