@@ -113,8 +113,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .concurrency(4)
         .spawn();
 
-    let token = std::env::var("ERRAND_WEB_TOKEN").unwrap_or_else(|_| "errand-demo-token".into());
-    let app = errand_web::router(client.clone(), errand_web::Auth::token(token.clone()));
+    // A demo's token; a real one comes from the environment or a file, and is random.
+    let token =
+        std::env::var("ERRAND_WEB_TOKEN").unwrap_or_else(|_| "errand-demo-token-change-me".into());
+    let app = errand_web::router(client.clone(), errand_web::Auth::token(token.clone()))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
     println!("dashboard: http://127.0.0.1:8080/?token={token}   (Ctrl-C stops)");
     axum::serve(listener, app)

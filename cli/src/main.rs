@@ -103,9 +103,17 @@ struct WebArgs {
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: std::net::SocketAddr,
     /// The token every request must carry (`?token=` once in a browser, or
-    /// `Authorization: Bearer`).
+    /// `Authorization: Bearer`), at least 16 characters. Prefer ERRAND_WEB_TOKEN or
+    /// --token-file: a command line is visible to every user of the machine.
     #[arg(long, env = "ERRAND_WEB_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Reads the token from this file (its first line).
+    #[arg(long, conflicts_with = "token")]
+    token_file: Option<std::path::PathBuf>,
+    /// Marks the session cookie `Secure` (behind an HTTPS proxy that does not send
+    /// `X-Forwarded-Proto`).
+    #[arg(long)]
+    secure_cookies: bool,
     /// HTTP basic authentication instead, as `user:password`.
     #[arg(
         long,
@@ -115,7 +123,7 @@ struct WebArgs {
     )]
     basic: Option<String>,
     /// No credentials at all: only for a dashboard that nothing but a trusted network reaches.
-    #[arg(long, conflicts_with_all = ["token", "basic"])]
+    #[arg(long, conflicts_with_all = ["token", "token_file", "basic"])]
     no_auth: bool,
 }
 
@@ -334,7 +342,19 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 
 /// Serves the dashboard until Ctrl-C or SIGTERM.
 async fn serve(client: Client, args: WebArgs) -> Result<(), Failure> {
-    let auth = match (args.token, args.basic, args.no_auth) {
+    let token = match (&args.token, &args.token_file) {
+        (_, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Failure::Usage(format!(
+                    "cannot read the token file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            Some(text.lines().next().unwrap_or("").trim().to_owned())
+        }
+        (token, None) => token.clone(),
+    };
+    let auth = match (token, args.basic, args.no_auth) {
         (Some(token), _, _) => errand_web::Auth::token(token),
         (None, Some(basic), _) => match basic.split_once(':') {
             Some((user, password)) => errand_web::Auth::basic(user, password),
@@ -352,17 +372,48 @@ async fn serve(client: Client, args: WebArgs) -> Result<(), Failure> {
             ))
         }
     };
+    let open = matches!(auth, errand_web::Auth::TrustedNetwork);
+    let app = errand_web::Dashboard::new(client, auth)
+        .secure_cookies(args.secure_cookies)
+        .router()
+        .map_err(|e| Failure::Usage(e.to_string()))?;
+    if open && !args.listen.ip().is_loopback() {
+        eprintln!(
+            "warning: --no-auth on {}, beyond this machine: anyone who reaches it can retry, cancel and delete jobs",
+            args.listen
+        );
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| Failure::Usage(format!("cannot listen on {}: {e}", args.listen)))?;
     eprintln!("errand's dashboard on http://{}/", args.listen);
-    let stop = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    axum::serve(listener, errand_web::router(client, auth))
-        .with_graceful_shutdown(stop)
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop_signal())
         .await
         .map_err(|e| Failure::Usage(format!("serving the dashboard failed: {e}")))
+}
+
+/// Resolves at Ctrl-C or SIGTERM (what containers and service managers send).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 #[derive(Clone, Copy)]

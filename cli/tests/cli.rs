@@ -356,6 +356,22 @@ async fn web_serves_the_dashboard_behind_a_token() {
         .unwrap();
     assert_eq!(refused.status.code(), Some(2));
     assert!(stderr(&refused).contains("the dashboard needs credentials"));
+    // Empty and short secrets: refused, saying the minimum.
+    for args in [
+        &["--token", ""][..],
+        &["--token", "t0ken"],
+        &["--basic", ":"],
+    ] {
+        let weak = std::process::Command::new(BIN)
+            .args(["--database-url", &url, "web", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("ERRAND_WEB_TOKEN")
+            .env_remove("ERRAND_WEB_BASIC")
+            .output()
+            .unwrap();
+        assert_eq!(weak.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&weak).contains("at least 16"), "{}", stderr(&weak));
+    }
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -363,16 +379,15 @@ async fn web_serves_the_dashboard_behind_a_token() {
         .unwrap()
         .port();
     let listen = format!("127.0.0.1:{port}");
-    let mut server = tokio::process::Command::new(BIN)
-        .args([
-            "--database-url",
-            &url,
-            "web",
-            "--listen",
-            &listen,
-            "--token",
-            "t0ken",
-        ])
+    // The token from a file, not the command line.
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "a-token-of-24-characters\n").unwrap();
+    let server = tokio::process::Command::new(BIN)
+        .args(["--database-url", &url, "web", "--listen", &listen])
+        .arg("--token-file")
+        .arg(&token_file)
+        .env_remove("ERRAND_WEB_TOKEN")
         .kill_on_drop(true)
         .spawn()
         .unwrap();
@@ -394,6 +409,23 @@ async fn web_serves_the_dashboard_behind_a_token() {
         response.split_whitespace().nth(1).unwrap_or("").to_owned()
     };
     assert_eq!(status("").await, "401");
-    assert_eq!(status("Authorization: Bearer t0ken\r\n").await, "200");
-    server.kill().await.unwrap();
+    assert_eq!(
+        status("Authorization: Bearer a-token-of-24-characters\r\n").await,
+        "200"
+    );
+    // SIGTERM, as a container runtime sends it: a graceful stop, exit code 0.
+    let pid = server.id().expect("the server runs");
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let exit = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        server.wait_with_output(),
+    )
+    .await
+    .expect("the dashboard stops on SIGTERM")
+    .unwrap();
+    assert_eq!(exit.status.code(), Some(0), "{exit:?}");
 }

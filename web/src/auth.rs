@@ -8,8 +8,13 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
 
 use crate::Shared;
+
+/// The shortest token or basic-auth password the dashboard accepts.
+pub const MIN_SECRET_LEN: usize = 16;
 
 /// The credentials the dashboard asks for.
 #[derive(Clone)]
@@ -44,6 +49,92 @@ impl Auth {
     }
 }
 
+impl Auth {
+    /// Refuses credentials too weak to protect anything: an empty or short token or
+    /// password, an empty user name.
+    pub(crate) fn check(&self) -> Result<(), InvalidAuth> {
+        let short = |what: &'static str, secret: &str| {
+            let len = secret.chars().count();
+            (len < MIN_SECRET_LEN).then(|| {
+                InvalidAuth(format!(
+                "the dashboard's {what} is {len} characters long; use at least {MIN_SECRET_LEN} \
+                 (for example `openssl rand -hex 16`)"
+            ))
+            })
+        };
+        let refused = match self {
+            Auth::Token(token) => short("token", token.trim()),
+            Auth::Basic { user, .. } if user.trim().is_empty() || user.contains(':') => {
+                Some(InvalidAuth(format!(
+                    "the dashboard's basic-auth user name `{user}` is empty or holds `:`; give a \
+                     user name, and a password of at least {MIN_SECRET_LEN} characters"
+                )))
+            }
+            Auth::Basic { password, .. } => short("password", password.trim()),
+            Auth::TrustedNetwork => None,
+        };
+        refused.map_or(Ok(()), Err)
+    }
+
+    /// The secret every derived value comes from, if there is one.
+    fn secret(&self) -> Option<String> {
+        match self {
+            Auth::Token(token) => Some(token.clone()),
+            Auth::Basic { user, password } => Some(format!("{user}:{password}")),
+            Auth::TrustedNetwork => None,
+        }
+    }
+}
+
+/// Credentials too weak to protect anything: the dashboard refuses to start with them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidAuth(String);
+
+impl std::fmt::Display for InvalidAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InvalidAuth {}
+
+/// Values derived from the secret (HMAC-SHA256, each for its own purpose), so that nothing the
+/// browser holds reveals the secret, no server state is kept, and replicas that share the
+/// secret agree.
+pub(crate) struct Keys {
+    /// The session cookie's value, once a token was given in the address.
+    pub(crate) session: String,
+    /// The token every form carries and every action checks.
+    pub(crate) csrf: String,
+}
+
+impl Keys {
+    pub(crate) fn of(auth: &Auth) -> Keys {
+        match auth.secret() {
+            Some(secret) => Keys {
+                session: derive(&secret, "errand dashboard session v1"),
+                csrf: derive(&secret, "errand dashboard csrf v1"),
+            },
+            // No secret (a trusted network): the CSRF token is random per process, so
+            // replicas refuse each other's forms (reload the page).
+            None => Keys {
+                session: String::new(),
+                csrf: random_token(),
+            },
+        }
+    }
+}
+
+/// HMAC-SHA256 of `purpose` under `secret`, in hex.
+fn derive(secret: &str, purpose: &str) -> String {
+    // HMAC takes a key of any length: `new_from_slice` cannot fail for it.
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
+        return random_token();
+    };
+    mac.update(purpose.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the secrets.
@@ -55,8 +146,24 @@ impl std::fmt::Debug for Auth {
     }
 }
 
-/// The cookie a token is carried in once given in the address.
-const COOKIE: &str = "errand_token";
+/// The session cookie's name: `errand_session_` and a hash of the host (with its port) and
+/// the dashboard's path, so that two dashboards on one host keep a cookie each.
+fn cookie_name(headers: &HeaderMap, base: &str) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let digest = Sha256::digest(format!("{host}{base}").as_bytes());
+    format!("errand_session_{}", hex::encode(&digest[..6]))
+}
+
+/// Whether the request came over HTTPS, as a proxy in front says.
+fn over_https(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|proto| proto.eq_ignore_ascii_case("https"))
+}
 
 /// Lets a request through with the right credentials; answers 401 otherwise.
 pub(crate) async fn require(
@@ -65,20 +172,18 @@ pub(crate) async fn require(
     next: Next,
 ) -> Response {
     let headers = request.headers();
+    let original = request.extensions().get::<axum::extract::OriginalUri>();
+    let base = crate::pages::Base::of_request(original, request.uri()).0;
+    let session = cookie_name(headers, &base);
     let allowed = match &shared.auth {
         Auth::TrustedNetwork => true,
         Auth::Token(token) => {
             if let Some(given) = query_token(request.uri().query()) {
-                if !same(&given, token) {
+                if given.is_empty() || !same(&given, token) {
                     return unauthorized(&shared.auth);
                 }
-                // Back to the page asked for (under the path the dashboard is mounted at, with
-                // its other parameters), the cookie scoped to the dashboard.
-                let original = request.extensions().get::<axum::extract::OriginalUri>();
-                let base = crate::pages::Base::of_request(original, request.uri()).0;
-                let full = original
-                    .map_or(request.uri().path(), |o| o.0.path())
-                    .to_owned();
+                // Back to the page asked for, with its other parameters: a path on the
+                // dashboard, whatever the address held.
                 let rest: Vec<&str> = request
                     .uri()
                     .query()
@@ -86,20 +191,27 @@ pub(crate) async fn require(
                     .split('&')
                     .filter(|pair| !pair.is_empty() && !pair.starts_with("token="))
                     .collect();
-                let back = if rest.is_empty() {
-                    full.clone()
-                } else {
-                    format!("{full}?{}", rest.join("&"))
+                let page = request.uri().path().trim_start_matches(['/', '\\']);
+                let mut back = match (base.is_empty(), page.is_empty()) {
+                    (true, true) => "/".to_owned(),
+                    // The dashboard's root, as axum routes a nested router's.
+                    (false, true) => base.clone(),
+                    _ => format!("{base}/{page}"),
                 };
+                if !rest.is_empty() {
+                    back = format!("{back}?{}", rest.join("&"));
+                }
                 let scope = if base.is_empty() { "/" } else { &base };
-                return remember(&back, scope, token);
+                let secure = shared.secure_cookies || over_https(headers);
+                return remember(&back, &session, scope, &shared.keys.session, secure);
             }
-            bearer(headers).is_some_and(|t| same(t, token))
-                || cookie(headers).is_some_and(|t| same(t, token))
+            bearer(headers).is_some_and(|t| !t.is_empty() && same(t, token))
+                || cookie(headers, &session)
+                    .is_some_and(|c| !c.is_empty() && same(c, &shared.keys.session))
         }
-        Auth::Basic { user, password } => {
-            basic(headers).is_some_and(|(u, p)| same(&u, user) & same(&p, password))
-        }
+        Auth::Basic { user, password } => basic(headers).is_some_and(|(u, p)| {
+            !u.is_empty() && !p.is_empty() && same(&u, user) & same(&p, password)
+        }),
     };
     if !allowed {
         return unauthorized(&shared.auth);
@@ -115,6 +227,8 @@ pub(crate) async fn require(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
+    // Pages show job arguments: never kept by a browser or a proxy.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
@@ -133,10 +247,12 @@ fn unauthorized(auth: &Auth) -> Response {
     response
 }
 
-/// The token was right: keep it in a cookie, and take it out of the address.
-fn remember(back: &str, scope: &str, token: &str) -> Response {
+/// The token was right: keep the session (derived from it) in a cookie, and take the token
+/// out of the address.
+fn remember(back: &str, name: &str, scope: &str, session: &str, secure: bool) -> Response {
     let mut response = Redirect::to(back).into_response();
-    let cookie = format!("{COOKIE}={token}; Path={scope}; HttpOnly; SameSite=Strict");
+    let secure = if secure { "; Secure" } else { "" };
+    let cookie = format!("{name}={session}; Path={scope}; HttpOnly; SameSite=Strict{secure}");
     if let Ok(cookie) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
@@ -159,14 +275,14 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .strip_prefix("Bearer ")
 }
 
-fn cookie(headers: &HeaderMap) -> Option<&str> {
+fn cookie<'h>(headers: &'h HeaderMap, wanted: &str) -> Option<&'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(name, _)| *name == wanted)
         .map(|(_, value)| value)
 }
 
@@ -205,13 +321,23 @@ pub(crate) fn random_token() -> String {
 }
 
 /// Whether an action (a POST) may run: it carries the dashboard's CSRF token, and it does not
-/// come from another site.
+/// come from another site: as `Sec-Fetch-Site` says, or, from a browser that does not send
+/// it, as `Origin` says (another host than the one asked, or `null`).
 pub(crate) fn action_allowed(shared: &Shared, headers: &HeaderMap, csrf: &str) -> bool {
-    let cross_site = headers
-        .get("sec-fetch-site")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|site| site == "cross-site");
-    !cross_site && !shared.csrf.is_empty() && same(csrf, &shared.csrf)
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    let cross_site = match text("sec-fetch-site") {
+        Some(site) => site == "cross-site",
+        None => text("origin").is_some_and(|origin| {
+            let from = origin.split_once("://").map_or(origin, |(_, host)| host);
+            Some(from) != text("host")
+        }),
+    };
+    let expected = &shared.keys.csrf;
+    !cross_site && !expected.is_empty() && same(csrf, expected)
 }
 
 /// `%XX` and `+` decoded; what is not valid stays as written.

@@ -113,7 +113,7 @@ async fn queues(State(shared): State<Arc<Shared>>, base: Base) -> Result<Respons
     let stats = shared.client.queue_stats().await?;
     let minutes = shared.client.throughput(Duration::from_secs(3600)).await?;
     Ok(html(|nonce| {
-        pages::queues(&base, &shared.csrf, nonce, &stats, &minutes)
+        pages::queues(&base, &shared.keys.csrf, nonce, &stats, &minutes)
     }))
 }
 
@@ -181,7 +181,9 @@ async fn job(
     let Some(job) = shared.client.job(JobId::from(id)).await? else {
         return Err(Failure::NotFound(format!("no job {id}")));
     };
-    Ok(html(|nonce| pages::job(&base, &shared.csrf, nonce, &job)))
+    Ok(html(|nonce| {
+        pages::job(&base, &shared.keys.csrf, nonce, &job)
+    }))
 }
 
 #[derive(Deserialize, Default)]
@@ -205,7 +207,7 @@ async fn dead(
     Ok(html(|nonce| {
         pages::dead(
             &base,
-            &shared.csrf,
+            &shared.keys.csrf,
             nonce,
             &jobs,
             total,

@@ -57,7 +57,8 @@ async fn fill(client: &Client) -> Filled {
 
 /// Serves the dashboard for `client` under `/errand` in an app of its own, on a free port.
 async fn serve(client: Client, auth: Auth) -> SocketAddr {
-    let app = axum::Router::new().nest("/errand", errand_web::router(client, auth));
+    let dashboard = errand_web::router(client, auth).expect("credentials the dashboard accepts");
+    let app = axum::Router::new().nest("/errand", dashboard);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -126,13 +127,7 @@ async fn credentials_csrf_and_escaping(store: TestStore) {
         response.contains("location: /errand/jobs?state=dead\r\n"),
         "{response}"
     );
-    assert!(
-        response.contains(&format!(
-            "set-cookie: errand_token={TOKEN}; Path=/errand; HttpOnly; SameSite=Strict"
-        )),
-        "{response}"
-    );
-    let cookie = format!("Cookie: errand_token={TOKEN}\r\n");
+    let cookie = session_cookie(&response);
     assert_eq!(
         http(address, &get("/errand/jobs?state=dead", &cookie))
             .await
@@ -191,13 +186,32 @@ async fn credentials_csrf_and_escaping(store: TestStore) {
     let (_, listing) = http(address, &get("/errand/dead", BEARER)).await;
     assert!(!listing.contains("<script>document.title"));
     // Basic authentication asks the browser for credentials.
-    let basic = serve(client.clone(), Auth::basic("ops", "pw")).await;
+    let basic = serve(client.clone(), Auth::basic("ops", "correct-horse-battery")).await;
     let (status, response) = http(basic, &get("/errand", "")).await;
     assert_eq!(status, 401);
     assert!(response.to_lowercase().contains("www-authenticate: basic"));
-    let ok = "Authorization: Basic b3BzOnB3\r\n"; // ops:pw
+    let ok = "Authorization: Basic b3BzOmNvcnJlY3QtaG9yc2UtYmF0dGVyeQ==\r\n"; // ops:correct-horse-battery
     assert_eq!(http(basic, &get("/errand", ok)).await.0, 200);
     let _ = filled.waiting;
+}
+
+/// The session cookie a token login set, as a `Cookie:` header line; checks its attributes
+/// (never the token itself, scoped to the dashboard's path).
+fn session_cookie(response: &str) -> String {
+    let line = response
+        .lines()
+        .find(|l| l.to_lowercase().starts_with("set-cookie: errand_session_"))
+        .unwrap_or_else(|| panic!("no session cookie: {response}"));
+    assert!(
+        !line.contains(TOKEN),
+        "the cookie carries the token: {line}"
+    );
+    assert!(
+        line.ends_with("; Path=/errand; HttpOnly; SameSite=Strict"),
+        "{line}"
+    );
+    let pair = line["set-cookie: ".len()..].split(';').next().unwrap();
+    format!("Cookie: {pair}\r\n")
 }
 
 /// The page's CSRF token, read from any page with a form.
@@ -240,6 +254,111 @@ async fn retry_all_skips_what_a_saga_undid(store: TestStore) {
         "{response}"
     );
     assert_eq!(job(client, ship).await.state, JobState::Dead);
+}
+
+/// What an attacker tries: empty and short secrets, a stolen cookie, forms from another site,
+/// a cached page, a redirect off the site.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attacker_finds_no_way_in() {
+    let store = sqlite().await;
+    let client = &store.client;
+    let filled = fill(client).await;
+
+    // Empty or short secrets: the dashboard does not start, and says the minimum.
+    for auth in [
+        Auth::token(""),
+        Auth::token("t0ken"),
+        Auth::basic("", "correct-horse-battery"),
+        Auth::basic("ops", ""),
+        Auth::basic(":", ":"),
+    ] {
+        let err = errand_web::router(client.clone(), auth).expect_err("refused");
+        assert!(err.to_string().contains("at least 16"), "{err}");
+    }
+
+    let address = serve(client.clone(), Auth::token(TOKEN)).await;
+    // An empty credential never passes.
+    assert_eq!(http(address, &get("/errand/jobs?token=", "")).await.0, 401);
+    assert_eq!(
+        http(address, &get("/errand/jobs", "Authorization: Bearer \r\n"))
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        http(
+            address,
+            &get("/errand/jobs", "Cookie: errand_session_0=\r\n")
+        )
+        .await
+        .0,
+        401
+    );
+
+    // The cookie holds a value derived from the token, not the token; it is Secure behind
+    // HTTPS; it opens the dashboard.
+    let (_, login) = http(address, &get(&format!("/errand?token={TOKEN}"), "")).await;
+    let cookie = session_cookie(&login);
+    assert_eq!(http(address, &get("/errand/jobs", &cookie)).await.0, 200);
+    let (_, secure) = http(
+        address,
+        &get(
+            &format!("/errand?token={TOKEN}"),
+            "X-Forwarded-Proto: https\r\n",
+        ),
+    )
+    .await;
+    assert!(
+        secure.contains("; Path=/errand; HttpOnly; SameSite=Strict; Secure"),
+        "{secure}"
+    );
+    // Pages that show arguments are not cached.
+    let (_, page) = http(
+        address,
+        &get(&format!("/errand/jobs/{}", filled.dead), BEARER),
+    )
+    .await;
+    assert!(page.contains("cache-control: no-store"), "{page}");
+
+    // Two replicas with one secret accept each other's forms.
+    let replica = serve(client.clone(), Auth::token(TOKEN)).await;
+    let csrf = csrf_of(address, "/errand/dead").await;
+    let pause = format!("csrf={csrf}");
+    let (status, body) = http(replica, &post("/errand/queues/first/pause", BEARER, &pause)).await;
+    assert_eq!(status, 303, "{body}");
+    assert!(client
+        .queue_stats()
+        .await
+        .unwrap()
+        .iter()
+        .any(|q| q.queue == "first" && q.paused));
+    // A form posted from another site, told by its Origin when Sec-Fetch-Site is absent.
+    let evil = format!("{BEARER}Origin: https://evil.example\r\n");
+    let resume = post("/errand/queues/first/resume", &evil, &pause);
+    assert_eq!(http(address, &resume).await.0, 403);
+    let own = format!("{BEARER}Origin: http://localhost\r\n");
+    let resume = post("/errand/queues/first/resume", &own, &pause);
+    assert_eq!(http(address, &resume).await.0, 303);
+
+    // The token login redirects only to a path on the dashboard, never off the site.
+    let alone = errand_web::router(client.clone(), Auth::token(TOKEN)).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bare = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, alone).await });
+    for path in ["//evil.example/", "/\\evil.example/", "///evil.example/x"] {
+        let (status, response) = http(bare, &get(&format!("{path}?token={TOKEN}"), "")).await;
+        assert_eq!(status, 303, "{path}: {response}");
+        let location = response
+            .lines()
+            .find_map(|l| l.strip_prefix("location: "))
+            .unwrap_or_else(|| panic!("{path}: {response}"));
+        assert!(
+            location.starts_with('/')
+                && !location.starts_with("//")
+                && !location.starts_with("/\\"),
+            "{path} redirects to {location}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
