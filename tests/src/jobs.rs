@@ -777,6 +777,26 @@ pub async fn metered(n: i64) -> Result<(), TestError> {
     Ok(())
 }
 
+/// At most five start per second across every node; records when it began (milliseconds of
+/// the system clock) and takes 300 ms, so that a busy worker holds claimed ones in its buffer.
+#[job(queue = "metered", rate = "5/1s", retry = 5, backoff = fast)]
+pub async fn metered_slow(tag: String, n: i64) -> Result<(), TestError> {
+    let _ = n;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    record(&tag, now);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Ok(())
+}
+
+/// Takes `ms` in the queue `metered`, holding a worker's slot.
+#[job(queue = "metered", backoff = fast)]
+pub async fn occupies(ms: u64) -> Result<(), TestError> {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Ok(())
+}
+
 /// At most one runs at once per account, across every node.
 #[job(
     queue = "limited",

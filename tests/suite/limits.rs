@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use errand::{JobFilter, JobInfo, JobState, Page};
 use errand_tests::common::{records, tag, wait_for, TestStore};
-use errand_tests::jobs::{limited_pair, metered, per_account};
+use errand_tests::jobs::{limited_pair, metered, metered_slow, occupies, per_account};
 use errand_tests::processes::{Options, WorkerProcess};
 use errand_tests::{per_sql_store, per_store};
 
@@ -15,7 +15,10 @@ per_sql_store!(
     concurrency_holds_across_two_processes,
     a_rate_holds_across_two_processes
 );
-per_store!(a_concurrency_key_limits_each_key_apart);
+per_store!(
+    a_concurrency_key_limits_each_key_apart,
+    a_rate_holds_when_jobs_start
+);
 
 fn millis(t: SystemTime) -> i64 {
     i64::try_from(t.duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
@@ -203,4 +206,42 @@ async fn a_concurrency_key_limits_each_key_apart(store: TestStore) {
         all.iter().all(|j| j.attempt == 1),
         "waiting spent no attempt"
     );
+}
+
+/// `rate = "5/1s"` holds for the job functions' own starts, not only for the claims: while
+/// slow plain jobs fill a worker's eight slots for 2.5 s, its limited claims go on taking rate
+/// slots into its buffer, and the buffered jobs start when the slots free. (Before, a start
+/// slot counted from the claim, so every second's claim took five more, and eight began at
+/// once when the plain jobs ended.)
+async fn a_rate_holds_when_jobs_start(store: TestStore) {
+    const JOBS: i64 = 15;
+    let client = &store.client;
+    let t = tag("metered-starts");
+    client
+        .enqueue_many((0..8).map(|_| occupies::with(2500)))
+        .await
+        .unwrap();
+    client
+        .enqueue_many((0..JOBS).map(|n| metered_slow::with(t.clone(), n)))
+        .await
+        .unwrap();
+    let handle = errand::Worker::new(client.clone())
+        .queues([("metered", 1)])
+        .concurrency(8)
+        .prefetch(16)
+        .poll_interval(Duration::from_millis(10))
+        .spawn();
+    let _ = completed(&store, "metered_slow", JOBS as u64).await;
+    handle.shutdown().await.unwrap();
+    let mut starts: Vec<i64> = records(&t).iter().map(|s| s.parse().unwrap()).collect();
+    starts.sort_unstable();
+    assert_eq!(starts.len(), JOBS as usize);
+    // The window less a margin for the time between a start's record and its slot's.
+    for (i, start) in starts.iter().enumerate() {
+        let in_window = starts[i..].iter().take_while(|t| **t < start + 950).count();
+        assert!(
+            in_window <= 5,
+            "{in_window} starts within 950 ms of {start}: {starts:?}"
+        );
+    }
 }

@@ -113,3 +113,19 @@ BEGIN
     RETURN NULL;
 END
 $$;
+
+-- A rate limit holds when jobs start, not when they are claimed: a claim *reserves* a start
+-- slot (its job, no time yet), the job's run marks the slot when it begins, and the slot is
+-- free again a window after that. A reserved slot is taken until then; if the job stops
+-- running without having started (put back at shutdown, rescued, cancelled in the buffer),
+-- the trigger frees it. (Before, a start slot counted from the claim, so jobs a busy worker
+-- held in its buffer started together in a later window, beside that window's own.)
+CREATE OR REPLACE FUNCTION errand_free_limit_slot() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE errand_limit_slots SET job_id = NULL
+    WHERE limit_key = OLD.limit_key AND job_id = OLD.id
+      AND (purpose = 'running' OR (purpose = 'start' AND taken_at IS NULL));
+    PERFORM pg_notify('errand_' || TG_TABLE_SCHEMA, '+' || OLD.queue);
+    RETURN NULL;
+END
+$$;

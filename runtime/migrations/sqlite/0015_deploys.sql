@@ -97,3 +97,18 @@ BEGIN
     WHERE state = 'pending' AND NEW.state <> 'completed' AND id IN (
         SELECT job_id FROM errand_job_deps WHERE depends_on = NEW.id AND on_failure = 'cancel');
 END;
+
+-- A rate limit holds when jobs start, not when they are claimed: a claim *reserves* a start
+-- slot (its job, no time yet), the job's run marks the slot when it begins, and the slot is
+-- free again a window after that. A reserved slot is taken until then; if the job stops
+-- running without having started (put back at shutdown, rescued, cancelled in the buffer),
+-- the trigger frees it. (Before, a start slot counted from the claim, so jobs a busy worker
+-- held in its buffer started together in a later window, beside that window's own.)
+DROP TRIGGER errand_jobs_limit_slot;
+CREATE TRIGGER errand_jobs_limit_slot AFTER UPDATE OF state ON errand_jobs
+    WHEN OLD.state = 'running' AND NEW.state <> 'running' AND OLD.limit_key IS NOT NULL
+BEGIN
+    UPDATE errand_limit_slots SET job_id = NULL
+    WHERE limit_key = OLD.limit_key AND job_id = OLD.id
+      AND (purpose = 'running' OR (purpose = 'start' AND taken_at IS NULL));
+END;

@@ -1022,6 +1022,11 @@ impl Backend {
         dispatch!(self, s => s.unkeyed(fair, limited, limit).await)
     }
 
+    /// Marks the start of a rate-limited job's run (see `sql/claims.rs`).
+    pub(crate) async fn mark_started(&self, id: JobId, fence: i64) -> Result<(), Error> {
+        dispatch!(self, s => s.mark_started(id, fence).await)
+    }
+
     /// The running jobs of `worker` whose cancellation was asked.
     pub(crate) async fn cancels_requested(&self, worker: &str) -> Result<Vec<JobId>, Error> {
         dispatch!(self, s => s.cancels_requested(worker).await)

@@ -599,14 +599,15 @@ static STATEMENTS: Statements = Statements {
           AND (l.max_starts IS NULL OR l.max_starts > (
               SELECT count(*) FROM errand_limit_slots s
               WHERE s.limit_key = COALESCE(j.limit_key, j.kind) AND s.purpose = 'start'
-                AND s.taken_at > errand_now_ms() - l.window_ms))
+                AND ((s.taken_at IS NULL AND s.job_id IS NOT NULL)
+                     OR s.taken_at > errand_now_ms() - l.window_ms)))
         ORDER BY j.priority, j.run_at, j.id
         LIMIT $6
         FOR UPDATE OF j SKIP LOCKED",
     limit_free_slots: "SELECT s.limit_key, s.purpose, s.n::bigint FROM errand_limit_slots s
         JOIN unnest($1::text[], $2::bigint[]) AS k(limit_key, window_ms) ON k.limit_key = s.limit_key
         WHERE (s.purpose = 'running' AND s.job_id IS NULL)
-           OR (s.purpose = 'start' AND (s.taken_at IS NULL OR s.taken_at <= errand_now_ms() - k.window_ms))
+           OR (s.purpose = 'start' AND (s.job_id IS NULL OR s.taken_at <= errand_now_ms() - k.window_ms))
         FOR UPDATE OF s SKIP LOCKED",
     limit_slot_counts: "SELECT limit_key, purpose, max(n)::bigint FROM errand_limit_slots
         WHERE limit_key = ANY($1) GROUP BY limit_key, purpose",
@@ -616,7 +617,8 @@ static STATEMENTS: Statements = Statements {
         RETURNING limit_key, purpose, n::bigint",
     limit_take_slots: "UPDATE errand_limit_slots s
         SET job_id = t.job,
-            taken_at = CASE WHEN s.purpose = 'start' THEN errand_now_ms() ELSE s.taken_at END
+            -- A start slot is reserved, and marked when its job begins (`mark_started`).
+            taken_at = CASE WHEN s.purpose = 'start' THEN NULL ELSE s.taken_at END
         FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[]) AS t(limit_key, purpose, n, job)
         WHERE s.limit_key = t.limit_key AND s.purpose = t.purpose AND s.n = t.n",
     // The distinct keys are read by skipping through `errand_jobs_fair` (a recursive CTE:

@@ -528,7 +528,7 @@ static STATEMENTS: Statements = Statements {
           AND (l.max_starts IS NULL OR l.max_starts > (
               SELECT count(*) FROM errand_limit_slots s
               WHERE s.limit_key = COALESCE(j.limit_key, j.kind) AND s.purpose = 'start'
-                AND s.taken_at > ?7 - l.window_ms))
+                AND ((s.taken_at IS NULL AND s.job_id IS NOT NULL) OR s.taken_at > ?7 - l.window_ms)))
         ORDER BY j.priority, j.run_at, j.id
         LIMIT ?6",
     limit_free_slots: "SELECT s.limit_key, s.purpose, s.n FROM errand_limit_slots s
@@ -536,7 +536,7 @@ static STATEMENTS: Statements = Statements {
               FROM json_each(?1) k JOIN json_each(?2) w ON w.key = k.key) k
           ON k.limit_key = s.limit_key
         WHERE (s.purpose = 'running' AND s.job_id IS NULL)
-           OR (s.purpose = 'start' AND (s.taken_at IS NULL OR s.taken_at <= ?3 - k.window_ms))",
+           OR (s.purpose = 'start' AND (s.job_id IS NULL OR s.taken_at <= ?3 - k.window_ms))",
     limit_slot_counts: "SELECT limit_key, purpose, max(n) FROM errand_limit_slots
         WHERE limit_key IN (SELECT value FROM json_each(?1)) GROUP BY limit_key, purpose",
     limit_add_slots: "INSERT INTO errand_limit_slots (limit_key, purpose, n)
@@ -546,7 +546,9 @@ static STATEMENTS: Statements = Statements {
         ON CONFLICT DO NOTHING
         RETURNING limit_key, purpose, n",
     limit_take_slots: "UPDATE errand_limit_slots
-        SET job_id = t.job, taken_at = CASE WHEN errand_limit_slots.purpose = 'start' THEN ?5 ELSE taken_at END
+        SET job_id = t.job,
+            -- A start slot is reserved, and marked when its job begins (`mark_started`).
+            taken_at = CASE WHEN errand_limit_slots.purpose = 'start' THEN NULL ELSE taken_at END
         FROM (SELECT k.value AS limit_key, p.value AS purpose, n.value AS n, j.value AS job
               FROM json_each(?1) k JOIN json_each(?2) p ON p.key = k.key
               JOIN json_each(?3) n ON n.key = k.key JOIN json_each(?4) j ON j.key = k.key) t

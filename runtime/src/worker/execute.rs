@@ -164,6 +164,12 @@ impl Runner {
                 }
             }
         }
+        if registration.options.rate.is_some() {
+            // The rate counts starts: the claim only reserved this job's start slot.
+            if let Err(err) = self.client.store().mark_started(job.id, job.fence).await {
+                tracing::warn!(error = %err, "cannot mark the start against the rate limit; its slot frees when the job ends");
+            }
+        }
         let future = (registration.start)(ctx, &job.args).map_err(|err| {
             Failure::new(
                 FailureKind::Undecodable,

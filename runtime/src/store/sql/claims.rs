@@ -13,9 +13,23 @@
 use std::collections::HashMap;
 
 use super::{claimed_row, count, duration_millis, in_start_order, op_error, Dialect, SqlRow};
-use super::{SqlStore, Value};
+use super::{Both, SqlStore, Value};
 use crate::error::Error;
 use crate::store::{Claimed, KindLimit};
+
+/// `id, fence, now`: marks the start slot job `id` reserved as taken now, as its run begins
+/// under `fence`: the slot is free again a window after this.
+const MARK_STARTED: Both = Both {
+    postgres: "UPDATE errand_limit_slots s SET taken_at = errand_now_ms()
+        FROM errand_jobs j
+        WHERE j.id = $1 AND j.fence = $2 AND j.state = 'running'
+          AND s.limit_key = j.limit_key AND s.purpose = 'start' AND s.job_id = j.id
+          AND s.taken_at IS NULL",
+    sqlite: "UPDATE errand_limit_slots SET taken_at = ?3
+        WHERE purpose = 'start' AND job_id = ?1 AND taken_at IS NULL
+          AND limit_key = (SELECT limit_key FROM errand_jobs
+                           WHERE id = ?1 AND fence = ?2 AND state = 'running')",
+};
 
 /// How many candidate jobs a limited claim looks at per place it fills: past those whose key
 /// has no slot left.
@@ -210,6 +224,22 @@ impl<D: Dialect> SqlStore<D> {
         }
         tx.commit().await.map_err(err)?;
         Ok(in_start_order(claimed))
+    }
+}
+
+impl<D: Dialect> SqlStore<D> {
+    /// Marks the start of job `id`'s run under `fence`, whose claim reserved a start slot of
+    /// its rate limit: the limit counts starts, not claims.
+    pub(crate) async fn mark_started(
+        &self,
+        id: crate::job::JobId,
+        fence: i64,
+    ) -> Result<(), Error> {
+        let op = || format!("mark the start of job {id} against its rate limit");
+        let mark = values![id.get(), fence, Value::Now];
+        self.execute(MARK_STARTED.of::<D>(), mark, op)
+            .await
+            .map(drop)
     }
 }
 
