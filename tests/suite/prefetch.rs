@@ -6,13 +6,117 @@ use std::time::Duration;
 
 use errand::{Cancellation, JobId, JobState};
 
-use errand_tests::common::{gate, job, records, tag, wait_for, worker, TestStore};
+use errand_tests::common::{gate, job, records, tag, wait_for, wait_for_within, worker, TestStore};
 use errand_tests::jobs::*;
 
 errand_tests::per_sql_store!(
     shutdown_puts_prefetched_jobs_back,
     a_prefetched_job_cancelled_before_it_starts_never_runs
 );
+errand_tests::per_store!(
+    a_queue_paused_while_jobs_wait_in_the_buffer_starts_none,
+    a_buffered_job_past_its_deadline_never_starts
+);
+
+/// Sixteen jobs wait in a worker's buffer behind one that blocks; the queue is paused; the
+/// blocking job ends: none of the sixteen starts. They go back to the queue, no attempt spent,
+/// and run once it is resumed. (Before, they started as slots freed, paused or not.)
+async fn a_queue_paused_while_jobs_wait_in_the_buffer_starts_none(store: TestStore) {
+    let client = &store.client;
+    let (first, t) = (tag("buffer-blocker"), tag("buffer-paused"));
+    let blocker = blocks::enqueue(client, first.clone()).await.unwrap().id;
+    let mut buffered = Vec::new();
+    for _ in 0..16 {
+        buffered.push(succeed::enqueue(client, t.clone()).await.unwrap().id);
+    }
+    let handle = worker(client, &["default"])
+        .concurrency(1)
+        .prefetch(16)
+        .spawn();
+    wait_for(
+        "one job to run and sixteen to wait in the buffer",
+        || async {
+            let mut claimed = records(&first).len() == 1;
+            for id in &buffered {
+                claimed &= job(client, *id).await.state == JobState::Running;
+            }
+            claimed
+        },
+    )
+    .await;
+    client.pause_queue("default").await.unwrap();
+    gate(&first).add_permits(1);
+    wait_for("the buffered jobs to go back", || async {
+        let mut back = job(client, blocker).await.state == JobState::Completed;
+        for id in &buffered {
+            back &= job(client, *id).await.state == JobState::Available;
+        }
+        back
+    })
+    .await;
+    assert!(
+        records(&t).is_empty(),
+        "ran while paused: {:?}",
+        records(&t)
+    );
+    for id in &buffered {
+        assert_eq!(
+            job(client, *id).await.attempt,
+            0,
+            "job {id} spent an attempt"
+        );
+    }
+    client.resume_queue("default").await.unwrap();
+    wait_for("the jobs to run once resumed", || async {
+        records(&t).len() == 16
+    })
+    .await;
+    handle.shutdown().await.unwrap();
+}
+
+/// A job whose deadline passes while it waits in a worker's buffer is cancelled as expired
+/// when its turn comes, no attempt spent, and never runs.
+async fn a_buffered_job_past_its_deadline_never_starts(store: TestStore) {
+    let client = &store.client;
+    let (first, t) = (tag("deadline-blocker"), tag("deadline-buffered"));
+    blocks::enqueue(client, first.clone()).await.unwrap();
+    let late = succeed::with(t.clone())
+        .expires_in(Duration::from_millis(300))
+        .enqueue(client)
+        .await
+        .unwrap()
+        .id;
+    let handle = worker(client, &["default"])
+        .concurrency(1)
+        .prefetch(4)
+        .spawn();
+    wait_for("the job to wait in the buffer", || async {
+        records(&first).len() == 1 && job(client, late).await.state == JobState::Running
+    })
+    .await;
+    // Past its deadline, by the store's clock, before the slot frees.
+    wait_for_within(Duration::from_secs(10), "the deadline to pass", || async {
+        job(client, late)
+            .await
+            .expires_at
+            .is_some_and(|at| at <= std::time::SystemTime::now())
+    })
+    .await;
+    gate(&first).add_permits(1);
+    wait_for("the late job to end", || async {
+        job(client, late).await.state.is_final()
+    })
+    .await;
+    handle.shutdown().await.unwrap();
+    let ended = job(client, late).await;
+    assert_eq!(ended.state, JobState::Cancelled);
+    assert_eq!(
+        ended.errors.last().map(|e| e.kind),
+        Some(errand::FailureKind::Expired)
+    );
+    assert_eq!(ended.attempt, 0);
+    assert!(records(&t).is_empty());
+}
 
 /// The job's `lease_until`, read with SQL of the test's own.
 async fn lease_until(store: &TestStore, id: JobId) -> Option<i64> {

@@ -404,6 +404,14 @@ impl Finish {
         }
     }
 
+    /// Cancelled as expired before it began: the attempt its claim counted is given back.
+    pub(crate) fn expired(error: AttemptError) -> Finish {
+        Finish {
+            refund_attempt: true,
+            ..Finish::cancelled(error)
+        }
+    }
+
     pub(crate) fn cancelled(error: AttemptError) -> Finish {
         Finish {
             state: JobState::Cancelled,
@@ -860,6 +868,18 @@ impl Store for Backend {
     }
 }
 
+/// Whether a claimed job that waited in its worker's buffer may start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Startable {
+    Yes,
+    /// Its queue was paused meanwhile: it goes back, no attempt spent.
+    Paused,
+    /// Its deadline passed meanwhile: it is cancelled as expired, no attempt spent.
+    Expired,
+    /// Its run no longer owns it.
+    Lost,
+}
+
 /// A live worker as it announces itself: who it is, what it works and which kinds it knows.
 #[derive(Debug)]
 pub(crate) struct Presence<'a> {
@@ -1020,6 +1040,11 @@ impl Backend {
         limit: usize,
     ) -> Result<Vec<(JobId, String, String)>, Error> {
         dispatch!(self, s => s.unkeyed(fair, limited, limit).await)
+    }
+
+    /// Whether a claimed job that waited in its worker's buffer may start now.
+    pub(crate) async fn startable(&self, id: JobId, fence: i64) -> Result<Startable, Error> {
+        dispatch!(self, s => s.startable(id, fence).await)
     }
 
     /// Marks the start of a rate-limited job's run (see `sql/claims.rs`).

@@ -30,7 +30,9 @@ pub(super) struct ClaimLoop {
     completed: Vec<PendingCompletion>,
     /// Jobs claimed beyond the free slots (at most `prefetch`), waiting for a slot. Each is
     /// registered as a run from its claim: its lease is renewed, and shutdown puts it back.
-    ready: VecDeque<(Claimed, RunSignal)>,
+    /// The flag says it waited (was not started as its claim arrived): it checks, as it
+    /// starts, that its queue was not paused and its deadline did not pass meanwhile.
+    ready: VecDeque<(Claimed, RunSignal, bool)>,
 }
 
 /// An exchange on its way: the completions it writes, and what it claimed.
@@ -247,9 +249,13 @@ impl ClaimLoop {
                 let count = claimed.len();
                 for job in claimed {
                     let signal = self.runner.runs.insert(job.run(), sent_at);
-                    self.ready.push_back((job, signal));
+                    self.ready.push_back((job, signal, false));
                 }
                 self.start_ready();
+                // What did not start now waits for a slot.
+                for (_, _, waited) in &mut self.ready {
+                    *waited = true;
+                }
                 Ok(count)
             }
             Err(err) => {
@@ -268,13 +274,13 @@ impl ClaimLoop {
     /// Starts waiting jobs in the free slots, the earliest claimed first.
     fn start_ready(&mut self) {
         while self.tasks.len() < self.runner.settings.concurrency {
-            let Some((job, signal)) = self.ready.pop_front() else {
+            let Some((job, signal, waited)) = self.ready.pop_front() else {
                 return;
             };
             let guard = RunGuard::new(Arc::clone(&self.runner.runs), job.run());
             let runner = Arc::clone(&self.runner);
             self.tasks
-                .spawn(async move { runner.execute(job, signal, guard).await });
+                .spawn(async move { runner.execute(job, signal, guard, waited).await });
         }
     }
 

@@ -16,7 +16,7 @@ use crate::info::AttemptError;
 use crate::job::{JobId, JobState, Outcome, UniqueStrategy};
 use crate::registry::{CatchPanic, Failure, Registration};
 use crate::retry::{after_failure, AfterFailure, Backoff};
-use crate::store::{Claimed, Finish, Store};
+use crate::store::{Claimed, Finish, Startable, Store};
 
 /// How a job's task ended.
 pub(super) enum TaskEnd {
@@ -41,12 +41,14 @@ const WHILE_EXECUTING_WAIT: Duration = Duration::from_millis(500);
 
 impl Runner {
     /// Runs one claimed job and records its outcome. `guard` takes the run out of the registry
-    /// when this task ends, unless the run completed and waits for the claim loop.
+    /// when this task ends, unless the run completed and waits for the claim loop. A job that
+    /// `waited` in the worker's buffer first checks that it may still start.
     pub(super) async fn execute(
         &self,
         job: Claimed,
         signal: RunSignal,
         guard: RunGuard,
+        waited: bool,
     ) -> TaskEnd {
         let span = tracing::info_span!(
             "errand.job",
@@ -83,6 +85,11 @@ impl Runner {
         // Stopped while it waited for a slot (see `Worker::prefetch`): a lost run writes
         // nothing, and a cancelled one is recorded cancelled; neither runs the job.
         let stopped_before_start = signal.is_stopped();
+        if waited && !stopped_before_start {
+            if let Some(end) = self.recheck(&job).instrument(span.clone()).await {
+                return end;
+            }
+        }
         let result = if stopped_before_start {
             Ok(Outcome::Done)
         } else {
@@ -231,6 +238,42 @@ impl Runner {
                     AfterFailure::Retry(delay) => Finish::retry(delay, error),
                     AfterFailure::Dead => Finish::dead(error),
                 }
+            }
+        }
+    }
+
+    /// For a job that waited in the buffer: whether its queue was paused (it goes back, no
+    /// attempt spent) or its deadline passed (cancelled as expired, no attempt spent) since
+    /// its claim; `None` when it may start. A store that cannot answer lets it start, as the
+    /// claim did.
+    async fn recheck(&self, job: &Claimed) -> Option<TaskEnd> {
+        match self.client.store().startable(job.id, job.fence).await {
+            Ok(Startable::Yes | Startable::Lost) => None,
+            Ok(Startable::Paused) => {
+                tracing::info!("its queue was paused while it waited for a slot; putting it back");
+                if let Err(err) = self.client.store().release(&self.id, &[job.id]).await {
+                    tracing::warn!(error = %err, "putting the job back failed; the rescue will");
+                }
+                Some(TaskEnd::Recorded { died: false })
+            }
+            Ok(Startable::Expired) => {
+                tracing::info!(
+                    "its deadline passed while it waited for a slot; cancelling it as expired"
+                );
+                let error = AttemptError {
+                    attempt: job.attempt,
+                    kind: FailureKind::Expired,
+                    message: "its deadline passed while it waited for a worker's slot".to_owned(),
+                    at: SystemTime::now(),
+                    duration: Duration::ZERO,
+                    worker: self.id.clone(),
+                };
+                self.record(job, &Finish::expired(error), false).await;
+                Some(TaskEnd::Recorded { died: false })
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot check that the job may still start; starting it");
+                None
             }
         }
     }

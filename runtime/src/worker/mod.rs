@@ -170,7 +170,10 @@ impl Worker {
     /// worker that crashes delays it until its lease runs out, and its attempt counts as
     /// spent, as a running job's does. `0` claims only for free slots.
     ///
-    /// A job enqueued with a higher priority waits behind at most this many claimed jobs.
+    /// A job enqueued with a higher priority waits behind at most this many claimed jobs. A
+    /// job that waited in the buffer checks, as it starts, that its queue was not paused and
+    /// its deadline did not pass meanwhile: if it was, the job goes back to its queue; if it
+    /// did, the job is cancelled as expired; either way spending no attempt.
     ///
     /// ```no_run
     /// # async fn demo(client: errand::Client) -> Result<(), errand::Error> {
@@ -411,7 +414,7 @@ impl Worker {
         let id = job.id;
         let signal = runner.runs.insert(job.run(), std::time::Instant::now());
         let guard = runs::RunGuard::new(Arc::clone(&runner.runs), job.run());
-        if let execute::TaskEnd::Completed(done) = runner.execute(job, signal, guard).await {
+        if let execute::TaskEnd::Completed(done) = runner.execute(job, signal, guard, false).await {
             let mut completed = vec![done];
             let written = store.complete_many(&execute::runs(&completed)).await?;
             execute::settle_completions(&runner, &mut completed, written);

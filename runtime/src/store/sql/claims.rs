@@ -31,6 +31,19 @@ const MARK_STARTED: Both = Both {
                            WHERE id = ?1 AND fence = ?2 AND state = 'running')",
 };
 
+/// `id, fence, now`: whether the running job `id` (under `fence`) may start now: its queue's
+/// pause, and whether its deadline has passed. No row: the run lost its job.
+const STARTABLE: Both = Both {
+    postgres: "SELECT EXISTS (SELECT 1 FROM errand_queues q
+                              WHERE q.queue = j.queue AND q.paused_at IS NOT NULL),
+                      COALESCE(j.expires_at <= errand_now_ms(), false)
+        FROM errand_jobs j WHERE j.id = $1 AND j.fence = $2 AND j.state = 'running'",
+    sqlite: "SELECT EXISTS (SELECT 1 FROM errand_queues q
+                            WHERE q.queue = j.queue AND q.paused_at IS NOT NULL),
+                    COALESCE(j.expires_at <= ?3, 0)
+        FROM errand_jobs j WHERE j.id = ?1 AND j.fence = ?2 AND j.state = 'running'",
+};
+
 /// How many candidate jobs a limited claim looks at per place it fills: past those whose key
 /// has no slot left.
 const SCAN_PER_PLACE: usize = 4;
@@ -228,6 +241,34 @@ impl<D: Dialect> SqlStore<D> {
 }
 
 impl<D: Dialect> SqlStore<D> {
+    /// Whether a claimed job that waited in its worker's buffer may start now.
+    pub(crate) async fn startable(
+        &self,
+        id: crate::job::JobId,
+        fence: i64,
+    ) -> Result<crate::store::Startable, Error> {
+        use crate::store::Startable;
+        let op = || format!("check that job {id} may start");
+        let rows = self
+            .fetch(
+                STARTABLE.of::<D>(),
+                values![id.get(), fence, Value::Now],
+                op,
+            )
+            .await?;
+        let Some(row) = rows.first() else {
+            return Ok(Startable::Lost);
+        };
+        let err = |e| op_error::<D>(op(), e);
+        Ok(if row.flag(0).map_err(err)? {
+            Startable::Paused
+        } else if row.flag(1).map_err(err)? {
+            Startable::Expired
+        } else {
+            Startable::Yes
+        })
+    }
+
     /// Marks the start of job `id`'s run under `fence`, whose claim reserved a start slot of
     /// its rate limit: the limit counts starts, not claims.
     pub(crate) async fn mark_started(
