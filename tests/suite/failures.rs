@@ -252,9 +252,12 @@ async fn cancel_stops_waiting_and_running_jobs(store: TestStore) {
         .id;
     let watched = client.clone();
     let w = worker(client, &["default"]).lease(Duration::from_secs(2));
+    let started = t.clone();
     w.run_until(async move {
+        // Its function began (the state is `running` from the claim on: a cancel before the
+        // function begins means it never runs, which is another test's case).
         wait_for("the job to start", || async {
-            job(&watched, running).await.state == JobState::Running
+            records(&started).len() == 1
         })
         .await;
         assert_eq!(
