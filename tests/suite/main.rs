@@ -16,6 +16,7 @@ mod outbox;
 mod postgres;
 mod prefetch;
 mod processes;
+mod pruning;
 mod queries;
 mod reliability;
 mod request_options;

@@ -1153,10 +1153,6 @@ impl Backend {
     pub(crate) async fn schedules(&self) -> Result<Vec<crate::schedule::ScheduleInfo>, Error> {
         dispatch!(self, s => s.schedules().await)
     }
-
-    pub(crate) async fn forget_schedules(&self, unseen_for: Duration) -> Result<u64, Error> {
-        dispatch!(self, s => s.forget_schedules(unseen_for).await)
-    }
 }
 
 impl Backend {

@@ -584,7 +584,6 @@ static STATEMENTS: Statements = Statements {
         WHERE name = $1 AND next_run IS DISTINCT FROM $2",
     schedules: "SELECT name, cron, timezone, kind, queue, catch_up, last_run, last_job, next_run, seen_at
         FROM errand_schedules ORDER BY name",
-    forget_schedules: "DELETE FROM errand_schedules WHERE seen_at < errand_now_ms() - $1",
     limit_candidates: "SELECT j.id, COALESCE(j.limit_key, j.kind), j.kind FROM errand_jobs j
         JOIN unnest($2::text[], $3::bigint[], $4::bigint[], $5::bigint[])
              AS l(kind, max_running, max_starts, window_ms) ON l.kind = j.kind

@@ -252,8 +252,6 @@ pub(crate) struct Statements {
     /// No parameters: `name, cron, timezone, kind, queue, catch_up, last_run, last_job,
     /// next_run, seen_at` of every schedule, by name.
     pub schedules: &'static str,
-    /// `unseen_for, now`: forgets schedules no worker has seen for `unseen_for`.
-    pub forget_schedules: &'static str,
     /// `queues, kinds, max_running, max_starts, windows, scan, now` (the last four lists
     /// parallel to `kinds`, NULL where a kind has no such limit): returns `id, limit_key` of up
     /// to `scan` available jobs of those kinds whose limit is not full, most urgent first,
@@ -1704,6 +1702,10 @@ impl<D: Dialect> Store for SqlStore<D> {
             let prune = values![keep, count(batch), Value::Now, window];
             deleted += self.execute(sql, prune, named(op)).await?;
         }
+        let unseen_for = crate::schedule::FORGET_AFTER;
+        deleted += self
+            .prune_bookkeeping(retention.finished_for, unseen_for, batch)
+            .await?;
         Ok(deleted)
     }
 
@@ -1781,6 +1783,7 @@ pub(crate) mod listing_cases {
 }
 
 // After the macros above, which they use.
+mod bookkeeping;
 mod cancels;
 mod claims;
 mod history;

@@ -509,7 +509,6 @@ static STATEMENTS: Statements = Statements {
         WHERE name = ?1 AND next_run IS NOT ?2",
     schedules: "SELECT name, cron, timezone, kind, queue, catch_up, last_run, last_job, next_run, seen_at
         FROM errand_schedules ORDER BY name",
-    forget_schedules: "DELETE FROM errand_schedules WHERE seen_at < ?2 - ?1",
     limit_candidates: "WITH l AS (
             SELECT k.value AS kind, r.value AS max_running, s.value AS max_starts, w.value AS window_ms
             FROM json_each(?2) k

@@ -3,13 +3,13 @@
 //! each slot (see [`crate::schedule`]).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use super::Runner;
 use crate::error::Error;
-use crate::schedule::{Schedule, FORGET_AFTER};
+use crate::schedule::Schedule;
 
 /// The longest the scheduler sleeps: each wake-up marks its schedules as seen.
 const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -18,17 +18,11 @@ const RETRY_WAIT: Duration = Duration::from_secs(1);
 /// Added to each wait, so that the store's clock has passed the slot when the worker looks.
 const MARGIN: Duration = Duration::from_millis(5);
 
+/// Schedules removed from the code are forgotten by the pruner, which every long-running
+/// worker runs (a worker without schedules runs no scheduler).
 pub(super) async fn run(runner: Arc<Runner>, stop: CancellationToken) -> Result<(), Error> {
-    let mut last_forget: Option<Instant> = None;
     loop {
         let wait = tick(&runner).await.unwrap_or(MAX_WAIT);
-        if last_forget.is_none_or(|at| at.elapsed() >= MAX_WAIT) {
-            last_forget = Some(Instant::now());
-            let store = runner.client.store();
-            if let Err(err) = store.forget_schedules(FORGET_AFTER).await {
-                tracing::warn!(worker = %runner.id, error = %err, "cannot forget old schedules");
-            }
-        }
         tokio::select! {
             () = tokio::time::sleep(wait + MARGIN) => {}
             () = stop.cancelled() => return Ok(()),

@@ -94,14 +94,4 @@ impl<D: Dialect> SqlStore<D> {
             .collect::<Result<_, sqlx::Error>>()
             .map_err(|e| op_error::<D>(op(), e))
     }
-
-    /// Forgets the schedules no worker has seen for `unseen_for`; returns how many.
-    pub(crate) async fn forget_schedules(
-        &self,
-        unseen_for: std::time::Duration,
-    ) -> Result<u64, Error> {
-        let forget = values![crate::info::duration_millis(unseen_for), Value::Now];
-        let op = named("forget schedules no worker runs");
-        self.execute(D::SQL.forget_schedules, forget, op).await
-    }
 }
