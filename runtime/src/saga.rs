@@ -341,14 +341,17 @@ impl SagaInfo {
 
     /// The compensations that ran (completed or died), in the order they ran.
     pub fn compensations_run(&self) -> Vec<&JobInfo> {
-        let mut run: Vec<&JobInfo> = self
+        let mut run: Vec<(usize, &JobInfo)> = self
             .steps
             .iter()
-            .filter_map(|s| s.compensation.as_ref())
-            .filter(|c| matches!(c.state, JobState::Completed | JobState::Dead))
+            .enumerate()
+            .filter_map(|(i, s)| s.compensation.as_ref().map(|c| (i, c)))
+            .filter(|(_, c)| matches!(c.state, JobState::Completed | JobState::Dead))
             .collect();
-        run.sort_by_key(|c| c.finished_at);
-        run
+        // Compensations run the latest step's first, each released by the one after it: two
+        // that finished within one millisecond ran in that order.
+        run.sort_by_key(|(i, c)| (c.finished_at, std::cmp::Reverse(*i)));
+        run.into_iter().map(|(_, c)| c).collect()
     }
 
     fn state_of(steps: &[SagaStep]) -> SagaState {

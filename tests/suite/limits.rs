@@ -17,7 +17,8 @@ per_sql_store!(
 );
 per_store!(
     a_concurrency_key_limits_each_key_apart,
-    a_rate_holds_when_jobs_start
+    a_rate_holds_when_jobs_start,
+    a_saturated_limit_goes_on_without_waiting_for_a_poll
 );
 
 fn millis(t: SystemTime) -> i64 {
@@ -244,4 +245,47 @@ async fn a_rate_holds_when_jobs_start(store: TestStore) {
             "{in_window} starts within 950 ms of {start}: {starts:?}"
         );
     }
+}
+
+/// `concurrency = 2`, a worker that polls every 5 s and is kept busy by plain jobs: as each
+/// limited job ends, the slot it frees is taken by the next at once, not at the next poll.
+/// (Before, on SQLite, where no notification says a slot freed, two ran per poll.)
+async fn a_saturated_limit_goes_on_without_waiting_for_a_poll(store: TestStore) {
+    const JOBS: i64 = 12;
+    let client = &store.client;
+    client
+        .enqueue_many((0..JOBS).map(limited_pair::with))
+        .await
+        .unwrap();
+    // Plain jobs keep the worker busy, so that its claims do find jobs.
+    let t = tag("beside-the-limit");
+    client
+        .enqueue_many((0..3000).map(|_| errand_tests::jobs::succeed::with(t.clone())))
+        .await
+        .unwrap();
+    let handle = errand::Worker::new(client.clone())
+        .queues([("limited", 1), ("default", 1)])
+        .concurrency(8)
+        .poll_interval(Duration::from_secs(5))
+        .spawn();
+    let done = JobFilter::all()
+        .kind("limited_pair")
+        .state(JobState::Completed);
+    errand_tests::common::wait_for_within(
+        Duration::from_secs(30),
+        "the limited jobs to run back to back",
+        || async { client.count(&done).await.unwrap() == JOBS as u64 },
+    )
+    .await;
+    handle.shutdown().await.unwrap();
+    let mut at: Vec<i64> = client
+        .jobs(&done, Page::first(100))
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| millis(j.attempted_at.unwrap()))
+        .collect();
+    at.sort_unstable();
+    let gap = at.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    assert!(gap < 2_000, "a start waited {gap} ms for a poll: {at:?}");
 }

@@ -111,6 +111,12 @@ impl Runner {
             None
         };
         let ran = started.elapsed();
+        if registration.is_some_and(|r| r.options.is_limited()) {
+            // Its slot frees as its end is written, in the next exchange: that exchange's
+            // limited claim looks again, rather than waiting for a poll (SQLite has no
+            // notification that a slot freed).
+            self.woken();
+        }
         let finish = self.decide(&job, result, ran, &backoff, cancelled);
         crate::metrics::finished(&job.kind, &job.queue, finish.state, ran);
         span.in_scope(|| log_finish(&finish));

@@ -166,6 +166,9 @@ impl<D: Dialect> SqlStore<D> {
                 }
             }
         }
+        // Inserted in one order on every node, so that two claims creating the first slots of
+        // two keys never wait on each other's in opposite order (a deadlock on PostgreSQL).
+        wanted.sort();
         if !wanted.is_empty() {
             let add = values![
                 Value::Texts(wanted.iter().map(|(k, _, _)| k.as_str()).collect()),
