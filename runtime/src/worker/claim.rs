@@ -106,6 +106,10 @@ impl ClaimLoop {
         let mut next_due: Option<Instant> = None;
         // The last exchange found fewer jobs than it asked for.
         let mut starved = false;
+        // After a failed exchange, no other is sent before this: the store is backed off, not
+        // the running of what is already claimed (jobs in the buffer keep starting as slots
+        // free, and finished ones wait to be written).
+        let mut backoff_until: Option<Instant> = None;
         while !shutdown.is_cancelled() {
             self.start_ready();
             let free = settings.concurrency.saturating_sub(self.tasks.len());
@@ -131,8 +135,9 @@ impl ClaimLoop {
                 } else {
                     free > 0
                 };
+            let backing_off = backoff_until.is_some_and(|until| Instant::now() < until);
             let slot = in_flight[..slots].iter_mut().find(|slot| slot.is_none());
-            if let (Some(slot), true) = (slot, room > 0 && batch_ready) {
+            if let (Some(slot), true) = (slot, room > 0 && batch_ready && !backing_off) {
                 let promote = promote_due || last_promote.elapsed() >= settings.poll_interval;
                 if promote {
                     last_promote = Instant::now();
@@ -176,7 +181,7 @@ impl ClaimLoop {
                             failures += 1;
                             let wait = store_backoff(failures);
                             tracing::error!(worker = %runner.id, error = %err, retry_in = ?wait, "claiming jobs failed");
-                            sleep_or_stop(wait, &shutdown).await;
+                            backoff_until = Some(Instant::now() + wait);
                         }
                     }
                 }
@@ -190,6 +195,9 @@ impl ClaimLoop {
                     }
                 }
                 () = tokio::time::sleep_until((last_claim + CLAIM_WINDOW).into()), if window_wait => {}
+                () = tokio::time::sleep_until(backoff_until.unwrap_or(last_claim).into()), if backing_off => {
+                    backoff_until = None;
+                }
                 Ok(()) = enqueued.changed(), if !until_idle && !sending => {
                     starved = false;
                     if runner.client.take_special_enqueued() {
@@ -478,13 +486,6 @@ async fn arrival(in_flight: &mut [Option<InFlight>]) -> Exchanged {
         Poll::Pending
     })
     .await
-}
-
-async fn sleep_or_stop(wait: Duration, stop: &CancellationToken) {
-    tokio::select! {
-        () = tokio::time::sleep(wait) => {}
-        () = stop.cancelled() => {}
-    }
 }
 
 /// Splits `slots` among queues in proportion to their weights, rounding by chance so that a
