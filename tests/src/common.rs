@@ -339,3 +339,20 @@ pub async fn undone_saga(client: &Client) -> JobId {
     assert_eq!(job(client, ship).await.state, errand::JobState::Dead);
     ship
 }
+
+/// The most of `intervals` (`[start, end)`) that overlap at any instant.
+pub fn most_at_once(intervals: &[(i64, i64)]) -> usize {
+    let mut edges: Vec<(i64, i32)> = Vec::new();
+    for (start, end) in intervals {
+        edges.push((*start, 1));
+        edges.push((*end, -1));
+    }
+    // At one instant, ends before starts: `[a, b)` and `[b, c)` do not overlap.
+    edges.sort();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, step) in edges {
+        now += step;
+        most = most.max(now);
+    }
+    usize::try_from(most).unwrap_or(0)
+}

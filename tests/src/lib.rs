@@ -4,3 +4,4 @@
 pub mod common;
 pub mod jobs;
 pub mod processes;
+pub mod worker_process;

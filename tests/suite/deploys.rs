@@ -5,6 +5,8 @@
 //! their rows rewritten with SQL to lack what the earlier build did not write (a limit key,
 //! a fair key), or to carry what a later build no longer reads.
 
+use std::time::Duration;
+
 use errand::JobId;
 use errand_tests::common::{records, tag, work_until_final, worker, TestStore};
 use errand_tests::jobs::{limited_pair, succeed, tenant_job};
@@ -18,7 +20,13 @@ per_sql_store!(
     a_kind_a_live_worker_knows_is_never_buried,
     a_paused_queue_is_never_buried,
     a_worker_is_live_from_its_start_to_its_stop,
+    a_rolling_deploy_strands_nothing,
 );
+
+/// The older build's worker binary, and the newer one's: the same deploy kinds with other
+/// options (see `tests/src/bin/`).
+const OLD: &str = env!("CARGO_BIN_EXE_errand-test-worker");
+const NEW: &str = env!("CARGO_BIN_EXE_errand-test-worker-next");
 
 /// Stores a job of a kind this binary does not know, due since long ago (past any grace).
 async fn store_unknown_job(store: &TestStore, queue: &str) -> JobId {
@@ -247,4 +255,133 @@ async fn a_worker_is_live_from_its_start_to_its_stop(store: TestStore) {
     .await;
     handle.shutdown().await.unwrap();
     assert_eq!(store.scalar("SELECT count(*) FROM errand_workers").await, 0);
+}
+
+/// Has build `bin` enqueue its deploy jobs: `n` limited, `n` fair, and `n / 4` of the kind only
+/// it knows.
+async fn enqueue_as(bin: &str, store: &TestStore, n: usize) {
+    let output = tokio::process::Command::new(bin)
+        .args(["enqueue-deploy", &n.to_string()])
+        .env("DATABASE_URL", store.url.as_deref().unwrap())
+        .env("ERRAND_SCHEMA", store.schema.as_deref().unwrap_or(""))
+        .output()
+        .await
+        .expect("run the enqueuing process");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A rolling deploy, as it happens, over a backlog the older build stored (a kind with no
+/// limit yet, a kind with no `fair_by` yet, and a kind the newer build dropped).
+/// - One after the other: the newer build's worker runs alone. It adopts the older jobs and
+///   runs them under its options, and leaves the kind it does not know waiting: not run, not
+///   buried.
+/// - Side by side: the older worker starts again beside it; the newer build enqueues jobs of
+///   its own (and a kind only it knows); the older worker stops once its own kind is done.
+///
+/// Every job ends completed, the limit holds for the runs of the build that has it, and no
+/// slot stays held.
+async fn a_rolling_deploy_strands_nothing(store: TestStore) {
+    use errand_tests::processes::{Options, WorkerProcess};
+    let url = store.url.clone().unwrap();
+    let schema = store.schema.clone().unwrap_or_default();
+    let options = Options {
+        queue: Some("deploy".to_owned()),
+        concurrency: 4,
+        ..Options::default()
+    };
+    let left = |kind: &str| {
+        format!("SELECT count(*) FROM errand_jobs WHERE kind = '{kind}' AND state <> 'completed'")
+    };
+    enqueue_as(OLD, &store, 40).await;
+    let new = WorkerProcess::start_with(NEW, &url, &schema, &options).await;
+    let new_pid = new.pid;
+    errand_tests::common::wait_for_within(
+        Duration::from_secs(60),
+        "the newer build to run the older build's backlog",
+        || async {
+            store.scalar(&left("deploy_job")).await == 0
+                && store.scalar(&left("deploy_fair")).await == 0
+        },
+    )
+    .await;
+    let waiting =
+        "SELECT count(*) FROM errand_jobs WHERE kind = 'old_only' AND state = 'available'";
+    assert_eq!(
+        store.scalar(waiting).await,
+        10,
+        "the kind only the older build knows waits"
+    );
+
+    let old = WorkerProcess::start_with(OLD, &url, &schema, &options).await;
+    enqueue_as(NEW, &store, 40).await;
+    errand_tests::common::wait_for_within(
+        Duration::from_secs(60),
+        "the older build to run the kind only it knows",
+        || async { store.scalar(&left("old_only")).await == 0 },
+    )
+    .await;
+    old.terminate().await;
+    errand_tests::common::wait_for_within(
+        Duration::from_secs(60),
+        "the newer build to run every other job",
+        || async {
+            store
+                .scalar("SELECT count(*) FROM errand_jobs WHERE state <> 'completed'")
+                .await
+                == 0
+        },
+    )
+    .await;
+    new.terminate().await;
+    for (kind, count) in [
+        ("deploy_job", 80),
+        ("deploy_fair", 80),
+        ("old_only", 10),
+        ("new_only", 10),
+    ] {
+        let done = format!(
+            "SELECT count(*) FROM errand_jobs WHERE kind = '{kind}' AND state = 'completed'"
+        );
+        assert_eq!(store.scalar(&done).await, count, "{kind}");
+    }
+    // The limit, for the runs of the build that has it: never more than two at once.
+    let runs: Vec<(i64, i64)> = {
+        let rows = format!(
+            "SELECT attempted_at, finished_at FROM errand_jobs
+             WHERE kind = 'deploy_job' AND worker LIKE '%:{new_pid}:%'"
+        );
+        intervals(&store, &rows).await
+    };
+    assert!(!runs.is_empty(), "the newer build ran some limited jobs");
+    assert!(
+        errand_tests::common::most_at_once(&runs) <= 2,
+        "{} at once",
+        errand_tests::common::most_at_once(&runs)
+    );
+    assert_eq!(
+        held_slots(&store).await,
+        0,
+        "slots held after every job ran"
+    );
+}
+
+/// `(start, end)` of each row `query` returns, from the store's own database.
+async fn intervals(store: &TestStore, query: &str) -> Vec<(i64, i64)> {
+    if store.schema.is_some() {
+        sqlx::query_as(query)
+            .fetch_all(&store.postgres_pool().await)
+            .await
+            .unwrap()
+    } else {
+        let pool = sqlx::SqlitePool::connect(store.url.as_deref().unwrap())
+            .await
+            .unwrap();
+        let rows = sqlx::query_as(query).fetch_all(&pool).await.unwrap();
+        pool.close().await;
+        rows
+    }
 }

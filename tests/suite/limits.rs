@@ -25,23 +25,6 @@ fn millis(t: SystemTime) -> i64 {
     i64::try_from(t.duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
 }
 
-/// The most of `intervals` (`[start, end)`) that overlap at any instant.
-fn most_at_once(intervals: &[(i64, i64)]) -> usize {
-    let mut edges: Vec<(i64, i32)> = Vec::new();
-    for (start, end) in intervals {
-        edges.push((*start, 1));
-        edges.push((*end, -1));
-    }
-    // At one instant, ends before starts: `[a, b)` and `[b, c)` do not overlap.
-    edges.sort();
-    let (mut now, mut most) = (0i32, 0i32);
-    for (_, step) in edges {
-        now += step;
-        most = most.max(now);
-    }
-    usize::try_from(most).unwrap()
-}
-
 /// Every job of `kind`, once all `expected` have completed.
 async fn completed(store: &TestStore, kind: &str, expected: u64) -> Vec<JobInfo> {
     let client = &store.client;
@@ -102,7 +85,11 @@ async fn concurrency_holds_across_two_processes(store: TestStore) {
             )
         })
         .collect();
-    assert_eq!(most_at_once(&held), 2, "slots held at once");
+    assert_eq!(
+        errand_tests::common::most_at_once(&held),
+        2,
+        "slots held at once"
+    );
     if let Some(pool) = recorder {
         let runs: Vec<(i64, i64)> = sqlx::query_as(
             "SELECT (extract(epoch FROM min(at)) * 1e6)::bigint, (extract(epoch FROM max(at)) * 1e6)::bigint
@@ -113,9 +100,9 @@ async fn concurrency_holds_across_two_processes(store: TestStore) {
         .unwrap();
         assert_eq!(runs.len(), JOBS as usize, "each job ran once");
         assert!(
-            most_at_once(&runs) <= 2,
+            errand_tests::common::most_at_once(&runs) <= 2,
             "runs at once: {}",
-            most_at_once(&runs)
+            errand_tests::common::most_at_once(&runs)
         );
     }
     // The limit's own bound: 40 jobs of 30 ms, two at a time.

@@ -1,101 +1,44 @@
-//! A worker process for errand's tests: runs the test jobs until SIGTERM.
-//!
-//! Environment: `DATABASE_URL`, `ERRAND_SCHEMA`, and optionally `ERRAND_QUEUE` (`procs`),
-//! `ERRAND_CONCURRENCY` (8) and `ERRAND_LEASE_MS` (30000). Prints `ready` once it works.
-//!
-//! With `ERRAND_DEATHS` set, it records each death it handles in the table `deaths`. With
-//! `ERRAND_PERIODIC` set to a cron expression, it schedules the schedule `ticks`, whose jobs go
-//! to the queue `ticks`, which no worker works. A `DATABASE_URL` of SQLite needs no schema.
-//!
-//! With the argument `enqueue-duplicates`, it instead enqueues one unique job 50 times at once
-//! and prints the id each enqueue returned, one a line.
+//! A worker process for errand's tests (see `errand_tests::worker_process`): the build that
+//! an older deploy left running. Its deploy kinds have no limit and no `fair_by`, and it knows
+//! a kind the newer build dropped.
 
-use std::time::Duration;
+use errand::{job, Client};
+use errand_tests::jobs::TestError;
 
-use errand::{Client, Config, Worker};
+/// The deploy test's limited kind, as the older build declares it.
+#[job(name = "deploy_job", queue = "deploy")]
+async fn deploy_job(n: i64) -> Result<(), TestError> {
+    let _ = n;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    Ok(())
+}
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+/// The deploy test's fair kind, as the older build declares it.
+#[job(name = "deploy_fair", queue = "deploy")]
+async fn deploy_fair(account: String, n: i64) -> Result<(), TestError> {
+    let _ = (account, n);
+    Ok(())
+}
+
+/// A kind only the older build knows.
+#[job(name = "old_only", queue = "deploy")]
+async fn old_only(n: i64) -> Result<(), TestError> {
+    let _ = n;
+    Ok(())
+}
+
+fn enqueue(client: Client, n: i64) -> errand_tests::worker_process::Enqueued {
+    Box::pin(async move {
+        client.enqueue_many((0..n).map(deploy_job::with)).await?;
+        client
+            .enqueue_many((0..n).map(|i| deploy_fair::with(format!("acct-{}", i % 4), i)))
+            .await?;
+        client.enqueue_many((0..n / 4).map(old_only::with)).await?;
+        Ok(())
+    })
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .init();
-    let url = std::env::var("DATABASE_URL")?;
-    let client = if url.starts_with("sqlite:") {
-        Client::connect(&url).await?
-    } else {
-        let schema = std::env::var("ERRAND_SCHEMA")?;
-        let client = Client::connect_with(&url, Config::default().schema(&schema)).await?;
-        let options: sqlx::postgres::PgConnectOptions = url.parse()?;
-        let recorder = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(4)
-            .connect_with(options.options([("search_path", schema.as_str())]))
-            .await?;
-        errand_tests::jobs::set_recorder(recorder);
-        client
-    };
-    if std::env::args().nth(1).as_deref() == Some("enqueue-duplicates") {
-        return enqueue_duplicates(&client).await;
-    }
-    println!("ready");
-    let mut worker = Worker::new(client);
-    if std::env::var_os("ERRAND_DEATHS").is_some() {
-        worker = worker.on_death(record_death);
-    }
-    if let Ok(cron) = std::env::var("ERRAND_PERIODIC") {
-        // Enqueued to a queue no worker works, to be counted.
-        let tick = errand_tests::jobs::succeed::with("periodic".to_owned()).queue("ticks");
-        worker = worker.schedule(errand::Periodic::new(&cron, tick).name("ticks"));
-    }
-    worker
-        .queues([(
-            std::env::var("ERRAND_QUEUE").unwrap_or_else(|_| "procs".to_owned()),
-            1,
-        )])
-        .concurrency(env_or("ERRAND_CONCURRENCY", 8) as usize)
-        .lease(Duration::from_millis(env_or("ERRAND_LEASE_MS", 30_000)))
-        .poll_interval(Duration::from_millis(200))
-        .grace_period(Duration::from_secs(10))
-        .run()
-        .await?;
-    Ok(())
-}
-
-async fn enqueue_duplicates(client: &Client) -> Result<(), Box<dyn std::error::Error>> {
-    use errand_tests::jobs::until_executed_job;
-    let mut enqueues = tokio::task::JoinSet::new();
-    for _ in 0..50 {
-        let client = client.clone();
-        enqueues.spawn(async move {
-            until_executed_job::with("processes".to_owned(), 1, "ok".to_owned())
-                .queue("parked")
-                .enqueue(&client)
-                .await
-        });
-    }
-    while let Some(enqueued) = enqueues.join_next().await {
-        println!("{}", enqueued??.id);
-    }
-    Ok(())
-}
-
-/// A death handler: one row per death, with the job and the reason.
-async fn record_death(death: errand::Death) -> Result<(), errand::DeathHandlerError> {
-    tokio::time::sleep(Duration::from_millis(env_or("ERRAND_DEATH_HANDLER_MS", 0))).await;
-    let pool = errand_tests::jobs::recorder().ok_or("no recorder")?;
-    sqlx::query("INSERT INTO deaths (job_id, reason, pid) VALUES ($1, $2, $3)")
-        .bind(death.job.id.get())
-        .bind(format!("{:?}", death.reason))
-        .bind(i64::from(std::process::id()))
-        .execute(pool)
-        .await?;
-    Ok(())
+    errand_tests::worker_process::main(enqueue).await
 }
