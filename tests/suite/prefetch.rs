@@ -19,7 +19,7 @@ errand_tests::per_store!(
 );
 
 /// Sixteen jobs wait in a worker's buffer behind one that blocks; the queue is paused; the
-/// blocking job ends: none of the sixteen starts. They go back to the queue, no attempt spent,
+/// blocking job ends, a while later: none of the sixteen starts. They go back to the queue, no attempt spent,
 /// and run once it is resumed. (Before, they started as slots freed, paused or not.)
 async fn a_queue_paused_while_jobs_wait_in_the_buffer_starts_none(store: TestStore) {
     let client = &store.client;
@@ -45,6 +45,9 @@ async fn a_queue_paused_while_jobs_wait_in_the_buffer_starts_none(store: TestSto
     )
     .await;
     client.pause_queue("default").await.unwrap();
+    // The jobs sit in the buffer a while, as behind a slow job (a job that waited less than
+    // 100 ms starts as if the pause came just after it started).
+    tokio::time::sleep(Duration::from_millis(150)).await;
     gate(&first).add_permits(1);
     wait_for("the buffered jobs to go back", || async {
         let mut back = job(client, blocker).await.state == JobState::Completed;

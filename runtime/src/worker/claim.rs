@@ -20,6 +20,12 @@ use crate::error::Error;
 use crate::job::JobId;
 use crate::store::{Claimed, Store, Wake};
 
+/// A claimed job that waited this long in the buffer checks, as it starts, that it may still
+/// (one query). Sooner, a pause or a deadline that came meanwhile is no different from one
+/// that came just after the job started: the hot path of a busy worker, whose jobs wait in the
+/// buffer for a moment, pays nothing.
+const RECHECK_AFTER: Duration = Duration::from_millis(100);
+
 /// The longest a free slot waits for others to free up before the worker claims for it.
 const CLAIM_WINDOW: Duration = Duration::from_millis(2);
 
@@ -30,9 +36,9 @@ pub(super) struct ClaimLoop {
     completed: Vec<PendingCompletion>,
     /// Jobs claimed beyond the free slots (at most `prefetch`), waiting for a slot. Each is
     /// registered as a run from its claim: its lease is renewed, and shutdown puts it back.
-    /// The flag says it waited (was not started as its claim arrived): it checks, as it
-    /// starts, that its queue was not paused and its deadline did not pass meanwhile.
-    ready: VecDeque<(Claimed, RunSignal, bool)>,
+    /// With when its claim was sent: a job that waited longer than [`RECHECK_AFTER`] checks,
+    /// as it starts, that its queue was not paused and its deadline did not pass meanwhile.
+    ready: VecDeque<(Claimed, RunSignal, Instant)>,
 }
 
 /// An exchange on its way: the completions it writes, and what it claimed.
@@ -257,13 +263,9 @@ impl ClaimLoop {
                 let count = claimed.len();
                 for job in claimed {
                     let signal = self.runner.runs.insert(job.run(), sent_at);
-                    self.ready.push_back((job, signal, false));
+                    self.ready.push_back((job, signal, sent_at));
                 }
                 self.start_ready();
-                // What did not start now waits for a slot.
-                for (_, _, waited) in &mut self.ready {
-                    *waited = true;
-                }
                 Ok(count)
             }
             Err(err) => {
@@ -282,9 +284,10 @@ impl ClaimLoop {
     /// Starts waiting jobs in the free slots, the earliest claimed first.
     fn start_ready(&mut self) {
         while self.tasks.len() < self.runner.settings.concurrency {
-            let Some((job, signal, waited)) = self.ready.pop_front() else {
+            let Some((job, signal, claimed_at)) = self.ready.pop_front() else {
                 return;
             };
+            let waited = claimed_at.elapsed() >= RECHECK_AFTER;
             let guard = RunGuard::new(Arc::clone(&self.runner.runs), job.run());
             let runner = Arc::clone(&self.runner);
             self.tasks

@@ -171,9 +171,9 @@ impl Worker {
     /// spent, as a running job's does. `0` claims only for free slots.
     ///
     /// A job enqueued with a higher priority waits behind at most this many claimed jobs. A
-    /// job that waited in the buffer checks, as it starts, that its queue was not paused and
-    /// its deadline did not pass meanwhile: if it was, the job goes back to its queue; if it
-    /// did, the job is cancelled as expired; either way spending no attempt.
+    /// job that waited in the buffer (over 100 ms) checks, as it starts, that its queue was not
+    /// paused and its deadline did not pass meanwhile: if it was, the job goes back to its
+    /// queue; if it did, the job is cancelled as expired; either way spending no attempt.
     ///
     /// ```no_run
     /// # async fn demo(client: errand::Client) -> Result<(), errand::Error> {
