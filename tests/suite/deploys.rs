@@ -111,6 +111,11 @@ async fn a_paused_queue_is_never_buried(store: TestStore) {
     assert_eq!(dead.state, errand::JobState::Dead);
 }
 
+/// The ids of what `enqueue_many` enqueued.
+fn ids_of(enqueued: Vec<errand::Enqueued>) -> Vec<JobId> {
+    enqueued.iter().map(|e| e.id).collect()
+}
+
 /// Running slots held at the moment.
 async fn held_slots(store: &TestStore) -> i64 {
     store
@@ -123,13 +128,12 @@ async fn held_slots(store: &TestStore) -> i64 {
 /// whole backlog runs (before, the first two kept their slots and the kind never ran again).
 async fn a_limit_added_to_a_backlog_frees_its_slots(store: TestStore) {
     let client = &store.client;
-    let ids: Vec<JobId> = client
-        .enqueue_many((0..6).map(limited_pair::with))
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.id)
-        .collect();
+    let ids: Vec<JobId> = ids_of(
+        client
+            .enqueue_many((0..6).map(limited_pair::with))
+            .await
+            .unwrap(),
+    );
     store
         .sql("UPDATE errand_jobs SET limit_key = NULL WHERE kind = 'limited_pair'")
         .await;
@@ -195,24 +199,21 @@ async fn a_job_claimed_before_its_adoption_frees_its_slot(store: TestStore) {
 async fn fair_by_added_to_a_backlog_still_runs_it(store: TestStore) {
     let client = &store.client;
     let t = tag("fair-added");
-    let mut ids: Vec<JobId> = client
-        .enqueue_many((0..5).map(|n| tenant_job::with(t.clone(), "old".into(), n)))
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.id)
-        .collect();
+    let mut ids: Vec<JobId> = ids_of(
+        client
+            .enqueue_many((0..5).map(|n| tenant_job::with(t.clone(), "old".into(), n)))
+            .await
+            .unwrap(),
+    );
     store
         .sql("UPDATE errand_jobs SET fair_key = NULL WHERE kind = 'tenant_job'")
         .await;
-    ids.extend(
+    ids.extend(ids_of(
         client
             .enqueue_many((0..5).map(|n| tenant_job::with(t.clone(), "new".into(), n)))
             .await
-            .unwrap()
-            .iter()
-            .map(|e| e.id),
-    );
+            .unwrap(),
+    ));
     work_until_final(worker(client, &["fair"]), client, &ids).await;
     let ran = records(&t);
     assert_eq!(ran.iter().filter(|a| *a == "old").count(), 5, "{ran:?}");
@@ -224,13 +225,12 @@ async fn fair_by_added_to_a_backlog_still_runs_it(store: TestStore) {
 async fn options_removed_from_a_backlog_still_run_it(store: TestStore) {
     let client = &store.client;
     let t = tag("options-removed");
-    let ids: Vec<JobId> = client
-        .enqueue_many((0..5).map(|_| succeed::with(t.clone())))
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.id)
-        .collect();
+    let ids: Vec<JobId> = ids_of(
+        client
+            .enqueue_many((0..5).map(|_| succeed::with(t.clone())))
+            .await
+            .unwrap(),
+    );
     store
         .sql("UPDATE errand_jobs SET limit_key = 'succeed', fair_key = 'acme' WHERE kind = 'succeed'")
         .await;

@@ -13,7 +13,8 @@ const WORKER: &str = env!("CARGO_BIN_EXE_errand-test-worker");
 
 per_sql_store!(
     concurrency_holds_across_two_processes,
-    a_rate_holds_across_two_processes
+    a_rate_holds_across_two_processes,
+    a_start_slot_reserved_by_a_job_that_never_began_is_freed
 );
 per_store!(
     a_concurrency_key_limits_each_key_apart,
@@ -275,4 +276,32 @@ async fn a_saturated_limit_goes_on_without_waiting_for_a_poll(store: TestStore) 
     at.sort_unstable();
     let gap = at.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
     assert!(gap < 2_000, "a start waited {gap} ms for a poll: {at:?}");
+}
+
+/// A rate-limited job claimed into a worker's buffer reserves a start slot; put back at
+/// shutdown without having begun, it frees the slot (else the rate's slots would run out).
+async fn a_start_slot_reserved_by_a_job_that_never_began_is_freed(store: TestStore) {
+    let client = &store.client;
+    let t = tag("reserved");
+    occupies::enqueue(client, 2500).await.unwrap();
+    client
+        .enqueue_many((0..3).map(|n| metered_slow::with(t.clone(), n)))
+        .await
+        .unwrap();
+    let reserved = "SELECT count(*) FROM errand_limit_slots
+        WHERE purpose = 'start' AND job_id IS NOT NULL AND taken_at IS NULL";
+    let handle = errand::Worker::new(client.clone())
+        .queues([("metered", 1)])
+        .concurrency(1)
+        .prefetch(4)
+        .grace_period(Duration::from_millis(100))
+        .poll_interval(Duration::from_millis(10))
+        .spawn();
+    wait_for("the limited jobs to wait in the buffer", || async {
+        store.scalar(reserved).await == 3
+    })
+    .await;
+    handle.shutdown().await.unwrap();
+    assert!(records(&t).is_empty(), "none began");
+    assert_eq!(store.scalar(reserved).await, 0, "reserved slots kept");
 }

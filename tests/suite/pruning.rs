@@ -8,7 +8,7 @@ use errand_tests::common::{tag, work_until_final, worker, TestStore};
 use errand_tests::jobs::{in_first, limited_pair, per_account, tenant_job};
 use errand_tests::per_sql_store;
 
-per_sql_store!(bookkeeping_goes_with_its_jobs);
+per_sql_store!(bookkeeping_goes_with_its_jobs, pruning_keeps_what_is_in_use);
 
 const TABLES: [&str; 4] = [
     "errand_workflows",
@@ -89,4 +89,36 @@ async fn bookkeeping_goes_with_its_jobs(store: TestStore) {
         most[0] <= 1 && most[1] <= 5 && most[2] <= 3 && most[3] == 0,
         "{most:?}"
     );
+}
+
+/// With no retention at all, pruning keeps a workflow that still has a waiting job, and every
+/// slot of a limit key one of whose slots a job holds (removing a free slot below a held one
+/// would leave a gap the claim never fills).
+async fn pruning_keeps_what_is_in_use(store: TestStore) {
+    let client = &store.client;
+    let t = tag("in-use");
+    Workflow::new("waiting")
+        .add(
+            "later",
+            in_first::with(t.clone(), "later".into()).delay(Duration::from_secs(3600)),
+        )
+        .enqueue(client)
+        .await
+        .unwrap();
+    store
+        .sql(
+            "INSERT INTO errand_limit_slots (limit_key, purpose, n, job_id, taken_at)
+             VALUES ('busy', 'running', 1, NULL, NULL), ('busy', 'running', 2, 999999, NULL)",
+        )
+        .await;
+    client
+        .prune(&Retention::default().keep_finished_for(Duration::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.scalar("SELECT count(*) FROM errand_workflows").await,
+        1
+    );
+    let busy = "SELECT count(*) FROM errand_limit_slots WHERE limit_key = 'busy'";
+    assert_eq!(store.scalar(busy).await, 2);
 }
