@@ -99,6 +99,7 @@ migrations!(
     13 "0013_dependencies",
     14 "0014_sagas",
     15 "0015_deploys",
+    16 "0016_long_workflows",
 );
 
 /// The table in which errand records which migrations a PostgreSQL schema has.

@@ -12,6 +12,7 @@ mod fairness;
 mod ledger;
 mod lifecycle;
 mod limits;
+mod long_workflows;
 mod outbox;
 mod postgres;
 mod prefetch;
