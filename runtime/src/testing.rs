@@ -84,7 +84,9 @@ impl TestClient {
 
     /// Moves the store's clock forward by `by`: jobs scheduled within it become due (the next
     /// [`drain`](TestClient::drain) runs them), and unique keys held `unique_for` less than
-    /// that are free.
+    /// that are free. What a transaction of your own stores reads the same clock. Leases are
+    /// measured in real time: a job a worker is running keeps its lease however far the clock
+    /// moves.
     ///
     /// ```
     /// # use std::time::Duration;

@@ -2,7 +2,7 @@
 //! tests running in the same process.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use errand::{job, Context, JobError, Outcome};
@@ -932,4 +932,44 @@ pub async fn process_undo(
 ) -> Result<(), TestError> {
     let _ = fails_at;
     record_and_complete(ctx, n, format!("undo {step}")).await
+}
+
+/// Clients that jobs reach by their tag, for jobs that open transactions of their own.
+static SHARED_CLIENTS: Mutex<Vec<(String, errand::Client)>> = Mutex::new(Vec::new());
+
+/// Lets the jobs of `tag` reach `client` ([`shared_client`]).
+pub fn share_client(tag: &str, client: errand::Client) {
+    SHARED_CLIENTS
+        .lock()
+        .unwrap()
+        .push((tag.to_owned(), client));
+}
+
+/// The client shared for `tag`.
+pub fn shared_client(tag: &str) -> errand::Client {
+    let clients = SHARED_CLIENTS.lock().unwrap();
+    let found = clients.iter().find(|(t, _)| t == tag);
+    found
+        .map(|(_, c)| c.clone())
+        .expect("a client shared for the tag")
+}
+
+/// Holds a transaction of its own on the tag's client (SQLite) while it records a ledger step,
+/// then enqueues a `succeed` an hour ahead in the transaction and completes in it.
+#[job(retry = 0)]
+pub async fn steps_while_holding_a_transaction(
+    ctx: &Context,
+    tag: String,
+) -> Result<(), TestError> {
+    let client = shared_client(&tag);
+    let mut tx = client.begin::<sqlx::Sqlite>().await?;
+    let n: i64 = ctx.step("count", async { Ok::<_, TestError>(7) }).await?;
+    record(&tag, n);
+    succeed::with(tag.clone())
+        .delay(Duration::from_secs(3600))
+        .enqueue_tx(&mut tx)
+        .await?;
+    ctx.complete_in(&mut tx).await?;
+    tx.commit().await?;
+    Ok(())
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use errand::testing::TestClient;
 use errand::{Error, FailureKind, JobState};
 
-use errand_tests::common::{records, tag};
+use errand_tests::common::{gate, records, tag, wait_for};
 use errand_tests::jobs::*;
 
 #[tokio::test]
@@ -354,4 +354,96 @@ async fn cut_off_calls_keep(client: errand::Client) {
         client.job(id).await.unwrap().is_some(),
         "the first job is still there: {count:?}"
     );
+}
+
+/// One clock everywhere: what a caller's transaction stores on a test client (a job, many
+/// jobs, a workflow, a completion) reads the store's clock, not the system's. And a job that
+/// holds a transaction of its own while it records a ledger step runs as on a file (a pool of
+/// one connection made it wait for itself until the acquire timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callers_transaction_reads_the_stores_clock() {
+    let test = TestClient::new();
+    let t = tag("tx-clock");
+    share_client(&t, test.client().clone());
+    test.advance(Duration::from_secs(2 * 3600));
+    let hour = Duration::from_secs(3600);
+    let mut tx = test.begin::<sqlx::Sqlite>().await.unwrap();
+    succeed::with(t.clone())
+        .delay(hour)
+        .enqueue_tx(&mut tx)
+        .await
+        .unwrap();
+    test.enqueue_many_tx(&mut tx, [succeed::with(t.clone()).delay(hour)])
+        .await
+        .unwrap();
+    errand::Workflow::new("later")
+        .add("only", succeed::with(t.clone()).delay(hour))
+        .enqueue_tx(&mut tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    steps_while_holding_a_transaction::enqueue(&test, t.clone())
+        .await
+        .unwrap();
+    let started = test.now();
+    assert_eq!(
+        test.drain_due().await.unwrap(),
+        1,
+        "only the job that holds a transaction is due: the three are an hour ahead of the store's clock"
+    );
+    assert_eq!(records(&t), ["7"]);
+    let waiting = test.enqueued_in("default").await;
+    assert_eq!(waiting.len(), 4, "{waiting:?}");
+    for job in &waiting {
+        let due_in = job.run_at.duration_since(started).unwrap_or_default();
+        assert!(due_in > Duration::from_secs(3500), "{job:?}");
+    }
+    let done = test.jobs().await;
+    let done = done
+        .iter()
+        .find(|j| j.kind == "steps_while_holding_a_transaction");
+    let finished = done
+        .and_then(|j| j.finished_at)
+        .expect("completed in its transaction");
+    assert!(finished >= started, "completed at the store's time");
+
+    test.advance(hour);
+    assert_eq!(test.drain_due().await.unwrap(), 4);
+}
+
+/// Moving the clock while a worker runs a job does not make its run look lost: leases are
+/// measured in real time, so another worker's rescue leaves it running, and it runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_the_clock_under_a_live_run_does_not_rescue_it() {
+    let test = TestClient::new();
+    let t = tag("advance-live");
+    let enqueued = gated_step::with(t.clone(), "live".into())
+        .enqueue(&test)
+        .await
+        .unwrap();
+    let worker = errand::Worker::new(test.client().clone())
+        .queues([("first", 1)])
+        .lease(Duration::from_secs(3))
+        .poll_interval(Duration::from_millis(10))
+        .spawn();
+    wait_for("the job to start", || async { !records(&t).is_empty() }).await;
+    test.advance(Duration::from_secs(3600));
+    // A worker's start rescues what has run out, before anything else.
+    errand::Worker::new(test.client().clone())
+        .queues([("elsewhere", 1)])
+        .run_until_idle()
+        .await
+        .unwrap();
+    gate(&t).add_permits(1);
+    wait_for("the job to complete", || async {
+        let info = test.job(enqueued.id).await.unwrap().unwrap();
+        info.state.is_final()
+    })
+    .await;
+    worker.shutdown().await.unwrap();
+    let info = test.job(enqueued.id).await.unwrap().unwrap();
+    assert_eq!(info.state, JobState::Completed, "{:?}", info.errors);
+    assert_eq!(info.attempt, 1);
+    assert!(info.errors.is_empty(), "{:?}", info.errors);
+    assert_eq!(records(&t), ["live"]);
 }

@@ -20,6 +20,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
 use sqlx::PgConnection;
 
 use crate::error::{redact, Error};
+use crate::info::duration_millis;
 use crate::job::JobId;
 use crate::migrations::Migration;
 use crate::store::sql::{self, op_error, Dialect, SqlStore, Statements, Value};
@@ -199,7 +200,8 @@ fn query<'q>(sql: &'q str, values: Vec<Value<'q>>, _clock: &Clock) -> PgQuery<'q
             Value::OptInts(v) => query.bind(v),
             Value::Json(v) => query.bind(v),
             // The statements read the database's clock themselves; the parameter is unused.
-            Value::Now => query.bind(None::<i64>),
+            Value::Now | Value::Wall => query.bind(None::<i64>),
+            Value::Lease(lease) => query.bind(duration_millis(lease)),
         })
 }
 

@@ -53,6 +53,13 @@ pub(crate) enum Value<'a> {
     Json(String),
     /// The current time, in milliseconds since the epoch (see the module docs).
     Now,
+    /// The system's time, in milliseconds since the epoch, even on a store whose clock a test
+    /// moved ahead: leases measure how long a run has really gone unheard, so moving a test's
+    /// clock must not make a live run look lost.
+    Wall,
+    /// A lease's length, in milliseconds, to be added to [`Value::Now`]: on a store whose clock
+    /// a test moved ahead, less that offset, so that the lease ends at a [`Value::Wall`] time.
+    Lease(Duration),
 }
 
 impl From<i64> for Value<'_> {
@@ -323,7 +330,8 @@ pub(crate) struct Statements {
     /// `worker, ids, now`: puts running jobs back, refunding the attempt; a job whose
     /// cancellation was asked ends cancelled instead.
     pub release: &'static str,
-    /// `message_before, message_after, max_errors, keep_first, now`: returns the ids rescued.
+    /// `message_before, message_after, max_errors, keep_first, now, wall` (leases end in wall
+    /// time): returns the ids rescued.
     pub rescue: &'static str,
     /// `id`: the columns [`SqlRow::job`] reads.
     pub job: &'static str,
@@ -966,7 +974,7 @@ fn claim_values<'a>(
     vec![
         Value::Texts(wanted.iter().map(|(queue, _)| *queue).collect()),
         Value::Ints(wanted.iter().map(|(_, n)| count(*n)).collect()),
-        duration_millis(lease).into(),
+        Value::Lease(lease),
         worker.into(),
         Value::Texts(kinds.to_vec()),
         Value::Now,
@@ -1428,7 +1436,7 @@ impl<D: Dialect> Store for SqlStore<D> {
         lease: Duration,
     ) -> Result<Vec<(RunId, bool)>, Error> {
         let renew = vec![
-            duration_millis(lease).into(),
+            Value::Lease(lease),
             worker.into(),
             Value::Ints(runs.iter().map(|r| r.id.get()).collect()),
             Value::Ints(runs.iter().map(|r| r.fence).collect()),
@@ -1466,6 +1474,7 @@ impl<D: Dialect> Store for SqlStore<D> {
             count(MAX_ERRORS),
             count(KEEP_FIRST_ERRORS),
             Value::Now,
+            Value::Wall,
         ];
         let op = named("rescue jobs whose lease ran out");
         let rows = self.fetch(D::SQL.rescue, rescue, op).await?;
@@ -1633,7 +1642,7 @@ impl<D: Dialect> Store for SqlStore<D> {
         lease: Duration,
     ) -> Result<Vec<(JobInfo, u32)>, Error> {
         let op = named("claim deaths for their handlers");
-        let claim = values![count(limit), duration_millis(lease), Value::Now];
+        let claim = values![count(limit), duration_millis(lease), Value::Wall];
         let rows = self.fetch(D::SQL.claim_deaths, claim, op).await?;
         let mut deaths = Vec::with_capacity(rows.len());
         for row in rows {

@@ -20,6 +20,7 @@ use sqlx::sqlite::{
 use sqlx::SqliteConnection;
 
 use crate::error::{redact, Error};
+use crate::info::duration_millis;
 use crate::job::JobId;
 use crate::migrations::Migration;
 use crate::store::sql::{self, Dialect, SqlStore, Statements, Value};
@@ -93,22 +94,52 @@ impl SqlStore<Sqlite> {
 
 impl SqlStore<Sqlite> {
     /// A private database in memory whose statements read `clock`, for a
-    /// [`TestClient`](crate::testing::TestClient). Its one connection opens on first use and
-    /// applies the migrations then, so this needs no `.await`.
+    /// [`TestClient`](crate::testing::TestClient). Its connections open on first use, the
+    /// first applies the migrations then, so this needs no `.await`.
+    ///
+    /// The database lives in SQLite's `memdb` file system, which several connections share
+    /// and lock like a file: a job that holds a transaction of its own (`Client::begin`) and
+    /// records a step on another connection works as it does on a file, where a pool of one
+    /// connection made it wait for itself.
     pub(crate) fn in_memory(clock: Clock) -> SqliteStore {
-        let options = memory_options()
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("/errand-memory-{}-{n}", std::process::id());
+        clock.register_database(&name);
+        let options = SqliteConnectOptions::new()
+            .filename(&name)
+            .vfs("memdb")
+            .journal_mode(SqliteJournalMode::Memory)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true)
             .pragma("recursive_triggers", "ON");
         let anchor = Anchor::new(options.clone());
-        let pool = one_connection()
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .idle_timeout(None)
+            .max_lifetime(None)
             .after_connect(move |conn, _| {
                 let anchor = anchor.clone();
+                let name = name.clone();
                 Box::pin(async move {
                     anchor.hold().await?;
                     sql::migrate_connection::<Sqlite>(conn)
                         .await
-                        .map_err(|err| sqlx::Error::Configuration(Box::new(err)))
+                        .map_err(|err| sqlx::Error::Configuration(Box::new(err)))?;
+                    // Its name, by which a caller's transaction finds its clock.
+                    sqlx::query(
+                        "CREATE TABLE IF NOT EXISTS errand_test_database (name TEXT NOT NULL)",
+                    )
+                    .execute(&mut *conn)
+                    .await?;
+                    sqlx::query(
+                        "INSERT INTO errand_test_database (name)
+                         SELECT ?1 WHERE NOT EXISTS (SELECT 1 FROM errand_test_database)",
+                    )
+                    .bind(name)
+                    .execute(&mut *conn)
+                    .await?;
+                    Ok(())
                 })
             })
             .connect_lazy_with(options);
@@ -119,17 +150,6 @@ impl SqlStore<Sqlite> {
             clock,
         }
     }
-}
-
-/// A database in memory of its own, shared by every connection that names it: the pool's
-/// connection, and the [`Anchor`] that keeps it alive when the pool replaces that connection.
-fn memory_options() -> SqliteConnectOptions {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    SqliteConnectOptions::new()
-        .filename(format!("file:errand-memory-{}-{n}", std::process::id()))
-        .in_memory(true)
-        .shared_cache(true)
 }
 
 /// A second, idle connection to a database in memory, opened with the pool's first: SQLite
@@ -174,7 +194,10 @@ pub(crate) fn insert<'a>(
     conn: &'a mut SqliteConnection,
     job: &'a NewJob,
 ) -> BoxFuture<'a, Result<Inserted, Error>> {
-    sql::insert::<Sqlite>(conn, job, &SYSTEM_CLOCK)
+    Box::pin(async move {
+        let clock = clock_of(conn).await;
+        sql::insert::<Sqlite>(conn, job, &clock).await
+    })
 }
 
 /// Inserts jobs in the caller's transaction (see [`sql::insert_many`]).
@@ -182,7 +205,10 @@ pub(crate) fn insert_many<'a>(
     conn: &'a mut SqliteConnection,
     jobs: &'a [NewJob],
 ) -> BoxFuture<'a, Result<Vec<JobId>, Error>> {
-    sql::insert_many::<Sqlite>(conn, jobs, &SYSTEM_CLOCK)
+    Box::pin(async move {
+        let clock = clock_of(conn).await;
+        sql::insert_many::<Sqlite>(conn, jobs, &clock).await
+    })
 }
 
 /// Stores a workflow in the caller's transaction; its id.
@@ -191,7 +217,10 @@ pub(crate) fn insert_workflow<'a>(
     name: &'a str,
     kind: &'static str,
 ) -> BoxFuture<'a, Result<i64, Error>> {
-    sql::insert_workflow::<Sqlite>(conn, name, kind, &SYSTEM_CLOCK)
+    Box::pin(async move {
+        let clock = clock_of(conn).await;
+        sql::insert_workflow::<Sqlite>(conn, name, kind, &clock).await
+    })
 }
 
 /// Completes a running job in the caller's transaction (see [`sql::complete`]).
@@ -200,7 +229,25 @@ pub(crate) fn complete(
     id: JobId,
     fence: i64,
 ) -> BoxFuture<'_, Result<bool, Error>> {
-    sql::complete::<Sqlite>(conn, id, fence, &SYSTEM_CLOCK)
+    Box::pin(async move {
+        let clock = clock_of(conn).await;
+        sql::complete::<Sqlite>(conn, id, fence, &clock).await
+    })
+}
+
+/// The clock of the store whose database `conn` is on: a test's, for a
+/// [`TestClient`](crate::testing::TestClient)'s database in memory, so that what a caller's
+/// transaction stores reads the same time as the rest; the system's otherwise. Asks the
+/// database its name only while this process has a test clock.
+async fn clock_of(conn: &mut SqliteConnection) -> Clock {
+    if !Clock::any_registered() {
+        return SYSTEM_CLOCK;
+    }
+    // Only a test client's database has the table; on any other, the query fails.
+    let name: Result<String, _> = sqlx::query_scalar("SELECT name FROM errand_test_database")
+        .fetch_one(conn)
+        .await;
+    name.map_or(SYSTEM_CLOCK, |name| Clock::of_database(&name))
 }
 
 type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
@@ -226,6 +273,10 @@ fn query<'q>(sql: &'q str, values: Vec<Value<'q>>, clock: &Clock) -> SqliteQuery
             Value::OptInts(v) => query.bind(json_array(&v)),
             Value::Json(v) => query.bind(v),
             Value::Now => query.bind(now),
+            Value::Wall => query.bind(SYSTEM_CLOCK.now_ms()),
+            Value::Lease(lease) => {
+                query.bind(duration_millis(lease).saturating_sub(clock.offset_ms()))
+            }
         })
 }
 
@@ -737,7 +788,7 @@ static STATEMENTS: Statements = Statements {
                 'duration_ms', ?5 - COALESCE(attempted_at, ?5), 'worker', COALESCE(worker, '?'))"
         ),
         "
-        WHERE state = 'running' AND lease_until < ?5
+        WHERE state = 'running' AND lease_until < ?6
         RETURNING id"
     ),
     job: concat!(select_job!(), " WHERE id = ?1"),

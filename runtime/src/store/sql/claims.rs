@@ -227,7 +227,7 @@ impl<D: Dialect> SqlStore<D> {
             .map_err(err)?;
         let claim = values![
             Value::Ints(ids),
-            duration_millis(lease),
+            Value::Lease(lease),
             worker,
             Value::from(now),
         ];
@@ -302,7 +302,7 @@ impl<D: Dialect> SqlStore<D> {
             queue,
             count(room),
             Value::Texts(kinds.to_vec()),
-            duration_millis(lease),
+            Value::Lease(lease),
             worker,
             Value::Now,
         ];
