@@ -142,33 +142,7 @@ impl<D: Dialect> SqlStore<D> {
             .await
             .map_err(err)?;
         let existing = slots(&rows).map_err(err)?;
-        let mut wanted: Vec<SlotId> = Vec::new();
-        for (key, limit) in &keys {
-            let needed = jobs.iter().filter(|(_, k)| k == key).count();
-            for (purpose, max) in [
-                (RUNNING, limit.max_running),
-                (START, limit.rate.map(|r| r.max)),
-            ] {
-                let Some(max) = max.map(i64::from) else {
-                    continue;
-                };
-                let have = existing
-                    .iter()
-                    .find(|(k, p, _)| k == key && *p == purpose)
-                    .map_or(0, |(_, _, n)| *n);
-                let free_now = free
-                    .iter()
-                    .filter(|(k, p, n)| k == key && *p == purpose && *n <= max)
-                    .count();
-                let short = i64::try_from(needed.saturating_sub(free_now)).unwrap_or(i64::MAX);
-                for n in (have + 1)..=(have.saturating_add(short)).min(max) {
-                    wanted.push((key.clone(), purpose, n));
-                }
-            }
-        }
-        // Inserted in one order on every node, so that two claims creating the first slots of
-        // two keys never wait on each other's in opposite order (a deadlock on PostgreSQL).
-        wanted.sort();
+        let wanted = slots_to_add(&keys, &jobs, &existing, &free);
         if !wanted.is_empty() {
             let add = values![
                 Value::Texts(wanted.iter().map(|(k, _, _)| k.as_str()).collect()),
@@ -382,4 +356,98 @@ fn slots<R: SqlRow>(rows: &[R]) -> Result<Vec<SlotId>, sqlx::Error> {
             Ok((row.text(0)?, purpose, row.int(2)?))
         })
         .collect()
+}
+
+/// The slots a limited claim adds before it takes them: each key's, up to its limit, as many as
+/// its candidate jobs need beyond the free ones. Sorted: inserted in one order on every node,
+/// so that two claims creating the first slots of two keys never wait on each other's in
+/// opposite order (a deadlock on PostgreSQL), whatever order each read its candidates in.
+fn slots_to_add(
+    keys: &[(String, &KindLimit)],
+    jobs: &[(i64, String)],
+    existing: &[SlotId],
+    free: &[SlotId],
+) -> Vec<SlotId> {
+    let mut wanted: Vec<SlotId> = Vec::new();
+    for (key, limit) in keys {
+        let needed = jobs.iter().filter(|(_, k)| k == key).count();
+        for (purpose, max) in [
+            (RUNNING, limit.max_running),
+            (START, limit.rate.map(|r| r.max)),
+        ] {
+            let Some(max) = max.map(i64::from) else {
+                continue;
+            };
+            let have = existing
+                .iter()
+                .find(|(k, p, _)| k == key && *p == purpose)
+                .map_or(0, |(_, _, n)| *n);
+            let free_now = free
+                .iter()
+                .filter(|(k, p, n)| k == key && *p == purpose && *n <= max)
+                .count();
+            let short = i64::try_from(needed.saturating_sub(free_now)).unwrap_or(i64::MAX);
+            for n in (have + 1)..=(have.saturating_add(short)).min(max) {
+                wanted.push((key.clone(), purpose, n));
+            }
+        }
+    }
+    wanted.sort();
+    wanted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two claims that read the same keys' candidates in opposite orders add their first slots
+    /// in one order: neither can hold one key's new slot while waiting on the other's.
+    #[test]
+    fn slots_are_added_in_one_order_whatever_the_candidates_order() {
+        let limit = KindLimit {
+            kind: "mail",
+            max_running: Some(2),
+            rate: None,
+        };
+        let jobs = |keys: &[&str]| -> Vec<(i64, String)> {
+            keys.iter()
+                .enumerate()
+                .map(|(i, k)| (i as i64, (*k).to_owned()))
+                .collect()
+        };
+        let keys = |keys: &[&str]| -> Vec<(String, &KindLimit)> {
+            keys.iter().map(|k| ((*k).to_owned(), &limit)).collect()
+        };
+        let ab = slots_to_add(
+            &keys(&["mail:a", "mail:b"]),
+            &jobs(&["mail:a", "mail:b", "mail:b"]),
+            &[],
+            &[],
+        );
+        let ba = slots_to_add(
+            &keys(&["mail:b", "mail:a"]),
+            &jobs(&["mail:b", "mail:a", "mail:b"]),
+            &[],
+            &[],
+        );
+        assert_eq!(ab, ba);
+        assert_eq!(
+            ab,
+            [
+                ("mail:a".to_owned(), RUNNING, 1),
+                ("mail:b".to_owned(), RUNNING, 1),
+                ("mail:b".to_owned(), RUNNING, 2),
+            ]
+        );
+        // Free slots count, and a key never gets more than its limit.
+        let free = [("mail:a".to_owned(), RUNNING, 1)];
+        let existing = [("mail:a".to_owned(), RUNNING, 1)];
+        let more = slots_to_add(
+            &keys(&["mail:a"]),
+            &jobs(&["mail:a", "mail:a", "mail:a"]),
+            &existing,
+            &free,
+        );
+        assert_eq!(more, [("mail:a".to_owned(), RUNNING, 2)]);
+    }
 }
