@@ -11,8 +11,10 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use futures_util::future::join_all;
 
-use crate::jobs::{latency_probe, noop, now_us, sleeps};
-use crate::{postgres_url, BoxError};
+use errand_bench::jobs::{latency_probe, noop, now_us, sleeps};
+use errand_bench::BoxError;
+
+use crate::postgres_url;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StoreKind {

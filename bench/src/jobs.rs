@@ -1,4 +1,6 @@
-//! The jobs the benchmark and the chaos run enqueue, and where they record what they did.
+//! The jobs the benchmark and the chaos run enqueue, and where they record what they did: the
+//! kinds both worker builds declare alike. (`chaos_effect`, which the two builds declare with
+//! different options, is in each binary.)
 
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -72,24 +74,8 @@ pub async fn latency_probe(sent_us: i64) -> Result<(), BenchError> {
     Ok(())
 }
 
-fn quick(_attempt: u32) -> Duration {
+pub fn quick(_attempt: u32) -> Duration {
     Duration::from_millis(50)
-}
-
-/// Writes its effect and completes in one transaction: an effect recorded twice would be a bug.
-#[job(name = "chaos_effect", queue = "chaos", retry = 50, backoff = quick)]
-pub async fn chaos_effect(ctx: &Context, n: i64) -> Result<(), BenchError> {
-    let Some(Recorder::Postgres(pool)) = RECORDER.get() else {
-        return Err(BenchError::NoRecorder);
-    };
-    let mut tx = pool.begin().await?;
-    sqlx::query("INSERT INTO chaos_effects (n) VALUES ($1)")
-        .bind(n)
-        .execute(&mut *tx)
-        .await?;
-    ctx.complete_in(&mut tx).await?;
-    tx.commit().await?;
-    Ok(())
 }
 
 /// Dies at once: the chaos run counts that each death reaches a handler.
@@ -110,4 +96,72 @@ pub async fn record_death(death: errand::Death) -> Result<(), errand::DeathHandl
         .execute(pool)
         .await?;
     Ok(())
+}
+
+/// Writes its effect after 300 ms, then completes in the same transaction: the chaos run cancels
+/// some while they run, and checks each ends as `cancel` answered.
+#[job(name = "chaos_slow", queue = "chaos", retry = 50, backoff = quick)]
+pub async fn chaos_slow(ctx: &Context, n: i64) -> Result<(), BenchError> {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    complete_with(
+        ctx,
+        "INSERT INTO chaos_slow_effects (n) VALUES ($1)",
+        n,
+        None,
+    )
+    .await
+}
+
+/// Runs `insert` (`$1` is `n`, `$2` is `what` if given) and completes the job in the same
+/// transaction: an effect recorded twice, or without its completion, would be a bug.
+pub async fn complete_with(
+    ctx: &Context,
+    insert: &'static str,
+    n: i64,
+    what: Option<&str>,
+) -> Result<(), BenchError> {
+    let Some(Recorder::Postgres(pool)) = RECORDER.get() else {
+        return Err(BenchError::NoRecorder);
+    };
+    let mut tx = pool.begin().await?;
+    let mut query = sqlx::query(insert).bind(n);
+    if let Some(what) = what {
+        query = query.bind(what);
+    }
+    query.execute(&mut *tx).await?;
+    ctx.complete_in(&mut tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Records one run of a saga step or compensation (`what`, for saga `n`).
+async fn saga_run(ctx: &Context, n: i64, what: &str) -> Result<(), BenchError> {
+    let insert = "INSERT INTO chaos_saga_runs (n, what) VALUES ($1, $2)";
+    complete_with(ctx, insert, n, Some(what)).await
+}
+
+/// A saga's first step: completes, recording its run.
+#[job(name = "chaos_reserve", queue = "chaos", retry = 50, backoff = quick, compensate = chaos_release)]
+pub async fn chaos_reserve(ctx: &Context, n: i64) -> Result<(), BenchError> {
+    saga_run(ctx, n, "reserve").await
+}
+
+/// Undoes `chaos_reserve`, recording its run: once per saga, however often operators retry.
+#[job(name = "chaos_release", queue = "chaos", retry = 50, backoff = quick)]
+pub async fn chaos_release(ctx: &Context, n: i64) -> Result<(), BenchError> {
+    saga_run(ctx, n, "release").await
+}
+
+/// A saga's second step: records its run, then dies, so the saga is compensated and the step
+/// stays in the dead set, where the operators' retries must skip it.
+#[job(name = "chaos_ship", queue = "chaos", retry = 0)]
+pub async fn chaos_ship(n: i64) -> Result<(), BenchError> {
+    let Some(Recorder::Postgres(pool)) = RECORDER.get() else {
+        return Err(BenchError::NoRecorder);
+    };
+    sqlx::query("INSERT INTO chaos_saga_runs (n, what) VALUES ($1, 'ship')")
+        .bind(n)
+        .execute(pool)
+        .await?;
+    Err(BenchError::Doomed)
 }

@@ -12,24 +12,17 @@
 
 mod bench;
 mod chaos;
-mod jobs;
-mod worker;
+mod effect;
 
 use std::process::ExitCode;
+
+use errand_bench::flag;
 
 fn usage() -> ExitCode {
     eprintln!(
         "usage: errand-bench bench [--store sqlite|postgres] [--runs N]\n       errand-bench chaos [--jobs N]"
     );
     ExitCode::from(2)
-}
-
-/// The value after `--name` in `args`, if any.
-fn flag(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
 }
 
 #[tokio::main]
@@ -64,7 +57,7 @@ async fn main() -> ExitCode {
                 }
             };
         }
-        Some("worker") => worker::run(&args).await,
+        Some("worker") => errand_bench::worker::run(&args).await,
         _ => return usage(),
     };
     match result {
@@ -81,5 +74,3 @@ pub(crate) fn postgres_url() -> String {
     std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
-
-pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;

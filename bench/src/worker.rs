@@ -11,7 +11,7 @@ use errand::{Client, Config, Worker};
 use crate::jobs::{Recorder, RECORDER};
 use crate::{flag, BoxError};
 
-pub(crate) async fn run(args: &[String]) -> Result<(), BoxError> {
+pub async fn run(args: &[String]) -> Result<(), BoxError> {
     let url = flag(args, "--url").ok_or("--url is required")?;
     let schema = flag(args, "--schema").unwrap_or_else(|| "public".to_owned());
     let queue = flag(args, "--queue").unwrap_or_else(|| "bench".to_owned());
