@@ -973,3 +973,11 @@ pub async fn steps_while_holding_a_transaction(
     tx.commit().await?;
     Ok(())
 }
+
+/// Records `ran`, then takes `ms`, holding its slot.
+#[job(backoff = fast)]
+pub async fn takes_a_while(tag: String, ms: u64) -> Result<(), TestError> {
+    record(&tag, "ran");
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Ok(())
+}

@@ -237,3 +237,58 @@ async fn a_prefetched_job_cancelled_before_it_starts_never_runs(store: TestStore
     );
     assert_eq!(job(client, a).await.state, JobState::Completed);
 }
+
+/// While the store fails, jobs already in a worker's buffer keep starting as slots free: the
+/// claim loop backs off the store, not the running of what it claimed. (Before, it slept inside
+/// its select for each backoff, 200 ms doubling up to 25.6 s, and started one job per wake:
+/// ten buffered jobs of 100 ms each took most of a minute.) On PostgreSQL, with the jobs table
+/// renamed away under the worker, so that every exchange fails at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_jobs_keep_starting_while_the_store_fails() {
+    errand_tests::common::on_postgres(buffered_jobs_start_while_the_store_fails).await
+}
+
+async fn buffered_jobs_start_while_the_store_fails(store: TestStore) {
+    let client = &store.client;
+    let (first, t) = (tag("failing-blocker"), tag("failing-buffered"));
+    blocks::enqueue(client, first.clone()).await.unwrap();
+    let mut buffered = Vec::new();
+    for _ in 0..10 {
+        let slow = takes_a_while::enqueue(client, t.clone(), 100).await;
+        buffered.push(slow.unwrap().id);
+    }
+    let handle = worker(client, &["default"])
+        .concurrency(1)
+        .prefetch(16)
+        .spawn();
+    wait_for("one job to run and ten to wait in the buffer", || async {
+        let mut claimed = records(&first).len() == 1;
+        for id in &buffered {
+            claimed &= job(client, *id).await.state == JobState::Running;
+        }
+        claimed
+    })
+    .await;
+    store
+        .sql("ALTER TABLE errand_jobs RENAME TO errand_jobs_away")
+        .await;
+    gate(&first).add_permits(1);
+    wait_for_within(
+        Duration::from_secs(5),
+        "the ten buffered jobs to run while the store fails",
+        || async { records(&t).len() == 10 },
+    )
+    .await;
+    store
+        .sql("ALTER TABLE errand_jobs_away RENAME TO errand_jobs")
+        .await;
+    wait_for("every job to complete once the store is back", || async {
+        let mut done = true;
+        for id in &buffered {
+            done &= job(client, *id).await.state == JobState::Completed;
+        }
+        done
+    })
+    .await;
+    handle.shutdown().await.unwrap();
+}
