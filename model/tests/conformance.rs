@@ -22,10 +22,15 @@ enum Op {
     TakeRunningKey(usize),
     /// With the row's fence, or (stale) the one before it.
     Finish(usize, bool, Outcome),
-    CompleteAll,
+    /// Completes every running job's run (stale: each under the fence before its own, as a
+    /// worker whose run was rescued and claimed again would).
+    CompleteAll(bool),
     /// Completes every running job's run and claims for the worker, in one operation.
-    CompleteAndClaim(u8),
-    Renew(u8),
+    CompleteAndClaim(u8, bool),
+    /// Renews every running job's lease for the worker, with current or stale fences.
+    Renew(u8, bool),
+    /// Completes one run in a transaction of the caller's own (`Context::complete_in`).
+    CompleteIn(usize, bool),
     ExpireLease(usize),
     Rescue,
     Release(u8),
@@ -112,9 +117,10 @@ impl ReferenceStateMachine for Reference {
             2 => Just(Op::Promote),
             1 => id.clone().prop_map(Op::TakeRunningKey),
             4 => (id.clone(), any::<bool>(), outcome).prop_map(|(i, s, o)| Op::Finish(i, s, o)),
-            2 => Just(Op::CompleteAll),
-            2 => worker.clone().prop_map(Op::CompleteAndClaim),
-            2 => worker.clone().prop_map(Op::Renew),
+            2 => any::<bool>().prop_map(Op::CompleteAll),
+            2 => (worker.clone(), any::<bool>()).prop_map(|(w, s)| Op::CompleteAndClaim(w, s)),
+            2 => (worker.clone(), any::<bool>()).prop_map(|(w, s)| Op::Renew(w, s)),
+            2 => (id.clone(), any::<bool>()).prop_map(|(i, s)| Op::CompleteIn(i, s)),
             2 => id.clone().prop_map(Op::ExpireLease),
             2 => Just(Op::Rescue),
             1 => worker.prop_map(Op::Release),
@@ -133,6 +139,7 @@ impl ReferenceStateMachine for Reference {
         match *op {
             Op::TakeRunningKey(id)
             | Op::Finish(id, _, _)
+            | Op::CompleteIn(id, _)
             | Op::ExpireLease(id)
             | Op::Cancel(id)
             | Op::DeathDelivered(id)
@@ -146,14 +153,13 @@ impl ReferenceStateMachine for Reference {
 
     fn apply(mut state: Reference, op: &Op) -> Reference {
         let spec = &mut state.spec;
-        let running = |spec: &StoreSpec, worker: Option<u8>| -> Vec<(usize, u8)> {
+        // Every running job's run, under its fence or (stale) the one before it.
+        let running = |spec: &StoreSpec, stale: bool| -> Vec<(usize, u8)> {
             spec.rows
                 .iter()
                 .enumerate()
-                .filter(|(_, r)| {
-                    r.state == JobState::Running && (worker.is_none() || r.worker == worker)
-                })
-                .map(|(id, r)| (id, r.fence))
+                .filter(|(_, r)| r.state == JobState::Running)
+                .map(|(id, r)| (id, r.fence.saturating_sub(u8::from(stale))))
                 .collect()
         };
         state.args.clear();
@@ -177,20 +183,25 @@ impl ReferenceStateMachine for Reference {
                 state.args.push((id, fence));
                 Returned::Flag(spec.finish(id, fence, outcome))
             }
-            Op::CompleteAll => {
-                let runs = running(spec, None);
+            Op::CompleteAll(stale) => {
+                let runs = running(spec, stale);
                 state.args = runs.clone();
                 Returned::Ids(spec.complete_many(&runs))
             }
-            Op::CompleteAndClaim(worker) => {
-                let runs = running(spec, None);
+            Op::CompleteIn(id, stale) => {
+                let fence = spec.rows[id].fence.saturating_sub(u8::from(stale));
+                state.args.push((id, fence));
+                Returned::Flag(spec.complete(id, fence))
+            }
+            Op::CompleteAndClaim(worker, stale) => {
+                let runs = running(spec, stale);
                 state.args = runs.clone();
                 let done = spec.complete_many(&runs);
                 Returned::Exchanged(done, claim_all(spec, worker))
             }
-            Op::Renew(worker) => {
+            Op::Renew(worker, stale) => {
                 // Every running job's run, this worker's or not: the store must pick its own.
-                let runs = running(spec, None);
+                let runs = running(spec, stale);
                 state.args = runs.clone();
                 Returned::Renewed(spec.renew(worker, &runs))
             }
@@ -200,7 +211,7 @@ impl ReferenceStateMachine for Reference {
             }
             Op::Rescue => Returned::Ids(spec.rescue()),
             Op::Release(worker) => {
-                let runs = running(spec, None);
+                let runs = running(spec, false);
                 state.args = runs.clone();
                 spec.release(worker, &runs);
                 Returned::Nothing
@@ -309,13 +320,17 @@ impl Sut {
                 };
                 Returned::Flag(self.run(s.finish(id, fence, end)))
             }
-            Op::CompleteAll => Returned::Ids(
+            Op::CompleteIn(..) => {
+                let (id, fence) = pairs()[0];
+                Returned::Flag(self.run(s.complete_in(id, fence)))
+            }
+            Op::CompleteAll(_) => Returned::Ids(
                 self.run(s.complete_many(&pairs()))
                     .into_iter()
                     .map(spec_id)
                     .collect(),
             ),
-            Op::CompleteAndClaim(worker) => {
+            Op::CompleteAndClaim(worker, _) => {
                 let (done, claimed) =
                     self.run(s.complete_and_claim(&pairs(), &worker_name(worker)));
                 let mut runs: Vec<(usize, u8, u8)> = claimed
@@ -325,7 +340,7 @@ impl Sut {
                 runs.sort_unstable();
                 Returned::Exchanged(done.into_iter().map(spec_id).collect(), runs)
             }
-            Op::Renew(worker) => Returned::Renewed(
+            Op::Renew(worker, _) => Returned::Renewed(
                 self.run(s.renew(&worker_name(worker), &pairs()))
                     .into_iter()
                     .map(|(id, fence, cancel)| (spec_id(id), fence as u8, cancel))

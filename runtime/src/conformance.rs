@@ -167,6 +167,32 @@ impl ConformanceStore {
         self.store().finish(JobId::new(id), fence, &finish).await
     }
 
+    /// Completes a run in a transaction of the caller's own, as `Context::complete_in` does.
+    pub async fn complete_in(&self, id: i64, fence: i64) -> Result<bool, Error> {
+        let id = JobId::new(id);
+        let commit = |source| Error::Store {
+            store: self.store().name(),
+            op: "commit the caller's transaction".to_owned(),
+            source,
+        };
+        match self.store() {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(_) => {
+                let mut tx = self.client.begin::<sqlx::Sqlite>().await?;
+                let done = crate::store::sqlite::complete(&mut tx, id, fence).await?;
+                tx.commit().await.map_err(commit)?;
+                Ok(done)
+            }
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(_) => {
+                let mut tx = self.client.begin::<sqlx::Postgres>().await?;
+                let done = crate::store::postgres::complete(&mut tx, id, fence).await?;
+                tx.commit().await.map_err(commit)?;
+                Ok(done)
+            }
+        }
+    }
+
     pub async fn complete_many(&self, runs: &[(i64, i64)]) -> Result<Vec<i64>, Error> {
         let runs: Vec<(JobId, i64)> = runs.iter().map(|&(id, f)| (JobId::new(id), f)).collect();
         let mut done: Vec<i64> = self

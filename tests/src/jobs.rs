@@ -981,3 +981,26 @@ pub async fn takes_a_while(tag: String, ms: u64) -> Result<(), TestError> {
     tokio::time::sleep(Duration::from_millis(ms)).await;
     Ok(())
 }
+
+/// One at a time across the cluster: records `label`, waits for the tag's gate when `wait`,
+/// then fails for good when `fail`.
+#[job(queue = "limited", concurrency = 1, retry = 0)]
+pub async fn limited_one(
+    tag: String,
+    label: String,
+    wait: bool,
+    fail: bool,
+) -> Result<(), TestError> {
+    record(&tag, &label);
+    if wait {
+        let gate = gate(&tag);
+        let _permit = gate
+            .acquire()
+            .await
+            .map_err(|_| TestError::Broken("gate closed".into()))?;
+    }
+    if fail {
+        return Err(TestError::Broken(format!("{label} failed")));
+    }
+    Ok(())
+}

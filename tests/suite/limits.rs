@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use errand::{JobFilter, JobInfo, JobState, Page};
-use errand_tests::common::{records, tag, wait_for, TestStore};
-use errand_tests::jobs::{limited_pair, metered, metered_slow, occupies, per_account};
+use errand_tests::common::{gate, job, records, tag, wait_for, wait_for_within, worker, TestStore};
+use errand_tests::jobs::{limited_one, limited_pair, metered, metered_slow, occupies, per_account};
 use errand_tests::processes::{Options, WorkerProcess};
 use errand_tests::{per_sql_store, per_store};
 
@@ -19,7 +19,8 @@ per_sql_store!(
 per_store!(
     a_concurrency_key_limits_each_key_apart,
     a_rate_holds_when_jobs_start,
-    a_saturated_limit_goes_on_without_waiting_for_a_poll
+    a_saturated_limit_goes_on_without_waiting_for_a_poll,
+    a_limited_job_that_dies_or_is_cancelled_while_running_frees_its_slot
 );
 
 fn millis(t: SystemTime) -> i64 {
@@ -304,4 +305,46 @@ async fn a_start_slot_reserved_by_a_job_that_never_began_is_freed(store: TestSto
     handle.shutdown().await.unwrap();
     assert!(records(&t).is_empty(), "none began");
     assert_eq!(store.scalar(reserved).await, 0, "reserved slots kept");
+}
+
+/// A limited job (one at a time) that dies, and one cancelled while it runs, each give their slot
+/// back: the next job of the kind runs. (No test let a limited job die or be cancelled while
+/// running: the trigger that frees the slot could skip those ways out unnoticed.)
+async fn a_limited_job_that_dies_or_is_cancelled_while_running_frees_its_slot(store: TestStore) {
+    let client = &store.client;
+    let t = tag("limited-one");
+    let handle = worker(client, &["limited"]).spawn();
+    let within = Duration::from_secs(10);
+    let dies = limited_one::with(t.clone(), "dies".into(), false, true)
+        .enqueue(client)
+        .await
+        .unwrap();
+    wait_for_within(within, "the first job to die", || async {
+        job(client, dies.id).await.state == JobState::Dead
+    })
+    .await;
+    let cancelled = limited_one::with(t.clone(), "cancelled".into(), true, false)
+        .enqueue(client)
+        .await
+        .unwrap();
+    wait_for_within(within, "the second job to start", || async {
+        records(&t).len() == 2
+    })
+    .await;
+    client.cancel(cancelled.id).await.unwrap();
+    gate(&t).add_permits(1);
+    wait_for_within(within, "the second job to end cancelled", || async {
+        job(client, cancelled.id).await.state == JobState::Cancelled
+    })
+    .await;
+    let last = limited_one::with(t.clone(), "last".into(), false, false)
+        .enqueue(client)
+        .await
+        .unwrap();
+    wait_for_within(within, "the last job to run in the freed slot", || async {
+        job(client, last.id).await.state == JobState::Completed
+    })
+    .await;
+    handle.shutdown().await.unwrap();
+    assert_eq!(records(&t), ["dies", "cancelled", "last"]);
 }

@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""errand's own mutation check: applies each named mutation below (the smallest edit a hurried
+change could make to a statement, a trigger or a worker decision), runs the tests named for it,
+and reports whether they caught it. A mutation the tests pass is a survivor: a rule nothing
+checks. Run it before a change to the store or the worker lands:
+
+    python3 .ci/mutants.py            # every mutation
+    python3 .ci/mutants.py NAME ...   # some of them
+    python3 .ci/mutants.py --list     # their names and what each breaks
+
+Needs PostgreSQL as the tests do (DESIGN.md); each mutation rebuilds the crates it touches, so
+the whole list takes a while (about two minutes a mutation on two cores). Exits 1 if any
+mutation survives. The tree is restored after each mutation, also when interrupted.
+"""
+
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SUITE = ["cargo", "test", "-q", "-p", "errand-tests", "--test", "suite", "--"]
+CONFORMANCE = ["cargo", "test", "-q", "-p", "errand-model", "--test", "conformance"]
+
+# (name, what it breaks, file, text, replacement, test command)
+MUTATIONS = [
+    (
+        "complete_many_without_fence",
+        "a batched completion writes over a run that is no longer the job's",
+        "runtime/src/store/postgres.rs",
+        "WHERE j.id = d.id AND j.fence = d.fence AND j.state = 'running'",
+        "WHERE j.id = d.id AND j.state = 'running'",
+        CONFORMANCE,
+    ),
+    (
+        "complete_in_without_fence",
+        "a completion in the caller's transaction completes someone else's run",
+        "runtime/src/store/postgres.rs",
+        "\" WHERE id = $1 AND fence = $2 AND state = 'running'\"",
+        "\" WHERE id = $1 AND $2 = $2 AND state = 'running'\"",
+        CONFORMANCE,
+    ),
+    (
+        "renew_without_fence",
+        "a lost run keeps renewing the lease of the job's new run",
+        "runtime/src/store/postgres.rs",
+        "AND (e.id, e.fence) IN (SELECT * FROM unnest($3::bigint[], $4::bigint[]))",
+        "AND e.id IN (SELECT id FROM unnest($3::bigint[], $4::bigint[]) AS r(id, fence))",
+        CONFORMANCE,
+    ),
+    (
+        "completion_ignores_cancel",
+        "a job cancelled while it ran ends completed (a cancelled saga ships)",
+        "runtime/src/store/postgres.rs",
+        "cancel_requested THEN 'cancelled' ELSE 'completed' END)",
+        "false THEN 'cancelled' ELSE 'completed' END)",
+        SUITE + ["cancel"],
+    ),
+    (
+        "slot_kept_after_death",
+        "a limited job that dies keeps its slot, and its kind stops",
+        "runtime/migrations/postgres/0015_deploys.sql",
+        "      AND (purpose = 'running' OR (purpose = 'start' AND taken_at IS NULL));\n    PERFORM",
+        "      AND (purpose = 'running' OR (purpose = 'start' AND taken_at IS NULL))\n"
+        "      AND NOT EXISTS (SELECT 1 FROM errand_jobs d WHERE d.id = OLD.id AND d.state = 'dead');\n    PERFORM",
+        SUITE + ["limits", "--", "--skip", "memory", "--skip", "sqlite"],
+    ),
+    (
+        "cascade_not_deferred",
+        "a saga of 2,000 steps overflows PostgreSQL's stack when it completes",
+        "runtime/migrations/postgres/0016_long_workflows.sql",
+        "            UPDATE errand_jobs SET settle_depth = 1 WHERE settle_depth >= 100;\n            EXIT WHEN NOT FOUND;",
+        "            EXIT;",
+        SUITE + ["long_workflows", "--", "--skip", "memory", "--skip", "sqlite"],
+    ),
+    (
+        "sqlite_cascade_unbounded",
+        "a chain of 1,001 jobs fails the dying job's statement on SQLite, forever",
+        "runtime/migrations/sqlite/0016_long_workflows.sql",
+        "AND NEW.settle_depth < 10 AND",
+        "AND NEW.settle_depth < 100000 AND",
+        SUITE + ["long_workflows::a_chain", "--", "--skip", "postgres"],
+    ),
+    (
+        "slots_added_unsorted",
+        "two claims create the first slots of two keys in opposite orders (a deadlock)",
+        "runtime/src/store/sql/claims.rs",
+        "    wanted.sort();\n    wanted\n",
+        "    wanted\n",
+        ["cargo", "test", "-q", "-p", "errand", "--all-features", "--lib", "--", "slots_are_added"],
+    ),
+    (
+        "backoff_stops_the_buffer",
+        "jobs claimed already wait out the store's backoff (up to 25.6 s)",
+        "runtime/src/worker/claim.rs",
+        "                            backoff_until = Some(Instant::now() + wait);\n",
+        "                            backoff_until = Some(Instant::now() + wait);\n"
+        "                            tokio::time::sleep(wait).await;\n",
+        SUITE + ["buffered_jobs_keep_starting"],
+    ),
+    (
+        "leases_on_the_test_clock",
+        "advancing a test client's clock makes a live run look lost, and it runs twice",
+        "runtime/src/store/sqlite.rs",
+        "query.bind(duration_millis(lease).saturating_sub(clock.offset_ms()))",
+        "query.bind(duration_millis(lease))",
+        SUITE + ["moving_the_clock_under_a_live_run"],
+    ),
+]
+
+
+def run(name, what, path, text, replacement, command):
+    full = os.path.join(ROOT, path)
+    with open(full, encoding="utf-8") as f:
+        original = f.read()
+    if original.count(text) != 1:
+        return "stale", f"the text to mutate is found {original.count(text)} times in {path}"
+    try:
+        with open(full, "w", encoding="utf-8") as f:
+            f.write(original.replace(text, replacement))
+        started = time.time()
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+        seconds = time.time() - started
+    finally:
+        with open(full, "w", encoding="utf-8") as f:
+            f.write(original)
+    if done.returncode == 0:
+        return "SURVIVED", f"{' '.join(command)} passed ({seconds:.0f} s)"
+    return "killed", f"{' '.join(command)} failed ({seconds:.0f} s)"
+
+
+def main(args):
+    if args == ["--list"]:
+        for name, what, path, *_ in MUTATIONS:
+            print(f"{name}: {what} ({path})")
+        return 0
+    chosen = [m for m in MUTATIONS if not args or m[0] in args]
+    unknown = set(args) - {m[0] for m in MUTATIONS}
+    if unknown:
+        print(f"unknown mutations: {', '.join(sorted(unknown))}; see --list", file=sys.stderr)
+        return 2
+    survivors = 0
+    for mutation in chosen:
+        verdict, detail = run(*mutation)
+        survivors += verdict != "killed"
+        print(f"{verdict:8} {mutation[0]}: {mutation[1]}\n         {detail}", flush=True)
+    print(f"{len(chosen) - survivors} of {len(chosen)} mutations killed")
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
