@@ -50,6 +50,22 @@ MUTATIONS = [
         CONFORMANCE,
     ),
     (
+        "rescue_keeps_running_key",
+        "a rescued while_executing job keeps its running key, and no other job of the key runs",
+        "runtime/src/store/postgres.rs",
+        "            run_at = errand_now_ms(),\n            lease_until = NULL,\n            running_key = NULL,\n",
+        "            run_at = errand_now_ms(),\n            lease_until = NULL,\n",
+        CONFORMANCE + ["--", "every_unique_strategy_through_rescue"],
+    ),
+    (
+        "schedule_slot_unguarded",
+        "two nodes enqueue the same cron slot: a periodic job runs twice",
+        "runtime/src/store/postgres.rs",
+        "        WHERE name = $1 AND done_until < $2\",",
+        "        WHERE name = $1 AND $2 = $2\",",
+        CONFORMANCE + ["--", "one_job_per_schedule_slot"],
+    ),
+    (
         "completion_ignores_cancel",
         "a job cancelled while it ran ends completed (a cancelled saga ships)",
         "runtime/src/store/postgres.rs",

@@ -74,15 +74,44 @@ impl ConformanceStore {
             "until_executed" => UniqueStrategy::UntilExecuted,
             _ => UniqueStrategy::WhileExecuting,
         };
-        let job = NewJob {
+        Ok(
+            match self.store().enqueue(&self.job(Some(strategy))).await? {
+                Inserted::New(id) => (id.get(), true),
+                Inserted::Duplicate(id) | Inserted::Replaced(id) => (id.get(), false),
+            },
+        )
+    }
+
+    /// Deals with the slot at `at_ms` (milliseconds since the epoch) of a schedule named
+    /// `name` that runs a job every minute, as a worker's scheduler does, registering the
+    /// schedule first: whether this call enqueued the slot's job (one call per slot does,
+    /// however many race for it).
+    pub async fn take_schedule_slot(&self, name: &str, at_ms: i64) -> Result<bool, Error> {
+        let schedule =
+            crate::schedule::Periodic::of_job(name, "* * * * *", self.job(None)).check()?;
+        self.store().register_schedule(&schedule).await?;
+        let slot = crate::schedule::Slot {
+            at: at_ms,
+            run: true,
+        };
+        Ok(self
+            .store()
+            .enqueue_slot(&schedule, slot, None)
+            .await?
+            .is_some())
+    }
+
+    /// The conformance job, unique under `strategy` when given.
+    fn job(&self, strategy: Option<UniqueStrategy>) -> NewJob {
+        NewJob {
             kind: KIND,
             queue: "default".to_owned(),
             args: "{}".to_owned(),
             priority: 5,
             max_attempts: self.max_attempts,
             run_at: RunAt::Now,
-            key: Some(KEY.to_owned()),
-            unique: Some(Unique {
+            key: strategy.map(|_| KEY.to_owned()),
+            unique: strategy.map(|strategy| Unique {
                 strategy,
                 unique_for: None,
                 on_conflict: OnConflict::Skip,
@@ -97,11 +126,7 @@ impl ConformanceStore {
             on_dependency_failure: crate::job::OnDependencyFailure::Cancel,
             any_of: Vec::new(),
             workflow: None,
-        };
-        Ok(match self.store().enqueue(&job).await? {
-            Inserted::New(id) => (id.get(), true),
-            Inserted::Duplicate(id) | Inserted::Replaced(id) => (id.get(), false),
-        })
+        }
     }
 
     /// Claims every available job for `worker`: `(id, fence, attempt)`.

@@ -144,6 +144,19 @@ impl Periodic {
         self
     }
 
+    /// A schedule of `job` on `cron` named `name` (UTC, no catch-up), for the conformance
+    /// tests, which store jobs without a job function.
+    #[cfg(feature = "conformance")]
+    pub(crate) fn of_job(name: &str, cron: &str, job: NewJob) -> Periodic {
+        Periodic {
+            name: name.to_owned(),
+            cron: cron.to_owned(),
+            timezone: "UTC".to_owned(),
+            catch_up: CatchUp::None,
+            job: Ok(job),
+        }
+    }
+
     /// The schedule's name.
     pub(crate) fn schedule_name(&self) -> &str {
         &self.name
