@@ -80,7 +80,34 @@ MUTATIONS = [
         "      AND (purpose = 'running' OR (purpose = 'start' AND taken_at IS NULL));\n    PERFORM",
         "      AND (purpose = 'running' OR (purpose = 'start' AND taken_at IS NULL))\n"
         "      AND NOT EXISTS (SELECT 1 FROM errand_jobs d WHERE d.id = OLD.id AND d.state = 'dead');\n    PERFORM",
-        SUITE + ["limits", "--skip", "memory", "--skip", "sqlite"],
+        SUITE + ["limits::a_limited_job", "--skip", "memory", "--skip", "sqlite"],
+    ),
+    (
+        "slot_kept_after_retry",
+        "a limited job retried or rescued keeps its slot, and its next attempt never starts",
+        "runtime/migrations/postgres/0015_deploys.sql",
+        "      AND (purpose = 'running' OR (purpose = 'start' AND taken_at IS NULL));\n    PERFORM",
+        "      AND (purpose = 'running' OR (purpose = 'start' AND taken_at IS NULL))\n"
+        "      AND NOT EXISTS (SELECT 1 FROM errand_jobs d WHERE d.id = OLD.id AND d.state = 'retryable');\n    PERFORM",
+        SUITE + ["limits::every_other", "--skip", "memory", "--skip", "sqlite"],
+    ),
+    (
+        "slot_kept_after_snooze",
+        "a limited job that snoozes keeps its slot",
+        "runtime/migrations/postgres/0015_deploys.sql",
+        "      AND (purpose = 'running' OR (purpose = 'start' AND taken_at IS NULL));\n    PERFORM",
+        "      AND (purpose = 'running' OR (purpose = 'start' AND taken_at IS NULL))\n"
+        "      AND NOT EXISTS (SELECT 1 FROM errand_jobs d WHERE d.id = OLD.id AND d.state = 'scheduled');\n    PERFORM",
+        SUITE + ["limits::every_other", "--skip", "memory", "--skip", "sqlite"],
+    ),
+    (
+        "slot_kept_after_release",
+        "a limited job put back at shutdown keeps its slot",
+        "runtime/migrations/postgres/0015_deploys.sql",
+        "      AND (purpose = 'running' OR (purpose = 'start' AND taken_at IS NULL));\n    PERFORM",
+        "      AND (purpose = 'running' OR (purpose = 'start' AND taken_at IS NULL))\n"
+        "      AND NOT EXISTS (SELECT 1 FROM errand_jobs d WHERE d.id = OLD.id AND d.state = 'available');\n    PERFORM",
+        SUITE + ["limits::every_other", "--skip", "memory", "--skip", "sqlite"],
     ),
     (
         "cascade_not_deferred",

@@ -1004,3 +1004,38 @@ pub async fn limited_one(
     }
     Ok(())
 }
+
+/// One at a time across the cluster, leaving running each way there is: records
+/// `label attempt N`; on its first attempt fails (`retry`), snoozes (`snooze`), or waits for
+/// the tag's gate (`block`: for a crash or a shutdown to meet it); then completes.
+#[job(queue = "limited", concurrency = 1, retry = 5, backoff = fast)]
+pub async fn limited_way_out(
+    ctx: &Context,
+    tag: String,
+    label: String,
+    way: String,
+) -> Result<Outcome, TestError> {
+    record(&tag, format!("{label} attempt {}", ctx.attempt()));
+    match way.as_str() {
+        "retry" if ctx.attempt() == 1 => Err(TestError::Flaky(1)),
+        "snooze"
+            if records(&tag)
+                .iter()
+                .filter(|r| r.starts_with(&label))
+                .count()
+                == 1 =>
+        {
+            Ok(Outcome::Snooze(Duration::from_millis(10)))
+        }
+        "block" => {
+            // Each run takes a permit of its own: a permit is not given back.
+            let gate = gate(&tag);
+            let permit = gate.acquire().await;
+            permit
+                .map_err(|_| TestError::Broken("gate closed".into()))?
+                .forget();
+            Ok(Outcome::Done)
+        }
+        _ => Ok(Outcome::Done),
+    }
+}

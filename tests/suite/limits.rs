@@ -5,7 +5,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use errand::{JobFilter, JobInfo, JobState, Page};
 use errand_tests::common::{gate, job, records, tag, wait_for, wait_for_within, worker, TestStore};
-use errand_tests::jobs::{limited_one, limited_pair, metered, metered_slow, occupies, per_account};
+use errand_tests::jobs::{
+    limited_one, limited_pair, limited_way_out, metered, metered_slow, occupies, per_account,
+};
 use errand_tests::processes::{Options, WorkerProcess};
 use errand_tests::{per_sql_store, per_store};
 
@@ -20,7 +22,8 @@ per_store!(
     a_concurrency_key_limits_each_key_apart,
     a_rate_holds_when_jobs_start,
     a_saturated_limit_goes_on_without_waiting_for_a_poll,
-    a_limited_job_that_dies_or_is_cancelled_while_running_frees_its_slot
+    a_limited_job_that_dies_or_is_cancelled_while_running_frees_its_slot,
+    every_other_way_out_of_running_frees_a_limited_slot
 );
 
 fn millis(t: SystemTime) -> i64 {
@@ -347,4 +350,64 @@ async fn a_limited_job_that_dies_or_is_cancelled_while_running_frees_its_slot(st
     .await;
     handle.shutdown().await.unwrap();
     assert_eq!(records(&t), ["dies", "cancelled", "last"]);
+}
+
+/// The other ways a limited job (one at a time) leaves `running`, each followed by a run that
+/// needs the slot back: a retry and a snooze (the same job's next attempt), a rescue after its
+/// worker crashed, and a release when its worker shut down.
+async fn every_other_way_out_of_running_frees_a_limited_slot(store: TestStore) {
+    let client = &store.client;
+    let t = tag("limited-ways");
+    let within = Duration::from_secs(15);
+    let way =
+        |label: &str, way: &str| limited_way_out::with(t.clone(), label.to_owned(), way.to_owned());
+    let completed = |id| async move { job(client, id).await.state == JobState::Completed };
+    // Every worker with a short lease: a stopped worker's rescue lock lasts two thirds of its
+    // lease, and no other worker rescues before it runs out.
+    let lease = Duration::from_secs(1);
+    let handle = worker(client, &["limited"]).lease(lease).spawn();
+    for (label, how) in [("retried", "retry"), ("snoozed", "snooze")] {
+        let id = way(label, how).enqueue(client).await.unwrap().id;
+        wait_for_within(within, label, || completed(id)).await;
+    }
+    handle.shutdown().await.unwrap();
+
+    // A crash: the run is dropped where it waits; another worker rescues it once its lease
+    // runs out, and its next attempt takes the slot.
+    let crashed = way("crashed", "block").enqueue(client).await.unwrap().id;
+    let first = worker(client, &["limited"]).lease(lease).spawn();
+    wait_for_within(within, "the run to start", || async {
+        records(&t).iter().any(|r| r == "crashed attempt 1")
+    })
+    .await;
+    first.abort();
+    // Its run is gone before the gate opens, so that only the next attempt passes it.
+    wait_for_within(within, "the crashed worker to stop", || async {
+        first.is_finished()
+    })
+    .await;
+    gate(&t).add_permits(1);
+    let second = worker(client, &["limited"])
+        .lease(lease)
+        .grace_period(Duration::from_millis(200))
+        .spawn();
+    wait_for_within(within, "the rescued job to run again", || {
+        completed(crashed)
+    })
+    .await;
+    // A shutdown: the run outlives the grace period and is put back; a new worker runs it.
+    let released = way("released", "block").enqueue(client).await.unwrap().id;
+    wait_for_within(within, "the run to start", || async {
+        records(&t).iter().any(|r| r == "released attempt 1")
+    })
+    .await;
+    second.shutdown().await.unwrap();
+    assert_eq!(job(client, released).await.state, JobState::Available);
+    gate(&t).add_permits(1);
+    let third = worker(client, &["limited"]).lease(lease).spawn();
+    wait_for_within(within, "the released job to run again", || {
+        completed(released)
+    })
+    .await;
+    third.shutdown().await.unwrap();
 }
