@@ -66,6 +66,14 @@ MUTATIONS = [
         CONFORMANCE + ["--", "one_job_per_schedule_slot"],
     ),
     (
+        "locks_kept_at_shutdown",
+        "a stopped worker keeps its rescue lock, and nobody rescues for two thirds of its lease",
+        "runtime/src/store/sql/kinds.rs",
+        "    postgres: \"DELETE FROM errand_locks WHERE holder = $1\",",
+        "    postgres: \"DELETE FROM errand_locks WHERE holder = $1 AND false\",",
+        SUITE + ["limits::every_other", "--skip", "memory", "--skip", "sqlite"],
+    ),
+    (
         "completion_ignores_cancel",
         "a job cancelled while it ran ends completed (a cancelled saga ships)",
         "runtime/src/store/postgres.rs",

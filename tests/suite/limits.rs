@@ -362,10 +362,10 @@ async fn every_other_way_out_of_running_frees_a_limited_slot(store: TestStore) {
     let way =
         |label: &str, way: &str| limited_way_out::with(t.clone(), label.to_owned(), way.to_owned());
     let completed = |id| async move { job(client, id).await.state == JobState::Completed };
-    // Every worker with a short lease: a stopped worker's rescue lock lasts two thirds of its
-    // lease, and no other worker rescues before it runs out.
+    // This worker has the default lease (30 s), the next ones 1 s: as it stops it gives up the
+    // rescue lock, which it took for 20 s, so that the others rescue at once.
     let lease = Duration::from_secs(1);
-    let handle = worker(client, &["limited"]).lease(lease).spawn();
+    let handle = worker(client, &["limited"]).spawn();
     for (label, how) in [("retried", "retry"), ("snoozed", "snooze")] {
         let id = way(label, how).enqueue(client).await.unwrap().id;
         wait_for_within(within, label, || completed(id)).await;

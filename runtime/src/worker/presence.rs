@@ -48,7 +48,7 @@ pub(super) async fn keep(runner: Arc<Runner>, stop: CancellationToken) -> Result
     }
 }
 
-/// Removes this worker's row, as it stops.
+/// Removes this worker's row and gives up its locks, as it stops (its services have).
 pub(super) async fn leave(runner: &Runner) {
     if let Err(err) = runner.client.store().leave(&runner.id).await {
         tracing::warn!(worker = %runner.id, error = %err, "removing this worker from the live workers failed");
