@@ -194,28 +194,29 @@ impl ConformanceStore {
 
     /// Completes a run in a transaction of the caller's own, as `Context::complete_in` does.
     pub async fn complete_in(&self, id: i64, fence: i64) -> Result<bool, Error> {
-        let id = JobId::new(id);
-        let commit = |source| Error::Store {
+        match self.store() {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(_) => self.complete_committed::<sqlx::Sqlite>(id, fence).await,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(_) => self.complete_committed::<sqlx::Postgres>(id, fence).await,
+        }
+    }
+
+    /// [`ConformanceStore::complete_in`] on a transaction of database `DB`.
+    async fn complete_committed<DB>(&self, id: i64, fence: i64) -> Result<bool, Error>
+    where
+        DB: crate::client::StoreDatabase,
+        sqlx::Transaction<'static, DB>: crate::request::sealed::Sealed,
+    {
+        use crate::request::sealed::Sealed;
+        let mut tx = self.client.begin::<DB>().await?;
+        let done = tx.complete_job(JobId::new(id), fence).await?;
+        tx.commit().await.map_err(|source| Error::Store {
             store: self.store().name(),
             op: "commit the caller's transaction".to_owned(),
             source,
-        };
-        match self.store() {
-            #[cfg(feature = "sqlite")]
-            Backend::Sqlite(_) => {
-                let mut tx = self.client.begin::<sqlx::Sqlite>().await?;
-                let done = crate::store::sqlite::complete(&mut tx, id, fence).await?;
-                tx.commit().await.map_err(commit)?;
-                Ok(done)
-            }
-            #[cfg(feature = "postgres")]
-            Backend::Postgres(_) => {
-                let mut tx = self.client.begin::<sqlx::Postgres>().await?;
-                let done = crate::store::postgres::complete(&mut tx, id, fence).await?;
-                tx.commit().await.map_err(commit)?;
-                Ok(done)
-            }
-        }
+        })?;
+        Ok(done)
     }
 
     pub async fn complete_many(&self, runs: &[(i64, i64)]) -> Result<Vec<i64>, Error> {

@@ -458,7 +458,7 @@ pub(crate) fn check_queue_name(queue: &str) -> Result<(), Error> {
 /// connection, of SQLite or PostgreSQL (with the matching cargo feature).
 pub trait Transaction: sealed::Sealed + Send {}
 
-mod sealed {
+pub(crate) mod sealed {
     use std::future::Future;
 
     use crate::error::Error;

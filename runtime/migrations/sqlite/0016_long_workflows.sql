@@ -30,6 +30,17 @@ BEGIN
     WHERE n <= 100 AND EXISTS (SELECT 1 FROM errand_jobs WHERE settle_depth >= 10);
 END;
 
+-- The job whose statement began the cascade (depth 0) settles what was deferred. This trigger
+-- fires after the one that settles the job's dependents, which is created after it: SQLite
+-- fires a statement's triggers newest first (the long-workflow tests fail otherwise).
+CREATE TRIGGER errand_jobs_settle_deferred AFTER UPDATE OF state ON errand_jobs
+    WHEN NEW.has_dependents AND NEW.settle_depth = 0 AND OLD.state <> NEW.state
+         AND NEW.state IN ('completed', 'dead', 'cancelled')
+         AND EXISTS (SELECT 1 FROM errand_jobs WHERE settle_depth >= 10)
+BEGIN
+    INSERT INTO errand_settle_batch (n) SELECT n FROM errand_settle_counter;
+END;
+
 DROP TRIGGER errand_jobs_settle_dependents;
 
 CREATE TRIGGER errand_jobs_settle_dependents AFTER UPDATE OF state, settle_depth ON errand_jobs
@@ -91,9 +102,4 @@ BEGIN
             'at', NEW.finished_at, 'duration_ms', 0, 'worker', ''))
     WHERE state = 'pending' AND NEW.state <> 'completed' AND id IN (
         SELECT job_id FROM errand_job_deps WHERE depends_on = NEW.id AND on_failure = 'cancel');
-    -- The job whose statement began the cascade settles what was deferred.
-    INSERT INTO errand_settle_batch (n)
-    SELECT n FROM errand_settle_counter
-    WHERE NEW.settle_depth = 0 AND OLD.state <> NEW.state
-      AND EXISTS (SELECT 1 FROM errand_jobs WHERE settle_depth >= 10);
 END;

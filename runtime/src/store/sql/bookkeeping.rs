@@ -57,30 +57,29 @@ macro_rules! idle_slot {
     };
 }
 
+/// The slots of limit keys whose slots are all idle, in one dialect's parameters.
+macro_rules! idle_keys_slots {
+    ($now:literal, $idle:literal, $batch:literal) => {
+        concat!(
+            "DELETE FROM errand_limit_slots
+            WHERE limit_key IN (
+                SELECT limit_key FROM errand_limit_slots GROUP BY limit_key
+                HAVING min(CASE WHEN ",
+            idle_slot!($now, $idle),
+            " THEN 1 ELSE 0 END) = 1
+                LIMIT ",
+            $batch,
+            ")
+              AND ",
+            idle_slot!($now, $idle)
+        )
+    };
+}
+
 /// `idle, batch, now`: the slots of limit keys whose slots are all idle.
 const SLOTS: Both = Both {
-    postgres: concat!(
-        "DELETE FROM errand_limit_slots
-        WHERE limit_key IN (
-            SELECT limit_key FROM errand_limit_slots GROUP BY limit_key
-            HAVING min(CASE WHEN ",
-        idle_slot!("errand_now_ms()", "$1"),
-        " THEN 1 ELSE 0 END) = 1
-            LIMIT $2)
-          AND ",
-        idle_slot!("errand_now_ms()", "$1")
-    ),
-    sqlite: concat!(
-        "DELETE FROM errand_limit_slots
-        WHERE limit_key IN (
-            SELECT limit_key FROM errand_limit_slots GROUP BY limit_key
-            HAVING min(CASE WHEN ",
-        idle_slot!("?3", "?1"),
-        " THEN 1 ELSE 0 END) = 1
-            LIMIT ?2)
-          AND ",
-        idle_slot!("?3", "?1")
-    ),
+    postgres: idle_keys_slots!("errand_now_ms()", "$1", "$2"),
+    sqlite: idle_keys_slots!("?3", "?1", "?2"),
 };
 
 /// `unseen_for, batch, now`: schedules no worker has run for the window.
