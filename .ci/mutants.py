@@ -134,6 +134,14 @@ MUTATIONS = [
         SUITE + ["long_workflows::a_chain", "--skip", "postgres"],
     ),
     (
+        "sqlite_deferred_never_settled",
+        "jobs a deep cascade deferred on SQLite stay pending forever",
+        "runtime/migrations/sqlite/0016_long_workflows.sql",
+        "         AND EXISTS (SELECT 1 FROM errand_jobs WHERE settle_depth >= 10)\nBEGIN",
+        "         AND false\nBEGIN",
+        SUITE + ["long_workflows::a_chain", "--skip", "postgres"],
+    ),
+    (
         "slots_added_unsorted",
         "two claims create the first slots of two keys in opposite orders (a deadlock)",
         "runtime/src/store/sql/claims.rs",
