@@ -40,9 +40,12 @@
 //! finishing and completing in batches, a rescuer expiring leases and rescuing, all at once)
 //! must be linearizable to, checked with stateright's `LinearizabilityTester`.
 
+pub mod cron;
+pub mod flow;
+pub mod flow_model;
 pub mod spec;
 
-use stateright::{Model, Property};
+use stateright::{Checker, HasDiscoveries, Model, Property};
 
 pub use spec::{Faults, JobState, Lease, Outcome, StoreSpec, Strategy};
 
@@ -893,4 +896,36 @@ fn holding_rule(strategy: Strategy, store: &StoreSpec) -> bool {
         _ => true,
     };
     holders <= 1 && running_keys <= 1 && each && no_twins
+}
+
+/// One check at a time: each uses both cores already, and the largest hold millions of states
+/// in memory.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Explores `model` breadth first on both cores until `until`, one check at a time, and prints
+/// how many states it saw and how long it took (the figures the README quotes).
+pub fn explore<M>(model: M, label: &str, until: HasDiscoveries) -> impl Checker<M>
+where
+    M: Model + Send + Sync + 'static,
+    M::State: Clone + std::fmt::Debug + std::hash::Hash + PartialEq + Send + Sync + 'static,
+    M::Action: Clone + std::fmt::Debug + PartialEq + Send + Sync + 'static,
+{
+    // A check that failed poisons the lock; the next still runs.
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let started = std::time::Instant::now();
+    let checker = model
+        .checker()
+        .threads(2)
+        .finish_when(until)
+        .spawn_bfs()
+        .join();
+    println!(
+        "{label}: {} states ({} unique) in {:.1?}",
+        checker.state_count(),
+        checker.unique_state_count(),
+        started.elapsed()
+    );
+    checker
 }

@@ -1,39 +1,11 @@
 //! The protocol checked in every interleaving within the bounds, under each unique strategy;
 //! and each broken variant caught by the property it breaks.
 
-use std::sync::Mutex;
-use std::time::Instant;
-
-use errand_model::{Faults, Parts, Protocol, Strategy, WorkerFaults};
-use stateright::{Checker, HasDiscoveries, Model};
+use errand_model::{explore, Faults, Parts, Protocol, Strategy, WorkerFaults};
+use stateright::{Checker, HasDiscoveries};
 
 fn check(protocol: Protocol, label: &str) -> impl Checker<Protocol> {
     explore(protocol, label, HasDiscoveries::AllFailures)
-}
-
-/// One check at a time: each uses both cores already, and the largest hold millions of states
-/// in memory.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn explore(protocol: Protocol, label: &str, until: HasDiscoveries) -> impl Checker<Protocol> {
-    // A check that failed poisons the lock; the next still runs.
-    let _turn = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let started = Instant::now();
-    let checker = protocol
-        .checker()
-        .threads(2)
-        .finish_when(until)
-        .spawn_bfs()
-        .join();
-    println!(
-        "{label}: {} states ({} unique) in {:.1?}",
-        checker.state_count(),
-        checker.unique_state_count(),
-        started.elapsed()
-    );
-    checker
 }
 
 #[test]

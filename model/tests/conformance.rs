@@ -2,7 +2,10 @@
 //! and a real PostgreSQL schema and on [`StoreSpec`], comparing every result and every row
 //! after each step; a divergence shrinks to a minimal sequence.
 
-use errand::conformance::{ConformanceStore, End, RowView};
+mod common;
+
+use common::{postgres_answers, worker_name, Opened, Postgres, Sqlite, Target, MAX_ATTEMPTS};
+use errand::conformance::{End, RowView};
 use errand_model::spec::{Cancellation, Inserted, Lease, Row};
 use errand_model::{Faults, JobState, Outcome, StoreSpec, Strategy};
 use proptest::prelude::*;
@@ -10,7 +13,6 @@ use proptest::strategy::Strategy as _;
 use proptest::test_runner::Config;
 use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
 
-const MAX_ATTEMPTS: u8 = 2;
 const WORKERS: u8 = 2;
 
 /// One store operation, with the spec's ids (0, 1, ...; the store's are 1, 2, ...).
@@ -241,28 +243,22 @@ impl ReferenceStateMachine for Reference {
     }
 }
 
-/// A real store, with the runtime that drives it.
+/// A real store, and the store's id of each spec job.
 struct Sut {
-    runtime: tokio::runtime::Runtime,
-    store: ConformanceStore,
-    schema: String,
-    _dir: Option<tempfile::TempDir>,
+    opened: Opened,
     /// The store's id of each spec job (ids need not be dense: a refused insert may use one).
     ids: Vec<i64>,
 }
 
-fn worker_name(worker: u8) -> String {
-    format!("w{worker}")
+impl std::ops::Deref for Sut {
+    type Target = Opened;
+
+    fn deref(&self) -> &Opened {
+        &self.opened
+    }
 }
 
 impl Sut {
-    fn run<T>(&self, f: impl std::future::Future<Output = Result<T, errand::Error>>) -> T {
-        match self.runtime.block_on(f) {
-            Ok(value) => value,
-            Err(err) => panic!("store operation failed: {err}"),
-        }
-    }
-
     fn store_id(&self, id: usize) -> i64 {
         self.ids[id]
     }
@@ -422,82 +418,6 @@ fn compare_rows(sut: &Sut, reference: &Reference) {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => panic!("a tokio runtime: {err}"),
-    }
-}
-
-fn connect(runtime: &tokio::runtime::Runtime, url: &str, schema: &str) -> ConformanceStore {
-    match runtime.block_on(ConformanceStore::connect(
-        url,
-        schema,
-        u32::from(MAX_ATTEMPTS),
-    )) {
-        Ok(store) => store,
-        Err(err) => panic!("connect to {url}: {err}"),
-    }
-}
-
-impl Drop for Sut {
-    /// Drops a PostgreSQL test schema (nothing on SQLite) however the case ended: a case that
-    /// fails, and every case of its shrinking, ends in a panic that skips `teardown`.
-    fn drop(&mut self) {
-        if !self.schema.is_empty() {
-            self.runtime.block_on(self.store.drop_schema(&self.schema));
-        }
-    }
-}
-
-/// Where a test's store lives.
-trait Target {
-    /// A fresh, migrated, empty store.
-    fn open() -> Sut;
-}
-
-struct Sqlite;
-
-impl Target for Sqlite {
-    fn open() -> Sut {
-        let runtime = runtime();
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let url = format!("sqlite://{}", dir.path().join("conformance.db").display());
-        let store = connect(&runtime, &url, "public");
-        Sut {
-            runtime,
-            store,
-            schema: String::new(),
-            _dir: Some(dir),
-            ids: Vec::new(),
-        }
-    }
-}
-
-struct Postgres;
-
-static SCHEMAS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-
-impl Target for Postgres {
-    fn open() -> Sut {
-        let runtime = runtime();
-        let url = postgres_url();
-        let n = SCHEMAS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let schema = format!("errand_conformance_{}_{n}", std::process::id());
-        let store = connect(&runtime, &url, &schema);
-        Sut {
-            runtime,
-            store,
-            schema,
-            _dir: None,
-            ids: Vec::new(),
-        }
-    }
-}
-
 /// The state-machine test on target `T`.
 struct On<T>(std::marker::PhantomData<T>);
 
@@ -506,7 +426,10 @@ impl<T: Target> StateMachineTest for On<T> {
     type Reference = Reference;
 
     fn init_test(_: &Reference) -> Sut {
-        T::open()
+        Sut {
+            opened: T::open(),
+            ids: Vec::new(),
+        }
     }
 
     fn apply(mut sut: Sut, reference: &Reference, op: Op) -> Sut {
@@ -525,32 +448,6 @@ fn config() -> Config {
         failure_persistence: None,
         ..Config::default()
     }
-}
-
-/// Whether the test PostgreSQL server answers. Without one, the PostgreSQL test says so and
-/// passes, as the suite's do, unless `CI` is set.
-fn postgres_answers() -> bool {
-    static ANSWERS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ANSWERS.get_or_init(|| {
-        let url = postgres_url();
-        let probe = runtime()
-            .block_on(async { <sqlx::PgConnection as sqlx::Connection>::connect(&url).await });
-        match probe {
-            Ok(_) => true,
-            Err(err) if std::env::var_os("CI").is_none() => {
-                eprintln!("SKIPPED (PostgreSQL): {url}: {err}");
-                false
-            }
-            Err(err) => {
-                panic!("PostgreSQL is required when CI is set, but {url} did not answer: {err}")
-            }
-        }
-    })
-}
-
-fn postgres_url() -> String {
-    std::env::var("ERRAND_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
 prop_state_machine! {
@@ -581,7 +478,10 @@ fn replay<T: Target>(strategy: Strategy, ops: &[Op]) {
         args: Vec::new(),
         returned: Returned::Nothing,
     };
-    let mut sut = T::open();
+    let mut sut = Sut {
+        opened: T::open(),
+        ids: Vec::new(),
+    };
     for op in ops {
         reference = <Reference as ReferenceStateMachine>::apply(reference, op);
         sut.apply(&reference, op);
