@@ -22,6 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SUITE = ["cargo", "test", "-q", "-p", "errand-tests", "--test", "suite", "--"]
 CONFORMANCE = ["cargo", "test", "-q", "-p", "errand-model", "--test", "conformance"]
+FLOW = ["cargo", "test", "-q", "-p", "errand-model", "--test", "flow_conformance"]
 
 # (name, what it breaks, file, text, replacement, test command)
 MUTATIONS = [
@@ -165,6 +166,62 @@ MUTATIONS = [
         "WHERE state = 'running' AND lease_until < ?6",
         "WHERE state = 'running' AND lease_until < ?5",
         SUITE + ["moving_the_clock_under_a_live_run"],
+    ),
+    (
+        "stopped_without_run",
+        "a saga step cancelled before its run began (expired, or cancelled in the buffer) is undone",
+        "runtime/migrations/postgres/0017_saga_stops.sql",
+        "AND OLD.state = 'running' AND NEW.attempt = OLD.attempt",
+        "AND OLD.state = 'running'",
+        FLOW + ["--", "fixed_paths_on_postgres"],
+    ),
+    (
+        "late_completion_not_undone",
+        "a saga step that completes after the next was cancelled is never undone",
+        "runtime/migrations/postgres/0017_saga_stops.sql",
+        "AND later.state = 'cancelled' AND later.settle_depth = 0",
+        "AND false",
+        FLOW + ["--", "fixed_paths_on_postgres"],
+    ),
+    (
+        "start_ignores_cancel",
+        "a job cancelled while it waits in a worker's buffer begins anyway (a cancelled saga ships)",
+        "runtime/src/store/sql/claims.rs",
+        "COALESCE(j.expires_at <= errand_now_ms(), false), j.cancel_requested",
+        "COALESCE(j.expires_at <= errand_now_ms(), false), false",
+        FLOW + ["--", "fixed_paths_on_postgres"],
+    ),
+    (
+        "release_refunds_cancelled",
+        "a run cancelled as it is put back at shutdown is taken as never begun, and not undone",
+        "runtime/src/store/postgres.rs",
+        "attempt = CASE WHEN cancel_requested THEN attempt ELSE attempt - 1 END",
+        "attempt = attempt - 1",
+        FLOW + ["--", "fixed_paths_on_postgres"],
+    ),
+    (
+        "overridden_snooze_refunded",
+        "a run that snoozes after its cancellation was asked is taken as never begun, and not undone",
+        "runtime/src/store/postgres.rs",
+        "attempt = attempt - CASE WHEN cancel_requested AND $3 NOT IN ('dead', 'cancelled') THEN 0 ELSE $5 END",
+        "attempt = attempt - $5",
+        FLOW + ["--", "fixed_paths_on_postgres"],
+    ),
+    (
+        "retry_leaves_dependents_counted",
+        "a retried dead job of a batch is not waited for, and on_complete runs before it ends",
+        "runtime/migrations/postgres/0017_saga_stops.sql",
+        "    UPDATE errand_jobs j SET waiting_on = j.waiting_on + 1",
+        "    UPDATE errand_jobs j SET waiting_on = j.waiting_on",
+        FLOW + ["--", "fixed_paths_on_postgres"],
+    ),
+    (
+        "claim_ignores_pause",
+        "a paused queue's jobs are claimed",
+        "runtime/src/store/postgres.rs",
+        "                   AND NOT EXISTS (SELECT 1 FROM errand_queues p\n                                   WHERE p.queue = w.queue AND p.paused_at IS NOT NULL)\n",
+        "",
+        FLOW + ["--", "fixed_paths_on_postgres"],
     ),
 ]
 

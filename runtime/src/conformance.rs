@@ -40,9 +40,75 @@ pub enum End {
     Retry,
     Die,
     Snooze,
+    /// Cancelled as expired before it began (the worker's start check).
+    Expired,
+    /// Cancelled as asked before it began (the worker's start check).
+    Unstarted,
 }
 
 const KIND: &str = "conformance";
+/// The kinds of the workflow rules' conformance test: plain, limited (one running at a time,
+/// one key: the kind), and fair by key.
+const FLOW: &str = "flow";
+const FLOW_LIMITED: &str = "flow_limited";
+const FLOW_FAIR: &str = "flow_fair";
+
+/// Where a job of a flow group waits: on a stored job, or on an earlier job of its group.
+#[derive(Clone, Copy, Debug)]
+pub enum FlowParent {
+    Stored(i64),
+    InGroup(usize),
+}
+
+/// A job of the workflow rules' conformance test.
+#[derive(Clone, Debug, Default)]
+pub struct FlowNew {
+    /// Queue `q0` or `q1`.
+    pub queue: u8,
+    /// Of the limited kind, stored with its limit's key (`true`) or without (before the limit).
+    pub limited: Option<bool>,
+    /// Of the fair kind, with key `k<n>`, or without one (before `fair_by`).
+    pub fair: Option<Option<u8>>,
+    /// With a deadline (an hour away, until time passes it).
+    pub deadline: bool,
+    /// The jobs it waits on, each with its edge: `cancel`, `run`, `when_failed`, `when_ran` or
+    /// `when_stopped` (the last three, for a saga's compensation).
+    pub parents: Vec<(FlowParent, &'static str)>,
+    /// Its step name in its group's workflow.
+    pub step: Option<String>,
+    /// Its priority: claims take jobs in its order.
+    pub priority: u8,
+}
+
+/// A job's row, as the flow spec has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowRowView {
+    pub state: String,
+    pub fence: i64,
+    pub attempt: i64,
+    pub worker: Option<String>,
+    pub lease_live: Option<bool>,
+    pub cancel_requested: bool,
+    pub limit_key: bool,
+    pub fair_key: Option<String>,
+    pub expired: bool,
+    pub waiting_on: i64,
+    pub has_dependents: bool,
+    /// Cancelled by the settling of a job it waited on (`settle_depth` > 0).
+    pub by_cascade: bool,
+}
+
+/// The rows and the tables beside them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowView {
+    pub rows: Vec<(i64, FlowRowView)>,
+    /// The jobs holding the limit's running slots, ascending.
+    pub slots: Vec<i64>,
+    /// The fair keys served, ascending.
+    pub turns: Vec<String>,
+    /// The paused queues, ascending.
+    pub paused: Vec<String>,
+}
 const KEY: &str = "the-key";
 
 fn now_ms() -> i64 {
@@ -188,6 +254,14 @@ impl ConformanceStore {
             End::Retry => Finish::retry(Duration::ZERO, error()),
             End::Die => Finish::dead(error()),
             End::Snooze => Finish::snooze(Duration::ZERO),
+            End::Expired => Finish::expired(AttemptError {
+                kind: FailureKind::Expired,
+                ..error()
+            }),
+            End::Unstarted => Finish::cancelled_unstarted(AttemptError {
+                kind: FailureKind::Cancelled,
+                ..error()
+            }),
         };
         self.store().finish(JobId::new(id), fence, &finish).await
     }
@@ -359,7 +433,7 @@ impl ConformanceStore {
     }
 
     async fn set_past(&self, column: &'static str, id: i64) -> Result<(), Error> {
-        // `column` is one of two literals above, never input.
+        // `column` is one of the literals above, never input.
         let sql =
             format!("UPDATE errand_jobs SET {column} = 1 WHERE id = $1 AND {column} IS NOT NULL");
         let failed = |source| Error::Store {
@@ -436,6 +510,272 @@ impl ConformanceStore {
                 (r.0, view)
             })
             .collect())
+    }
+
+    /// Enqueues `group` in one transaction, in a workflow of kind `workflow` when given (its
+    /// jobs named by their `step`): the ids, and the workflow's.
+    pub async fn flow_enqueue(
+        &self,
+        group: &[FlowNew],
+        workflow: Option<&'static str>,
+    ) -> Result<(Vec<i64>, Option<i64>), Error> {
+        match self.store() {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(_) => self.flow_insert::<sqlx::Sqlite>(group, workflow).await,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(_) => self.flow_insert::<sqlx::Postgres>(group, workflow).await,
+        }
+    }
+
+    async fn flow_insert<DB>(
+        &self,
+        group: &[FlowNew],
+        workflow: Option<&'static str>,
+    ) -> Result<(Vec<i64>, Option<i64>), Error>
+    where
+        DB: crate::client::StoreDatabase,
+        sqlx::Transaction<'static, DB>: crate::request::sealed::Sealed,
+    {
+        use crate::request::sealed::Sealed;
+        let mut tx = self.client.begin::<DB>().await?;
+        let workflow_id = match workflow {
+            Some(kind) => Some(tx.insert_workflow("flow", kind).await?),
+            None => None,
+        };
+        let mut ids: Vec<i64> = Vec::with_capacity(group.len());
+        for new in group {
+            let job = self.flow_job(new, &ids, workflow_id);
+            ids.push(tx.insert_job(&job).await?.id().get());
+        }
+        tx.commit().await.map_err(|source| Error::Store {
+            store: self.store().name(),
+            op: "commit the flow group".to_owned(),
+            source,
+        })?;
+        Ok((ids, workflow_id))
+    }
+
+    /// The stored job of `new`, whose parents in its group have the ids `earlier`.
+    fn flow_job(&self, new: &FlowNew, earlier: &[i64], workflow: Option<i64>) -> NewJob {
+        let (kind, limit_key, fair_key) = match (new.limited, new.fair) {
+            (Some(keyed), _) => (FLOW_LIMITED, keyed.then(|| FLOW_LIMITED.to_owned()), None),
+            (None, Some(key)) => (FLOW_FAIR, None, key.map(|k| format!("k{k}"))),
+            (None, None) => (FLOW, None, None),
+        };
+        let parent = |p: &FlowParent| {
+            JobId::new(match *p {
+                FlowParent::Stored(id) => id,
+                FlowParent::InGroup(index) => earlier[index],
+            })
+        };
+        let any = new
+            .parents
+            .iter()
+            .any(|(_, edge)| edge.starts_with("when_"));
+        let mut job = NewJob {
+            kind,
+            queue: format!("q{}", new.queue),
+            priority: new.priority,
+            limit_key,
+            fair_key,
+            expires: new
+                .deadline
+                .then_some(crate::store::Expiry::After(Duration::from_secs(3600))),
+            workflow: workflow.map(|id| (id, new.step.clone().unwrap_or_default())),
+            ..self.job(None)
+        };
+        if any {
+            job.any_of = new
+                .parents
+                .iter()
+                .map(|(p, edge)| {
+                    let release = match *edge {
+                        "when_failed" => crate::store::Release::Failed,
+                        "when_ran" => crate::store::Release::Ran,
+                        _ => crate::store::Release::Stopped,
+                    };
+                    (parent(p), release)
+                })
+                .collect();
+        } else {
+            job.after = new.parents.iter().map(|(p, _)| parent(p)).collect();
+            if new.parents.iter().any(|(_, edge)| *edge == "run") {
+                job.on_dependency_failure = crate::job::OnDependencyFailure::Run;
+            }
+        }
+        job
+    }
+
+    /// Adds a plain job to batch `batch`: its id, or `None` when the batch is closed.
+    pub async fn flow_add_to_batch(&self, batch: i64) -> Result<Option<i64>, Error> {
+        let job = self.flow_job(&FlowNew::default(), &[], None);
+        let added = self
+            .store()
+            .add_to_batch(
+                crate::workflow::WorkflowId::new(batch),
+                job,
+                &["on_success", "on_complete"],
+            )
+            .await;
+        match added {
+            Ok(id) => Ok(Some(id.get())),
+            Err(Error::BatchClosed { .. }) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Claims for `worker` as its claim loop does: the plain jobs of both queues, the fair
+    /// jobs of each (every key in turn), and the limited jobs (one running at a time); each
+    /// `(id, fence, attempt)`, by id.
+    pub async fn flow_claim(&self, worker: &str) -> Result<Vec<(i64, i64, u32)>, Error> {
+        let lease = Duration::from_secs(3600);
+        let store = self.store();
+        let queues = [("q0", 100), ("q1", 100)];
+        let mut claimed = store.claim(&queues, &[FLOW], worker, lease).await?;
+        for (queue, _) in queues {
+            claimed.extend(
+                store
+                    .claim_fair(queue, 100, &[FLOW_FAIR], worker, lease)
+                    .await?,
+            );
+        }
+        let limits = [crate::store::KindLimit {
+            kind: FLOW_LIMITED,
+            max_running: Some(1),
+            rate: None,
+        }];
+        claimed.extend(
+            store
+                .claim_limited(&["q0", "q1"], &limits, 100, worker, lease)
+                .await?,
+        );
+        let mut runs: Vec<(i64, i64, u32)> = claimed
+            .into_iter()
+            .map(|c| (c.id.get(), c.fence, c.attempt))
+            .collect();
+        runs.sort_unstable();
+        Ok(runs)
+    }
+
+    /// The worker's start check of a run that waited in its buffer: `yes`, `paused`,
+    /// `expired`, `cancelled` or `lost`.
+    pub async fn flow_startable(&self, id: i64, fence: i64) -> Result<&'static str, Error> {
+        use crate::store::Startable;
+        Ok(match self.store().startable(JobId::new(id), fence).await? {
+            Startable::Yes => "yes",
+            Startable::Paused => "paused",
+            Startable::Expired => "expired",
+            Startable::Cancelled => "cancelled",
+            Startable::Lost => "lost",
+        })
+    }
+
+    /// Pauses or resumes queue `q{queue}`: whether that changed it.
+    pub async fn flow_set_paused(&self, queue: u8, paused: bool) -> Result<bool, Error> {
+        self.store().set_paused(&format!("q{queue}"), paused).await
+    }
+
+    /// Time passes job `id`'s deadline.
+    pub async fn pass_deadline(&self, id: i64) -> Result<(), Error> {
+        self.set_past("expires_at", id).await
+    }
+
+    /// Gives job `id` the keys its kind has that it lacks, as a worker that knows the kind
+    /// does: the limit's (`limited`) or fair key `k<fair>`.
+    pub async fn flow_adopt(&self, id: i64, limited: bool, fair: Option<u8>) -> Result<u64, Error> {
+        let keys = crate::request::Keys {
+            limit: limited.then(|| FLOW_LIMITED.to_owned()),
+            fair: fair.map(|k| format!("k{k}")),
+        };
+        self.store().adopt(&[(JobId::new(id), keys)]).await
+    }
+
+    /// Every row, by id, with the columns of scheduling and settling; and the limit's held
+    /// running slots (their jobs' ids), the fair keys served, and the paused queues.
+    pub async fn flow_rows(&self) -> Result<FlowView, Error> {
+        let failed = |source| Error::Store {
+            store: "conformance",
+            op: "read the flow rows".to_owned(),
+            source,
+        };
+        let rows_sql = "SELECT id, state, fence, CAST(attempt AS BIGINT), worker, lease_until,
+                               cancel_requested, limit_key IS NOT NULL, fair_key, expires_at,
+                               CAST(waiting_on AS BIGINT), has_dependents, settle_depth > 0
+                        FROM errand_jobs ORDER BY id";
+        let slots_sql = "SELECT job_id FROM errand_limit_slots
+                         WHERE purpose = 'running' AND job_id IS NOT NULL ORDER BY job_id";
+        let turns_sql = "SELECT fair_key FROM errand_fair_turns ORDER BY fair_key";
+        let paused_sql =
+            "SELECT queue FROM errand_queues WHERE paused_at IS NOT NULL ORDER BY queue";
+        type Raw = (
+            i64,
+            String,
+            i64,
+            i64,
+            Option<String>,
+            Option<i64>,
+            bool,
+            bool,
+            Option<String>,
+            Option<i64>,
+            i64,
+            bool,
+            bool,
+        );
+        macro_rules! read {
+            ($pool:expr) => {{
+                let rows: Vec<Raw> = sqlx::query_as(rows_sql)
+                    .fetch_all($pool)
+                    .await
+                    .map_err(failed)?;
+                let slots: Vec<i64> = sqlx::query_scalar(slots_sql)
+                    .fetch_all($pool)
+                    .await
+                    .map_err(failed)?;
+                let turns: Vec<String> = sqlx::query_scalar(turns_sql)
+                    .fetch_all($pool)
+                    .await
+                    .map_err(failed)?;
+                let paused: Vec<String> = sqlx::query_scalar(paused_sql)
+                    .fetch_all($pool)
+                    .await
+                    .map_err(failed)?;
+                (rows, slots, turns, paused)
+            }};
+        }
+        let (raw, slots, turns, paused) = match self.store() {
+            Backend::Sqlite(s) => read!(&s.pool),
+            Backend::Postgres(s) => read!(&s.pool),
+        };
+        let now = now_ms();
+        let rows = raw
+            .into_iter()
+            .map(|r| {
+                (
+                    r.0,
+                    FlowRowView {
+                        state: r.1,
+                        fence: r.2,
+                        attempt: r.3,
+                        worker: r.4,
+                        lease_live: r.5.map(|until| until >= now),
+                        cancel_requested: r.6,
+                        limit_key: r.7,
+                        fair_key: r.8,
+                        expired: r.9.is_some_and(|at| at <= now),
+                        waiting_on: r.10,
+                        has_dependents: r.11,
+                        by_cascade: r.12,
+                    },
+                )
+            })
+            .collect();
+        Ok(FlowView {
+            rows,
+            slots,
+            turns,
+            paused,
+        })
     }
 
     /// Drops a PostgreSQL schema made for the test; nothing on SQLite.

@@ -100,6 +100,7 @@ migrations!(
     14 "0014_sagas",
     15 "0015_deploys",
     16 "0016_long_workflows",
+    17 "0017_saga_stops",
 );
 
 /// The table in which errand records which migrations a PostgreSQL schema has.

@@ -228,6 +228,8 @@ async fn a_prefetched_job_cancelled_before_it_starts_never_runs(store: TestStore
     assert!(records(&tb).is_empty(), "B never ran: {:?}", records(&tb));
     let b = job(client, b).await;
     assert_eq!(b.state, JobState::Cancelled);
+    // It never began: its attempt is given back, so that a saga would not undo it.
+    assert_eq!(b.attempt, 0);
     assert!(
         b.errors
             .iter()

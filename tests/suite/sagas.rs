@@ -18,6 +18,7 @@ per_store!(
     a_saga_refuses_to_be_empty,
     cancelling_a_saga_undoes_its_completed_steps,
     a_step_that_returns_after_the_saga_was_cancelled_is_undone,
+    a_step_cancelled_while_the_one_before_runs_has_that_one_undone,
     reading_a_step_outside_a_workflow_is_a_clear_error
 );
 
@@ -414,6 +415,54 @@ async fn a_step_that_returns_after_the_saga_was_cancelled_is_undone(store: TestS
         [
             (JobState::Completed, Some(JobState::Completed)),
             (JobState::Cancelled, Some(JobState::Completed)),
+            (JobState::Cancelled, None),
+        ]
+    );
+}
+
+/// An operator cancels the charge, still waiting, while the reservation before it runs; the
+/// reservation then completes. It must be undone: the saga cannot go on. (Before, found by the
+/// model of the workflow rules: the charge's cancellation was taken, rightly, as not a failure
+/// while the reservation ran, but nothing undid the reservation when it completed; its
+/// compensation was cancelled as not needed.)
+async fn a_step_cancelled_while_the_one_before_runs_has_that_one_undone(store: TestStore) {
+    let client = &store.client;
+    let t = tag("saga-cancel-next");
+    let saga = Saga::new("order")
+        .step(
+            gated_step::with(t.clone(), "reserve".into()),
+            undo_step::with(t.clone(), "reserve".into(), false),
+        )
+        .compensated_step(step(&t, "charge", false))
+        .compensated_step(step(&t, "ship", false))
+        .enqueue(client)
+        .await
+        .unwrap();
+    let handle = worker(client, &["first"]).spawn();
+    wait_for("the reservation to run", || async {
+        records(&t).len() == 1
+    })
+    .await;
+    let charge = saga.steps[1].job;
+    assert_eq!(
+        client.cancel(charge).await.unwrap(),
+        Cancellation::Cancelled
+    );
+    errand_tests::common::gate(&t).add_permits(1);
+    wait_for("the saga to end", || async {
+        client.saga(saga.id).await.unwrap().unwrap().state != SagaState::Running
+            && errand_tests::common::all_final(client, &jobs_of(&saga)).await
+    })
+    .await;
+    handle.shutdown().await.unwrap();
+    let info = client.saga(saga.id).await.unwrap().unwrap();
+    assert_eq!(records(&t), ["reserve", "undo reserve"]);
+    assert_eq!(info.state, SagaState::Cancelled);
+    assert_eq!(
+        states_of(&info),
+        [
+            (JobState::Completed, Some(JobState::Completed)),
+            (JobState::Cancelled, Some(JobState::Cancelled)),
             (JobState::Cancelled, None),
         ]
     );

@@ -455,6 +455,16 @@ impl Finish {
         }
     }
 
+    /// Cancelled as asked before its run began: the attempt its claim counted is given back.
+    /// (A run cancelled from `running` with its attempt kept had begun: the database then
+    /// takes it as having acted, and a saga undoes it.)
+    pub(crate) fn cancelled_unstarted(error: AttemptError) -> Finish {
+        Finish {
+            refund_attempt: true,
+            ..Finish::cancelled(error)
+        }
+    }
+
     pub(crate) fn cancelled(error: AttemptError) -> Finish {
         Finish {
             state: JobState::Cancelled,
@@ -919,6 +929,9 @@ pub(crate) enum Startable {
     Paused,
     /// Its deadline passed meanwhile: it is cancelled as expired, no attempt spent.
     Expired,
+    /// Its cancellation was asked meanwhile: it is cancelled before it began, no attempt
+    /// spent.
+    Cancelled,
     /// Its run no longer owns it.
     Lost,
 }

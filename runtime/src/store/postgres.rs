@@ -726,7 +726,8 @@ static STATEMENTS: Statements = Statements {
         -- its cancellation was asked while it ran: its worker may not have read the request yet.
         SET state = CASE WHEN cancel_requested AND $3 <> 'dead' THEN 'cancelled' ELSE $3 END,
             run_at = COALESCE(errand_now_ms() + $4::bigint, run_at),
-            attempt = attempt - $5,
+            -- A run whose end the request overrides had begun: its attempt counts.
+            attempt = attempt - CASE WHEN cancel_requested AND $3 NOT IN ('dead', 'cancelled') THEN 0 ELSE $5 END,
             finished_at = CASE WHEN $6 OR cancel_requested THEN errand_now_ms() END,
             lease_until = NULL,
             running_key = NULL,
@@ -782,7 +783,8 @@ static STATEMENTS: Statements = Statements {
                 THEN errand_key_after(unique_strategy, 'cancelled', unique_key) ELSE unique_key END,
             errors = ",
         with_cancel_error!(""),
-        ", attempt = attempt - 1, lease_until = NULL, worker = NULL, running_key = NULL,
+        ", attempt = CASE WHEN cancel_requested THEN attempt ELSE attempt - 1 END,
+            lease_until = NULL, worker = NULL, running_key = NULL,
             cancel_requested = false
         WHERE state = 'running' AND worker = $1 AND id = ANY($2)"
     ),

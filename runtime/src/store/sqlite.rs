@@ -694,7 +694,8 @@ static STATEMENTS: Statements = Statements {
         -- its cancellation was asked while it ran: its worker may not have read the request yet.
         SET state = CASE WHEN cancel_requested AND ?3 <> 'dead' THEN 'cancelled' ELSE ?3 END,
             run_at = COALESCE(?10 + ?4, run_at),
-            attempt = attempt - ?5,
+            -- A run whose end the request overrides had begun: its attempt counts.
+            attempt = attempt - CASE WHEN cancel_requested AND ?3 NOT IN ('dead', 'cancelled') THEN 0 ELSE ?5 END,
             finished_at = CASE WHEN ?6 OR cancel_requested THEN ?10 END,
             lease_until = NULL,
             running_key = NULL,
@@ -760,7 +761,8 @@ static STATEMENTS: Statements = Statements {
         " ELSE unique_key END,
             errors = ",
         with_cancel_error!("?3"),
-        ", attempt = attempt - 1, lease_until = NULL, worker = NULL, running_key = NULL,
+        ", attempt = CASE WHEN cancel_requested THEN attempt ELSE attempt - 1 END,
+            lease_until = NULL, worker = NULL, running_key = NULL,
             cancel_requested = 0
         WHERE state = 'running' AND worker = ?1 AND id IN (SELECT value FROM json_each(?2))"
     ),

@@ -117,7 +117,14 @@ impl Runner {
             // notification that a slot freed).
             self.woken();
         }
-        let finish = self.decide(&job, result, ran, &backoff, cancelled);
+        let finish = self.decide(
+            &job,
+            result,
+            ran,
+            &backoff,
+            cancelled,
+            !stopped_before_start,
+        );
         crate::metrics::finished(&job.kind, &job.queue, finish.state, ran);
         span.in_scope(|| log_finish(&finish));
         if finish.state == JobState::Completed {
@@ -211,6 +218,7 @@ impl Runner {
         took: Duration,
         backoff: &Backoff,
         cancelled: Option<&str>,
+        ran_user_code: bool,
     ) -> Finish {
         let attempt_error = |kind, message| AttemptError {
             attempt: job.attempt,
@@ -222,8 +230,15 @@ impl Runner {
             worker: self.id.clone(),
         };
         if let Some(message) = cancelled {
-            // The client asked this run to stop: whatever it returned, it ends here.
-            return Finish::cancelled(attempt_error(FailureKind::Cancelled, message.to_owned()));
+            // The client asked this run to stop: whatever it returned, it ends here. One that
+            // never began gives its attempt back, so that the database does not take it as
+            // having acted (a saga would undo it).
+            let error = attempt_error(FailureKind::Cancelled, message.to_owned());
+            return if ran_user_code {
+                Finish::cancelled(error)
+            } else {
+                Finish::cancelled_unstarted(error)
+            };
         }
         match result {
             Ok(Outcome::Done) => Finish::completed(),
@@ -249,8 +264,8 @@ impl Runner {
     }
 
     /// For a job that waited in the buffer: whether its queue was paused (it goes back, no
-    /// attempt spent) or its deadline passed (cancelled as expired, no attempt spent) since
-    /// its claim; `None` when it may start. A store that cannot answer lets it start, as the
+    /// attempt spent), its deadline passed (cancelled as expired, no attempt spent) or its
+    /// cancellation was asked (cancelled, no attempt spent) since its claim; `None` when it may start. A store that cannot answer lets it start, as the
     /// claim did.
     async fn recheck(&self, job: &Claimed) -> Option<TaskEnd> {
         match self.client.store().startable(job.id, job.fence).await {
@@ -260,6 +275,20 @@ impl Runner {
                 if let Err(err) = self.client.store().release(&self.id, &[job.id]).await {
                     tracing::warn!(error = %err, "putting the job back failed; the rescue will");
                 }
+                Some(TaskEnd::Recorded { died: false })
+            }
+            Ok(Startable::Cancelled) => {
+                tracing::info!("its cancellation was asked while it waited for a slot; cancelling it before it begins");
+                let error = AttemptError {
+                    attempt: job.attempt,
+                    kind: FailureKind::Cancelled,
+                    message: "cancelled by the client before it started".to_owned(),
+                    at: SystemTime::now(),
+                    duration: Duration::ZERO,
+                    worker: self.id.clone(),
+                };
+                self.record(job, &Finish::cancelled_unstarted(error), false)
+                    .await;
                 Some(TaskEnd::Recorded { died: false })
             }
             Ok(Startable::Expired) => {

@@ -32,15 +32,16 @@ const MARK_STARTED: Both = Both {
 };
 
 /// `id, fence, now`: whether the running job `id` (under `fence`) may start now: its queue's
-/// pause, and whether its deadline has passed. No row: the run lost its job.
+/// pause, whether its deadline has passed, and whether its cancellation was asked. No row: the
+/// run lost its job.
 const STARTABLE: Both = Both {
     postgres: "SELECT EXISTS (SELECT 1 FROM errand_queues q
                               WHERE q.queue = j.queue AND q.paused_at IS NOT NULL),
-                      COALESCE(j.expires_at <= errand_now_ms(), false)
+                      COALESCE(j.expires_at <= errand_now_ms(), false), j.cancel_requested
         FROM errand_jobs j WHERE j.id = $1 AND j.fence = $2 AND j.state = 'running'",
     sqlite: "SELECT EXISTS (SELECT 1 FROM errand_queues q
                             WHERE q.queue = j.queue AND q.paused_at IS NOT NULL),
-                    COALESCE(j.expires_at <= ?3, 0)
+                    COALESCE(j.expires_at <= ?3, 0), j.cancel_requested
         FROM errand_jobs j WHERE j.id = ?1 AND j.fence = ?2 AND j.state = 'running'",
 };
 
@@ -241,6 +242,8 @@ impl<D: Dialect> SqlStore<D> {
             Startable::Paused
         } else if row.flag(1).map_err(err)? {
             Startable::Expired
+        } else if row.flag(2).map_err(err)? {
+            Startable::Cancelled
         } else {
             Startable::Yes
         })
