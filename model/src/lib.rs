@@ -28,6 +28,30 @@
 //! A change to one of these statements changes [`StoreSpec`] in the same commit, or says in its
 //! message why it need not.
 //!
+//! The workflow rules ([`flow::FlowSpec`], checked by [`flow_model::Flow`]) and cron slots
+//! ([`cron::ScheduleSpec`], checked by [`cron::Cron`]) keep the same rule: each rule has one
+//! home in each dialect, named here, and one in the spec.
+//!
+//! | spec method | what runs it | statement or trigger (both dialects unless named) |
+//! | --- | --- | --- |
+//! | `FlowSpec::insert`, `lock_parents`, `waiting_at_insert` | `sql::insert` | `lock_parents`, `insert`, `add_deps`, `cancel`; the Rust mirror `waiting_at_insert` in `store/sql.rs` |
+//! | `FlowSpec::add_to_batch` | `Store::add_to_batch` | `wait_for_one_more`, `count_steps`, `add_dependents` |
+//! | `FlowSpec::claim`, `claimable`, `fair_turn` | the worker's claim loop (`worker/claim.rs`) | `claim` (plain), `claim_fair` and `fair_served`, `limit_candidates`, `limit_free_slots`, `limit_add_slots`, `limit_take_slots` (`store/sql/claims.rs`) |
+//! | `FlowSpec::startable` | `Runner::recheck` | `STARTABLE` (`store/sql/claims.rs`) |
+//! | `FlowSpec::finish` | `Store::finish` | `finish` |
+//! | `FlowSpec::set_paused` | `Store::set_paused` | `pause_queue`, `resume_queue` |
+//! | `FlowSpec::promote` | `Store::promote` | `expire`, `promote` |
+//! | `FlowSpec::rescue`, `release`, `cancel` | as in the table above | `rescue`, `release`, `cancel`, `request_cancel` |
+//! | `FlowSpec::retry_dead`, `death_settled` | `Store::retry_dead` | `retry_dead` (`death_settled!`); trigger `errand_jobs_reopen_dependents` (migration 17) |
+//! | `FlowSpec::adopt` | `Worker` adoption (`worker/adopt.rs`) | `UNKEYED`, `ADOPT` (`store/sql/kinds.rs`) |
+//! | `FlowSpec::set_state`: the slot | every statement that ends a run | trigger `errand_jobs_limit_slot`, function `errand_free_limit_slot` (migrations 12, 15) |
+//! | `FlowSpec::settle` | every statement that finishes a job with dependents | trigger `errand_jobs_settle_dependents`, function `errand_settle_dependents` (migrations 13 to 17); the deferred rounds of deep cascades (migration 16: PostgreSQL's loop, SQLite's `errand_settle_round`, `errand_settle_batch`, `errand_jobs_settle_deferred`) are not modelled, and are tested by `tests/suite/long_workflows.rs` |
+//! | `ScheduleSpec::register` | `Store::register_schedule` | `register_schedule` |
+//! | `ScheduleSpec::enqueue_slot`, `cron::due` | the scheduler (`worker/schedule.rs`), `Schedule::due` | `advance_schedule`, `insert`, `schedule_job` |
+//!
+//! Rate limits' start slots (`MARK_STARTED`), priority aging and the burial of unknown kinds
+//! are outside the models; their tests are in the suite.
+//!
 //! [`StoreSpec`] serves three times. It is the model's database here; in `tests/conformance.rs`
 //! it is the reference that random sequences of store operations (`proptest-state-machine`)
 //! are checked against on a real SQLite file and a real PostgreSQL schema, comparing every

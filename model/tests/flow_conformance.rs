@@ -797,3 +797,84 @@ fn fixed_paths_on_postgres() {
         }
     }
 }
+
+/// Two nodes claim limited jobs (one may run at a time) and end them, completing, retrying
+/// and killing, all at once on one store, with a third promoting: after every claim, at most
+/// one limited job runs and every held slot's job is running; at the end every job finished
+/// and no slot is held. (The conformance sequences run one operation at a time; this is the
+/// race between a limited claim and the trigger that frees a slot.)
+fn limited_claims_race_slot_freeing_ends<T: Target>() {
+    let opened = T::open();
+    let store = &opened.store;
+    let limited = FlowNew {
+        limited: Some(true),
+        ..FlowNew::default()
+    };
+    let (ids, _) = opened.run(store.flow_enqueue(&vec![limited; 24], None));
+    let node = |worker: &'static str| async move {
+        let mut ended = 0;
+        for round in 0..400 {
+            let claimed = store.flow_claim(worker).await?;
+            let view = store.flow_rows().await?;
+            let running = view
+                .rows
+                .iter()
+                .filter(|(_, r)| r.state == "running")
+                .count();
+            assert!(running <= 1, "{running} limited jobs run at once");
+            for held in &view.slots {
+                let row = view.rows.iter().find(|(id, _)| id == held);
+                assert!(
+                    row.is_some_and(|(_, r)| r.state == "running"),
+                    "slot held by job {held}, which is not running: {row:?}"
+                );
+            }
+            for (id, fence, attempt) in claimed {
+                let end = match (round + id) % 3 {
+                    0 => End::Retry,
+                    1 if attempt < u32::from(MAX_ATTEMPTS) => End::Retry,
+                    1 => End::Die,
+                    _ => End::Complete,
+                };
+                store.finish(id, fence, end).await?;
+                ended += 1;
+            }
+            store.promote().await?;
+            if view
+                .rows
+                .iter()
+                .all(|(_, r)| r.state == "completed" || r.state == "dead")
+            {
+                break;
+            }
+        }
+        Ok::<u32, errand::Error>(ended)
+    };
+    let (a, b) = opened
+        .runtime
+        .block_on(async { tokio::join!(node("w0"), node("w1")) });
+    let (a, b) = (a.expect("node w0"), b.expect("node w1"));
+    assert!(a > 0 && b > 0, "both nodes ended runs ({a}, {b})");
+    let view = opened.run(store.flow_rows());
+    assert_eq!(view.rows.len(), ids.len());
+    for (id, row) in &view.rows {
+        assert!(
+            row.state == "completed" || row.state == "dead",
+            "job {id} ended {}",
+            row.state
+        );
+    }
+    assert!(view.slots.is_empty(), "slots still held: {:?}", view.slots);
+}
+
+#[test]
+fn limited_claims_race_slot_freeing_ends_on_sqlite() {
+    limited_claims_race_slot_freeing_ends::<Sqlite>();
+}
+
+#[test]
+fn limited_claims_race_slot_freeing_ends_on_postgres() {
+    if postgres_answers() {
+        limited_claims_race_slot_freeing_ends::<Postgres>();
+    }
+}

@@ -722,30 +722,41 @@ impl ConformanceStore {
             bool,
             bool,
         );
+        // One snapshot for the four reads: other nodes may be claiming meanwhile.
         macro_rules! read {
-            ($pool:expr) => {{
+            ($pool:expr, $snapshot:expr) => {{
+                let mut tx = $pool.begin().await.map_err(failed)?;
+                sqlx::query($snapshot)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(failed)?;
                 let rows: Vec<Raw> = sqlx::query_as(rows_sql)
-                    .fetch_all($pool)
+                    .fetch_all(&mut *tx)
                     .await
                     .map_err(failed)?;
                 let slots: Vec<i64> = sqlx::query_scalar(slots_sql)
-                    .fetch_all($pool)
+                    .fetch_all(&mut *tx)
                     .await
                     .map_err(failed)?;
                 let turns: Vec<String> = sqlx::query_scalar(turns_sql)
-                    .fetch_all($pool)
+                    .fetch_all(&mut *tx)
                     .await
                     .map_err(failed)?;
                 let paused: Vec<String> = sqlx::query_scalar(paused_sql)
-                    .fetch_all($pool)
+                    .fetch_all(&mut *tx)
                     .await
                     .map_err(failed)?;
+                tx.commit().await.map_err(failed)?;
                 (rows, slots, turns, paused)
             }};
         }
         let (raw, slots, turns, paused) = match self.store() {
-            Backend::Sqlite(s) => read!(&s.pool),
-            Backend::Postgres(s) => read!(&s.pool),
+            // A deferred transaction's first read fixes its snapshot.
+            Backend::Sqlite(s) => read!(&s.pool, "SELECT 1"),
+            Backend::Postgres(s) => read!(
+                &s.pool,
+                "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+            ),
         };
         let now = now_ms();
         let rows = raw
