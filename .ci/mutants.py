@@ -121,7 +121,7 @@ MUTATIONS = [
     (
         "cascade_not_deferred",
         "a saga of 2,000 steps overflows PostgreSQL's stack when it completes",
-        "runtime/migrations/postgres/0016_long_workflows.sql",
+        "runtime/migrations/postgres/0017_saga_stops.sql",
         "            UPDATE errand_jobs SET settle_depth = 1 WHERE settle_depth >= 100;\n            EXIT WHEN NOT FOUND;",
         "            EXIT;",
         SUITE + ["long_workflows", "--skip", "memory", "--skip", "sqlite"],
@@ -129,7 +129,7 @@ MUTATIONS = [
     (
         "sqlite_cascade_unbounded",
         "a chain of 1,001 jobs fails the dying job's statement on SQLite, forever",
-        "runtime/migrations/sqlite/0016_long_workflows.sql",
+        "runtime/migrations/sqlite/0017_saga_stops.sql",
         "AND NEW.settle_depth < 10 AND",
         "AND NEW.settle_depth < 100000 AND",
         SUITE + ["long_workflows::a_chain", "--skip", "postgres"],

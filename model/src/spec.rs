@@ -294,7 +294,9 @@ impl StoreSpec {
         let holds = takes_back || self.key_after(state, self.rows[id].holds_key);
         let row = &mut self.rows[id];
         row.state = state;
-        if outcome == Outcome::Snooze {
+        // A snooze gives its attempt back, unless the cancellation turns it into the run's
+        // end: that run had begun, and its attempt counts (migration 17).
+        if outcome == Outcome::Snooze && !asked {
             row.attempt -= 1;
         }
         row.lease = None;
@@ -411,7 +413,7 @@ impl StoreSpec {
     }
 
     /// `release`: `worker`'s unfinished runs go back to `available`, their attempts refunded;
-    /// one whose cancellation was asked ends cancelled instead.
+    /// one whose cancellation was asked ends cancelled instead, its attempt kept.
     pub fn release(&mut self, worker: u8, runs: &[(usize, u8)]) {
         for &(id, _) in runs {
             let row = &self.rows[id];
@@ -435,7 +437,10 @@ impl StoreSpec {
             };
             row.holds_key = holds;
             row.cancel_requested = false;
-            row.attempt -= 1;
+            // A run cancelled as it is put back may have begun: its attempt counts.
+            if !cancelled {
+                row.attempt -= 1;
+            }
             row.lease = None;
             row.worker = None;
             row.running_key = false;
