@@ -216,6 +216,14 @@ MUTATIONS = [
         FLOW + ["--", "fixed_paths_on_postgres"],
     ),
     (
+        "reserved_start_kept",
+        "a start slot reserved by a run that never began stays taken, and the rate's next start waits a window",
+        "runtime/migrations/postgres/0015_deploys.sql",
+        "      AND (purpose = 'running' OR (purpose = 'start' AND taken_at IS NULL));\n    PERFORM",
+        "      AND purpose = 'running';\n    PERFORM",
+        FLOW + ["--", "fixed_paths_on_postgres"],
+    ),
+    (
         "claim_ignores_pause",
         "a paused queue's jobs are claimed",
         "runtime/src/store/postgres.rs",

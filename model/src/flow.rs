@@ -81,7 +81,10 @@ pub enum Role {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct FlowJob {
     pub queue: u8,
+    /// Of a kind with a concurrency limit (its running slots).
     pub limited: Keyed,
+    /// Of a kind with a rate limit (its start slots).
+    pub rated: Keyed,
     pub fair: Keyed,
     pub deadline: bool,
     pub parents: Vec<(usize, Edge)>,
@@ -93,6 +96,7 @@ impl FlowJob {
         FlowJob {
             queue: 0,
             limited: Keyed::No,
+            rated: Keyed::No,
             fair: Keyed::No,
             deadline: false,
             parents: Vec::new(),
@@ -108,6 +112,16 @@ impl FlowJob {
     pub fn limited(mut self, keyed: Keyed) -> FlowJob {
         self.limited = keyed;
         self
+    }
+
+    pub fn rated(mut self, keyed: Keyed) -> FlowJob {
+        self.rated = keyed;
+        self
+    }
+
+    /// Of a kind with a limit of either sort.
+    pub fn is_limited(&self) -> bool {
+        self.limited != Keyed::No || self.rated != Keyed::No
     }
 
     pub fn fair(mut self, keyed: Keyed) -> FlowJob {
@@ -214,6 +228,10 @@ pub struct FlowFaults {
     /// A dead job retried is not waited for again by the dependents that counted its death
     /// (before this model found it).
     pub retry_leaves_dependents_counted: bool,
+    /// A start slot counts from the claim, not from the run's start (before migration 15).
+    pub rate_counts_claims: bool,
+    /// The slot trigger keeps a start slot reserved by a run that stopped before it began.
+    pub reserved_start_kept: bool,
 }
 
 /// What an addition to a batch did.
@@ -234,6 +252,10 @@ pub struct FlowSpec {
     pub paused: [bool; 2],
     /// The running slots of the one limit key: the job each holds.
     pub slots: Vec<Option<usize>>,
+    /// The start slots of its rate limit (`rate = "n/window"`, `n` slots): the job each is
+    /// reserved for or taken by, and whether its run began (then it is free again once the
+    /// window passes; before, once its job stops running).
+    pub starts: Vec<Option<(usize, bool)>>,
     /// Fair keys in the order last served, least recently first; keys never served are not
     /// listed (`errand_fair_turns`, one queue).
     pub turns: Vec<u8>,
@@ -252,11 +274,44 @@ impl FlowSpec {
             max_attempts,
             paused: [false; 2],
             slots: vec![None; usize::from(limit)],
+            starts: Vec::new(),
             turns: Vec::new(),
             faults,
             completions: Vec::new(),
             cancel_answered: Vec::new(),
         }
+    }
+
+    /// The rated kind's limit: `starts` starts a window.
+    pub fn with_rate(mut self, starts: u8) -> FlowSpec {
+        self.starts = vec![None; usize::from(starts)];
+        self
+    }
+
+    /// `MARK_STARTED`: the run of job `id` under `fence` begins; the start slot its claim
+    /// reserved counts from now.
+    pub fn mark_started(&mut self, id: usize, fence: u8) {
+        let row = &self.rows[id];
+        if row.state != FlowState::Running || row.fence != fence {
+            return;
+        }
+        for slot in self.starts.iter_mut().flatten() {
+            if slot.0 == id {
+                slot.1 = true;
+            }
+        }
+    }
+
+    /// Time passes a window: the start slots whose runs began are free again.
+    pub fn pass_window(&mut self) -> bool {
+        let mut freed = false;
+        for slot in &mut self.starts {
+            if slot.is_some_and(|(_, began)| began) {
+                *slot = None;
+                freed = true;
+            }
+        }
+        freed
     }
 
     /// `lock_parents`: the states of `job`'s parents, each now marked as having dependents.
@@ -284,7 +339,7 @@ impl FlowSpec {
             Keyed::Yes(key) => Some(key),
             _ => None,
         };
-        let limit_key = matches!(job.limited, Keyed::Yes(_));
+        let limit_key = matches!(job.limited, Keyed::Yes(_)) || matches!(job.rated, Keyed::Yes(_));
         self.rows.push(FlowRow {
             job,
             state: if waiting > 0 {
@@ -347,10 +402,11 @@ impl FlowSpec {
         if !self.startable_now(id) {
             return false;
         }
-        if row.job.limited != Keyed::No
-            && !self.faults.claim_ignores_slots
-            && !self.slots.contains(&None)
-        {
+        let slots_full = !self.slots.contains(&None);
+        let starts_full = !self.starts.contains(&None);
+        let held = (row.job.limited != Keyed::No && slots_full)
+            || (row.job.rated != Keyed::No && starts_full);
+        if held && !self.faults.claim_ignores_slots {
             return false;
         }
         match row.job.fair {
@@ -399,9 +455,16 @@ impl FlowSpec {
         if !self.claimable(id) {
             return None;
         }
-        if self.rows[id].job.limited != Keyed::No {
-            if let Some(slot) = self.slots.iter().position(Option::is_none) {
-                self.slots[slot] = Some(id);
+        if self.rows[id].job.is_limited() {
+            if self.rows[id].job.limited != Keyed::No {
+                if let Some(slot) = self.slots.iter().position(Option::is_none) {
+                    self.slots[slot] = Some(id);
+                }
+            }
+            if self.rows[id].job.rated != Keyed::No {
+                if let Some(slot) = self.starts.iter().position(Option::is_none) {
+                    self.starts[slot] = Some((id, self.faults.rate_counts_claims));
+                }
             }
             if !self.faults.claim_leaves_key_unwritten {
                 self.rows[id].limit_key = true;
@@ -649,7 +712,9 @@ impl FlowSpec {
         if let Keyed::Unkeyed(key) = row.job.fair {
             row.fair_key.get_or_insert(key);
         }
-        if let Keyed::Unkeyed(_) = row.job.limited {
+        if matches!(row.job.limited, Keyed::Unkeyed(_))
+            || matches!(row.job.rated, Keyed::Unkeyed(_))
+        {
             row.limit_key = true;
         }
         true
@@ -668,6 +733,12 @@ impl FlowSpec {
             if self.rows[id].limit_key && !dropped {
                 for slot in &mut self.slots {
                     if *slot == Some(id) {
+                        *slot = None;
+                    }
+                }
+                // A start slot reserved by a run that never began.
+                for slot in &mut self.starts {
+                    if *slot == Some((id, false)) && !self.faults.reserved_start_kept {
                         *slot = None;
                     }
                 }

@@ -28,6 +28,8 @@ pub enum Scenario {
     Saga,
     /// A batch of two jobs with both callbacks, and a third job added while it runs.
     Batch,
+    /// A rate of one start a window: two rate-limited jobs, one stored before the limit.
+    Rate,
 }
 
 impl Scenario {
@@ -38,6 +40,10 @@ impl Scenario {
             Scenario::Limits => vec![
                 vec![job().limited(Keyed::Yes(0)).with_deadline()],
                 vec![job().limited(Keyed::Unkeyed(0))],
+            ],
+            Scenario::Rate => vec![
+                vec![job().rated(Keyed::Yes(0))],
+                vec![job().rated(Keyed::Unkeyed(0))],
             ],
             Scenario::Fair => vec![
                 vec![job().fair(Keyed::Yes(0))],
@@ -146,6 +152,8 @@ pub struct FlowHistory {
     pub needless_compensation: bool,
     /// A batch's callback began while a job of the batch had not finished.
     pub callback_early: bool,
+    /// Runs of rate-limited jobs that began since the window last passed.
+    pub began_in_window: u8,
     /// The jobs added to the batch.
     pub batch_added: Vec<usize>,
     /// Reachability marks.
@@ -205,6 +213,8 @@ pub enum FlowAction {
         id: usize,
     },
     Promote,
+    /// Time passes a rate limit's window.
+    PassWindow,
     ExpireLease {
         id: usize,
     },
@@ -254,6 +264,19 @@ impl Flow {
             snooze: true,
         };
         let (bounds, parts) = match scenario {
+            Scenario::Rate => (
+                FlowBounds {
+                    workers: 1,
+                    concurrency: 2,
+                    max_attempts: 2,
+                    ..bounds
+                },
+                FlowParts {
+                    pause: false,
+                    retry_dead: false,
+                    ..all
+                },
+            ),
             Scenario::Limits => (
                 FlowBounds {
                     workers: 1,
@@ -335,7 +358,14 @@ impl Model for Flow {
 
     fn init_states(&self) -> Vec<FlowSystem> {
         vec![FlowSystem {
-            store: FlowSpec::new(self.bounds.limit, self.bounds.max_attempts, self.faults),
+            store: {
+                let spec = FlowSpec::new(self.bounds.limit, self.bounds.max_attempts, self.faults);
+                if self.scenario == Scenario::Rate {
+                    spec.with_rate(1)
+                } else {
+                    spec
+                }
+            },
             workers: vec![FlowWorker::default(); usize::from(self.bounds.workers)],
             enqueued: 0,
             reading: None,
@@ -361,6 +391,9 @@ impl Model for Flow {
         {
             actions.push(FlowAction::Promote);
         }
+        if store.starts.iter().flatten().any(|&(_, began)| began) {
+            actions.push(FlowAction::PassWindow);
+        }
         if self.parts.pause {
             for queue in 0..1 {
                 let paused = !store.paused[usize::from(queue)];
@@ -381,7 +414,9 @@ impl Model for Flow {
                 actions.push(FlowAction::RetryDead { id });
             }
             let unkeyed = (matches!(row.job.fair, Keyed::Unkeyed(_)) && row.fair_key.is_none())
-                || (matches!(row.job.limited, Keyed::Unkeyed(_)) && !row.limit_key);
+                || ((matches!(row.job.limited, Keyed::Unkeyed(_))
+                    || matches!(row.job.rated, Keyed::Unkeyed(_)))
+                    && !row.limit_key);
             let waiting = matches!(
                 row.state,
                 FlowState::Pending | FlowState::Retryable | FlowState::Available
@@ -517,6 +552,10 @@ impl Model for Flow {
                         self.check_start(&mut s, r.id);
                         s.workers[usize::from(worker)].runs[run].begun = true;
                         s.history.began[r.id] = true;
+                        if s.store.rows[r.id].job.rated != Keyed::No {
+                            s.store.mark_started(r.id, r.fence);
+                            s.history.began_in_window = s.history.began_in_window.saturating_add(1);
+                        }
                     }
                 }
             }
@@ -534,6 +573,10 @@ impl Model for Flow {
             }
             FlowAction::PassDeadline { id } => {
                 s.store.pass_deadline(id);
+            }
+            FlowAction::PassWindow => {
+                s.store.pass_window();
+                s.history.began_in_window = 0;
             }
             FlowAction::Promote => {
                 s.store.promote();
@@ -626,6 +669,18 @@ impl Model for Flow {
                     s.store.rows[id].state == FlowState::Running
                 })
             }),
+            Property::always(
+                "a start slot is reserved only by a running job",
+                |_, s: &FlowSystem| {
+                    s.store.starts.iter().flatten().all(|&(id, began)| {
+                        began || s.store.rows[id].state == FlowState::Running
+                    })
+                },
+            ),
+            Property::always(
+                "runs of a rate-limited kind that begin in a window never exceed the rate",
+                |_, s: &FlowSystem| s.history.began_in_window <= s.store.starts.len().max(1) as u8,
+            ),
             Property::always("no job is stranded", |m: &Flow, s: &FlowSystem| {
                 (0..s.store.rows.len()).all(|id| waits_for_a_reason(m, s, id))
             }),
@@ -714,6 +769,10 @@ impl Model for Flow {
                     |_, s: &FlowSystem| s.history.stopped_step,
                 ));
             }
+            Scenario::Rate => properties.push(Property::sometimes(
+                "both jobs ran, in two windows",
+                |_, s: &FlowSystem| s.history.began.iter().filter(|&&b| b).count() == 2,
+            )),
             Scenario::Batch => {
                 properties.push(Property::sometimes(
                     "the batch grew",
@@ -847,7 +906,14 @@ fn waits_for_a_reason(m: &Flow, s: &FlowSystem, id: usize) -> bool {
             let slots_move = store.slots.iter().all(|slot| {
                 slot.is_none_or(|holder| store.rows[holder].state == FlowState::Running)
             });
-            if row.job.limited != Keyed::No && !slots_move {
+            let starts_move = store.starts.iter().all(|slot| {
+                slot.is_none_or(|(holder, began)| {
+                    began || store.rows[holder].state == FlowState::Running
+                })
+            });
+            if (row.job.limited != Keyed::No && !slots_move)
+                || (row.job.rated != Keyed::No && !starts_move)
+            {
                 return false;
             }
             match row.job.fair {

@@ -38,19 +38,20 @@
 //! | `FlowSpec::add_to_batch` | `Store::add_to_batch` | `wait_for_one_more`, `count_steps`, `add_dependents` |
 //! | `FlowSpec::claim`, `claimable`, `fair_turn` | the worker's claim loop (`worker/claim.rs`) | `claim` (plain), `claim_fair` and `fair_served`, `limit_candidates`, `limit_free_slots`, `limit_add_slots`, `limit_take_slots` (`store/sql/claims.rs`) |
 //! | `FlowSpec::startable` | `Runner::recheck` | `STARTABLE` (`store/sql/claims.rs`) |
+//! | `FlowSpec::mark_started`, `pass_window` | the run's beginning; time | `MARK_STARTED` (`store/sql/claims.rs`); `limit_free_slots` reads the window |
 //! | `FlowSpec::finish` | `Store::finish` | `finish` |
 //! | `FlowSpec::set_paused` | `Store::set_paused` | `pause_queue`, `resume_queue` |
 //! | `FlowSpec::promote` | `Store::promote` | `expire`, `promote` |
 //! | `FlowSpec::rescue`, `release`, `cancel` | as in the table above | `rescue`, `release`, `cancel`, `request_cancel` |
 //! | `FlowSpec::retry_dead`, `death_settled` | `Store::retry_dead` | `retry_dead` (`death_settled!`); trigger `errand_jobs_reopen_dependents` (migration 17) |
 //! | `FlowSpec::adopt` | `Worker` adoption (`worker/adopt.rs`) | `UNKEYED`, `ADOPT` (`store/sql/kinds.rs`) |
-//! | `FlowSpec::set_state`: the slot | every statement that ends a run | trigger `errand_jobs_limit_slot`, function `errand_free_limit_slot` (migrations 12, 15) |
+//! | `FlowSpec::set_state`: the slots | every statement that ends a run | trigger `errand_jobs_limit_slot`, function `errand_free_limit_slot` (migrations 12, 15: a running slot, and a start slot reserved by a run that never began) |
 //! | `FlowSpec::settle` | every statement that finishes a job with dependents | trigger `errand_jobs_settle_dependents`, function `errand_settle_dependents` (migrations 13 to 17); the deferred rounds of deep cascades (migration 16: PostgreSQL's loop, SQLite's `errand_settle_round`, `errand_settle_batch`, `errand_jobs_settle_deferred`) are not modelled, and are tested by `tests/suite/long_workflows.rs` |
 //! | `ScheduleSpec::register` | `Store::register_schedule` | `register_schedule` |
 //! | `ScheduleSpec::enqueue_slot`, `cron::due` | the scheduler (`worker/schedule.rs`), `Schedule::due` | `advance_schedule`, `insert`, `schedule_job` |
 //!
-//! Rate limits' start slots (`MARK_STARTED`), priority aging and the burial of unknown kinds
-//! are outside the models; their tests are in the suite.
+//! Priority aging (an order, not a safety rule) and the burial of unknown kinds are outside the
+//! models; their tests are in the suite.
 //!
 //! [`StoreSpec`] serves three times. It is the model's database here; in `tests/conformance.rs`
 //! it is the reference that random sequences of store operations (`proptest-state-machine`)

@@ -37,6 +37,11 @@ fn sagas_hold() {
 }
 
 #[test]
+fn rate_limits_hold() {
+    holds(Scenario::Rate);
+}
+
+#[test]
 fn batches_hold() {
     holds(Scenario::Batch);
 }
@@ -317,4 +322,32 @@ fn a_retried_job_its_dependents_no_longer_wait_for_is_caught() {
         ..faults()
     };
     broken(Scenario::Batch, f, "no job is stranded");
+}
+
+/// Issue 21's defect, fixed by migration 15: a start slot that counts from the claim lets runs
+/// held in a buffer begin in a later window beside that window's own.
+#[test]
+fn a_rate_counted_from_the_claim_is_caught() {
+    let f = FlowFaults {
+        rate_counts_claims: true,
+        ..faults()
+    };
+    broken(
+        Scenario::Rate,
+        f,
+        "runs of a rate-limited kind that begin in a window never exceed the rate",
+    );
+}
+
+#[test]
+fn a_start_slot_kept_by_a_run_that_never_began_is_caught() {
+    let f = FlowFaults {
+        reserved_start_kept: true,
+        ..faults()
+    };
+    broken(
+        Scenario::Rate,
+        f,
+        "a start slot is reserved only by a running job",
+    );
 }

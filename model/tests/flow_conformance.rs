@@ -32,6 +32,8 @@ enum Template {
     Limited(bool, bool),
     /// Fair by key `k`, or stored before `fair_by` (its key `k` once adopted).
     Fair(u8, bool),
+    /// Rate-limited (one start a window): with its key or stored before the limit.
+    Rated(bool),
     /// After two jobs (by index, modulo the rows), cancelled or run when one fails.
     After(usize, usize, bool),
     Saga,
@@ -49,6 +51,7 @@ enum Op {
     Finish(usize, bool, FlowEnd),
     Pause(u8, bool),
     PassDeadline(usize),
+    PassWindow,
     Promote,
     ExpireLease(usize),
     Rescue,
@@ -103,6 +106,14 @@ fn group(template: &Template, first: usize, rows: usize) -> Vec<FlowJob> {
             let j = job().limited(keyed);
             vec![if deadline { j.with_deadline() } else { j }]
         }
+        Template::Rated(keyed) => {
+            let keyed = if keyed {
+                Keyed::Yes(0)
+            } else {
+                Keyed::Unkeyed(0)
+            };
+            vec![job().rated(keyed)]
+        }
         Template::Fair(key, keyed) => {
             let keyed = if keyed {
                 Keyed::Yes(key)
@@ -131,7 +142,7 @@ fn group(template: &Template, first: usize, rows: usize) -> Vec<FlowJob> {
 fn claim_all(spec: &mut FlowSpec, worker: u8) -> Vec<(usize, u8, u8)> {
     let mut runs = Vec::new();
     let n = spec.rows.len();
-    let plain = |row: &FlowRow| row.job.limited == Keyed::No && row.job.fair == Keyed::No;
+    let plain = |row: &FlowRow| !row.job.is_limited() && row.job.fair == Keyed::No;
     for id in 0..n {
         if plain(&spec.rows[id]) {
             if let Some((fence, attempt)) = spec.claim(id, worker) {
@@ -147,7 +158,7 @@ fn claim_all(spec: &mut FlowSpec, worker: u8) -> Vec<(usize, u8, u8)> {
         }
     }
     for id in 0..n {
-        if spec.rows[id].job.limited != Keyed::No {
+        if spec.rows[id].job.is_limited() {
             if let Some((fence, attempt)) = spec.claim(id, worker) {
                 runs.push((id, fence, attempt));
             }
@@ -173,7 +184,7 @@ impl ReferenceStateMachine for Reference {
 
     fn init_state() -> BoxedStrategy<Reference> {
         Just(Reference {
-            spec: FlowSpec::new(1, MAX_ATTEMPTS, FlowFaults::default()),
+            spec: FlowSpec::new(1, MAX_ATTEMPTS, FlowFaults::default()).with_rate(1),
             batch: None,
             saga: false,
             args: Vec::new(),
@@ -196,6 +207,7 @@ impl ReferenceStateMachine for Reference {
             2 => (0..2u8).prop_map(Template::Plain),
             2 => (any::<bool>(), any::<bool>()).prop_map(|(k, d)| Template::Limited(k, d)),
             2 => (0..2u8, any::<bool>()).prop_map(|(k, keyed)| Template::Fair(k, keyed)),
+            1 => any::<bool>().prop_map(Template::Rated),
             2 => (0..8usize, 0..8usize, any::<bool>()).prop_map(|(a, b, c)| Template::After(a, b, c)),
             1 => Just(Template::Saga),
             1 => Just(Template::Batch),
@@ -208,6 +220,7 @@ impl ReferenceStateMachine for Reference {
             5 => (id.clone(), any::<bool>(), end).prop_map(|(i, s, e)| Op::Finish(i, s, e)),
             1 => (0..2u8, any::<bool>()).prop_map(|(q, p)| Op::Pause(q, p)),
             1 => id.clone().prop_map(Op::PassDeadline),
+            1 => Just(Op::PassWindow),
             2 => Just(Op::Promote),
             1 => id.clone().prop_map(Op::ExpireLease),
             1 => Just(Op::Rescue),
@@ -233,6 +246,7 @@ impl ReferenceStateMachine for Reference {
             Op::Adopt(id) => rows.get(*id).is_some_and(|r| {
                 matches!(r.job.fair, Keyed::Unkeyed(_))
                     || matches!(r.job.limited, Keyed::Unkeyed(_))
+                    || matches!(r.job.rated, Keyed::Unkeyed(_))
             }),
             Op::Finish(id, ..) | Op::ExpireLease(id) | Op::Cancel(id) | Op::RetryDead(id) => {
                 *id < rows.len()
@@ -278,6 +292,10 @@ impl ReferenceStateMachine for Reference {
                     Startable::Cancelled => {
                         spec.finish(id, fence, FlowEnd::Unstarted);
                     }
+                    // A rate-limited run marks its start slot as it begins.
+                    Startable::Yes if spec.rows[id].job.rated != Keyed::No => {
+                        spec.mark_started(id, fence);
+                    }
                     Startable::Yes | Startable::Lost => {}
                 }
                 Returned::Word(startable_word(answer))
@@ -293,6 +311,10 @@ impl ReferenceStateMachine for Reference {
                 Returned::Nothing
             }
             Op::Promote => Returned::Count(spec.promote().1 as u64),
+            Op::PassWindow => {
+                spec.pass_window();
+                Returned::Nothing
+            }
             Op::ExpireLease(id) => {
                 spec.expire_lease(*id);
                 Returned::Nothing
@@ -398,6 +420,10 @@ impl Sut {
                 Keyed::No => None,
                 keyed => Some(matches!(keyed, Keyed::Yes(_))),
             },
+            rated: match job.rated {
+                Keyed::No => None,
+                keyed => Some(matches!(keyed, Keyed::Yes(_))),
+            },
             fair: match job.fair {
                 Keyed::No => None,
                 Keyed::Yes(k) => Some(Some(k)),
@@ -446,7 +472,9 @@ impl Sut {
                 let worker = worker_name(reference.args[1].0 as u8);
                 let (id, fence) = (self.store_id(id), i64::from(fence));
                 let answer = self.opened.run(s.flow_startable(id, fence));
+                let rated = reference.spec.rows[reference.args[0].0].job.rated != Keyed::No;
                 match answer {
+                    "yes" if rated => self.opened.run(s.flow_mark_started(id, fence)),
                     "paused" => self.opened.run(s.release(&worker, &[id])),
                     "expired" => {
                         self.opened.run(s.finish(id, fence, End::Expired));
@@ -481,6 +509,10 @@ impl Sut {
                 Returned::Nothing
             }
             Op::Promote => Returned::Count(self.opened.run(s.promote())),
+            Op::PassWindow => {
+                self.opened.run(s.pass_window());
+                Returned::Nothing
+            }
             Op::ExpireLease(id) => {
                 self.opened.run(s.expire_lease(self.store_id(*id)));
                 Returned::Nothing
@@ -502,14 +534,18 @@ impl Sut {
             Op::RetryDead(id) => Returned::Count(self.opened.run(s.retry_dead(self.store_id(*id)))),
             Op::Adopt(id) => {
                 let row = &reference.spec.rows[*id];
-                let limited = matches!(row.job.limited, Keyed::Unkeyed(_));
+                let limit = match (row.job.limited, row.job.rated) {
+                    (Keyed::Unkeyed(_), _) => Some("limited"),
+                    (_, Keyed::Unkeyed(_)) => Some("rated"),
+                    _ => None,
+                };
                 let fair = match row.job.fair {
                     Keyed::Unkeyed(k) => Some(k),
                     _ => None,
                 };
                 Returned::Count(
                     self.opened
-                        .run(s.flow_adopt(self.store_id(*id), limited, fair)),
+                        .run(s.flow_adopt(self.store_id(*id), limit, fair)),
                 )
             }
         };
@@ -561,6 +597,14 @@ fn compare(sut: &Sut, reference: &Reference) {
     let mut held: Vec<usize> = spec.slots.iter().flatten().copied().collect();
     held.sort_unstable();
     assert_eq!(slots, held, "the limit's held slots");
+    let starts: Vec<(usize, bool)> = view
+        .starts
+        .iter()
+        .map(|&(id, began)| (sut.spec_id(id), began))
+        .collect();
+    let mut reserved: Vec<(usize, bool)> = spec.starts.iter().flatten().copied().collect();
+    reserved.sort_unstable();
+    assert_eq!(starts, reserved, "the rate's held start slots");
     let mut turns: Vec<String> = spec.turns.iter().map(|k| format!("k{k}")).collect();
     turns.sort();
     assert_eq!(view.turns, turns, "the fair keys served");
@@ -714,6 +758,23 @@ fn fixed_paths() -> Vec<Vec<Op>> {
             ExpireLease(3),
             Rescue,
             Adopt(3),
+        ],
+        // A rate of one start a window: a reservation freed by a run that never began, a
+        // start counted from the run's beginning, the next start in the next window.
+        vec![
+            Enqueue(Template::Rated(true)),
+            Enqueue(Template::Rated(false)),
+            Claim(0),
+            Cancel(0),
+            Start(0),
+            Claim(0),
+            PassWindow,
+            Claim(1),
+            Start(1),
+            Finish(1, false, Complete),
+            Claim(0),
+            PassWindow,
+            Claim(0),
         ],
         // A paused queue: nothing claimed; a run claimed before the pause goes back.
         vec![

@@ -52,6 +52,8 @@ const KIND: &str = "conformance";
 const FLOW: &str = "flow";
 const FLOW_LIMITED: &str = "flow_limited";
 const FLOW_FAIR: &str = "flow_fair";
+/// One start an hour: a window passes only when the test says so.
+const FLOW_RATED: &str = "flow_rated";
 
 /// Where a job of a flow group waits: on a stored job, or on an earlier job of its group.
 #[derive(Clone, Copy, Debug)]
@@ -67,6 +69,8 @@ pub struct FlowNew {
     pub queue: u8,
     /// Of the limited kind, stored with its limit's key (`true`) or without (before the limit).
     pub limited: Option<bool>,
+    /// Of the rate-limited kind (one start an hour), with its key or without.
+    pub rated: Option<bool>,
     /// Of the fair kind, with key `k<n>`, or without one (before `fair_by`).
     pub fair: Option<Option<u8>>,
     /// With a deadline (an hour away, until time passes it).
@@ -104,12 +108,15 @@ pub struct FlowView {
     pub rows: Vec<(i64, FlowRowView)>,
     /// The jobs holding the limit's running slots, ascending.
     pub slots: Vec<i64>,
+    /// The jobs holding the rate's start slots, ascending, each with whether its run began.
+    pub starts: Vec<(i64, bool)>,
     /// The fair keys served, ascending.
     pub turns: Vec<String>,
     /// The paused queues, ascending.
     pub paused: Vec<String>,
 }
 const KEY: &str = "the-key";
+const RATE_WINDOW: Duration = Duration::from_secs(3600);
 
 fn now_ms() -> i64 {
     to_millis(SystemTime::now())
@@ -557,10 +564,11 @@ impl ConformanceStore {
 
     /// The stored job of `new`, whose parents in its group have the ids `earlier`.
     fn flow_job(&self, new: &FlowNew, earlier: &[i64], workflow: Option<i64>) -> NewJob {
-        let (kind, limit_key, fair_key) = match (new.limited, new.fair) {
-            (Some(keyed), _) => (FLOW_LIMITED, keyed.then(|| FLOW_LIMITED.to_owned()), None),
-            (None, Some(key)) => (FLOW_FAIR, None, key.map(|k| format!("k{k}"))),
-            (None, None) => (FLOW, None, None),
+        let (kind, limit_key, fair_key) = match (new.limited, new.rated, new.fair) {
+            (Some(keyed), _, _) => (FLOW_LIMITED, keyed.then(|| FLOW_LIMITED.to_owned()), None),
+            (None, Some(keyed), _) => (FLOW_RATED, keyed.then(|| FLOW_RATED.to_owned()), None),
+            (None, None, Some(key)) => (FLOW_FAIR, None, key.map(|k| format!("k{k}"))),
+            (None, None, None) => (FLOW, None, None),
         };
         let parent = |p: &FlowParent| {
             JobId::new(match *p {
@@ -639,11 +647,21 @@ impl ConformanceStore {
                     .await?,
             );
         }
-        let limits = [crate::store::KindLimit {
-            kind: FLOW_LIMITED,
-            max_running: Some(1),
-            rate: None,
-        }];
+        let limits = [
+            crate::store::KindLimit {
+                kind: FLOW_LIMITED,
+                max_running: Some(1),
+                rate: None,
+            },
+            crate::store::KindLimit {
+                kind: FLOW_RATED,
+                max_running: None,
+                rate: Some(crate::job::Rate {
+                    max: 1,
+                    per: RATE_WINDOW,
+                }),
+            },
+        ];
         claimed.extend(
             store
                 .claim_limited(&["q0", "q1"], &limits, 100, worker, lease)
@@ -670,6 +688,33 @@ impl ConformanceStore {
         })
     }
 
+    /// Marks the start of a rate-limited job's run, as its worker does when the run begins.
+    pub async fn flow_mark_started(&self, id: i64, fence: i64) -> Result<(), Error> {
+        self.store().mark_started(JobId::new(id), fence).await
+    }
+
+    /// Time passes the rate's window for every start slot taken.
+    pub async fn pass_window(&self) -> Result<(), Error> {
+        let sql = "UPDATE errand_limit_slots SET taken_at = 1 WHERE taken_at IS NOT NULL";
+        let failed = |source| Error::Store {
+            store: "conformance",
+            op: "pass the rate's window".to_owned(),
+            source,
+        };
+        match self.store() {
+            Backend::Sqlite(s) => sqlx::query(sql)
+                .execute(&s.pool)
+                .await
+                .map(drop)
+                .map_err(failed),
+            Backend::Postgres(s) => sqlx::query(sql)
+                .execute(&s.pool)
+                .await
+                .map(drop)
+                .map_err(failed),
+        }
+    }
+
     /// Pauses or resumes queue `q{queue}`: whether that changed it.
     pub async fn flow_set_paused(&self, queue: u8, paused: bool) -> Result<bool, Error> {
         self.store().set_paused(&format!("q{queue}"), paused).await
@@ -682,9 +727,17 @@ impl ConformanceStore {
 
     /// Gives job `id` the keys its kind has that it lacks, as a worker that knows the kind
     /// does: the limit's (`limited`) or fair key `k<fair>`.
-    pub async fn flow_adopt(&self, id: i64, limited: bool, fair: Option<u8>) -> Result<u64, Error> {
+    pub async fn flow_adopt(
+        &self,
+        id: i64,
+        limit: Option<&'static str>,
+        fair: Option<u8>,
+    ) -> Result<u64, Error> {
         let keys = crate::request::Keys {
-            limit: limited.then(|| FLOW_LIMITED.to_owned()),
+            limit: limit.map(|kind| match kind {
+                "rated" => FLOW_RATED.to_owned(),
+                _ => FLOW_LIMITED.to_owned(),
+            }),
             fair: fair.map(|k| format!("k{k}")),
         };
         self.store().adopt(&[(JobId::new(id), keys)]).await
@@ -704,6 +757,11 @@ impl ConformanceStore {
                         FROM errand_jobs ORDER BY id";
         let slots_sql = "SELECT job_id FROM errand_limit_slots
                          WHERE purpose = 'running' AND job_id IS NOT NULL ORDER BY job_id";
+        // A start slot is held until a window after its run began (`pass_window` moves that
+        // time to the epoch).
+        let starts_sql = "SELECT job_id, taken_at IS NOT NULL FROM errand_limit_slots
+                          WHERE purpose = 'start' AND job_id IS NOT NULL
+                            AND (taken_at IS NULL OR taken_at > 1) ORDER BY job_id";
         let turns_sql = "SELECT fair_key FROM errand_fair_turns ORDER BY fair_key";
         let paused_sql =
             "SELECT queue FROM errand_queues WHERE paused_at IS NOT NULL ORDER BY queue";
@@ -738,6 +796,10 @@ impl ConformanceStore {
                     .fetch_all(&mut *tx)
                     .await
                     .map_err(failed)?;
+                let starts: Vec<(i64, bool)> = sqlx::query_as(starts_sql)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(failed)?;
                 let turns: Vec<String> = sqlx::query_scalar(turns_sql)
                     .fetch_all(&mut *tx)
                     .await
@@ -747,10 +809,10 @@ impl ConformanceStore {
                     .await
                     .map_err(failed)?;
                 tx.commit().await.map_err(failed)?;
-                (rows, slots, turns, paused)
+                (rows, slots, starts, turns, paused)
             }};
         }
-        let (raw, slots, turns, paused) = match self.store() {
+        let (raw, slots, starts, turns, paused) = match self.store() {
             // A deferred transaction's first read fixes its snapshot.
             Backend::Sqlite(s) => read!(&s.pool, "SELECT 1"),
             Backend::Postgres(s) => read!(
@@ -784,6 +846,7 @@ impl ConformanceStore {
         Ok(FlowView {
             rows,
             slots,
+            starts,
             turns,
             paused,
         })
