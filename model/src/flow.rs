@@ -89,6 +89,9 @@ pub struct FlowJob {
     pub deadline: bool,
     pub parents: Vec<(usize, Edge)>,
     pub role: Role,
+    /// Of a kind that has no limit nor `fair_by` now, stored by a build whose kind had both:
+    /// with a limit key and fair key 0 (an option removed).
+    pub stale_keys: bool,
 }
 
 impl FlowJob {
@@ -101,6 +104,7 @@ impl FlowJob {
             deadline: false,
             parents: Vec::new(),
             role: Role::Plain,
+            stale_keys: false,
         }
     }
 
@@ -136,6 +140,12 @@ impl FlowJob {
 
     pub fn after(mut self, parents: &[(usize, Edge)]) -> FlowJob {
         self.parents = parents.to_vec();
+        self
+    }
+
+    /// Stored with the keys of options its kind no longer has.
+    pub fn with_stale_keys(mut self) -> FlowJob {
+        self.stale_keys = true;
         self
     }
 
@@ -337,9 +347,12 @@ impl FlowSpec {
         let (waiting, cancelled) = waiting_at_insert(&job, seen);
         let fair_key = match job.fair {
             Keyed::Yes(key) => Some(key),
+            _ if job.stale_keys => Some(0),
             _ => None,
         };
-        let limit_key = matches!(job.limited, Keyed::Yes(_)) || matches!(job.rated, Keyed::Yes(_));
+        let limit_key = matches!(job.limited, Keyed::Yes(_))
+            || matches!(job.rated, Keyed::Yes(_))
+            || job.stale_keys;
         self.rows.push(FlowRow {
             job,
             state: if waiting > 0 {
@@ -429,7 +442,10 @@ impl FlowSpec {
     pub fn fair_turn(&self, queue: u8) -> Option<usize> {
         let mut heads: Vec<(usize, u8)> = Vec::new();
         for (id, row) in self.rows.iter().enumerate() {
-            let Some(key) = row.fair_key else { continue };
+            // The fair claim reads the jobs of kinds with `fair_by` only.
+            let Some(key) = row.fair_key.filter(|_| row.job.fair != Keyed::No) else {
+                continue;
+            };
             if row.job.queue == queue
                 && self.startable_now(id)
                 && !heads.iter().any(|&(_, k)| k == key)
@@ -470,7 +486,9 @@ impl FlowSpec {
                 self.rows[id].limit_key = true;
             }
         }
-        if let Some(key) = self.rows[id].fair_key {
+        // Only the fair claim serves a key's turn.
+        let fair = self.rows[id].job.fair != Keyed::No;
+        if let Some(key) = self.rows[id].fair_key.filter(|_| fair) {
             self.turns.retain(|&k| k != key);
             self.turns.push(key);
         }

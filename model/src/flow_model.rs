@@ -19,7 +19,8 @@ pub enum Scenario {
     /// A limit of one running job: a limited job with a deadline, and one stored before its
     /// kind had the limit; pause, deadlines, every way out of running.
     Limits,
-    /// Two fair keys, two jobs of the first; a job stored before its kind had `fair_by`.
+    /// Two fair keys, two jobs of the first; a job stored before its kind had `fair_by`, and one
+    /// stored with keys of options its kind no longer has.
     Fair,
     /// Two parents; a dependent of both (cancelled if one fails) and one of the first that
     /// runs anyway, each enqueued while the parents may be finishing.
@@ -50,6 +51,7 @@ impl Scenario {
                 vec![job().fair(Keyed::Yes(0))],
                 vec![job().fair(Keyed::Yes(1))],
                 vec![job().fair(Keyed::Unkeyed(1))],
+                vec![job().with_stale_keys()],
             ],
             Scenario::Dependencies => vec![
                 vec![job()],
@@ -516,7 +518,8 @@ impl Model for Flow {
             }
             FlowAction::Claim { worker, id } => {
                 let turn = s.store.fair_turn(s.store.rows[id].job.queue);
-                let keyed = s.store.rows[id].fair_key.is_some();
+                let row = &s.store.rows[id];
+                let keyed = row.fair_key.is_some() && row.job.fair != Keyed::No;
                 if keyed && turn != Some(id) {
                     s.history.unfair_claim = true;
                 }
@@ -745,10 +748,16 @@ impl Model for Flow {
                     |_, s: &FlowSystem| s.history.began.get(1) == Some(&true),
                 ));
             }
-            Scenario::Fair => properties.push(Property::sometimes(
-                "a job stored before fair_by was adopted",
-                |_, s: &FlowSystem| s.history.adopted,
-            )),
+            Scenario::Fair => {
+                properties.push(Property::sometimes(
+                    "a job stored before fair_by was adopted",
+                    |_, s: &FlowSystem| s.history.adopted,
+                ));
+                properties.push(Property::sometimes(
+                    "a job whose options were removed ran as a plain job",
+                    |_, s: &FlowSystem| s.history.began.get(4) == Some(&true),
+                ));
+            }
             Scenario::Dependencies => properties.push(Property::sometimes(
                 "a dependent that runs anyway ran after its parent died",
                 |_, s: &FlowSystem| {

@@ -34,6 +34,8 @@ enum Template {
     Fair(u8, bool),
     /// Rate-limited (one start a window): with its key or stored before the limit.
     Rated(bool),
+    /// Plain now, stored with the limit key and fair key of options since removed.
+    Removed,
     /// After two jobs (by index, modulo the rows), cancelled or run when one fails.
     After(usize, usize, bool),
     Saga,
@@ -106,6 +108,7 @@ fn group(template: &Template, first: usize, rows: usize) -> Vec<FlowJob> {
             let j = job().limited(keyed);
             vec![if deadline { j.with_deadline() } else { j }]
         }
+        Template::Removed => vec![job().with_stale_keys()],
         Template::Rated(keyed) => {
             let keyed = if keyed {
                 Keyed::Yes(0)
@@ -208,6 +211,7 @@ impl ReferenceStateMachine for Reference {
             2 => (any::<bool>(), any::<bool>()).prop_map(|(k, d)| Template::Limited(k, d)),
             2 => (0..2u8, any::<bool>()).prop_map(|(k, keyed)| Template::Fair(k, keyed)),
             1 => any::<bool>().prop_map(Template::Rated),
+            1 => Just(Template::Removed),
             2 => (0..8usize, 0..8usize, any::<bool>()).prop_map(|(a, b, c)| Template::After(a, b, c)),
             1 => Just(Template::Saga),
             1 => Just(Template::Batch),
@@ -430,6 +434,7 @@ impl Sut {
                 Keyed::Unkeyed(_) => Some(None),
             },
             deadline: job.deadline,
+            stale_keys: job.stale_keys,
             parents,
             step,
             priority: id as u8,
@@ -788,13 +793,17 @@ fn fixed_paths() -> Vec<Vec<Op>> {
             Pause(0, false),
             Claim(1),
         ],
-        // Fair jobs stored without their key wait for it, then take their turns.
+        // Fair jobs stored without their key wait for it, then take their turns; a job whose
+        // options were removed runs as a plain job.
         vec![
+            Enqueue(Template::Removed),
             Enqueue(Template::Fair(1, false)),
             Enqueue(Template::Fair(0, true)),
             Claim(0),
-            Adopt(0),
+            Adopt(1),
             Claim(0),
+            Start(0),
+            Finish(0, false, FlowEnd::Complete),
         ],
         // A batch that grows while it runs, then closes.
         vec![

@@ -75,6 +75,8 @@ pub struct FlowNew {
     pub fair: Option<Option<u8>>,
     /// With a deadline (an hour away, until time passes it).
     pub deadline: bool,
+    /// Of the plain kind, stored with the limit key and fair key `k0` of options since removed.
+    pub stale_keys: bool,
     /// The jobs it waits on, each with its edge: `cancel`, `run`, `when_failed`, `when_ran` or
     /// `when_stopped` (the last three, for a saga's compensation).
     pub parents: Vec<(FlowParent, &'static str)>,
@@ -575,6 +577,11 @@ impl ConformanceStore {
                 FlowParent::Stored(id) => id,
                 FlowParent::InGroup(index) => earlier[index],
             })
+        };
+        let (limit_key, fair_key) = if new.stale_keys {
+            (Some(FLOW_LIMITED.to_owned()), Some("k0".to_owned()))
+        } else {
+            (limit_key, fair_key)
         };
         let any = new
             .parents
