@@ -231,6 +231,23 @@ MUTATIONS = [
         "",
         FLOW + ["--", "fixed_paths_on_postgres"],
     ),
+    (
+        "plain_claim_reads_keyed",
+        "the plain claim reads every available job, limited and fair backlogs row by row",
+        "runtime/src/store/postgres.rs",
+        "                   AND limit_key IS NULL AND fair_key IS NULL\n",
+        "",
+        ["cargo", "test", "-q", "-p", "errand", "--all-features", "--lib", "--",
+         "postgres::tests::claims_walk_no_held_back_jobs"],
+    ),
+    (
+        "adoption_keeps_stale_keys",
+        "jobs of a kind that lost its limit and fair_by keep their keys, and no claim takes them",
+        "runtime/src/store/sql/kinds.rs",
+        "        SET limit_key = t.limit_key, fair_key = t.fair_key\n        FROM unnest",
+        "        SET limit_key = COALESCE(j.limit_key, t.limit_key), fair_key = COALESCE(j.fair_key, t.fair_key)\n        FROM unnest",
+        SUITE + ["deploys::options_removed_from_a_backlog_still_run_it::postgres"],
+    ),
 ]
 
 

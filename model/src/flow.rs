@@ -182,6 +182,23 @@ pub struct FlowRow {
     pub by_cascade: bool,
 }
 
+impl FlowRow {
+    /// Carries keys of options its kind no longer has: no claim takes it until a worker
+    /// clears them.
+    pub fn has_stale_keys(&self) -> bool {
+        self.job.stale_keys && (self.limit_key || self.fair_key.is_some())
+    }
+
+    /// Lacks a key its kind has, or carries one its kind no longer has: adoption's work.
+    pub fn needs_adoption(&self) -> bool {
+        (matches!(self.job.fair, Keyed::Unkeyed(_)) && self.fair_key.is_none())
+            || ((matches!(self.job.limited, Keyed::Unkeyed(_))
+                || matches!(self.job.rated, Keyed::Unkeyed(_)))
+                && !self.limit_key)
+            || self.has_stale_keys()
+    }
+}
+
 /// How a claimed job's start check answered (`Store::startable`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Startable {
@@ -203,8 +220,9 @@ pub struct FlowFaults {
     pub claim_ignores_slots: bool,
     /// The slot trigger's `WHEN` without `dead`: a limited job that dies keeps its slot.
     pub slot_kept_after_death: bool,
-    /// The limited claim does not write the key it took slots under on a job stored without
-    /// one (before issue 23's fix): the trigger never frees the slot.
+    /// The limited claim takes a job stored without its limit key (as its kind's) and leaves
+    /// the key unwritten (issue 23's defect): the trigger never frees the slot. The claim now
+    /// takes only keyed jobs; adoption writes the key first.
     pub claim_leaves_key_unwritten: bool,
     /// The fair claim takes any keyed job, not the head of the key served longest ago.
     pub fair_claim_ignores_turns: bool,
@@ -407,12 +425,19 @@ impl FlowSpec {
     }
 
     /// Whether the claims may take job `id` now, by the rules the claim statements apply:
-    /// available, its queue not paused, its deadline not passed; a limited job (by its kind,
-    /// keyed or not) with a free slot; a fair job with its key written, the head of its key,
-    /// its key the one served longest ago among the queue's keys with such a head.
+    /// available, its queue not paused, its deadline not passed; a limited job with its key
+    /// written and a free slot; a fair job with its key written, the head of its key, its key
+    /// the one served longest ago among the queue's keys with such a head; a job of a kind
+    /// without those options with no keys (each claim reads an index of its own jobs only).
     pub fn claimable(&self, id: usize) -> bool {
         let row = &self.rows[id];
         if !self.startable_now(id) {
+            return false;
+        }
+        if row.job.is_limited() && !row.limit_key && !self.faults.claim_leaves_key_unwritten {
+            return false;
+        }
+        if row.has_stale_keys() {
             return false;
         }
         let slots_full = !self.slots.contains(&None);
@@ -481,9 +506,6 @@ impl FlowSpec {
                 if let Some(slot) = self.starts.iter().position(Option::is_none) {
                     self.starts[slot] = Some((id, self.faults.rate_counts_claims));
                 }
-            }
-            if !self.faults.claim_leaves_key_unwritten {
-                self.rows[id].limit_key = true;
             }
         }
         // Only the fair claim serves a key's turn.
@@ -718,7 +740,8 @@ impl FlowSpec {
             })
     }
 
-    /// `adopt`: gives a waiting job the keys its kind has that it lacks; whether it waits.
+    /// `adopt`: gives a waiting job the keys its kind has that it lacks, and clears those of
+    /// options its kind no longer has; whether it waits.
     pub fn adopt(&mut self, id: usize) -> bool {
         let row = &mut self.rows[id];
         if !matches!(
@@ -729,6 +752,10 @@ impl FlowSpec {
         }
         if let Keyed::Unkeyed(key) = row.job.fair {
             row.fair_key.get_or_insert(key);
+        }
+        if row.job.stale_keys {
+            row.limit_key = false;
+            row.fair_key = None;
         }
         if matches!(row.job.limited, Keyed::Unkeyed(_))
             || matches!(row.job.rated, Keyed::Unkeyed(_))

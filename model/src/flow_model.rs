@@ -415,10 +415,7 @@ impl Model for Flow {
             if self.parts.retry_dead && row.state == FlowState::Dead {
                 actions.push(FlowAction::RetryDead { id });
             }
-            let unkeyed = (matches!(row.job.fair, Keyed::Unkeyed(_)) && row.fair_key.is_none())
-                || ((matches!(row.job.limited, Keyed::Unkeyed(_))
-                    || matches!(row.job.rated, Keyed::Unkeyed(_)))
-                    && !row.limit_key);
+            let unkeyed = row.needs_adoption();
             let waiting = matches!(
                 row.state,
                 FlowState::Pending | FlowState::Retryable | FlowState::Available
@@ -892,7 +889,7 @@ fn released_exactly(s: &FlowSystem) -> bool {
 /// Whether job `id`, if it waits, waits for a reason a later action removes: pending on
 /// parents not finished, counted right; retryable (promotion); available and claimable, or
 /// held by its queue's pause, its deadline (promotion cancels it), its limit's slots held by
-/// running jobs, another fair key's turn, or a key a worker will write.
+/// running jobs, another fair key's turn, or a key a worker will write or clear.
 fn waits_for_a_reason(m: &Flow, s: &FlowSystem, id: usize) -> bool {
     let store = &s.store;
     let row = &store.rows[id];
@@ -925,9 +922,11 @@ fn waits_for_a_reason(m: &Flow, s: &FlowSystem, id: usize) -> bool {
             {
                 return false;
             }
+            if row.needs_adoption() {
+                return !m.faults.unkeyed_never_adopted;
+            }
             match row.job.fair {
                 Keyed::No => true,
-                _ if row.fair_key.is_none() => !m.faults.unkeyed_never_adopted,
                 _ => store.fair_turn(row.job.queue).is_some(),
             }
         }

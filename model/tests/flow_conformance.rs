@@ -251,6 +251,7 @@ impl ReferenceStateMachine for Reference {
                 matches!(r.job.fair, Keyed::Unkeyed(_))
                     || matches!(r.job.limited, Keyed::Unkeyed(_))
                     || matches!(r.job.rated, Keyed::Unkeyed(_))
+                    || r.job.stale_keys
             }),
             Op::Finish(id, ..) | Op::ExpireLease(id) | Op::Cancel(id) | Op::RetryDead(id) => {
                 *id < rows.len()
@@ -680,10 +681,16 @@ fn replay<T: Target>(ops: &[Op]) {
         .map(|tree| proptest::strategy::ValueTree::current(&tree))
         .unwrap_or_else(|err| panic!("the initial state: {err}"));
     let mut sut = <On<T> as StateMachineTest>::init_test(&reference);
-    for op in ops {
+    for (step, op) in ops.iter().enumerate() {
         assert!(
             <Reference as ReferenceStateMachine>::preconditions(&reference, op),
-            "{op:?} cannot run here"
+            "{op:?} cannot run here (step {step} of {ops:?}; rows {:?})",
+            reference
+                .spec
+                .rows
+                .iter()
+                .map(|r| r.state)
+                .collect::<Vec<_>>()
         );
         reference = <Reference as ReferenceStateMachine>::apply(reference, op);
         sut.apply(&reference, op);
@@ -741,10 +748,12 @@ fn fixed_paths() -> Vec<Vec<Op>> {
             saga_at_step_1(),
             vec![Start(1), Finish(1, false, Die), RetryDead(1), Claim(1)],
         ),
-        // Limited jobs: one stored before its kind had the limit takes and frees the slot on
-        // every way out of running.
+        // Limited jobs: one stored before its kind had the limit waits for its key, then
+        // takes and frees the slot on every way out of running.
         vec![
             Enqueue(Template::Limited(false, false)),
+            Claim(0),
+            Adopt(0),
             Enqueue(Template::Limited(true, true)),
             Claim(0),
             Claim(1),
@@ -755,20 +764,22 @@ fn fixed_paths() -> Vec<Vec<Op>> {
             Start(1),
             Claim(0),
             Enqueue(Template::Limited(false, false)),
+            Adopt(2),
             Claim(0),
             Cancel(2),
             Release(0),
             Enqueue(Template::Limited(false, false)),
+            Adopt(3),
             Claim(1),
             ExpireLease(3),
             Rescue,
-            Adopt(3),
         ],
         // A rate of one start a window: a reservation freed by a run that never began, a
         // start counted from the run's beginning, the next start in the next window.
         vec![
             Enqueue(Template::Rated(true)),
             Enqueue(Template::Rated(false)),
+            Adopt(1),
             Claim(0),
             Cancel(0),
             Start(0),
@@ -794,13 +805,14 @@ fn fixed_paths() -> Vec<Vec<Op>> {
             Claim(1),
         ],
         // Fair jobs stored without their key wait for it, then take their turns; a job whose
-        // options were removed runs as a plain job.
+        // options were removed waits for its keys to be cleared, then runs as a plain job.
         vec![
             Enqueue(Template::Removed),
             Enqueue(Template::Fair(1, false)),
             Enqueue(Template::Fair(0, true)),
             Claim(0),
             Adopt(1),
+            Adopt(0),
             Claim(0),
             Start(0),
             Finish(0, false, FlowEnd::Complete),

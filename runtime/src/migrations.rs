@@ -101,6 +101,7 @@ migrations!(
     15 "0015_deploys",
     16 "0016_long_workflows",
     17 "0017_saga_stops",
+    18 "0018_claimable_indexes",
 );
 
 /// The table in which errand records which migrations a PostgreSQL schema has.

@@ -14,7 +14,7 @@ use errand_tests::per_sql_store;
 
 per_sql_store!(
     a_limit_added_to_a_backlog_frees_its_slots,
-    a_job_claimed_before_its_adoption_frees_its_slot,
+    jobs_stored_without_the_limit_key_run_once_adopted,
     fair_by_added_to_a_backlog_still_runs_it,
     options_removed_from_a_backlog_still_run_it,
     a_kind_a_live_worker_knows_is_never_buried,
@@ -149,11 +149,12 @@ async fn a_limit_added_to_a_backlog_frees_its_slots(store: TestStore) {
     );
 }
 
-/// During a rolling deploy the old build goes on storing jobs without the limit's key, and
-/// the new build's claim can take them before its worker adopts them (as it starts, then now
-/// and then): the claim writes the key it took slots under, so the slots are freed all the
-/// same. (Before, the first two kept their slots and the rest never ran.)
-async fn a_job_claimed_before_its_adoption_frees_its_slot(store: TestStore) {
+/// During a rolling deploy the old build goes on storing jobs without the limit's key. The new
+/// build's claims do not take them (no claim reads a limited kind's jobs without their key: a
+/// job takes slots only with the key that frees them); a worker adopts them (as it starts, then
+/// every 30 s) and they run, freeing their slots. (Before issue 23's fix, such jobs kept their
+/// slots and the rest never ran.)
+async fn jobs_stored_without_the_limit_key_run_once_adopted(store: TestStore) {
     let client = &store.client;
     let handle = worker(client, &["limited"]).spawn();
     // The worker is past its first adoption once it has run a job.
@@ -180,6 +181,23 @@ async fn a_job_claimed_before_its_adoption_frees_its_slot(store: TestStore) {
         sqlx::query(strip).execute(&mut *tx).await.unwrap();
         tx.commit().await.unwrap();
     }
+    // A job stored with its key after them runs; they, first in line, wait for their key.
+    let keyed = limited_pair::with(6).enqueue(client).await.unwrap().id;
+    errand_tests::common::wait_for("the job stored with its key", || async {
+        client.job(keyed).await.unwrap().unwrap().state == errand::JobState::Completed
+    })
+    .await;
+    for id in &ids {
+        let job = client.job(*id).await.unwrap().unwrap();
+        assert_eq!(
+            job.state,
+            errand::JobState::Available,
+            "job {id} ran unkeyed"
+        );
+    }
+    handle.shutdown().await.unwrap();
+    // The next worker adopts them as it starts.
+    let handle = worker(client, &["limited"]).spawn();
     errand_tests::common::wait_for_within(
         std::time::Duration::from_secs(20),
         "the jobs stored without a limit key",
@@ -187,6 +205,10 @@ async fn a_job_claimed_before_its_adoption_frees_its_slot(store: TestStore) {
     )
     .await;
     handle.shutdown().await.unwrap();
+    for id in &ids {
+        let job = client.job(*id).await.unwrap().unwrap();
+        assert_eq!(job.state, errand::JobState::Completed, "job {id}");
+    }
     assert_eq!(
         held_slots(&store).await,
         0,
@@ -221,7 +243,8 @@ async fn fair_by_added_to_a_backlog_still_runs_it(store: TestStore) {
 }
 
 /// A kind that lost its limit and its `fair_by` in this build, with jobs stored while it had
-/// them (a limit key, a fair key): they run as plain jobs, holding no slot.
+/// them (a limit key, a fair key): a worker clears their keys (no claim of this build reads
+/// them so) and they run as plain jobs, holding no slot.
 async fn options_removed_from_a_backlog_still_run_it(store: TestStore) {
     let client = &store.client;
     let t = tag("options-removed");
@@ -237,6 +260,9 @@ async fn options_removed_from_a_backlog_still_run_it(store: TestStore) {
     work_until_final(worker(client, &["default"]), client, &ids).await;
     assert_eq!(records(&t).len(), 5);
     assert_eq!(held_slots(&store).await, 0);
+    let keyed = "SELECT count(*) FROM errand_jobs
+                 WHERE kind = 'succeed' AND (limit_key IS NOT NULL OR fair_key IS NOT NULL)";
+    assert_eq!(store.scalar(keyed).await, 0, "keys left on the jobs");
 }
 
 /// A worker's row among the live workers, with the kinds it knows, is there from its start to

@@ -1087,15 +1087,16 @@ impl Backend {
         dispatch!(self, s => s.claim_limited(queues, limits, room, worker, lease).await)
     }
 
-    /// Waiting jobs of `fair` or `limited` kinds stored without their keys (see
-    /// `sql/kinds.rs`).
+    /// Waiting jobs of `fair` or `limited` kinds stored without their keys, or of `plain`
+    /// kinds stored with keys (see `sql/kinds.rs`).
     pub(crate) async fn unkeyed(
         &self,
         fair: &[&str],
         limited: &[&str],
+        plain: &[&str],
         limit: usize,
     ) -> Result<Vec<(JobId, String, String)>, Error> {
-        dispatch!(self, s => s.unkeyed(fair, limited, limit).await)
+        dispatch!(self, s => s.unkeyed(fair, limited, plain, limit).await)
     }
 
     /// Whether a claimed job that waited in its worker's buffer may start now.

@@ -279,9 +279,9 @@ impl Dialect for Postgres {
 
 /// Claims, for each queue `$1[i]`, up to `$2[i]` available jobs of the kinds `$5`, most urgent
 /// first, for worker `$4` with a lease of `$3` ms: a `picked` CTE, then the update. It reads
-/// only the `errand_jobs_available` index: jobs waiting for their time are not in it (see
-/// [`Statements::promote`]). A paused queue gives nothing; a job past its deadline is left
-/// for [`Statements::expire`].
+/// only the `errand_jobs_plain` index: jobs waiting for their time are not in it (see
+/// [`Statements::promote`]), nor jobs with a limit or fair key, which other claims take. A
+/// paused queue gives nothing; a job past its deadline is left for [`Statements::expire`].
 macro_rules! claim {
     () => {
         concat!(
@@ -291,6 +291,7 @@ macro_rules! claim {
              CROSS JOIN LATERAL (
                  SELECT id FROM errand_jobs
                  WHERE queue = w.queue AND state = 'available' AND kind = ANY($5)
+                   AND limit_key IS NULL AND fair_key IS NULL
                    AND (expires_at IS NULL OR expires_at > errand_now_ms())
                    AND NOT EXISTS (SELECT 1 FROM errand_queues p
                                    WHERE p.queue = w.queue AND p.paused_at IS NOT NULL)
@@ -307,12 +308,18 @@ macro_rules! claim {
     };
 }
 
-/// What a claim sets on a job it takes, for worker `$worker` with a lease of `$lease` ms.
+/// What a claim sets on a job it takes, for worker `$worker` with a lease of `$lease` ms, at
+/// `$now` (the transaction's time, unless given).
 macro_rules! claim_set {
     ($lease:literal, $worker:literal) => {
+        claim_set!($lease, $worker, "errand_now_ms()")
+    };
+    ($lease:literal, $worker:literal, $now:literal) => {
         concat!(
             "SET state = 'running', attempt = attempt + 1, fence = fence + 1,
-             attempted_at = errand_now_ms(), lease_until = errand_now_ms() + ",
+             attempted_at = ",
+            $now,
+            ", lease_until = errand_now_ms() + ",
             $lease,
             ", worker = ",
             $worker,
@@ -586,25 +593,49 @@ static STATEMENTS: Statements = Statements {
         WHERE name = $1 AND next_run IS DISTINCT FROM $2",
     schedules: "SELECT name, cron, timezone, kind, queue, catch_up, last_run, last_job, next_run, seen_at
         FROM errand_schedules ORDER BY name",
-    limit_candidates: "SELECT j.id, COALESCE(j.limit_key, j.kind), j.kind FROM errand_jobs j
-        JOIN unnest($2::text[], $3::bigint[], $4::bigint[], $5::bigint[])
-             AS l(kind, max_running, max_starts, window_ms) ON l.kind = j.kind
-        WHERE j.queue = ANY($1) AND j.state = 'available'
-          AND (j.expires_at IS NULL OR j.expires_at > errand_now_ms())
-          AND NOT EXISTS (SELECT 1 FROM errand_queues p
-                          WHERE p.queue = j.queue AND p.paused_at IS NOT NULL)
-          AND (l.max_running IS NULL OR l.max_running > (
-              SELECT count(*) FROM errand_limit_slots s
-              WHERE s.limit_key = COALESCE(j.limit_key, j.kind) AND s.purpose = 'running'
-                AND s.job_id IS NOT NULL))
-          AND (l.max_starts IS NULL OR l.max_starts > (
-              SELECT count(*) FROM errand_limit_slots s
-              WHERE s.limit_key = COALESCE(j.limit_key, j.kind) AND s.purpose = 'start'
-                AND ((s.taken_at IS NULL AND s.job_id IS NOT NULL)
-                     OR s.taken_at > errand_now_ms() - l.window_ms)))
+    // The keys of each queue's available limited jobs are read by skipping through
+    // `errand_jobs_limited` (a recursive CTE: one index probe per key); each key's slots are
+    // counted once, and only a key with a free slot has its first jobs read, at most as many
+    // as it has free slots: a full key's backlog is never read.
+    limit_candidates: "WITH RECURSIVE keys(queue, limit_key) AS (
+            SELECT q.queue, (SELECT j.limit_key FROM errand_jobs j
+                             WHERE j.queue = q.queue AND j.state = 'available'
+                               AND j.limit_key IS NOT NULL
+                             ORDER BY j.limit_key LIMIT 1)
+            FROM unnest($1::text[]) AS q(queue)
+            WHERE NOT EXISTS (SELECT 1 FROM errand_queues p
+                              WHERE p.queue = q.queue AND p.paused_at IS NOT NULL)
+            UNION ALL
+            SELECT k.queue, (SELECT j.limit_key FROM errand_jobs j
+                             WHERE j.queue = k.queue AND j.state = 'available'
+                               AND j.limit_key > k.limit_key
+                             ORDER BY j.limit_key LIMIT 1)
+            FROM keys k WHERE k.limit_key IS NOT NULL
+        ), room AS (
+            SELECT k.queue, k.limit_key, l.kind,
+                   LEAST(COALESCE(l.max_running - c.running, $6), COALESCE(l.max_starts - c.starts, $6), $6) AS free
+            FROM keys k
+            JOIN unnest($2::text[], $3::bigint[], $4::bigint[], $5::bigint[])
+                 AS l(kind, max_running, max_starts, window_ms)
+              ON k.limit_key = l.kind OR starts_with(k.limit_key, l.kind || ':')
+            CROSS JOIN LATERAL (
+                SELECT count(*) FILTER (WHERE s.purpose = 'running' AND s.job_id IS NOT NULL) AS running,
+                       count(*) FILTER (WHERE s.purpose = 'start'
+                                          AND ((s.taken_at IS NULL AND s.job_id IS NOT NULL)
+                                               OR s.taken_at > errand_now_ms() - l.window_ms)) AS starts
+                FROM errand_limit_slots s WHERE s.limit_key = k.limit_key) c
+        )
+        SELECT j.id, j.limit_key, j.kind FROM room r
+        CROSS JOIN LATERAL (
+            SELECT id, limit_key, kind, priority, run_at FROM errand_jobs
+            WHERE queue = r.queue AND state = 'available' AND limit_key = r.limit_key
+              AND kind = r.kind AND (expires_at IS NULL OR expires_at > errand_now_ms())
+            ORDER BY priority, run_at, id
+            LIMIT r.free
+            FOR UPDATE SKIP LOCKED) j
+        WHERE r.free > 0
         ORDER BY j.priority, j.run_at, j.id
-        LIMIT $6
-        FOR UPDATE OF j SKIP LOCKED",
+        LIMIT $6",
     limit_free_slots: "SELECT s.limit_key, s.purpose, s.n::bigint FROM errand_limit_slots s
         JOIN unnest($1::text[], $2::bigint[]) AS k(limit_key, window_ms) ON k.limit_key = s.limit_key
         WHERE (s.purpose = 'running' AND s.job_id IS NULL)
@@ -693,10 +724,14 @@ static STATEMENTS: Statements = Statements {
         JOIN errand_jobs j ON j.id = d.job_id WHERE j.workflow_id = $1",
     claim_ids: concat!(
         "UPDATE errand_jobs ",
-        claim_set!("$2", "$3"),
-        // A job stored before its kind had a limit holds the kind's slots: it says so, so
-        // that the slot is freed when it stops running.
-        ", limit_key = COALESCE(limit_key, kind)
+        // The statement's time: the transaction began before it read which slots were free,
+        // and a run that freed one since may have ended after that beginning.
+        claim_set!(
+            "$2",
+            "$3",
+            "(extract(epoch FROM statement_timestamp()) * 1000)::bigint"
+        ),
+        "
         WHERE id = ANY($1) AND state = 'available' ",
         claim_returning!()
     ),
@@ -1001,6 +1036,97 @@ mod tests {
         drop_schema(&store, &schema).await;
         for (name, plan) in plans {
             assert_reads_only_available(name, &plan);
+        }
+    }
+
+    /// With 1,000,000 jobs held back in each way a job waits (under a limit whose key is
+    /// full, one tenant's backlog of a fair kind, in a paused queue, pending on a parent,
+    /// scheduled for tomorrow) and ten jobs to take, every claim (plain, limited, fair, and the
+    /// worker's combined exchange) and the promotion read a few pages: none walks what it
+    /// cannot take. (Before the claims' indexes held only jobs they can take, the plain claim
+    /// walked the limited and fair backlogs row by row, and the limited claim counted the
+    /// slots of every limited job.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn claims_walk_no_held_back_jobs() {
+        use sql::held_back_cases::{FILL, HOLD_SLOT, PAUSE};
+        let schema = format!("errand_held_back_plan_{}", std::process::id());
+        let Some(store) = test_store(&schema).await else {
+            return;
+        };
+        let fill = "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts,
+                        run_at, created_at, limit_key, fair_key, waiting_on)
+                    SELECT $1, $2, '{}', $3, 5, 25, errand_now_ms() + $4, 0, $5, $6, $7
+                    FROM generate_series(1, $8)";
+        for (kind, queue, state, offset, limit_key, fair_key, waiting_on, count) in FILL {
+            sqlx::query(fill)
+                .bind(kind)
+                .bind(queue)
+                .bind(state)
+                .bind(offset)
+                .bind(limit_key)
+                .bind(fair_key)
+                .bind(i32::try_from(waiting_on).expect("a small count"))
+                .bind(count)
+                .execute(&store.pool)
+                .await
+                .expect("fill the table");
+        }
+        for setup in [HOLD_SLOT, PAUSE, "VACUUM ANALYZE errand_jobs"] {
+            sqlx::raw_sql(setup)
+                .execute(&store.pool)
+                .await
+                .expect("set up the backlog");
+        }
+        let mut plans = Vec::new();
+        let cases = sql::held_back_cases::claims::<Postgres>().into_iter();
+        for sql::held_back_cases::Case {
+            name,
+            sql,
+            values,
+            rows,
+            index,
+        } in cases
+        {
+            let mut conn = store.pool.acquire().await.expect("a connection");
+            sqlx::raw_sql("BEGIN")
+                .execute(&mut *conn)
+                .await
+                .expect("begin");
+            let explain = format!("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}");
+            let plan: Vec<String> = query(&explain, values, &SYSTEM_CLOCK)
+                .fetch_all(&mut *conn)
+                .await
+                .expect("explain")
+                .iter()
+                .map(|row| sqlx::Row::get::<String, _>(row, 0))
+                .collect();
+            sqlx::raw_sql("ROLLBACK")
+                .execute(&mut *conn)
+                .await
+                .expect("roll back");
+            plans.push((name, plan.join("\n"), rows, index));
+        }
+        drop_schema(&store, &schema).await;
+        for (name, plan, rows, index) in plans {
+            // What finding the jobs read: a claim's `picked` part (the rest writes the rows
+            // it found, each a few pages of every index its new state is in), or the whole.
+            let read = plan
+                .split_once("CTE picked")
+                .map_or(pages_read(&plan), |(_, picking)| pages_read(picking));
+            let whole = pages_read(&plan);
+            eprintln!("{name}: {read} pages to find {rows} rows, {whole} in all");
+            assert!(
+                !plan.contains("Seq Scan"),
+                "{name} walks the table:\n{plan}"
+            );
+            assert!(plan.contains(index), "{name} reads no {index}:\n{plan}");
+            assert!(read < 100, "{name} read {read} pages:\n{plan}");
+            assert!(
+                plan.lines()
+                    .next()
+                    .is_some_and(|l| l.contains(&format!("rows={rows} "))),
+                "{name} found {rows} rows:\n{plan}"
+            );
         }
     }
 

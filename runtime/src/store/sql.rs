@@ -1725,6 +1725,174 @@ impl<D: Dialect> Store for SqlStore<D> {
     }
 }
 
+/// What the stores' claim plan tests fill: a backlog held back in each way a job waits, and a
+/// few jobs a claim can take.
+#[cfg(test)]
+pub(crate) mod held_back_cases {
+    /// How many jobs each backlog holds.
+    pub(crate) const BACKLOG: i64 = 1_000_000;
+
+    /// `kind, queue, state, run_at offset (ms from now), limit_key, fair_key, waiting_on,
+    /// count` of the rows to insert: under a limit whose one running slot a running job holds;
+    /// one tenant's backlog of a fair kind; a paused queue's; pending on a parent; scheduled
+    /// for tomorrow; and ten plain jobs to take.
+    #[allow(clippy::type_complexity)]
+    pub(crate) const FILL: [(&str, &str, &str, i64, Option<&str>, Option<&str>, i64, i64); 7] = [
+        (
+            "limited",
+            "q",
+            "running",
+            -1_000,
+            Some("limited"),
+            None,
+            0,
+            1,
+        ),
+        (
+            "limited",
+            "q",
+            "available",
+            -1_000,
+            Some("limited"),
+            None,
+            0,
+            BACKLOG,
+        ),
+        (
+            "fair",
+            "q",
+            "available",
+            -1_000,
+            None,
+            Some("tenant-1"),
+            0,
+            BACKLOG,
+        ),
+        (
+            "plain",
+            "paused",
+            "available",
+            -1_000,
+            None,
+            None,
+            0,
+            BACKLOG,
+        ),
+        ("plain", "q", "pending", -1_000, None, None, 1, BACKLOG),
+        (
+            "plain",
+            "q",
+            "scheduled",
+            86_400_000,
+            None,
+            None,
+            0,
+            BACKLOG,
+        ),
+        ("plain", "q", "available", -1_000, None, None, 0, 10),
+    ];
+
+    /// The running limited job's slot, the limit's only one.
+    pub(crate) const HOLD_SLOT: &str =
+        "INSERT INTO errand_limit_slots (limit_key, purpose, n, job_id)
+        SELECT 'limited', 'running', 1, id FROM errand_jobs WHERE state = 'running'";
+
+    /// The paused queue.
+    pub(crate) const PAUSE: &str =
+        "INSERT INTO errand_queues (queue, paused_at, updated_at) VALUES ('paused', 1, 1)";
+
+    /// One statement to plan: what it is, its text and parameters, how many rows it finds, and
+    /// the index it must read.
+    pub(crate) struct Case {
+        pub(crate) name: &'static str,
+        pub(crate) sql: &'static str,
+        pub(crate) values: Vec<super::Value<'static>>,
+        #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+        pub(crate) rows: u64,
+        pub(crate) index: &'static str,
+    }
+
+    /// Each claim of dialect `D` (the plain one asking 100 of each queue, the limited one's
+    /// search, the fair one asking 10), the promotion, the expiry sweep and the read of when
+    /// the next job is due, as the worker runs them.
+    pub(crate) fn claims<D: super::Dialect>() -> Vec<Case> {
+        use super::Value;
+        let queues = || Value::Texts(vec!["q", "paused"]);
+        let lease = || Value::Lease(std::time::Duration::from_secs(30));
+        vec![
+            Case {
+                name: "plain claim",
+                sql: D::SQL.claim,
+                values: vec![
+                    queues(),
+                    Value::Ints(vec![100, 100]),
+                    lease(),
+                    Value::from("plan-test"),
+                    Value::Texts(vec!["plain"]),
+                    Value::Now,
+                ],
+                rows: 10,
+                index: "errand_jobs_plain",
+            },
+            Case {
+                name: "limited claim's search",
+                sql: D::SQL.limit_candidates,
+                values: vec![
+                    queues(),
+                    Value::Texts(vec!["limited"]),
+                    Value::OptInts(vec![Some(1)]),
+                    Value::OptInts(vec![None]),
+                    Value::OptInts(vec![None]),
+                    Value::from(400),
+                    Value::Now,
+                ],
+                rows: 0,
+                index: "errand_jobs_limited",
+            },
+            Case {
+                name: "fair claim",
+                sql: D::SQL.claim_fair,
+                values: vec![
+                    Value::from("q"),
+                    Value::from(10),
+                    Value::Texts(vec!["fair"]),
+                    lease(),
+                    Value::from("plan-test"),
+                    Value::Now,
+                ],
+                // The tenant's first jobs, one a turn.
+                rows: 10,
+                index: "errand_jobs_fair",
+            },
+            Case {
+                name: "promotion",
+                sql: D::SQL.promote,
+                values: vec![Value::from(1000), Value::Now],
+                rows: 0,
+                index: "errand_jobs_due",
+            },
+            Case {
+                name: "expiry sweep",
+                sql: D::SQL.expire,
+                values: vec![
+                    Value::from(1000),
+                    Value::from(r#"{"kind": "expired", "message": "plan"}"#),
+                    Value::Now,
+                ],
+                rows: 0,
+                index: "errand_jobs_expiring",
+            },
+            Case {
+                name: "next due",
+                sql: D::SQL.next_due,
+                values: vec![Value::Now],
+                rows: 1,
+                index: "errand_jobs_due",
+            },
+        ]
+    }
+}
+
 /// What the stores' plan tests fill and list: a million completed jobs kept by retention, and a
 /// few of a rarer kind and queue inserted first, so that a listing that walked the ids from the
 /// newest would pass the million before finding them.

@@ -507,6 +507,7 @@ static STATEMENTS: Statements = Statements {
         WHERE id IN (
             SELECT id FROM errand_jobs
             WHERE queue = (?1 ->> 0) AND state = 'available' AND kind IN (SELECT value FROM json_each(?5))
+              AND limit_key IS NULL AND fair_key IS NULL
               AND (expires_at IS NULL OR expires_at > ?6)
               AND NOT EXISTS (SELECT 1 FROM errand_queues p
                               WHERE p.queue = (?1 ->> 0) AND p.paused_at IS NOT NULL)
@@ -514,10 +515,16 @@ static STATEMENTS: Statements = Statements {
             LIMIT (?2 ->> 0)) ",
         claim_returning!()
     ),
+    // Reads the due jobs from `errand_jobs_due` in its order, the earliest first, and stops
+    // after `?1`: no `ORDER BY`, because with one SQLite's planner chose to sort every due
+    // match (with a million jobs waiting for tomorrow, its statistics said few were due; in
+    // an outage's backlog, all would be read to promote the first thousand).
     promote: "UPDATE errand_jobs SET state = 'available'
-        WHERE id IN (SELECT id FROM errand_jobs
+        WHERE id IN (SELECT id FROM errand_jobs INDEXED BY errand_jobs_due
                      WHERE state IN ('scheduled', 'retryable') AND run_at <= ?2
-                     ORDER BY run_at LIMIT ?1)",
+                     LIMIT ?1)",
+    // Reads `errand_jobs_expiring` in its order and stops after `?1` (as the promotion: with
+    // an `ORDER BY`, SQLite's planner read every waiting job through the state index).
     expire: concat!(
         "UPDATE errand_jobs
         SET state = 'cancelled', finished_at = ?3, lease_until = NULL,
@@ -525,10 +532,10 @@ static STATEMENTS: Statements = Statements {
         key_after!("'cancelled'"),
         ",
             errors = json_insert(errors, '$[#]', json_set(json(?2), '$.attempt', attempt, '$.at', ?3))
-        WHERE id IN (SELECT id FROM errand_jobs
+        WHERE id IN (SELECT id FROM errand_jobs INDEXED BY errand_jobs_expiring
                      WHERE expires_at <= ?3
                        AND state IN ('scheduled', 'available', 'retryable', 'pending')
-                     ORDER BY expires_at LIMIT ?1)"
+                     LIMIT ?1)"
     ),
     age: "UPDATE errand_jobs
         SET base_priority = COALESCE(base_priority, priority),
@@ -538,7 +545,10 @@ static STATEMENTS: Statements = Statements {
                        AND priority > 0 AND run_at <= ?4 - ?2
                        AND COALESCE(base_priority, priority) - (?4 - run_at) / ?2 < priority
                      LIMIT ?3)",
-    next_due: "SELECT min(run_at) - ?1 FROM errand_jobs WHERE state IN ('scheduled', 'retryable')",
+    // The first entry of `errand_jobs_due` (with a million scheduled jobs, SQLite's planner
+    // chose to read every one of them through the state index).
+    next_due: "SELECT min(run_at) - ?1 FROM errand_jobs INDEXED BY errand_jobs_due
+        WHERE state IN ('scheduled', 'retryable')",
     pause_queue: "INSERT INTO errand_queues (queue, paused_at, updated_at) VALUES (?1, ?2, ?2)
         ON CONFLICT (queue) DO UPDATE SET paused_at = ?2, updated_at = ?2
         WHERE errand_queues.paused_at IS NULL",
@@ -560,25 +570,49 @@ static STATEMENTS: Statements = Statements {
         WHERE name = ?1 AND next_run IS NOT ?2",
     schedules: "SELECT name, cron, timezone, kind, queue, catch_up, last_run, last_job, next_run, seen_at
         FROM errand_schedules ORDER BY name",
-    limit_candidates: "WITH l AS (
+    // As PostgreSQL's: one probe of `errand_jobs_limited` per key, and the first jobs only of
+    // keys with a free slot (up to `?6` each: SQLite's LIMIT cannot read a row; the claim takes
+    // no more than the free slots).
+    limit_candidates: "WITH RECURSIVE l AS (
             SELECT k.value AS kind, r.value AS max_running, s.value AS max_starts, w.value AS window_ms
             FROM json_each(?2) k
             JOIN json_each(?3) r ON r.key = k.key
             JOIN json_each(?4) s ON s.key = k.key
-            JOIN json_each(?5) w ON w.key = k.key)
-        SELECT j.id, COALESCE(j.limit_key, j.kind), j.kind FROM errand_jobs j JOIN l ON l.kind = j.kind
-        WHERE j.queue IN (SELECT value FROM json_each(?1)) AND j.state = 'available'
-          AND (j.expires_at IS NULL OR j.expires_at > ?7)
-          AND NOT EXISTS (SELECT 1 FROM errand_queues p
-                          WHERE p.queue = j.queue AND p.paused_at IS NOT NULL)
-          AND (l.max_running IS NULL OR l.max_running > (
-              SELECT count(*) FROM errand_limit_slots s
-              WHERE s.limit_key = COALESCE(j.limit_key, j.kind) AND s.purpose = 'running'
-                AND s.job_id IS NOT NULL))
-          AND (l.max_starts IS NULL OR l.max_starts > (
-              SELECT count(*) FROM errand_limit_slots s
-              WHERE s.limit_key = COALESCE(j.limit_key, j.kind) AND s.purpose = 'start'
-                AND ((s.taken_at IS NULL AND s.job_id IS NOT NULL) OR s.taken_at > ?7 - l.window_ms)))
+            JOIN json_each(?5) w ON w.key = k.key
+        ), keys(queue, limit_key) AS (
+            SELECT q.value, (SELECT j.limit_key FROM errand_jobs j
+                             WHERE j.queue = q.value AND j.state = 'available'
+                               AND j.limit_key IS NOT NULL
+                             ORDER BY j.limit_key LIMIT 1)
+            FROM json_each(?1) q
+            WHERE NOT EXISTS (SELECT 1 FROM errand_queues p
+                              WHERE p.queue = q.value AND p.paused_at IS NOT NULL)
+            UNION ALL
+            SELECT k.queue, (SELECT j.limit_key FROM errand_jobs j
+                             WHERE j.queue = k.queue AND j.state = 'available'
+                               AND j.limit_key IS NOT NULL AND j.limit_key > k.limit_key
+                             ORDER BY j.limit_key LIMIT 1)
+            FROM keys k WHERE k.limit_key IS NOT NULL
+        ), room AS (
+            SELECT k.queue, k.limit_key, l.kind FROM keys k
+            JOIN l ON k.limit_key = l.kind OR substr(k.limit_key, 1, length(l.kind) + 1) = l.kind || ':'
+            WHERE (l.max_running IS NULL OR l.max_running > (
+                      SELECT count(*) FROM errand_limit_slots s
+                      WHERE s.limit_key = k.limit_key AND s.purpose = 'running'
+                        AND s.job_id IS NOT NULL))
+              AND (l.max_starts IS NULL OR l.max_starts > (
+                      SELECT count(*) FROM errand_limit_slots s
+                      WHERE s.limit_key = k.limit_key AND s.purpose = 'start'
+                        AND ((s.taken_at IS NULL AND s.job_id IS NOT NULL)
+                             OR s.taken_at > ?7 - l.window_ms)))
+        )
+        SELECT j.id, j.limit_key, j.kind FROM room r
+        JOIN errand_jobs j ON j.id IN (
+            SELECT id FROM errand_jobs
+            WHERE queue = r.queue AND state = 'available' AND limit_key = r.limit_key
+              AND kind = r.kind AND (expires_at IS NULL OR expires_at > ?7)
+            ORDER BY priority, run_at, id
+            LIMIT ?6)
         ORDER BY j.priority, j.run_at, j.id
         LIMIT ?6",
     limit_free_slots: "SELECT s.limit_key, s.purpose, s.n FROM errand_limit_slots s
@@ -609,17 +643,33 @@ static STATEMENTS: Statements = Statements {
         claim_set!("?6", "?4", "?5"),
         "
         WHERE id IN (
-            SELECT j.id FROM (
-                SELECT id, fair_key, priority, run_at,
-                       row_number() OVER (PARTITION BY fair_key ORDER BY priority, run_at, id) AS turn
-                FROM errand_jobs
-                WHERE queue = ?1 AND state = 'available' AND fair_key IS NOT NULL
-                  AND kind IN (SELECT value FROM json_each(?3))
-                  AND (expires_at IS NULL OR expires_at > ?6)
+            WITH RECURSIVE keys(fair_key) AS (
+                SELECT (SELECT fair_key FROM errand_jobs
+                        WHERE queue = ?1 AND state = 'available' AND fair_key IS NOT NULL
+                        ORDER BY fair_key LIMIT 1)
+                UNION ALL
+                SELECT (SELECT j.fair_key FROM errand_jobs j
+                        WHERE j.queue = ?1 AND j.state = 'available' AND j.fair_key IS NOT NULL
+                          AND j.fair_key > k.fair_key
+                        ORDER BY j.fair_key LIMIT 1)
+                FROM keys k WHERE k.fair_key IS NOT NULL
+            ), heads AS (
+                SELECT j.id, j.fair_key, j.priority, j.run_at,
+                       row_number() OVER (PARTITION BY j.fair_key ORDER BY j.priority, j.run_at, j.id) AS turn
+                FROM keys k JOIN errand_jobs j ON j.id IN (
+                    SELECT id FROM errand_jobs
+                    WHERE queue = ?1 AND state = 'available' AND fair_key = k.fair_key
+                      AND kind IN (SELECT value FROM json_each(?3))
+                      AND (expires_at IS NULL OR expires_at > ?6)
+                    ORDER BY priority, run_at, id
+                    LIMIT ?2)
+                WHERE k.fair_key IS NOT NULL
                   AND NOT EXISTS (SELECT 1 FROM errand_queues p
-                                  WHERE p.queue = ?1 AND p.paused_at IS NOT NULL)) j
-            LEFT JOIN errand_fair_turns t ON t.queue = ?1 AND t.fair_key = j.fair_key
-            ORDER BY j.turn, t.served_at NULLS FIRST, j.priority, j.run_at, j.id
+                                  WHERE p.queue = ?1 AND p.paused_at IS NOT NULL)
+            )
+            SELECT h.id FROM heads h
+            LEFT JOIN errand_fair_turns t ON t.queue = ?1 AND t.fair_key = h.fair_key
+            ORDER BY h.turn, t.served_at NULLS FIRST, h.priority, h.run_at, h.id
             LIMIT ?2) ",
         claim_returning!(),
         ", fair_key"
@@ -660,9 +710,7 @@ static STATEMENTS: Statements = Statements {
     claim_ids: concat!(
         "UPDATE errand_jobs ",
         claim_set!("?4", "?2", "?3"),
-        // A job stored before its kind had a limit holds the kind's slots: it says so, so
-        // that the slot is freed when it stops running.
-        ", limit_key = COALESCE(limit_key, kind)
+        "
         WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'available' ",
         claim_returning!()
     ),
@@ -950,6 +998,109 @@ mod tests {
             let plan = explain(&store, &sql, values).await;
             assert!(plan.contains("USING COVERING INDEX"), "{name}:\n{plan}");
         }
+    }
+
+    /// As on PostgreSQL: with 1,000,000 jobs held back in each way a job waits and ten to
+    /// take, each claim and the promotion search an index of jobs it can take (or, the
+    /// limited and fair claims, one probe per key) and never walk the table or sort every
+    /// match.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn claims_walk_no_held_back_jobs() {
+        use sql::held_back_cases::{FILL, HOLD_SLOT, PAUSE};
+        // A file: the backlogs outgrow an in-memory database's cap.
+        let path = std::env::temp_dir().join(format!("errand-held-back-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let store = SqliteStore::connect(&url, true)
+            .await
+            .expect("open the file");
+        let fill = "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < ?8)
+                    INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts,
+                        run_at, created_at, limit_key, fair_key, waiting_on)
+                    SELECT ?1, ?2, '{}', ?3, 5, 25, ?9 + ?4, 0, ?5, ?6, ?7 FROM g";
+        let now = SYSTEM_CLOCK.now_ms();
+        for (kind, queue, state, offset, limit_key, fair_key, waiting_on, count) in FILL {
+            sqlx::query(fill)
+                .bind(kind)
+                .bind(queue)
+                .bind(state)
+                .bind(offset)
+                .bind(limit_key)
+                .bind(fair_key)
+                .bind(waiting_on)
+                .bind(count)
+                .bind(now)
+                .execute(&store.pool)
+                .await
+                .expect("fill the table");
+        }
+        for setup in [HOLD_SLOT, PAUSE, "ANALYZE"] {
+            sqlx::query(setup)
+                .execute(&store.pool)
+                .await
+                .expect("set up the backlog");
+        }
+        let cases = sql::held_back_cases::claims::<Sqlite>().into_iter();
+        for sql::held_back_cases::Case {
+            name,
+            sql,
+            values,
+            index,
+            ..
+        } in cases
+        {
+            let steps = plan_steps(&store, sql, values).await;
+            let plan = steps
+                .iter()
+                .map(|(_, _, detail)| detail.as_str())
+                .collect::<Vec<_>>()
+                .join("\n");
+            assert!(plan.contains(index), "{name} reads no {index}:\n{plan}");
+            assert!(
+                !plan.lines().any(|l| {
+                    let l = l.trim();
+                    l.starts_with("SCAN errand_jobs") || l == "SCAN j" || l.starts_with("SCAN j ")
+                }),
+                "{name} walks the table:\n{plan}"
+            );
+            // A sort of what one probe per key found (rows looked up by id) is bounded by the
+            // keys; a sort beside a range search of an index would read every match.
+            for (_, parent, detail) in &steps {
+                if detail.contains("TEMP B-TREE") {
+                    let ranged = steps.iter().any(|(_, p, d)| {
+                        let jobs =
+                            d.starts_with("SEARCH errand_jobs ") || d.starts_with("SEARCH j ");
+                        p == parent && jobs && d.contains(" INDEX ")
+                    });
+                    assert!(!ranged, "{name} sorts every match:\n{plan}");
+                }
+            }
+        }
+        store.pool.close().await;
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+
+    /// SQLite's query plan for `sql` with `values`: each step's id, its parent's, and what
+    /// it does.
+    async fn plan_steps(
+        store: &SqliteStore,
+        sql: &str,
+        values: Vec<Value<'_>>,
+    ) -> Vec<(i64, i64, String)> {
+        let explain = format!("EXPLAIN QUERY PLAN {sql}");
+        let rows = query(&explain, values, &SYSTEM_CLOCK)
+            .fetch_all(&store.pool)
+            .await
+            .expect("explain");
+        rows.iter()
+            .map(|row| {
+                let id: i64 = sqlx::Row::get(row, 0);
+                let parent: i64 = sqlx::Row::get(row, 1);
+                (id, parent, sqlx::Row::get::<String, _>(row, 3))
+            })
+            .collect()
     }
 
     /// SQLite's query plan for `sql` with `values`, one step per line.

@@ -73,9 +73,12 @@ impl<D: Dialect> SqlStore<D> {
         }
         let by_kind: HashMap<&str, &KindLimit> = limits.iter().map(|l| (l.kind, l)).collect();
         // One time for the whole claim where the store reads it from this process (SQLite), so
-        // that a start slot's time and its job's start are the same. PostgreSQL reads its own.
-        let now = self.clock.now_ms();
+        // that a start slot's time and its job's start are the same, read once the transaction
+        // holds the database's write lock: slots freed before are freed before this time, so
+        // the claim is recorded after the end of the run that held its slot. PostgreSQL reads
+        // its own (see `claim_ids`).
         let mut tx = self.begin_write().await?;
+        let now = self.clock.now_ms();
         let candidates = values![
             Value::Texts(queues.to_vec()),
             Value::Texts(limits.iter().map(|l| l.kind).collect()),

@@ -2,9 +2,11 @@
 //! build: a rolling deploy runs old and new builds side by side while jobs wait for days.
 //!
 //! A job stored by a build whose kind had no limit or no `fair_by` lacks the key a build with
-//! those options claims it by. A worker that knows such a kind *adopts* the jobs waiting
-//! without the key: it renders the key from their arguments, as its own enqueue would, and
-//! writes it, so that the job runs under the options of the build that claims it.
+//! those options claims it by, and one stored by a build whose kind had options it no longer
+//! has carries keys no claim of this build reads (each claim reads an index of its own jobs
+//! only). A worker that knows such a kind *adopts* the jobs waiting so: it renders the keys from
+//! their arguments, as its own enqueue would, and writes them (none, for a kind without
+//! options), so that the job runs under the options of the build that claims it.
 
 use super::{count, named, Both, Dialect, SqlRow, SqlStore, Value};
 use crate::error::Error;
@@ -12,30 +14,45 @@ use crate::job::JobId;
 use crate::request::Keys;
 use crate::store::Presence;
 
-/// `kinds, fair_kinds, limited_kinds, limit`: up to `limit` waiting jobs of `kinds` that lack
-/// the fair key (of a fair kind) or the limit key (of a limited kind): `id, kind, args`.
+/// `kinds, fair_kinds, limited_kinds, plain_kinds, limit`: up to `limit` waiting jobs of
+/// `kinds` that lack the fair key (of a fair kind) or the limit key (of a limited kind), and of
+/// `plain_kinds` that carry either key (read from `errand_jobs_keyed`, which holds keyed jobs
+/// only): `id, kind, args`.
 const UNKEYED: Both = Both {
-    postgres: "SELECT id, kind, args::text FROM errand_jobs
-        WHERE kind = ANY($1) AND state IN ('available', 'scheduled', 'retryable', 'pending')
-          AND ((fair_key IS NULL AND kind = ANY($2)) OR (limit_key IS NULL AND kind = ANY($3)))
-        ORDER BY id LIMIT $4",
-    sqlite: "SELECT id, kind, args FROM errand_jobs
-        WHERE kind IN (SELECT value FROM json_each(?1))
-          AND state IN ('available', 'scheduled', 'retryable', 'pending')
-          AND ((fair_key IS NULL AND kind IN (SELECT value FROM json_each(?2)))
-               OR (limit_key IS NULL AND kind IN (SELECT value FROM json_each(?3))))
-        ORDER BY id LIMIT ?4",
+    postgres: "(SELECT id, kind, args::text FROM errand_jobs
+         WHERE kind = ANY($1) AND state IN ('available', 'scheduled', 'retryable', 'pending')
+           AND ((fair_key IS NULL AND kind = ANY($2)) OR (limit_key IS NULL AND kind = ANY($3)))
+         ORDER BY id LIMIT $5)
+        UNION ALL
+        (SELECT id, kind, args::text FROM errand_jobs
+         WHERE kind = ANY($4) AND state IN ('available', 'scheduled', 'retryable', 'pending')
+           AND (limit_key IS NOT NULL OR fair_key IS NOT NULL)
+         ORDER BY id LIMIT $5)
+        ORDER BY id LIMIT $5",
+    sqlite: "SELECT * FROM (SELECT id, kind, args FROM errand_jobs
+             WHERE kind IN (SELECT value FROM json_each(?1))
+               AND state IN ('available', 'scheduled', 'retryable', 'pending')
+               AND ((fair_key IS NULL AND kind IN (SELECT value FROM json_each(?2)))
+                    OR (limit_key IS NULL AND kind IN (SELECT value FROM json_each(?3))))
+             ORDER BY id LIMIT ?5)
+        UNION ALL
+        SELECT * FROM (SELECT id, kind, args FROM errand_jobs
+             WHERE kind IN (SELECT value FROM json_each(?4))
+               AND state IN ('available', 'scheduled', 'retryable', 'pending')
+               AND (limit_key IS NOT NULL OR fair_key IS NOT NULL)
+             ORDER BY id LIMIT ?5)
+        ORDER BY id LIMIT ?5",
 };
 
-/// `ids, limit_keys, fair_keys` (parallel): gives each waiting job the keys it lacks.
+/// `ids, limit_keys, fair_keys` (parallel): gives each waiting job the keys its kind has
+/// now, and only those.
 const ADOPT: Both = Both {
     postgres: "UPDATE errand_jobs j
-        SET limit_key = COALESCE(j.limit_key, t.limit_key), fair_key = COALESCE(j.fair_key, t.fair_key)
+        SET limit_key = t.limit_key, fair_key = t.fair_key
         FROM unnest($1::bigint[], $2::text[], $3::text[]) AS t(id, limit_key, fair_key)
         WHERE j.id = t.id AND j.state IN ('available', 'scheduled', 'retryable', 'pending')",
     sqlite: "UPDATE errand_jobs
-        SET limit_key = COALESCE(errand_jobs.limit_key, t.limit_key),
-            fair_key = COALESCE(errand_jobs.fair_key, t.fair_key)
+        SET limit_key = t.limit_key, fair_key = t.fair_key
         FROM (SELECT i.value AS id, l.value AS limit_key, f.value AS fair_key
               FROM json_each(?1) i JOIN json_each(?2) l ON l.key = i.key
               JOIN json_each(?3) f ON f.key = i.key) t
@@ -44,12 +61,14 @@ const ADOPT: Both = Both {
 };
 
 impl<D: Dialect> SqlStore<D> {
-    /// Up to `limit` waiting jobs of `fair` kinds without a fair key, or of `limited` kinds
-    /// without a limit key: each job's id, kind and stored arguments.
+    /// Up to `limit` waiting jobs of `fair` kinds without a fair key, of `limited` kinds
+    /// without a limit key, or of `plain` kinds with either: each job's id, kind and stored
+    /// arguments.
     pub(crate) async fn unkeyed(
         &self,
         fair: &[&str],
         limited: &[&str],
+        plain: &[&str],
         limit: usize,
     ) -> Result<Vec<(JobId, String, String)>, Error> {
         let op = named("find jobs stored without the keys of their kind's options");
@@ -58,6 +77,7 @@ impl<D: Dialect> SqlStore<D> {
             Value::Texts(kinds),
             Value::Texts(fair.to_vec()),
             Value::Texts(limited.to_vec()),
+            Value::Texts(plain.to_vec()),
             count(limit),
         ];
         let rows = self.fetch(UNKEYED.of::<D>(), find, op).await?;
@@ -73,7 +93,8 @@ impl<D: Dialect> SqlStore<D> {
             .collect()
     }
 
-    /// Writes the keys each job of `jobs` lacks, if it still waits; returns how many changed.
+    /// Writes each job's keys as `jobs` gives them, if it still waits; returns how many
+    /// changed.
     pub(crate) async fn adopt(&self, jobs: &[(JobId, Keys)]) -> Result<u64, Error> {
         let op = named("write the keys of jobs stored without them");
         let adopt = values![
