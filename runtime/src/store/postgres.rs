@@ -1257,7 +1257,7 @@ mod tests {
         plan.join("\n")
     }
 
-    /// Fails unless the claim in `plan` read the available jobs' index and little else.
+    /// Fails unless the claim in `plan` read the plain claim's index and little else.
     fn assert_reads_only_available(name: &str, plan: &str) {
         let removed: u64 = plan
             .lines()
@@ -1266,7 +1266,7 @@ mod tests {
             .sum();
         // The claim that walked every waiting job touched about 5,000 pages.
         let pages = pages_read(plan);
-        assert!(plan.contains("errand_jobs_available"), "{name}: {plan}");
+        assert!(plan.contains("errand_jobs_plain"), "{name}: {plan}");
         assert!(!plan.contains("Seq Scan"), "{name}: {plan}");
         assert!(removed < 1000, "{name} walked {removed} rows:\n{plan}");
         assert!(pages < 500, "{name} read {pages} pages:\n{plan}");
