@@ -241,6 +241,22 @@ MUTATIONS = [
          "postgres::tests::claims_walk_no_held_back_jobs"],
     ),
     (
+        "limited_claim_skips_valued_keys",
+        "jobs of a limit with a concurrency_key (keys `kind:value`) are never claimed",
+        "runtime/src/store/postgres.rs",
+        "              ON k.limit_key = l.kind OR starts_with(k.limit_key, l.kind || ':')\n",
+        "              ON k.limit_key = l.kind\n",
+        SUITE + ["limits::a_concurrency_key_limits_each_key_apart::postgres"],
+    ),
+    (
+        "limited_claim_ignores_pause",
+        "a paused queue's limited jobs are claimed",
+        "runtime/src/store/postgres.rs",
+        "            FROM unnest($1::text[]) AS q(queue)\n            WHERE NOT EXISTS",
+        "            FROM unnest($1::text[]) AS q(queue)\n            WHERE true OR NOT EXISTS",
+        FLOW + ["--", "fixed_paths_on_postgres"],
+    ),
+    (
         "adoption_keeps_stale_keys",
         "jobs of a kind that lost its limit and fair_by keep their keys, and no claim takes them",
         "runtime/src/store/sql/kinds.rs",

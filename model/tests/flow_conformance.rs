@@ -792,7 +792,8 @@ fn fixed_paths() -> Vec<Vec<Op>> {
             PassWindow,
             Claim(0),
         ],
-        // A paused queue: nothing claimed; a run claimed before the pause goes back.
+        // A paused queue: nothing claimed, limited jobs neither; a run claimed before the
+        // pause goes back.
         vec![
             Enqueue(Template::Plain(0)),
             Enqueue(Template::Fair(0, true)),
@@ -800,6 +801,7 @@ fn fixed_paths() -> Vec<Vec<Op>> {
             Pause(0, true),
             Start(0),
             Start(1),
+            Enqueue(Template::Limited(true, false)),
             Claim(0),
             Pause(0, false),
             Claim(1),

@@ -1883,6 +1883,20 @@ pub(crate) mod held_back_cases {
                 index: "errand_jobs_expiring",
             },
             Case {
+                // Every 30 s on every worker: the jobs of plain kinds that carry keys.
+                name: "adoption's search of plain kinds",
+                sql: super::kinds::UNKEYED.of::<D>(),
+                values: vec![
+                    Value::Texts(Vec::new()),
+                    Value::Texts(Vec::new()),
+                    Value::Texts(Vec::new()),
+                    Value::Texts(vec!["plain"]),
+                    Value::from(500),
+                ],
+                rows: 0,
+                index: "errand_jobs_keyed",
+            },
+            Case {
                 name: "next due",
                 sql: D::SQL.next_due,
                 values: vec![Value::Now],

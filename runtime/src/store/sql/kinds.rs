@@ -16,31 +16,37 @@ use crate::store::Presence;
 
 /// `kinds, fair_kinds, limited_kinds, plain_kinds, limit`: up to `limit` waiting jobs of
 /// `kinds` that lack the fair key (of a fair kind) or the limit key (of a limited kind), and of
-/// `plain_kinds` that carry either key (read from `errand_jobs_keyed`, which holds keyed jobs
-/// only): `id, kind, args`.
-const UNKEYED: Both = Both {
+/// `plain_kinds` that carry either key (read kind by kind from `errand_jobs_keyed`, which holds
+/// keyed jobs only: a probe of an empty range each, as a rule): `id, kind, args`. (The first
+/// part reads the waiting jobs of the fair and limited kinds, through `errand_jobs_kind`.)
+/// SQLite's parts read their index in its order and stop at `limit`: with an `ORDER BY id`,
+/// each would sort every match of its kinds first.
+pub(super) const UNKEYED: Both = Both {
     postgres: "(SELECT id, kind, args::text FROM errand_jobs
          WHERE kind = ANY($1) AND state IN ('available', 'scheduled', 'retryable', 'pending')
            AND ((fair_key IS NULL AND kind = ANY($2)) OR (limit_key IS NULL AND kind = ANY($3)))
          ORDER BY id LIMIT $5)
         UNION ALL
-        (SELECT id, kind, args::text FROM errand_jobs
-         WHERE kind = ANY($4) AND state IN ('available', 'scheduled', 'retryable', 'pending')
-           AND (limit_key IS NOT NULL OR fair_key IS NOT NULL)
-         ORDER BY id LIMIT $5)
+        (SELECT j.id, j.kind, j.args::text FROM unnest($4::text[]) AS k(kind)
+         CROSS JOIN LATERAL (
+             SELECT id, kind, args FROM errand_jobs
+             WHERE kind = k.kind AND state IN ('available', 'scheduled', 'retryable', 'pending')
+               AND (limit_key IS NOT NULL OR fair_key IS NOT NULL)
+             ORDER BY id LIMIT $5) j
+         ORDER BY j.id LIMIT $5)
         ORDER BY id LIMIT $5",
-    sqlite: "SELECT * FROM (SELECT id, kind, args FROM errand_jobs
+    sqlite: "SELECT * FROM (SELECT id, kind, args FROM errand_jobs INDEXED BY errand_jobs_kind
              WHERE kind IN (SELECT value FROM json_each(?1))
                AND state IN ('available', 'scheduled', 'retryable', 'pending')
                AND ((fair_key IS NULL AND kind IN (SELECT value FROM json_each(?2)))
                     OR (limit_key IS NULL AND kind IN (SELECT value FROM json_each(?3))))
-             ORDER BY id LIMIT ?5)
+             LIMIT ?5)
         UNION ALL
-        SELECT * FROM (SELECT id, kind, args FROM errand_jobs
+        SELECT * FROM (SELECT id, kind, args FROM errand_jobs INDEXED BY errand_jobs_keyed
              WHERE kind IN (SELECT value FROM json_each(?4))
                AND state IN ('available', 'scheduled', 'retryable', 'pending')
                AND (limit_key IS NOT NULL OR fair_key IS NOT NULL)
-             ORDER BY id LIMIT ?5)
+             LIMIT ?5)
         ORDER BY id LIMIT ?5",
 };
 
