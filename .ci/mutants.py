@@ -264,6 +264,22 @@ MUTATIONS = [
         "        SET limit_key = COALESCE(j.limit_key, t.limit_key), fair_key = COALESCE(j.fair_key, t.fair_key)\n        FROM unnest",
         SUITE + ["deploys::options_removed_from_a_backlog_still_run_it::postgres"],
     ),
+    (
+        "burial_ignores_pause",
+        "jobs of an unknown kind in a paused queue are buried",
+        "runtime/src/store/postgres.rs",
+        "              AND NOT EXISTS (SELECT 1 FROM errand_queues p\n                              WHERE p.queue = q.queue AND p.paused_at IS NOT NULL)\n",
+        "",
+        SUITE + ["deploys::a_paused_queue_is_never_buried::postgres"],
+    ),
+    (
+        "burial_ignores_live_workers",
+        "jobs of a kind another live worker knows are buried",
+        "runtime/src/store/postgres.rs",
+        "WHERE w.seen_at > errand_now_ms() - $10 AND k.kind = ANY(w.kinds))",
+        "WHERE false AND k.kind = ANY(w.kinds))",
+        SUITE + ["deploys::a_kind_a_live_worker_knows_is_never_buried::postgres"],
+    ),
 ]
 
 

@@ -102,6 +102,7 @@ migrations!(
     16 "0016_long_workflows",
     17 "0017_saga_stops",
     18 "0018_claimable_indexes",
+    19 "0019_unknown_kinds_index",
 );
 
 /// The table in which errand records which migrations a PostgreSQL schema has.

@@ -382,6 +382,8 @@ pub(crate) struct KindLimit {
 /// What [`Store::promote`] did.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Promoted {
+    /// How many jobs past their deadline it cancelled.
+    pub expired: u64,
     /// How many jobs it made available.
     pub count: u64,
     /// How long until the earliest job still waiting is due, by the store's clock (zero when
@@ -519,13 +521,14 @@ pub(crate) trait Store: Send + Sync {
     /// for `grace` or longer, by the database's clock: no worker that knows their kind took
     /// them. (Waiting jobs become available when due, whatever their kind.) A kind that a live
     /// worker knows (one seen within [`WORKER_STALE`]) is never buried, nor a job of a paused
-    /// queue. Returns how many.
+    /// queue. Buries up to `limit` jobs; returns how many.
     fn bury_unknown(
         &self,
         queues: &[&str],
         kinds: &[&str],
         grace: Duration,
         worker: &str,
+        limit: usize,
     ) -> impl Future<Output = Result<u64, Error>> + Send;
 
     /// Ends a run, unless the job was taken from this worker (`fence` no longer matches).
@@ -813,8 +816,9 @@ impl Store for Backend {
         kinds: &[&str],
         grace: Duration,
         worker: &str,
+        limit: usize,
     ) -> Result<u64, Error> {
-        dispatch!(self, s => s.bury_unknown(queues, kinds, grace, worker).await)
+        dispatch!(self, s => s.bury_unknown(queues, kinds, grace, worker, limit).await)
     }
 
     async fn finish(&self, id: JobId, fence: i64, finish: &Finish) -> Result<bool, Error> {

@@ -13,7 +13,6 @@
 
 use std::time::Duration;
 
-use crate::classify::FailureKind;
 use crate::dead::{Cancellation, Retention};
 use crate::error::Error;
 use crate::info::{duration_millis, AttemptError, JobInfo, StoredAttempt};
@@ -229,17 +228,10 @@ pub(crate) struct Statements {
     /// `queues, limits, lease, worker, kinds, now`: claims, returning `id, kind, queue, args,
     /// attempt, max_attempts, idempotency_key, fence, priority, run_at`.
     pub claim: &'static str,
-    /// `limit, now`: makes due scheduled and retryable jobs available.
-    pub promote: &'static str,
-    /// `limit, error, now`: cancels waiting jobs past their deadline, recording `error` (an
-    /// [`AttemptError`] as JSON, its attempt and time set by the statement).
-    pub expire: &'static str,
     /// `queues, step, limit, now`: moves up to `limit` available jobs of each priority level of
     /// `queues` up one level for each `step` they have waited since their run time (never below
     /// 0); returns how many it moved.
     pub age: &'static str,
-    /// `now`: how long until the earliest waiting job is due, in milliseconds (NULL: none).
-    pub next_due: &'static str,
     /// `queue, now`: pauses a queue; changes a row when it was not paused.
     pub pause_queue: &'static str,
     /// `queue, now`: resumes a queue; changes a row when it was paused.
@@ -311,8 +303,8 @@ pub(crate) struct Statements {
     /// `queue, keys, now`: records that these keys were served now.
     pub fair_served: &'static str,
     /// `grace, queues, kinds, message_before, message_after, max_errors, keep_first, worker,
-    /// now, live`: kills available jobs of unpaused queues due for `grace` whose kind is none
-    /// of `kinds` and none of a worker seen within `live` ms.
+    /// now, live, limit`: kills up to `limit` available jobs of unpaused queues due for
+    /// `grace` whose kind is none of `kinds` and none of a worker seen within `live` ms.
     pub bury_unknown: &'static str,
     /// `id, fence, state, run_after, refund, is_final, error, max_errors, keep_first, now`.
     pub finish: &'static str,
@@ -1337,36 +1329,7 @@ impl<D: Dialect> Store for SqlStore<D> {
     }
 
     async fn promote(&self, limit: usize) -> Result<Promoted, Error> {
-        let expired = AttemptError {
-            attempt: 0,
-            kind: FailureKind::Expired,
-            message: "not started by its deadline".to_owned(),
-            at: std::time::SystemTime::now(),
-            duration: Duration::ZERO,
-            worker: String::new(),
-        };
-        let expired = encode_error::<D>(JobId::new(0), &expired)?;
-        let expire = values![count(limit), expired.as_str(), Value::Now];
-        self.execute(
-            D::SQL.expire,
-            expire,
-            named("cancel jobs past their deadline"),
-        )
-        .await?;
-        let promote = values![count(limit), Value::Now];
-        let count = self
-            .execute(D::SQL.promote, promote, named("make due jobs available"))
-            .await?;
-        let op = named("read when the next job is due");
-        let rows = self.fetch(D::SQL.next_due, values![Value::Now], op).await?;
-        let next_in = match rows.first() {
-            Some(row) => row.opt_int(0).map_err(|e| op_error::<D>(op(), e))?,
-            None => None,
-        };
-        Ok(Promoted {
-            count,
-            next_in: next_in.map(|ms| Duration::from_millis(ms.max(0).unsigned_abs())),
-        })
+        self.promote_due(limit).await
     }
 
     async fn set_paused(&self, queue: &str, paused: bool) -> Result<bool, Error> {
@@ -1390,6 +1353,7 @@ impl<D: Dialect> Store for SqlStore<D> {
         kinds: &[&str],
         grace: Duration,
         worker: &str,
+        limit: usize,
     ) -> Result<u64, Error> {
         let bury = vec![
             duration_millis(grace).into(),
@@ -1402,6 +1366,7 @@ impl<D: Dialect> Store for SqlStore<D> {
             worker.into(),
             Value::Now,
             duration_millis(super::WORKER_STALE).into(),
+            count(limit).into(),
         ];
         let op = named("bury jobs of kinds no worker knows");
         self.execute(D::SQL.bury_unknown, bury, op).await
@@ -1819,7 +1784,7 @@ pub(crate) mod held_back_cases {
         use super::Value;
         let queues = || Value::Texts(vec!["q", "paused"]);
         let lease = || Value::Lease(std::time::Duration::from_secs(30));
-        vec![
+        let mut cases = vec![
             Case {
                 name: "plain claim",
                 sql: D::SQL.claim,
@@ -1865,24 +1830,6 @@ pub(crate) mod held_back_cases {
                 index: "errand_jobs_fair",
             },
             Case {
-                name: "promotion",
-                sql: D::SQL.promote,
-                values: vec![Value::from(1000), Value::Now],
-                rows: 0,
-                index: "errand_jobs_due",
-            },
-            Case {
-                name: "expiry sweep",
-                sql: D::SQL.expire,
-                values: vec![
-                    Value::from(1000),
-                    Value::from(r#"{"kind": "expired", "message": "plan"}"#),
-                    Value::Now,
-                ],
-                rows: 0,
-                index: "errand_jobs_expiring",
-            },
-            Case {
                 // Every 30 s on every worker: the jobs of plain kinds that carry keys.
                 name: "adoption's search of plain kinds",
                 sql: super::kinds::UNKEYED.of::<D>(),
@@ -1897,13 +1844,63 @@ pub(crate) mod held_back_cases {
                 index: "errand_jobs_keyed",
             },
             Case {
-                name: "next due",
-                sql: D::SQL.next_due,
-                values: vec![Value::Now],
+                // Every 30 s on every worker: its queues' jobs of kinds no live worker knows
+                // (here every kind is known but `plain`'s; its jobs are due for a second, the
+                // grace a minute).
+                name: "burial of unknown kinds",
+                sql: D::SQL.bury_unknown,
+                values: vec![
+                    Value::from(60_000),
+                    queues(),
+                    Value::Texts(vec!["limited", "fair"]),
+                    Value::from("no worker knows `"),
+                    Value::from("`"),
+                    Value::from(25),
+                    Value::from(5),
+                    Value::from("plan-test"),
+                    Value::Now,
+                    Value::from(60_000),
+                    Value::from(1000),
+                ],
+                rows: 0,
+                index: "errand_jobs_available_kinds",
+            },
+        ];
+        let error = || Value::from(r#"{"kind": "expired", "message": "plan"}"#);
+        if D::STORE == "postgres" {
+            cases.push(Case {
+                name: "promotion (with the expiry sweep and the next due)",
+                sql: super::due::PROMOTE_POSTGRES,
+                values: vec![Value::from(1000), error()],
                 rows: 1,
                 index: "errand_jobs_due",
-            },
-        ]
+            });
+        } else {
+            cases.extend([
+                Case {
+                    name: "promotion",
+                    sql: super::due::PROMOTE_SQLITE,
+                    values: vec![Value::from(1000), Value::Now],
+                    rows: 0,
+                    index: "errand_jobs_due",
+                },
+                Case {
+                    name: "expiry sweep",
+                    sql: super::due::EXPIRE_SQLITE,
+                    values: vec![Value::from(1000), error(), Value::Now],
+                    rows: 0,
+                    index: "errand_jobs_expiring",
+                },
+                Case {
+                    name: "next due",
+                    sql: super::due::NEXT_DUE_SQLITE,
+                    values: vec![Value::Now],
+                    rows: 1,
+                    index: "errand_jobs_due",
+                },
+            ]);
+        }
+        cases
     }
 }
 
@@ -1977,6 +1974,7 @@ pub(crate) mod listing_cases {
 mod bookkeeping;
 mod cancels;
 mod claims;
+pub(crate) mod due;
 mod history;
 mod kinds;
 mod schedules;

@@ -505,7 +505,10 @@ static STATEMENTS: Statements = Statements {
         claim_set!("?6", "?3", "?4"),
         "
         WHERE id IN (
-            SELECT id FROM errand_jobs
+            -- Pinned: with an index of available jobs by kind beside it (migration 19),
+            -- SQLite's planner chose to read the whole queue through `errand_jobs_queue_state`
+            -- and sort it.
+            SELECT id FROM errand_jobs INDEXED BY errand_jobs_plain
             WHERE queue = (?1 ->> 0) AND state = 'available' AND kind IN (SELECT value FROM json_each(?5))
               AND limit_key IS NULL AND fair_key IS NULL
               AND (expires_at IS NULL OR expires_at > ?6)
@@ -515,28 +518,6 @@ static STATEMENTS: Statements = Statements {
             LIMIT (?2 ->> 0)) ",
         claim_returning!()
     ),
-    // Reads the due jobs from `errand_jobs_due` in its order, the earliest first, and stops
-    // after `?1`: no `ORDER BY`, because with one SQLite's planner chose to sort every due
-    // match (with a million jobs waiting for tomorrow, its statistics said few were due; in
-    // an outage's backlog, all would be read to promote the first thousand).
-    promote: "UPDATE errand_jobs SET state = 'available'
-        WHERE id IN (SELECT id FROM errand_jobs INDEXED BY errand_jobs_due
-                     WHERE state IN ('scheduled', 'retryable') AND run_at <= ?2
-                     LIMIT ?1)",
-    // Reads `errand_jobs_expiring` in its order and stops after `?1` (as the promotion: with
-    // an `ORDER BY`, SQLite's planner read every waiting job through the state index).
-    expire: concat!(
-        "UPDATE errand_jobs
-        SET state = 'cancelled', finished_at = ?3, lease_until = NULL,
-            unique_key = ",
-        key_after!("'cancelled'"),
-        ",
-            errors = json_insert(errors, '$[#]', json_set(json(?2), '$.attempt', attempt, '$.at', ?3))
-        WHERE id IN (SELECT id FROM errand_jobs INDEXED BY errand_jobs_expiring
-                     WHERE expires_at <= ?3
-                       AND state IN ('scheduled', 'available', 'retryable', 'pending')
-                     LIMIT ?1)"
-    ),
     age: "UPDATE errand_jobs
         SET base_priority = COALESCE(base_priority, priority),
             priority = max(0, COALESCE(base_priority, priority) - (?4 - run_at) / ?2)
@@ -545,10 +526,6 @@ static STATEMENTS: Statements = Statements {
                        AND priority > 0 AND run_at <= ?4 - ?2
                        AND COALESCE(base_priority, priority) - (?4 - run_at) / ?2 < priority
                      LIMIT ?3)",
-    // The first entry of `errand_jobs_due` (with a million scheduled jobs, SQLite's planner
-    // chose to read every one of them through the state index).
-    next_due: "SELECT min(run_at) - ?1 FROM errand_jobs INDEXED BY errand_jobs_due
-        WHERE state IN ('scheduled', 'retryable')",
     pause_queue: "INSERT INTO errand_queues (queue, paused_at, updated_at) VALUES (?1, ?2, ?2)
         ON CONFLICT (queue) DO UPDATE SET paused_at = ?2, updated_at = ?2
         WHERE errand_queues.paused_at IS NULL",
@@ -728,13 +705,29 @@ static STATEMENTS: Statements = Statements {
                 'at', ?9, 'duration_ms', 0, 'worker', ?8)"
         ),
         "
-        WHERE state = 'available' AND run_at <= ?9 - ?1
-          AND queue IN (SELECT value FROM json_each(?2))
-          AND kind NOT IN (SELECT value FROM json_each(?3))
-          AND NOT EXISTS (SELECT 1 FROM errand_workers w, json_each(w.kinds) k
-                          WHERE w.seen_at > ?9 - ?10 AND k.value = errand_jobs.kind)
-          AND NOT EXISTS (SELECT 1 FROM errand_queues p
-                          WHERE p.queue = errand_jobs.queue AND p.paused_at IS NOT NULL)"
+        WHERE id IN (
+            -- Each kind of available jobs, one probe of `errand_jobs_available_kinds` a kind,
+            -- then the jobs of the kinds no live worker knows, queue by unpaused queue.
+            -- (`min` reads the first entry of a range; `CROSS JOIN` keeps the order written.)
+            WITH RECURSIVE kinds(kind) AS (
+                SELECT (SELECT min(kind) FROM errand_jobs INDEXED BY errand_jobs_available_kinds
+                        WHERE state = 'available')
+                UNION ALL
+                SELECT (SELECT min(j.kind) FROM errand_jobs j INDEXED BY errand_jobs_available_kinds
+                        WHERE j.state = 'available' AND j.kind > k.kind)
+                FROM kinds k WHERE k.kind IS NOT NULL
+            )
+            SELECT j.id FROM kinds k
+            CROSS JOIN json_each(?2) q
+            CROSS JOIN errand_jobs j INDEXED BY errand_jobs_available_kinds
+              ON j.kind = k.kind AND j.queue = q.value AND j.state = 'available'
+                 AND j.run_at <= ?9 - ?1
+            WHERE k.kind IS NOT NULL AND k.kind NOT IN (SELECT value FROM json_each(?3))
+              AND NOT EXISTS (SELECT 1 FROM errand_workers w, json_each(w.kinds) wk
+                              WHERE w.seen_at > ?9 - ?10 AND wk.value = k.kind)
+              AND NOT EXISTS (SELECT 1 FROM errand_queues p
+                              WHERE p.queue = q.value AND p.paused_at IS NOT NULL)
+            LIMIT ?11)"
     ),
     finish: concat!(
         "UPDATE errand_jobs

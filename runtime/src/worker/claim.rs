@@ -359,7 +359,7 @@ async fn promote_due(runner: &Runner, sent_at: Instant) -> Promotion {
     }
     match runner.client.store().promote(BATCH).await {
         Ok(promoted) => Promotion {
-            more: promoted.count >= BATCH as u64,
+            more: promoted.count.max(promoted.expired) >= BATCH as u64,
             next_due: promoted.next_in.map(|wait| sent_at + wait.max(MIN_WAIT)),
         },
         Err(err) => {

@@ -67,8 +67,15 @@ async fn rescue_expired(runner: &Runner) {
     }
 }
 
+/// How many jobs of unknown kinds one statement buries.
+const BURY_BATCH: usize = 1_000;
+
+/// How many statements a pass of the burial runs at most.
+const BURY_BATCHES: usize = 10;
+
 /// Buries the jobs of this worker's queues whose kind no live worker knows (see
-/// [`super::presence`]) and none took within the grace.
+/// [`super::presence`]) and none took within the grace: [`BURY_BATCH`] a statement, up to
+/// [`BURY_BATCHES`] statements a pass (the rest at the next pass).
 async fn bury_unknown(runner: &Runner) {
     let store = runner.client.store();
     // Each worker judges by its own registry: a kind it knows is never buried by it.
@@ -79,17 +86,24 @@ async fn bury_unknown(runner: &Runner) {
         .map(|(q, _)| q.as_str())
         .collect();
     let grace = runner.settings.unknown_kind_grace;
-    match store
-        .bury_unknown(&queues, &runner.kinds, grace, &runner.id)
-        .await
-    {
-        Ok(0) => {}
-        Ok(n) => {
-            tracing::error!(worker = %runner.id, jobs = n, ?grace, "jobs of kinds no worker knows died after the grace period");
-            runner.deaths.notify_one();
+    let mut buried = 0;
+    for _ in 0..BURY_BATCHES {
+        let batch = store.bury_unknown(&queues, &runner.kinds, grace, &runner.id, BURY_BATCH);
+        match batch.await {
+            Ok(n) => {
+                buried += n;
+                if n < BURY_BATCH as u64 {
+                    break;
+                }
+            }
+            Err(err) => {
+                tracing::warn!(worker = %runner.id, error = %err, "burying jobs of unknown kinds failed");
+                break;
+            }
         }
-        Err(err) => {
-            tracing::warn!(worker = %runner.id, error = %err, "burying jobs of unknown kinds failed")
-        }
+    }
+    if buried > 0 {
+        tracing::error!(worker = %runner.id, jobs = buried, ?grace, "jobs of kinds no worker knows died after the grace period");
+        runner.deaths.notify_one();
     }
 }
