@@ -45,6 +45,12 @@ const BACKLOG_ROWS: i64 = 1_000_000;
 const SLOW_JOBS: i64 = 10_000;
 const SLOW_JOB_MS: u64 = 10;
 const SLOW_CONCURRENCY: usize = 256;
+/// Long jobs shared by several workers: worker processes, the concurrency of each, the jobs and
+/// how long each takes.
+const SHARED_PROCS: usize = 4;
+const SHARED_CONCURRENCY: usize = 4;
+const SHARED_JOBS: u64 = 48;
+const SHARED_JOB_MS: u64 = 1_000;
 const BENCH_SCHEMA: &str = "errand_bench";
 
 /// The batch sizes and connection counts the drain limit tries; it reports the best.
@@ -134,6 +140,15 @@ impl Target {
                 "--poll-ms",
                 &poll.as_millis().to_string(),
             ])
+            // `ERRAND_BENCH_PREFETCH=N` fixes every worker's buffer, to compare with the
+            // worker's own sizing (the default).
+            .args(
+                std::env::var("ERRAND_BENCH_PREFETCH")
+                    .ok()
+                    .map(|n| ["--prefetch".to_owned(), n])
+                    .into_iter()
+                    .flatten(),
+            )
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()?;
@@ -170,6 +185,15 @@ impl Raw {
                                                              AND run_at < errand_now_ms() + 3600000)
                         + (SELECT count(*) FROM errand_jobs WHERE state = 'running')";
         self.scalar(sqlite, postgres).await
+    }
+
+    /// Whether a job is still to complete: two probes of an index, so that watching a drain
+    /// every few milliseconds costs the database next to nothing.
+    async fn any_left(&self) -> Result<bool, BoxError> {
+        let sql = "SELECT CASE WHEN EXISTS (SELECT 1 FROM errand_jobs WHERE state = 'available')
+                            OR EXISTS (SELECT 1 FROM errand_jobs WHERE state = 'running')
+                          THEN CAST(1 AS BIGINT) ELSE CAST(0 AS BIGINT) END";
+        Ok(self.scalar(sql, sql).await? == 1)
     }
 
     /// The table the limit works on (see [`LIMIT_TABLE_PG`]).
@@ -584,6 +608,10 @@ async fn measure(kind: StoreKind) -> Result<Vec<(String, f64, Option<f64>)>, Box
         .fold(0.0, f64::max);
     push("drain", drain, Some(best));
     push("drain_c128", drain_wide, Some(best));
+    let from_start = drain_from_start(kind, CONCURRENCY).await?;
+    push("drain_from_start", from_start, Some(best));
+    let from_start_wide = drain_from_start(kind, WIDE).await?;
+    push("drain_c128_from_start", from_start_wide, Some(best));
     for (name, value) in &tried {
         push(name, *value, None);
     }
@@ -600,6 +628,9 @@ async fn measure(kind: StoreKind) -> Result<Vec<(String, f64, Option<f64>)>, Box
         let slow = slow_drain(kind).await?;
         let ideal = SLOW_CONCURRENCY as f64 * 1000.0 / SLOW_JOB_MS as f64;
         push("drain_slow_jobs", slow, Some(ideal));
+        let shared = shared_slow_drain(kind).await?;
+        let ideal = (SHARED_PROCS * SHARED_CONCURRENCY) as f64 * 1000.0 / SHARED_JOB_MS as f64;
+        push("drain_long_jobs_shared", shared, Some(ideal));
     }
 
     // SQLite has no notifications between processes: an idle worker there finds new jobs by
@@ -675,6 +706,28 @@ async fn errand_drain(
     Ok((drain, rss))
 }
 
+/// errand's drain of [`DRAIN_JOBS`] no-op jobs at `concurrency`, in jobs/s, timed as a user
+/// with a backlog sees it: the jobs are committed, then the clock starts, a worker process
+/// starts, and the clock stops when this client sees the last job completed.
+async fn drain_from_start(kind: StoreKind, concurrency: usize) -> Result<f64, BoxError> {
+    let (target, _client, raw) = Target::fresh(kind).await?;
+    raw.fill_errand(DRAIN_JOBS).await?;
+    let started = Instant::now();
+    let (mut worker, _) = target
+        .worker(concurrency, Duration::from_millis(100))
+        .await?;
+    let deadline = started + Duration::from_secs(600);
+    while raw.any_left().await? {
+        if Instant::now() > deadline {
+            return Err("the drain timed out".into());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let took = started.elapsed();
+    worker.kill().await?;
+    Ok(rate(DRAIN_JOBS, took))
+}
+
 /// errand's drain of [`SLOW_JOBS`] jobs that each sleep [`SLOW_JOB_MS`], at
 /// [`SLOW_CONCURRENCY`], in jobs/s, timed on the database's clock as the other drains.
 async fn slow_drain(kind: StoreKind) -> Result<f64, BoxError> {
@@ -692,6 +745,32 @@ async fn slow_drain(kind: StoreKind) -> Result<f64, BoxError> {
     let took_ms = raw.drain_span_ms("bench_sleep").await?;
     worker.kill().await?;
     Ok(SLOW_JOBS as f64 * 1000.0 / took_ms.max(1) as f64)
+}
+
+/// [`SHARED_JOBS`] jobs of [`SHARED_JOB_MS`] each, drained by [`SHARED_PROCS`] workers of
+/// [`SHARED_CONCURRENCY`], in jobs/s, from the enqueue's commit to the last completion this
+/// client sees. A worker that claimed jobs it cannot start while another sits idle makes the
+/// drain take longer than the slots need.
+async fn shared_slow_drain(kind: StoreKind) -> Result<f64, BoxError> {
+    let (target, client, raw) = Target::fresh(kind).await?;
+    let mut workers = Vec::new();
+    for _ in 0..SHARED_PROCS {
+        let poll = Duration::from_millis(100);
+        workers.push(target.worker(SHARED_CONCURRENCY, poll).await?);
+    }
+    client
+        .enqueue_many((0..SHARED_JOBS).map(|_| sleeps::with(SHARED_JOB_MS)))
+        .await?;
+    let started = Instant::now();
+    wait_until(Duration::from_secs(600), || async {
+        Ok(!raw.any_left().await?)
+    })
+    .await?;
+    let took = started.elapsed();
+    for (mut worker, _) in workers {
+        worker.kill().await?;
+    }
+    Ok(rate(SHARED_JOBS as i64, took))
 }
 
 /// The limit's drain of [`DRAIN_JOBS`] jobs, in jobs/s, claiming `batch` at a time (0: one

@@ -41,12 +41,15 @@ pub async fn run(args: &[String]) -> Result<(), BoxError> {
             .death_handler_timeout(Duration::from_secs(2));
     }
     let retention = errand::Retention::default().max_dead(number("--max-dead", 10_000) as usize);
+    // Without `--prefetch`, the worker sizes its buffer itself, as a user's does by default.
+    if let Some(jobs) = flag(args, "--prefetch").and_then(|v| v.parse().ok()) {
+        worker = worker.prefetch(jobs);
+    }
     worker
         .retention(retention)
         .prune_every(Duration::from_millis(number("--prune-ms", 60_000)))
         .queues([(queue, 1)])
         .concurrency(number("--concurrency", 16) as usize)
-        .prefetch(number("--prefetch", 16) as usize)
         .lease(Duration::from_millis(number("--lease-ms", 30_000)))
         .poll_interval(Duration::from_millis(number("--poll-ms", 1_000)))
         .grace_period(Duration::from_secs(5))

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::execute::{log_join, runs, settle_completions, PendingCompletion, TaskEnd};
 use super::runs::RunGuard;
-use super::{store_backoff, Runner};
+use super::{store_backoff, Runner, MAX_PREFETCH};
 use crate::context::RunSignal;
 use crate::error::Error;
 use crate::job::JobId;
@@ -29,6 +29,44 @@ const RECHECK_AFTER: Duration = Duration::from_millis(100);
 /// The longest a free slot waits for others to free up before the worker claims for it.
 const CLAIM_WINDOW: Duration = Duration::from_millis(2);
 
+/// How far ahead a worker that sizes its buffer itself claims: what its slots will finish in
+/// this long at the pace of its recent runs.
+const HORIZON: Duration = Duration::from_millis(100);
+
+/// How long the worker's recent runs took: a moving average, each run weighing this much.
+const PACE_WEIGHT: f64 = 0.1;
+
+/// The pace of a worker's runs, which sizes its buffer when it was not given one.
+#[derive(Debug, Default)]
+struct Pace {
+    /// The average run's length in seconds; `None` until a run finished.
+    mean: std::sync::Mutex<Option<f64>>,
+}
+
+impl Pace {
+    /// Takes in a run that took `took`.
+    fn record(&self, took: Duration) {
+        let took = took.as_secs_f64();
+        let mut mean = self.mean.lock().unwrap_or_else(|e| e.into_inner());
+        *mean = Some(mean.map_or(took, |m| m + (took - m) * PACE_WEIGHT));
+    }
+
+    /// How many jobs `slots` slots finish within [`HORIZON`] at this pace, up to
+    /// [`MAX_PREFETCH`]: none before a run finished, or when a run takes longer than that.
+    fn buffer(&self, slots: usize) -> usize {
+        let mean = *self.mean.lock().unwrap_or_else(|e| e.into_inner());
+        match mean {
+            Some(mean) if mean > 0.0 => {
+                let ahead = slots as f64 * HORIZON.as_secs_f64() / mean;
+                // Saturating: a float past the range casts to the maximum.
+                (ahead.floor() as usize).min(MAX_PREFETCH)
+            }
+            Some(_) => MAX_PREFETCH,
+            None => 0,
+        }
+    }
+}
+
 pub(super) struct ClaimLoop {
     runner: Arc<Runner>,
     tasks: JoinSet<TaskEnd>,
@@ -39,6 +77,8 @@ pub(super) struct ClaimLoop {
     /// With when its claim was sent: a job that waited longer than [`RECHECK_AFTER`] checks,
     /// as it starts, that its queue was not paused and its deadline did not pass meanwhile.
     ready: VecDeque<(Claimed, RunSignal, Instant)>,
+    /// How long runs take: unless the worker was told its buffer, it is sized by this.
+    pace: Arc<Pace>,
 }
 
 /// An exchange on its way: the completions it writes, and what it claimed.
@@ -68,6 +108,7 @@ impl ClaimLoop {
             tasks: JoinSet::new(),
             completed: Vec::new(),
             ready: VecDeque::new(),
+            pace: Arc::default(),
         }
     }
 
@@ -93,10 +134,9 @@ impl ClaimLoop {
         // Claims are batched: after a job finishes, the worker waits until half its slots and
         // buffer are free, or CLAIM_WINDOW has passed with a slot free, before it claims
         // again, so that one round trip fetches many jobs instead of one. The buffer holds up
-        // to `prefetch` jobs beyond the free slots, so that a slot freed while an exchange is
-        // on its way starts its next job at once.
-        let capacity = settings.concurrency + settings.prefetch;
-        let refill = (capacity / 2).max(1);
+        // to `prefetch` jobs beyond the free slots (unless told, what the slots finish within
+        // HORIZON), so that a slot freed while an exchange is on its way starts its next job
+        // at once.
         let mut last_claim = Instant::now();
         let mut in_flight: [Option<InFlight>; MAX_IN_FLIGHT] = Default::default();
         let slots = runner.client.store().claims_in_flight().min(MAX_IN_FLIGHT);
@@ -118,6 +158,11 @@ impl ClaimLoop {
         let mut backoff_until: Option<Instant> = None;
         while !shutdown.is_cancelled() {
             self.start_ready();
+            let prefetch = settings
+                .prefetch
+                .unwrap_or_else(|| self.pace.buffer(settings.concurrency));
+            let capacity = settings.concurrency + prefetch;
+            let refill = (capacity / 2).max(1);
             let free = settings.concurrency.saturating_sub(self.tasks.len());
             let room = capacity.saturating_sub(self.tasks.len() + self.ready.len() + reserved);
             let sending = in_flight.iter().any(Option::is_some);
@@ -290,8 +335,13 @@ impl ClaimLoop {
             let waited = claimed_at.elapsed() >= RECHECK_AFTER;
             let guard = RunGuard::new(Arc::clone(&self.runner.runs), job.run());
             let runner = Arc::clone(&self.runner);
-            self.tasks
-                .spawn(async move { runner.execute(job, signal, guard, waited).await });
+            let pace = Arc::clone(&self.pace);
+            self.tasks.spawn(async move {
+                let started = Instant::now();
+                let end = runner.execute(job, signal, guard, waited).await;
+                pace.record(started.elapsed());
+                end
+            });
         }
     }
 
@@ -532,6 +582,29 @@ mod tests {
         }
         let ratio = totals[0] as f64 / totals[1] as f64;
         assert!((8.0..12.5).contains(&ratio), "critical:bulk = {ratio}");
+    }
+
+    /// Short runs fill the buffer up to its cap; runs longer than the horizon claim only for
+    /// free slots; nothing is claimed ahead before a run has finished.
+    #[test]
+    fn the_buffer_follows_the_pace_of_runs() {
+        let pace = Pace::default();
+        assert_eq!(pace.buffer(16), 0, "no run finished yet");
+        pace.record(Duration::from_millis(10));
+        assert_eq!(pace.buffer(16), 160, "16 slots finish 160 jobs in 100 ms");
+        pace.record(Duration::ZERO);
+        assert_eq!(pace.buffer(256), MAX_PREFETCH);
+        let slow = Pace::default();
+        slow.record(Duration::from_secs(1));
+        assert_eq!(
+            slow.buffer(4),
+            0,
+            "one-second jobs are claimed only for free slots"
+        );
+        for _ in 0..200 {
+            slow.record(Duration::from_micros(200));
+        }
+        assert_eq!(slow.buffer(16), MAX_PREFETCH, "the pace follows the runs");
     }
 
     #[test]

@@ -49,8 +49,9 @@ mod supervise;
 use runs::Runs;
 use supervise::supervise;
 
-/// How many jobs a worker claims beyond its free slots, unless told (see [`Worker::prefetch`]).
-const DEFAULT_PREFETCH: usize = 16;
+/// The most jobs a worker claims beyond its free slots when it sizes its buffer itself (see
+/// [`Worker::prefetch`]).
+const MAX_PREFETCH: usize = 256;
 
 /// The shortest poll interval a worker accepts: anything shorter busy-polls the database.
 const MIN_POLL_INTERVAL: Duration = Duration::from_millis(1);
@@ -86,7 +87,9 @@ pub struct Worker {
 struct Settings {
     queues: Vec<(String, u32)>,
     concurrency: usize,
-    prefetch: usize,
+    /// Jobs claimed beyond the free slots: a fixed number, or `None` to size the buffer by
+    /// how fast jobs finish.
+    prefetch: Option<usize>,
     grace_period: Duration,
     poll_interval: Duration,
     lease: Duration,
@@ -130,7 +133,7 @@ impl Worker {
             settings: Settings {
                 queues: vec![("default".to_owned(), 1)],
                 concurrency: 10,
-                prefetch: DEFAULT_PREFETCH,
+                prefetch: None,
                 grace_period: Duration::from_secs(25),
                 poll_interval: Duration::from_secs(1),
                 lease: Duration::from_secs(30),
@@ -163,12 +166,18 @@ impl Worker {
         self
     }
 
-    /// How many jobs the worker claims beyond its free slots (default 16), so that a slot that
-    /// frees up starts its next job without a round trip to the database, and one round trip
-    /// claims more jobs. Such a job is claimed and leased like a running one, and waits in this
+    /// How many jobs the worker claims beyond its free slots, so that a slot that frees up
+    /// starts its next job without a round trip to the database, and one round trip claims
+    /// more jobs. Such a job is claimed and leased like a running one, and waits in this
     /// worker until a slot frees up. Shutdown puts it back without spending its attempt; a
     /// worker that crashes delays it until its lease runs out, and its attempt counts as
     /// spent, as a running job's does. `0` claims only for free slots.
+    ///
+    /// Unless told, the worker sizes its buffer by what it sees: it claims beyond its free
+    /// slots only what they will finish within the next 100 ms at the pace its recent runs
+    /// took (up to 256 jobs), so that short jobs move in large batches and long ones are
+    /// claimed only for free slots, never hoarded while another worker sits idle. Until its
+    /// first runs finish it claims only for free slots.
     ///
     /// A job enqueued with a higher priority waits behind at most this many claimed jobs. A
     /// job that waited in the buffer (over 100 ms) checks, as it starts, that its queue was not
@@ -177,13 +186,13 @@ impl Worker {
     ///
     /// ```no_run
     /// # async fn demo(client: errand::Client) -> Result<(), errand::Error> {
-    /// // Long jobs, where a claimed job could wait minutes for a slot: claim only for free
-    /// // slots.
+    /// // Jobs that wait on a slow service, whatever pace the worker measured: claim only for
+    /// // free slots.
     /// errand::Worker::new(client).concurrency(4).prefetch(0).run().await?;
     /// # Ok(()) }
     /// ```
     pub fn prefetch(mut self, jobs: usize) -> Worker {
-        self.settings.prefetch = jobs;
+        self.settings.prefetch = Some(jobs);
         self
     }
 
