@@ -11,7 +11,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use futures_util::future::join_all;
 
-use errand_bench::jobs::{latency_probe, noop, now_us, sleeps};
+use errand_bench::jobs::{fair_noop, latency_probe, limited_noop, noop, now_us, sleeps};
 use errand_bench::BoxError;
 
 use crate::postgres_url;
@@ -42,6 +42,8 @@ const WIDE: usize = 128;
 /// and their concurrency.
 const PROCS: [usize; 3] = [1, 2, 4];
 const BACKLOG_ROWS: i64 = 1_000_000;
+/// The held-back drain's rows of each way a job is held back: four ways, a million in all.
+const HELD_BACK_ROWS: i64 = 250_000;
 const SLOW_JOBS: i64 = 10_000;
 const SLOW_JOB_MS: u64 = 10;
 const SLOW_CONCURRENCY: usize = 256;
@@ -132,8 +134,19 @@ impl Target {
         concurrency: usize,
         poll: Duration,
     ) -> Result<(tokio::process::Child, u32), BoxError> {
+        self.worker_on("bench", concurrency, poll).await
+    }
+
+    /// A worker process as [`Target::worker`], of the comma-separated `queues`.
+    async fn worker_on(
+        &self,
+        queues: &str,
+        concurrency: usize,
+        poll: Duration,
+    ) -> Result<(tokio::process::Child, u32), BoxError> {
         let mut child = tokio::process::Command::new(std::env::current_exe()?)
             .args(["worker", "--url", &self.url, "--schema", BENCH_SCHEMA])
+            .args(["--queue", queues])
             .args([
                 "--concurrency",
                 &concurrency.to_string(),
@@ -194,6 +207,32 @@ impl Raw {
                             OR EXISTS (SELECT 1 FROM errand_jobs WHERE state = 'running')
                           THEN CAST(1 AS BIGINT) ELSE CAST(0 AS BIGINT) END";
         Ok(self.scalar(sql, sql).await? == 1)
+    }
+
+    /// Whether a job of `kind` is still to complete (two probes of indexes).
+    async fn any_left_of(&self, kind: &str) -> Result<bool, BoxError> {
+        let sql = |p: &str| {
+            format!(
+                "SELECT CASE WHEN EXISTS (SELECT 1 FROM errand_jobs WHERE kind = {p} AND state = 'available')
+                              OR EXISTS (SELECT 1 FROM errand_jobs WHERE kind = {p} AND state = 'running')
+                            THEN CAST(1 AS BIGINT) ELSE CAST(0 AS BIGINT) END"
+            )
+        };
+        let left: i64 = match self {
+            Raw::Sqlite(pool) => {
+                sqlx::query_scalar(&sql("?1"))
+                    .bind(kind)
+                    .fetch_one(pool)
+                    .await?
+            }
+            Raw::Postgres(pool) => {
+                sqlx::query_scalar(&sql("$1"))
+                    .bind(kind)
+                    .fetch_one(pool)
+                    .await?
+            }
+        };
+        Ok(left == 1)
     }
 
     /// The table the limit works on (see [`LIMIT_TABLE_PG`]).
@@ -336,6 +375,73 @@ impl Raw {
         sqlx::query("VACUUM ANALYZE errand_jobs")
             .execute(pool)
             .await?;
+        Ok(())
+    }
+
+    /// Adds `rows` jobs held back in each of four ways to errand's table, and analyzes it:
+    /// available under a limit whose 64 slots running jobs hold (`bench_limited`, their leases
+    /// a day long), available in a paused queue (`bench_paused`, which the workers serve),
+    /// pending on a parent, and scheduled for tomorrow. None is a no-op job.
+    async fn fill_held_back(&self, rows: i64) -> Result<(), BoxError> {
+        let Raw::Postgres(pool) = self else {
+            return Err("the held-back workload runs on PostgreSQL".into());
+        };
+        let fill = "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts,
+                                            attempt, run_at, created_at, attempted_at,
+                                            lease_until, limit_key, waiting_on)
+             SELECT $1, $2, jsonb_build_object('order_id', g, 'ms', 1), $3, 5, 26,
+                    CASE WHEN $3 = 'running' THEN 1 ELSE 0 END, errand_now_ms() + $4,
+                    errand_now_ms(), CASE WHEN $3 = 'running' THEN errand_now_ms() END,
+                    CASE WHEN $3 = 'running' THEN errand_now_ms() + 86400000 END, $5, $6
+             FROM generate_series(1, $7) AS g";
+        let limited = Some("bench_limited");
+        // kind, queue, state, run time from now (ms), limit key, parents waited on, rows.
+        type Way = (
+            &'static str,
+            &'static str,
+            &'static str,
+            i64,
+            Option<&'static str>,
+            i32,
+            i64,
+        );
+        let ways: [Way; 5] = [
+            ("bench_limited", "bench", "running", 0, limited, 0, 64),
+            ("bench_limited", "bench", "available", 0, limited, 0, rows),
+            ("bench_sleep", "bench_paused", "available", 0, None, 0, rows),
+            ("bench_sleep", "bench", "pending", 0, None, 1, rows),
+            (
+                "bench_sleep",
+                "bench",
+                "scheduled",
+                86_400_000,
+                None,
+                0,
+                rows,
+            ),
+        ];
+        for (kind, queue, state, offset, limit_key, waiting_on, count) in ways {
+            sqlx::query(fill)
+                .bind(kind)
+                .bind(queue)
+                .bind(state)
+                .bind(offset)
+                .bind(limit_key)
+                .bind(waiting_on)
+                .bind(count)
+                .execute(pool)
+                .await?;
+        }
+        for setup in [
+            "INSERT INTO errand_limit_slots (limit_key, purpose, n, job_id)
+             SELECT 'bench_limited', 'running', row_number() OVER (ORDER BY id), id
+             FROM errand_jobs WHERE state = 'running'",
+            "INSERT INTO errand_queues (queue, paused_at, updated_at)
+             VALUES ('bench_paused', errand_now_ms(), errand_now_ms())",
+            "VACUUM ANALYZE errand_jobs",
+        ] {
+            sqlx::query(setup).execute(pool).await?;
+        }
         Ok(())
     }
 
@@ -586,8 +692,8 @@ async fn measure(kind: StoreKind) -> Result<Vec<(String, f64, Option<f64>)>, Box
         push("limit_enqueue_many_copy", copy, None);
     }
 
-    let (drain, rss) = errand_drain(kind, CONCURRENCY, 1, 0).await?;
-    let (drain_wide, _) = errand_drain(kind, WIDE, 1, 0).await?;
+    let (drain, rss) = errand_drain(kind, CONCURRENCY, 1, Backlog::None).await?;
+    let (drain_wide, _) = errand_drain(kind, WIDE, 1, Backlog::None).await?;
     // The drain's limit: the best of every batch size and connection count tried, each shown;
     // beside it the floor, one job claimed and completed per round trip.
     let mut tried = Vec::new();
@@ -620,11 +726,17 @@ async fn measure(kind: StoreKind) -> Result<Vec<(String, f64, Option<f64>)>, Box
     // a million completed and a million scheduled jobs; slow jobs at a wide concurrency.
     if kind == StoreKind::Postgres {
         for procs in PROCS {
-            let (rate, _) = errand_drain(kind, CONCURRENCY, procs, 0).await?;
+            let (rate, _) = errand_drain(kind, CONCURRENCY, procs, Backlog::None).await?;
             push(&format!("drain_procs_{procs}"), rate, Some(best));
         }
-        let (backlog, _) = errand_drain(kind, CONCURRENCY, 1, BACKLOG_ROWS).await?;
+        let (backlog, _) =
+            errand_drain(kind, CONCURRENCY, 1, Backlog::Finished(BACKLOG_ROWS)).await?;
         push("drain_backlog", backlog, Some(drain));
+        let held = Backlog::HeldBack(HELD_BACK_ROWS);
+        let (held_back, _) = errand_drain(kind, CONCURRENCY, 1, held).await?;
+        push("drain_held_back", held_back, Some(drain));
+        let mixed = mixed_drain(kind).await?;
+        push("drain_mixed", mixed, Some(drain));
         let slow = slow_drain(kind).await?;
         let ideal = SLOW_CONCURRENCY as f64 * 1000.0 / SLOW_JOB_MS as f64;
         push("drain_slow_jobs", slow, Some(ideal));
@@ -667,6 +779,16 @@ async fn measure(kind: StoreKind) -> Result<Vec<(String, f64, Option<f64>)>, Box
     Ok(figures)
 }
 
+/// What else the table holds during a drain.
+#[derive(Clone, Copy)]
+enum Backlog {
+    None,
+    /// This many completed jobs (within retention) and this many scheduled for tomorrow.
+    Finished(i64),
+    /// This many jobs held back in each of four ways (see [`Raw::fill_held_back`]).
+    HeldBack(i64),
+}
+
 /// errand's drain of [`DRAIN_JOBS`] no-op jobs by `procs` worker processes of `concurrency`
 /// each, in jobs/s, and the first worker's peak RSS in MB. With `backlog`, the table also
 /// holds that many completed jobs (within retention) and that many scheduled for later.
@@ -678,23 +800,28 @@ async fn errand_drain(
     kind: StoreKind,
     concurrency: usize,
     procs: usize,
-    backlog: i64,
+    backlog: Backlog,
 ) -> Result<(f64, f64), BoxError> {
     let (target, _client, raw) = Target::fresh(kind).await?;
-    if backlog > 0 {
-        raw.fill_backlog(backlog).await?;
-    }
+    let queues = match backlog {
+        Backlog::None => "bench",
+        Backlog::Finished(rows) => {
+            raw.fill_backlog(rows).await?;
+            "bench"
+        }
+        Backlog::HeldBack(rows) => {
+            raw.fill_held_back(rows).await?;
+            "bench,bench_paused"
+        }
+    };
     let mut workers = Vec::new();
     for _ in 0..procs {
-        workers.push(
-            target
-                .worker(concurrency, Duration::from_millis(100))
-                .await?,
-        );
+        let poll = Duration::from_millis(100);
+        workers.push(target.worker_on(queues, concurrency, poll).await?);
     }
     raw.fill_errand(DRAIN_JOBS).await?;
     wait_until(Duration::from_secs(600), || async {
-        Ok(raw.remaining().await? == 0)
+        Ok(!raw.any_left_of("bench_noop").await?)
     })
     .await?;
     let took_ms = raw.drain_span_ms("bench_noop").await?;
@@ -745,6 +872,36 @@ async fn slow_drain(kind: StoreKind) -> Result<f64, BoxError> {
     let took_ms = raw.drain_span_ms("bench_sleep").await?;
     worker.kill().await?;
     Ok(SLOW_JOBS as f64 * 1000.0 / took_ms.max(1) as f64)
+}
+
+/// errand's drain of [`DRAIN_JOBS`] jobs at [`CONCURRENCY`], a third plain no-op jobs, a third
+/// taking turns among 100 tenants (`fair_by`), a third under a limit of 64 at once, in jobs/s,
+/// on the database's clock as the other drains (PostgreSQL).
+async fn mixed_drain(kind: StoreKind) -> Result<f64, BoxError> {
+    let (target, client, raw) = Target::fresh(kind).await?;
+    let (mut worker, _) = target
+        .worker(CONCURRENCY, Duration::from_millis(100))
+        .await?;
+    let third = DRAIN_JOBS / 3;
+    // One transaction, so that all three kinds become available at once.
+    let mut tx = client.begin::<sqlx::Postgres>().await?;
+    let plain = (0..DRAIN_JOBS - 2 * third).map(noop::with);
+    client.enqueue_many_tx(&mut tx, plain).await?;
+    let fair = (0..third).map(|n| fair_noop::with(n % 100, n));
+    client.enqueue_many_tx(&mut tx, fair).await?;
+    let limited = (0..third).map(limited_noop::with);
+    client.enqueue_many_tx(&mut tx, limited).await?;
+    tx.commit().await?;
+    wait_until(Duration::from_secs(600), || async {
+        Ok(!raw.any_left().await?)
+    })
+    .await?;
+    let mut took_ms = 0;
+    for kind in ["bench_noop", "bench_fair", "bench_limited"] {
+        took_ms = took_ms.max(raw.drain_span_ms(kind).await?);
+    }
+    worker.kill().await?;
+    Ok(DRAIN_JOBS as f64 * 1000.0 / took_ms.max(1) as f64)
 }
 
 /// [`SHARED_JOBS`] jobs of [`SHARED_JOB_MS`] each, drained by [`SHARED_PROCS`] workers of

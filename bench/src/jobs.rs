@@ -44,6 +44,21 @@ pub async fn noop(order_id: i64) -> Result<(), BenchError> {
     Ok(())
 }
 
+/// Does nothing, taking turns by tenant: the mixed drain's fair third.
+#[job(name = "bench_fair", queue = "bench", fair_by = "<tenant>")]
+pub async fn fair_noop(tenant: i64, order_id: i64) -> Result<(), BenchError> {
+    let _ = (tenant, order_id);
+    Ok(())
+}
+
+/// Does nothing, at most 64 at once across the cluster: the mixed drain's limited third, and
+/// the held-back drain's full limit.
+#[job(name = "bench_limited", queue = "bench", concurrency = 64)]
+pub async fn limited_noop(order_id: i64) -> Result<(), BenchError> {
+    let _ = order_id;
+    Ok(())
+}
+
 /// Sleeps: the slow-jobs workload measures whether the worker keeps its slots full.
 #[job(name = "bench_sleep", queue = "bench")]
 pub async fn sleeps(ms: u64) -> Result<(), BenchError> {

@@ -1,6 +1,6 @@
 //! `errand-bench worker`: a worker process for the benchmark and the chaos run.
 //!
-//! `--url U [--schema S] [--queue Q] [--concurrency N] [--lease-ms N] [--poll-ms N]
+//! `--url U [--schema S] [--queue Q[,Q..]] [--concurrency N] [--lease-ms N] [--poll-ms N]
 //! [--prefetch N] [--deaths] [--prune-ms N] [--max-dead N]`; prints `ready`, then works until SIGTERM. With
 //! `--deaths`, a death handler records each death in `chaos_deaths`.
 
@@ -48,7 +48,7 @@ pub async fn run(args: &[String]) -> Result<(), BoxError> {
     worker
         .retention(retention)
         .prune_every(Duration::from_millis(number("--prune-ms", 60_000)))
-        .queues([(queue, 1)])
+        .queues(queue.split(',').map(|q| (q.to_owned(), 1)))
         .concurrency(number("--concurrency", 16) as usize)
         .lease(Duration::from_millis(number("--lease-ms", 30_000)))
         .poll_interval(Duration::from_millis(number("--poll-ms", 1_000)))
