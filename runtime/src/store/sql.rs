@@ -444,12 +444,14 @@ fn named(op: &'static str) -> impl Op + Copy {
 #[derive(Debug)]
 pub(crate) struct SqlStore<D: Dialect> {
     pub(crate) pool: sqlx::Pool<D::Db>,
-    /// The pool of the worker's hot path: claims, completions and renewals. On PostgreSQL its
-    /// connections keep one generic plan per statement (`plan_cache_mode =
-    /// force_generic_plan`): these statements run constantly, and PostgreSQL's default, planning
-    /// each execution anew with its values, took about as long as running them. Their generic
-    /// plans are checked by a test. Other statements (listings whose filters are optional) keep
-    /// the default, where the values shape the plan. On SQLite, the main pool.
+    /// The pool of the worker's hot path: claims (plain, fair and limited), completions,
+    /// renewals and the promotion of due jobs. On PostgreSQL its connections keep one generic
+    /// plan per statement (`plan_cache_mode = force_generic_plan`): these statements run
+    /// constantly, and PostgreSQL's default, planning each execution anew with its values, took
+    /// about as long as running them. Their generic plans are checked by a test. Its
+    /// connections also never compile a plan (`jit = off`), which took ten times as long as
+    /// running the fair and limited claims. Other statements (listings whose filters are
+    /// optional) keep the defaults, where the values shape the plan. On SQLite, the main pool.
     pub(crate) hot: sqlx::Pool<D::Db>,
     pub(crate) dialect: D,
     /// What [`Value::Now`] reads.
@@ -1048,6 +1050,15 @@ impl<D: Dialect> SqlStore<D> {
     /// statements.
     pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, D::Db>, Error> {
         self.pool
+            .begin_with(D::BEGIN_WRITE)
+            .await
+            .map_err(|e| op_error::<D>("begin a transaction", e))
+    }
+
+    /// A transaction that writes, on the hot path's pool ([`SqlStore::hot`]): the claims of
+    /// several statements.
+    pub(crate) async fn begin_hot_write(&self) -> Result<sqlx::Transaction<'static, D::Db>, Error> {
+        self.hot
             .begin_with(D::BEGIN_WRITE)
             .await
             .map_err(|e| op_error::<D>("begin a transaction", e))
