@@ -280,6 +280,23 @@ MUTATIONS = [
         "WHERE false AND k.kind = ANY(w.kinds))",
         SUITE + ["deploys::a_kind_a_live_worker_knows_is_never_buried::postgres"],
     ),
+    (
+        "burial_ignores_grace",
+        "a job of an unknown kind is buried the moment it is due, with no grace for a worker that knows it",
+        "runtime/src/store/postgres.rs",
+        "                  AND run_at <= errand_now_ms() - $1\n",
+        "",
+        SUITE + ["deploys", "bad_input"],
+    ),
+    (
+        "burial_takes_own_kinds",
+        "a worker buries jobs of kinds it knows itself",
+        "runtime/src/store/postgres.rs",
+        "WHERE k.kind IS NOT NULL AND k.kind <> ALL($3)",
+        "WHERE k.kind IS NOT NULL",
+        ["cargo", "test", "-q", "-p", "errand", "--all-features", "--lib", "--",
+         "postgres::tests::a_worker_never_buries_a_kind_it_knows"],
+    ),
 ]
 
 

@@ -945,6 +945,12 @@ static STATEMENTS: Statements = Statements {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_worker_never_buries_a_kind_it_knows() {
+        let store = SqliteStore::in_memory(Clock::default());
+        sql::check_burial_spares_known_kinds(&store).await;
+    }
+
     /// As on PostgreSQL: with 1,000,000 completed jobs, every listing an operator asks for
     /// searches an index, and none sorts what it found (a sort means it read every match).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -77,7 +77,7 @@ impl<D: Dialect> SqlStore<D> {
         // holds the database's write lock: slots freed before are freed before this time, so
         // the claim is recorded after the end of the run that held its slot. PostgreSQL reads
         // its own (see `claim_ids`).
-        let mut tx = self.begin_hot_write().await?;
+        let mut tx = self.begin_write().await?;
         let now = self.clock.now_ms();
         let candidates = values![
             Value::Texts(queues.to_vec()),
@@ -287,7 +287,7 @@ impl<D: Dialect> SqlStore<D> {
             Value::Now,
         ];
         let err = |e| op_error::<D>(op(), e);
-        let mut tx = self.begin_hot_write().await?;
+        let mut tx = self.begin_write().await?;
         let rows = D::fetch(&mut tx, D::SQL.claim_fair, claim, &self.clock)
             .await
             .map_err(err)?;

@@ -94,12 +94,12 @@ impl<D: Dialect> SqlStore<D> {
         let expired = encode_error::<D>(JobId::new(0), &expired)?;
         let (expired, count, next_in) = if D::STORE == "postgres" {
             let promote = values![count(limit), expired.as_str()];
-            let rows = self.fetch_hot(PROMOTE_POSTGRES, promote, op).await?;
+            let rows = self.fetch(PROMOTE_POSTGRES, promote, op).await?;
             let row = rows.first().ok_or_else(|| err(sqlx::Error::RowNotFound))?;
             let read = || Ok::<_, sqlx::Error>((row.int(0)?, row.int(1)?, row.opt_int(2)?));
             read().map_err(err)?
         } else {
-            let mut tx = self.begin_hot_write().await?;
+            let mut tx = self.begin_write().await?;
             let now = self.clock.now_ms();
             let expire = values![count(limit), expired.as_str(), now];
             let expired = D::execute(&mut tx, EXPIRE_SQLITE, expire, &self.clock);
