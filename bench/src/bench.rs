@@ -65,19 +65,19 @@ const LIMIT_CONNECTIONS: [u32; 3] = [1, 4, 16];
 const LIMIT_TABLE_PG: &str = "limit_jobs";
 
 /// A fresh database for one measurement.
-struct Target {
+pub(crate) struct Target {
     url: String,
     _dir: Option<tempfile::TempDir>,
 }
 
 /// A plain connection pool on the target, for the limit's own SQL.
-enum Raw {
+pub(crate) enum Raw {
     Sqlite(sqlx::SqlitePool),
     Postgres(sqlx::PgPool),
 }
 
 impl Target {
-    async fn fresh(kind: StoreKind) -> Result<(Target, Client, Raw), BoxError> {
+    pub(crate) async fn fresh(kind: StoreKind) -> Result<(Target, Client, Raw), BoxError> {
         let (url, dir) = match kind {
             StoreKind::Sqlite => {
                 let dir = tempfile::tempdir()?;
@@ -144,8 +144,21 @@ impl Target {
         concurrency: usize,
         poll: Duration,
     ) -> Result<(tokio::process::Child, u32), BoxError> {
+        self.worker_with(queues, concurrency, poll, &[]).await
+    }
+
+    /// A worker process as [`Target::worker_on`], given the further flags `extra` (see
+    /// `errand-bench worker`).
+    pub(crate) async fn worker_with(
+        &self,
+        queues: &str,
+        concurrency: usize,
+        poll: Duration,
+        extra: &[&str],
+    ) -> Result<(tokio::process::Child, u32), BoxError> {
         let mut child = tokio::process::Command::new(std::env::current_exe()?)
             .args(["worker", "--url", &self.url, "--schema", BENCH_SCHEMA])
+            .args(extra)
             .args(["--queue", queues])
             .args([
                 "--concurrency",
@@ -176,7 +189,7 @@ impl Target {
 }
 
 impl Raw {
-    async fn scalar(&self, sqlite: &str, postgres: &str) -> Result<i64, BoxError> {
+    pub(crate) async fn scalar(&self, sqlite: &str, postgres: &str) -> Result<i64, BoxError> {
         // The table names spliced into the limit's statements are this program's constants.
         Ok(match self {
             Raw::Sqlite(pool) => sqlx::query_scalar(sqlite).fetch_one(pool).await?,

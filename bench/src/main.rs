@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo run --release -p errand-bench -- bench [--store sqlite|postgres] [--runs 3]
 //! cargo run --release -p errand-bench -- chaos --jobs 100000
+//! cargo run --release -p errand-bench -- sustained --jobs 2000000
 //! ```
 //!
 //! PostgreSQL comes from `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`);
@@ -13,6 +14,7 @@
 mod bench;
 mod chaos;
 mod effect;
+mod sustained;
 
 use std::process::ExitCode;
 
@@ -20,7 +22,7 @@ use errand_bench::flag;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: errand-bench bench [--store sqlite|postgres] [--runs N]\n       errand-bench chaos [--jobs N]"
+        "usage: errand-bench bench [--store sqlite|postgres] [--runs N]\n       errand-bench chaos [--jobs N]\n       errand-bench sustained [--jobs N]"
     );
     ExitCode::from(2)
 }
@@ -53,6 +55,19 @@ async fn main() -> ExitCode {
                 Ok(false) => ExitCode::FAILURE,
                 Err(err) => {
                     eprintln!("chaos run failed: {err}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Some("sustained") => {
+            let jobs = flag(&args, "--jobs")
+                .and_then(|j| j.parse().ok())
+                .unwrap_or(2_000_000);
+            return match sustained::run(jobs).await {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(err) => {
+                    eprintln!("sustained run failed: {err}");
                     ExitCode::FAILURE
                 }
             };

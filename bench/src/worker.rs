@@ -1,7 +1,7 @@
 //! `errand-bench worker`: a worker process for the benchmark and the chaos run.
 //!
 //! `--url U [--schema S] [--queue Q[,Q..]] [--concurrency N] [--lease-ms N] [--poll-ms N]
-//! [--prefetch N] [--deaths] [--prune-ms N] [--max-dead N]`; prints `ready`, then works until SIGTERM. With
+//! [--prefetch N] [--deaths] [--prune-ms N] [--keep-finished-ms N] [--max-dead N]`; prints `ready`, then works until SIGTERM. With
 //! `--deaths`, a death handler records each death in `chaos_deaths`.
 
 use std::time::Duration;
@@ -40,7 +40,11 @@ pub async fn run(args: &[String]) -> Result<(), BoxError> {
             .on_death(crate::jobs::record_death)
             .death_handler_timeout(Duration::from_secs(2));
     }
-    let retention = errand::Retention::default().max_dead(number("--max-dead", 10_000) as usize);
+    let mut retention =
+        errand::Retention::default().max_dead(number("--max-dead", 10_000) as usize);
+    if let Some(ms) = flag(args, "--keep-finished-ms").and_then(|v| v.parse().ok()) {
+        retention = retention.keep_finished_for(Duration::from_millis(ms));
+    }
     // Without `--prefetch`, the worker sizes its buffer itself, as a user's does by default.
     if let Some(jobs) = flag(args, "--prefetch").and_then(|v| v.parse().ok()) {
         worker = worker.prefetch(jobs);
