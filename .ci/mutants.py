@@ -297,6 +297,30 @@ MUTATIONS = [
         ["cargo", "test", "-q", "-p", "errand", "--all-features", "--lib", "--",
          "postgres::tests::a_worker_never_buries_a_kind_it_knows"],
     ),
+    (
+        "vacuum_ignores_dead_rows",
+        "errand vacuums its tables at every pruning round, however few dead rows they hold",
+        "runtime/src/store/sql/vacuum.rs",
+        "      AND s.n_dead_tup > $2 + s.n_live_tup / 5\n",
+        "",
+        SUITE + ["the_pruner_vacuums_what_autovacuum_leaves_alone"],
+    ),
+    (
+        "pruning_skips_vacuum",
+        "where autovacuum is off, errand's tables are never vacuumed and grow for ever",
+        "runtime/src/worker/prune.rs",
+        "match store.vacuum_unattended().await {",
+        "match Ok::<Vec<(&str, i64)>, Error>(Vec::new()) {",
+        SUITE + ["the_pruner_vacuums_what_autovacuum_leaves_alone"],
+    ),
+    (
+        "pruning_round_stops_at_renewal",
+        "a pruning round deletes a fixed number of batches, and faster completions outgrow it",
+        "runtime/src/worker/prune.rs",
+        "                Ok(true) => {}\n",
+        "                Ok(true) => break,\n",
+        ["cargo", "test", "-q", "-p", "errand", "--lib", "--", "a_round_prunes_until_nothing_is_left"],
+    ),
 ]
 
 

@@ -454,3 +454,89 @@ async fn every_recorded_time_comes_from_the_database_clock() {
     );
     store.clean_up().await;
 }
+
+/// On a server where autovacuum leaves errand's table alone, the pruner vacuums it once it
+/// holds more dead rows than 10,000 and a fifth of its live ones, and not before: a queue's
+/// table that nothing vacuums grows for ever, and its claims slow down with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pruner_vacuums_what_autovacuum_leaves_alone() {
+    errand_tests::common::on_postgres(|store| async move {
+        let client = &store.client;
+        // Whatever the server's own setting, autovacuum is off for this table.
+        store
+            .sql("ALTER TABLE errand_jobs SET (autovacuum_enabled = false)")
+            .await;
+        store
+            .sql(
+                "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts, run_at, created_at)
+                 SELECT 'succeed', 'default', '{}'::jsonb, 'scheduled', 0, 1,
+                        errand_now_ms() + 86400000, errand_now_ms()
+                 FROM generate_series(1, 1000)",
+            )
+            .await;
+        let stats = |column: &str| {
+            format!("SELECT {column} FROM pg_stat_user_tables WHERE relid = 'errand_jobs'::regclass")
+        };
+        let dead_rows = |at_least: i64| {
+            let store = &store;
+            let query = stats("n_dead_tup");
+            async move {
+                wait_for("the dead rows to be counted", || async {
+                    store.scalar(&query).await >= at_least
+                })
+                .await;
+            }
+        };
+        // Each update of the thousand rows leaves a thousand dead ones.
+        let update = "UPDATE errand_jobs SET priority = priority + 1";
+        for _ in 0..5 {
+            store.sql(update).await;
+        }
+        dead_rows(5_000).await;
+        let pruning = || {
+            worker(client, &["default"])
+                .prune_every(Duration::from_millis(100))
+        };
+        // Below the threshold: several rounds go by, and nothing is vacuumed.
+        let pool = store.postgres_pool().await;
+        pruning()
+            .run_until(async {
+                // Each round renews the lock: three values of its expiry, two whole rounds.
+                let mut seen: Vec<i64> = Vec::new();
+                let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                while seen.len() < 3 {
+                    assert!(std::time::Instant::now() < deadline, "no pruning rounds");
+                    let until: Option<i64> = sqlx::query_scalar(
+                        "SELECT until FROM errand_locks WHERE name = 'errand.prune'",
+                    )
+                    .fetch_optional(&pool)
+                    .await
+                    .unwrap();
+                    if let Some(until) = until.filter(|u| !seen.contains(u)) {
+                        seen.push(until);
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.scalar(&stats("vacuum_count")).await, 0);
+        // Past it: the next round vacuums the table, which leaves it without dead rows.
+        for _ in 0..6 {
+            store.sql(update).await;
+        }
+        dead_rows(11_000).await;
+        let vacuums = stats("vacuum_count");
+        pruning()
+            .run_until(async {
+                wait_for("the pruner to vacuum errand_jobs", || async {
+                    store.scalar(&vacuums).await >= 1
+                })
+                .await;
+            })
+            .await
+            .unwrap();
+        assert!(store.scalar(&stats("n_dead_tup")).await < 1_000);
+    })
+    .await;
+}

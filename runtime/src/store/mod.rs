@@ -1244,6 +1244,19 @@ impl Backend {
         }
     }
 
+    /// Vacuums errand's tables where nothing else does (PostgreSQL with autovacuum off; see
+    /// `sql/vacuum.rs`); returns each table vacuumed, with its dead rows before.
+    pub(crate) async fn vacuum_unattended(&self) -> Result<Vec<(&'static str, i64)>, Error> {
+        match self {
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(store) => store.vacuum_unattended().await,
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(_) => Ok(Vec::new()),
+            #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+            Backend::None(never) => match *never {},
+        }
+    }
+
     pub(crate) async fn listener(&self) -> Listener {
         match self {
             #[cfg(feature = "postgres")]

@@ -2014,4 +2014,6 @@ pub(crate) mod due;
 mod history;
 mod kinds;
 mod schedules;
+#[cfg(feature = "postgres")]
+mod vacuum;
 mod workflows;
