@@ -6,13 +6,15 @@
 //! last job, once, on whichever node finishes it.
 
 use crate::client::Client;
+use crate::definition::Job;
 use crate::error::Error;
 use crate::info::JobInfo;
-use crate::job::{Job, JobId, OnDependencyFailure};
+use crate::info::WorkflowId;
+use crate::job::{JobId, OnDependencyFailure};
 use crate::query::StateCounts;
 use crate::request::Request;
 use crate::store::NewJob;
-use crate::workflow::{Workflow, WorkflowId};
+use crate::workflow::Workflow;
 
 /// The step names of a batch's callbacks.
 const ON_SUCCESS: &str = "on_success";

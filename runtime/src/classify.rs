@@ -193,3 +193,33 @@ mod tests {
         assert_eq!(boxed.class(), ErrorClass::Transient);
     }
 }
+
+/// A failed run, reduced to what the store records.
+#[derive(Debug)]
+pub struct Failure {
+    pub(crate) kind: FailureKind,
+    pub(crate) message: String,
+    pub(crate) retry_after: Option<Duration>,
+}
+
+impl Failure {
+    pub(crate) fn new(kind: FailureKind, message: impl Into<String>) -> Failure {
+        Failure {
+            kind,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub(crate) fn from_error<E: Classify>(err: E) -> Failure {
+        let kind = match err.class() {
+            ErrorClass::Transient => FailureKind::Transient,
+            ErrorClass::Permanent => FailureKind::Permanent,
+        };
+        Failure {
+            kind,
+            message: err.to_string(),
+            retry_after: err.retry_after(),
+        }
+    }
+}

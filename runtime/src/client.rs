@@ -8,13 +8,14 @@ use tokio::sync::watch;
 
 use crate::classify::FailureKind;
 use crate::dead::{Cancellation, DeadFilter, DeadQuery, Retried};
+use crate::definition::Job;
 use crate::error::{redact, Error};
 use crate::info::{AttemptError, JobInfo};
-use crate::job::Job;
 use crate::job::{JobId, JobState};
 use crate::query::{JobFilter, Page, QueueStats};
-use crate::request::{EnqueueOutcome, Enqueued, Request, Transaction};
+use crate::request::{EnqueueOutcome, Enqueued, Request};
 use crate::store::{Backend, BoxFuture, NewJob, Store};
+use crate::transaction::Transaction;
 
 /// A handle on errand's store. Cheap to clone; clones share one connection pool.
 ///
@@ -61,7 +62,7 @@ pub struct Config {
 
 impl Config {
     /// The default limit on a job's serialized arguments: 1 MiB.
-    pub const DEFAULT_MAX_ARGS_BYTES: usize = 1024 * 1024;
+    pub const DEFAULT_MAX_ARGS_BYTES: usize = crate::request::DEFAULT_MAX_ARGS_BYTES;
 
     /// Refuse to enqueue jobs whose serialized arguments are larger than this.
     pub fn max_args_bytes(mut self, limit: usize) -> Self {
@@ -766,6 +767,26 @@ fn new_jobs(ids: Vec<JobId>) -> impl Iterator<Item = Enqueued> {
         duplicate_of: None,
         outcome: EnqueueOutcome::New,
     })
+}
+
+impl<J: Job> Request<J> {
+    /// Stores the job; a worker of its queue runs it.
+    ///
+    /// For a unique job whose key is taken, `on_conflict` decides: `skip` returns the existing
+    /// job in [`Enqueued::duplicate_of`], `replace` also replaces its arguments and schedule if
+    /// it has not started, `reject` fails with [`Error::Duplicate`].
+    pub async fn enqueue(self, client: &Client) -> Result<Enqueued, Error> {
+        let job = self.into_new_job(client.config().max_args_bytes_limit())?;
+        let inserted = client.store().enqueue(&job).await?;
+        if job.run_at.is_later() {
+            client.notify_scheduled();
+        } else if job.is_special() {
+            client.notify_special();
+        } else {
+            client.notify_enqueued();
+        }
+        crate::request::enqueued(&job, inserted)
+    }
 }
 
 #[cfg(test)]

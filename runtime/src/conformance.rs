@@ -164,14 +164,14 @@ impl ConformanceStore {
     pub async fn take_schedule_slot(&self, name: &str, at_ms: i64) -> Result<bool, Error> {
         let schedule =
             crate::schedule::Periodic::of_job(name, "* * * * *", self.job(None)).check()?;
-        self.store().register_schedule(&schedule).await?;
-        let slot = crate::schedule::Slot {
+        self.store().register_schedule(&schedule.record()).await?;
+        let slot = crate::store::Slot {
             at: at_ms,
             run: true,
         };
         Ok(self
             .store()
-            .enqueue_slot(&schedule, slot, None)
+            .enqueue_slot(&schedule.name, slot, None, &schedule.job_for(at_ms))
             .await?
             .is_some())
     }
@@ -289,9 +289,9 @@ impl ConformanceStore {
     async fn complete_committed<DB>(&self, id: i64, fence: i64) -> Result<bool, Error>
     where
         DB: crate::client::StoreDatabase,
-        sqlx::Transaction<'static, DB>: crate::request::sealed::Sealed,
+        sqlx::Transaction<'static, DB>: crate::transaction::sealed::Sealed,
     {
-        use crate::request::sealed::Sealed;
+        use crate::transaction::sealed::Sealed;
         let mut tx = self.client.begin::<DB>().await?;
         let done = tx.complete_job(JobId::new(id), fence).await?;
         tx.commit().await.map_err(|source| Error::Store {
@@ -543,9 +543,9 @@ impl ConformanceStore {
     ) -> Result<(Vec<i64>, Option<i64>), Error>
     where
         DB: crate::client::StoreDatabase,
-        sqlx::Transaction<'static, DB>: crate::request::sealed::Sealed,
+        sqlx::Transaction<'static, DB>: crate::transaction::sealed::Sealed,
     {
-        use crate::request::sealed::Sealed;
+        use crate::transaction::sealed::Sealed;
         let mut tx = self.client.begin::<DB>().await?;
         let workflow_id = match workflow {
             Some(kind) => Some(tx.insert_workflow("flow", kind).await?),
@@ -627,7 +627,7 @@ impl ConformanceStore {
         let added = self
             .store()
             .add_to_batch(
-                crate::workflow::WorkflowId::new(batch),
+                crate::info::WorkflowId::new(batch),
                 job,
                 &["on_success", "on_complete"],
             )
@@ -740,7 +740,7 @@ impl ConformanceStore {
         limit: Option<&'static str>,
         fair: Option<u8>,
     ) -> Result<u64, Error> {
-        let keys = crate::request::Keys {
+        let keys = crate::store::Keys {
             limit: limit.map(|kind| match kind {
                 "rated" => FLOW_RATED.to_owned(),
                 _ => FLOW_LIMITED.to_owned(),

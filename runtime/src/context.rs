@@ -6,10 +6,10 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
+use crate::info::WorkflowId;
 use crate::job::JobId;
-use crate::request::Transaction;
 use crate::store::{Backend, Claimed, StepOwner, Store};
-use crate::workflow::WorkflowId;
+use crate::transaction::Transaction;
 
 /// The running job's identity, handed to a `#[job]` function that takes `ctx: &Context` first.
 ///
@@ -198,7 +198,7 @@ impl Context {
     fn ledger_scope(&self) -> String {
         let inner = &self.inner;
         let key = inner.has_key.then_some(inner.idempotency_key.as_str());
-        ledger_scope(&inner.kind, key, inner.id)
+        crate::store::ledger_scope(&inner.kind, key, inner.id)
     }
 
     /// The store the job runs on.
@@ -358,15 +358,6 @@ impl Context {
         };
         inner.store.record_step(&owner, name, &json).await?;
         Ok(value)
-    }
-}
-
-/// Where the effect ledger records the steps of job `id` of `kind`: per key, `kind:key`, or per
-/// job for a job without one, `kind#id`.
-pub(crate) fn ledger_scope(kind: &str, key: Option<&str>, id: JobId) -> String {
-    match key {
-        Some(key) => format!("{kind}:{key}"),
-        None => format!("{kind}#{id}"),
     }
 }
 

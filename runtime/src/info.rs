@@ -1,5 +1,8 @@
-//! What is known of a stored job: [`JobInfo`] and its history of [`AttemptError`]s.
+//! What the store says of what it holds: a job ([`JobInfo`], with its history of
+//! [`AttemptError`]s), a workflow ([`WorkflowInfo`]) and a schedule ([`ScheduleInfo`]), as the
+//! client returns them.
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::de::DeserializeOwned;
@@ -144,4 +147,210 @@ pub(crate) fn from_millis(ms: i64) -> SystemTime {
 /// retention means "about forever", never an overflow.
 pub(crate) fn duration_millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).map_or(MAX_MILLIS, |ms| ms.min(MAX_MILLIS))
+}
+
+/// A workflow's id, unique within its store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct WorkflowId(i64);
+
+impl WorkflowId {
+    /// The id as stored.
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+
+    pub(crate) const fn new(id: i64) -> Self {
+        WorkflowId(id)
+    }
+}
+
+impl From<i64> for WorkflowId {
+    fn from(id: i64) -> WorkflowId {
+        WorkflowId(id)
+    }
+}
+
+impl std::fmt::Display for WorkflowId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Where a workflow stands, from its steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WorkflowState {
+    /// Some step has not finished.
+    Running,
+    /// Every step completed.
+    Completed,
+    /// Every step finished, and one died (the steps that waited on it were cancelled).
+    Failed,
+    /// Every step finished, none died, and one was cancelled.
+    Cancelled,
+}
+
+/// One step of a workflow, from [`Client::workflow`](crate::Client::workflow).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct WorkflowStep {
+    /// The step's name.
+    pub name: String,
+    /// Its job: state, attempts, errors.
+    pub job: JobInfo,
+    /// The steps it waits on, by name.
+    pub after: Vec<String>,
+}
+
+/// A whole workflow, from [`Client::workflow`](crate::Client::workflow).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct WorkflowInfo {
+    /// Its id.
+    pub id: WorkflowId,
+    /// The name it was given.
+    pub name: String,
+    /// When it was enqueued.
+    pub created_at: SystemTime,
+    /// Where it stands.
+    pub state: WorkflowState,
+    /// Its steps, in the order they were stored.
+    pub steps: Vec<WorkflowStep>,
+    /// What it was stored as: `workflow`, `batch` or `saga`.
+    pub(crate) kind: String,
+}
+
+impl WorkflowInfo {
+    /// Step `name`.
+    pub fn step(&self, name: &str) -> Option<&WorkflowStep> {
+        self.steps.iter().find(|s| s.name == name)
+    }
+
+    pub(crate) fn from_parts(
+        id: WorkflowId,
+        (name, kind): (String, String),
+        created_at: SystemTime,
+        jobs: Vec<JobInfo>,
+        edges: &[(JobId, JobId)],
+    ) -> WorkflowInfo {
+        let names: HashMap<JobId, String> = jobs
+            .iter()
+            .map(|j| (j.id, j.step.clone().unwrap_or_else(|| j.id.to_string())))
+            .collect();
+        let mut parents: HashMap<JobId, Vec<JobId>> = HashMap::new();
+        for (parent, child) in edges {
+            parents.entry(*child).or_default().push(*parent);
+        }
+        let steps: Vec<WorkflowStep> = jobs
+            .into_iter()
+            .map(|job| {
+                let after = parents
+                    .get(&job.id)
+                    .into_iter()
+                    .flatten()
+                    .map(|parent| {
+                        names
+                            .get(parent)
+                            .cloned()
+                            .unwrap_or_else(|| format!("job {parent}"))
+                    })
+                    .collect();
+                WorkflowStep {
+                    name: names.get(&job.id).cloned().unwrap_or_default(),
+                    job,
+                    after,
+                }
+            })
+            .collect();
+        let states: Vec<JobState> = steps.iter().map(|s| s.job.state).collect();
+        let state = if !states.iter().all(|s| s.is_final()) {
+            WorkflowState::Running
+        } else if states.contains(&JobState::Dead) {
+            WorkflowState::Failed
+        } else if states.contains(&JobState::Cancelled) {
+            WorkflowState::Cancelled
+        } else {
+            WorkflowState::Completed
+        };
+        WorkflowInfo {
+            id,
+            name,
+            created_at,
+            state,
+            steps,
+            kind,
+        }
+    }
+}
+
+/// What a schedule does with the slots it missed while no worker ran it (a deploy, an outage).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum CatchUp {
+    /// Missed slots are skipped. A slot runs only if a worker sees it at most
+    /// [`CatchUp::ON_TIME`] late. The default, as in cron.
+    #[default]
+    None,
+    /// Of the slots missed, only the latest runs: a cleanup or a sync that only needs to have
+    /// run once since.
+    Latest,
+    /// Every missed slot runs, in order, but at most the latest `max` of them: a report per
+    /// hour that must exist for every hour.
+    All {
+        /// The most slots run at once after a stop; older ones are skipped.
+        max: u32,
+    },
+}
+
+impl CatchUp {
+    /// How late a slot may be seen and still run under [`CatchUp::None`].
+    pub const ON_TIME: Duration = Duration::from_secs(60);
+
+    /// `CatchUp::All` with the cap `#[job(catch_up = "all")]` sets.
+    pub const ALL: CatchUp = CatchUp::All { max: 24 };
+
+    /// As stored: `none`, `latest`, or `all:<max>`.
+    pub(crate) fn as_stored(self) -> String {
+        match self {
+            CatchUp::None => "none".to_owned(),
+            CatchUp::Latest => "latest".to_owned(),
+            CatchUp::All { max } => format!("all:{max}"),
+        }
+    }
+
+    pub(crate) fn from_stored(stored: &str) -> CatchUp {
+        match stored.split_once(':') {
+            _ if stored == "latest" => CatchUp::Latest,
+            Some(("all", max)) => max.parse().map_or(CatchUp::ALL, |max| CatchUp::All { max }),
+            _ => CatchUp::None,
+        }
+    }
+}
+
+/// A stored schedule, from [`Client::schedules`](crate::Client::schedules).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ScheduleInfo {
+    /// Its name (the job's kind, unless [`Periodic::name`](crate::Periodic::name) named it).
+    pub name: String,
+    /// Its cron expression.
+    pub cron: String,
+    /// The time zone the expression is read in.
+    pub timezone: String,
+    /// The kind of job it enqueues.
+    pub kind: String,
+    /// The queue it enqueues to.
+    pub queue: String,
+    /// What it does with missed slots.
+    pub catch_up: CatchUp,
+    /// The latest slot it enqueued a job for.
+    pub last_run: Option<SystemTime>,
+    /// The job it enqueued for that slot.
+    pub last_job: Option<JobId>,
+    /// Its next slot, as the last worker that ran it computed.
+    pub next_run: Option<SystemTime>,
+    /// When a worker that runs it last looked at it: a schedule removed from the code is no
+    /// longer seen, and is forgotten a day later.
+    pub last_seen: SystemTime,
 }

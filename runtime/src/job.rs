@@ -1,48 +1,15 @@
-//! What a job is: the [`Job`] trait that `#[job]` implements, its [`JobOptions`], its id, its
-//! states, and the [`Outcome`] a run can end with.
+//! What the store and everything above it say about jobs: a kind's [`JobOptions`], a job's id,
+//! its states, its uniqueness, and the [`Outcome`] a run can end with. The [`Job`] trait that
+//! `#[job]` implements is in `definition.rs`, above the store and the context it runs with.
+//!
+//! [`Job`]: crate::Job
 
 use std::fmt;
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::context::Context;
 use crate::retry::Backoff;
-
-/// A background job: implemented by `#[job]` on an `async fn`, never by hand.
-///
-/// The macro writes, beside the function, a struct of the same name that implements this trait,
-/// so `charge_order::with(..)` and `Job` methods are reached through the function's name.
-pub trait Job: Sized + Send + Sync + 'static {
-    /// The function's parameters (all but `&Context`), stored as JSON by name.
-    type Args: Serialize + DeserializeOwned + Send + 'static;
-    /// The stable name stored with each job: the function's name, or `#[job(name = "...")]`.
-    const KIND: &'static str;
-    /// The options given in `#[job(...)]`.
-    const OPTIONS: JobOptions;
-
-    /// The rendered `key` template for these arguments, if the job has one.
-    fn key(args: &Self::Args) -> Option<String>;
-
-    /// The rendered `concurrency_key` template for these arguments, if the job has one: its
-    /// `concurrency` and `rate` apply per value of it.
-    fn limit_key(args: &Self::Args) -> Option<String> {
-        let _ = args;
-        None
-    }
-
-    /// The rendered `fair_by` template for these arguments, if the job has one: claims take the
-    /// waiting jobs of each value in turn.
-    fn fair_key(args: &Self::Args) -> Option<String> {
-        let _ = args;
-        None
-    }
-
-    /// Runs the job's function. Called by the worker.
-    #[doc(hidden)]
-    fn run(ctx: Context, args: Self::Args) -> crate::registry::JobFuture;
-}
 
 /// The options of a job kind, as written in `#[job(...)]`.
 ///

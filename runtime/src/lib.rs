@@ -111,6 +111,7 @@ mod client;
 pub mod conformance;
 mod context;
 mod dead;
+mod definition;
 mod error;
 mod info;
 mod job;
@@ -127,6 +128,7 @@ mod store;
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub mod testing;
 mod trace;
+mod transaction;
 mod worker;
 mod workflow;
 
@@ -137,24 +139,26 @@ pub use crate::classify::{Classify, ErrorClass, FailureKind};
 pub use crate::client::{Client, Config, StoreDatabase};
 pub use crate::context::Context;
 pub use crate::dead::{Cancellation, DeadFilter, Death, DeathReason, Retention, Retried};
+pub use crate::definition::Job;
 pub use crate::error::Error;
 pub use crate::info::{AttemptError, JobInfo};
+pub use crate::info::{CatchUp, ScheduleInfo};
+pub use crate::info::{WorkflowId, WorkflowInfo, WorkflowState, WorkflowStep};
 pub use crate::job::{
-    Job, JobId, JobOptions, JobState, OnConflict, OnDependencyFailure, Outcome, Rate, Unique,
+    JobId, JobOptions, JobState, OnConflict, OnDependencyFailure, Outcome, Rate, Unique,
     UniqueStrategy, UnknownState,
 };
 pub use crate::query::{JobFilter, Page, QueueStats, StateCounts, Throughput};
-pub use crate::request::{EnqueueOutcome, Enqueued, Request, Transaction};
+pub use crate::request::{EnqueueOutcome, Enqueued, Request};
 pub use crate::retry::Backoff;
 pub use crate::saga::{
     Compensated, EnqueuedSaga, EnqueuedSagaStep, Saga, SagaInfo, SagaState, SagaStep,
 };
-pub use crate::schedule::{CatchUp, Periodic, ScheduleInfo};
+pub use crate::schedule::Periodic;
 pub use crate::trace::{set_trace_propagation, TracePropagation};
+pub use crate::transaction::Transaction;
 pub use crate::worker::{DeathHandlerError, Worker, WorkerHandle};
-pub use crate::workflow::{
-    EnqueuedWorkflow, Workflow, WorkflowId, WorkflowInfo, WorkflowState, WorkflowStep,
-};
+pub use crate::workflow::{EnqueuedWorkflow, Workflow};
 
 /// For macro expansions only, not public API: may change in any release.
 #[doc(hidden)]
@@ -163,8 +167,10 @@ pub mod __private {
     pub use serde;
     pub use serde_json;
 
+    pub use crate::classify::Failure;
+    pub use crate::definition::JobFuture;
     pub use crate::registry::check::{assert_send, JobArg, RetryAfter};
-    pub use crate::registry::{Failure, IntoOutcome, JobFuture, Registration};
+    pub use crate::registry::{IntoOutcome, Registration};
 
     /// Writes a value rendered into a key template before another placeholder, percent-encoding
     /// `separator` (the first character of the text after it) and `%`, so that the separator

@@ -7,47 +7,15 @@ use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
-use std::time::Duration;
 
-use crate::classify::{Classify, ErrorClass, FailureKind};
+use crate::classify::{Classify, Failure, FailureKind};
 use crate::context::Context;
+use crate::definition::{Job, JobFuture};
 use crate::error::Error;
-use crate::job::{Job, JobOptions, Outcome};
-use crate::request::Keys;
+use crate::job::{JobOptions, Outcome};
+use crate::request::keys_of;
 use crate::schedule::Periodic;
-
-/// The future of one run of a job.
-pub type JobFuture = Pin<Box<dyn Future<Output = Result<Outcome, Failure>> + Send>>;
-
-/// A failed run, reduced to what the store records.
-#[derive(Debug)]
-pub struct Failure {
-    pub(crate) kind: FailureKind,
-    pub(crate) message: String,
-    pub(crate) retry_after: Option<Duration>,
-}
-
-impl Failure {
-    pub(crate) fn new(kind: FailureKind, message: impl Into<String>) -> Failure {
-        Failure {
-            kind,
-            message: message.into(),
-            retry_after: None,
-        }
-    }
-
-    fn from_error<E: Classify>(err: E) -> Failure {
-        let kind = match err.class() {
-            ErrorClass::Transient => FailureKind::Transient,
-            ErrorClass::Permanent => FailureKind::Permanent,
-        };
-        Failure {
-            kind,
-            message: err.to_string(),
-            retry_after: err.retry_after(),
-        }
-    }
-}
+use crate::store::Keys;
 
 /// What a `#[job]` function may return.
 #[diagnostic::on_unimplemented(
@@ -110,7 +78,7 @@ fn start<J: Job>(ctx: Context, args: &str) -> Result<JobFuture, serde_json::Erro
 /// Decodes the stored arguments and renders the keys this build stores them with.
 fn keys<J: Job>(args: &str) -> Result<Keys, serde_json::Error> {
     let args: J::Args = serde_json::from_str(args)?;
-    Ok(Keys::of::<J>(&args))
+    Ok(keys_of::<J>(&args))
 }
 
 inventory::collect!(Registration);

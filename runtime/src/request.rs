@@ -3,11 +3,16 @@
 use std::marker::PhantomData;
 use std::time::{Duration, SystemTime};
 
-use crate::client::{Client, Config};
+use crate::definition::Job;
 use crate::error::Error;
-use crate::job::{Job, JobId};
+use crate::job::JobId;
 use crate::job::{OnConflict, OnDependencyFailure};
-use crate::store::{Expiry, Inserted, NewJob, RunAt, Store};
+use crate::store::{Expiry, Inserted, Keys, NewJob, RunAt};
+use crate::transaction::Transaction;
+
+/// The largest arguments a job may have, as JSON, unless the client's configuration says
+/// otherwise ([`Config::max_args_bytes`](crate::Config::max_args_bytes)).
+pub(crate) const DEFAULT_MAX_ARGS_BYTES: usize = 1024 * 1024;
 
 /// A job with its arguments, ready to enqueue. `#[job]` generates `my_job::with(args..)` to
 /// build one; the arguments' types are checked by the compiler.
@@ -249,24 +254,6 @@ impl<J: Job> Request<J> {
         J::key(&self.args)
     }
 
-    /// Stores the job; a worker of its queue runs it.
-    ///
-    /// For a unique job whose key is taken, `on_conflict` decides: `skip` returns the existing
-    /// job in [`Enqueued::duplicate_of`], `replace` also replaces its arguments and schedule if
-    /// it has not started, `reject` fails with [`Error::Duplicate`].
-    pub async fn enqueue(self, client: &Client) -> Result<Enqueued, Error> {
-        let job = self.into_new_job(client.config().max_args_bytes_limit())?;
-        let inserted = client.store().enqueue(&job).await?;
-        if job.run_at.is_later() {
-            client.notify_scheduled();
-        } else if job.is_special() {
-            client.notify_special();
-        } else {
-            client.notify_enqueued();
-        }
-        enqueued(&job, inserted)
-    }
-
     /// The queue it will be stored in.
     #[cfg(feature = "sqlite")]
     pub(crate) fn queue_name(&self) -> String {
@@ -293,7 +280,7 @@ impl<J: Job> Request<J> {
     /// # Ok(()) }
     /// ```
     pub async fn enqueue_tx<T: Transaction>(self, tx: &mut T) -> Result<Enqueued, Error> {
-        let job = self.into_new_job(Config::DEFAULT_MAX_ARGS_BYTES)?;
+        let job = self.into_new_job(DEFAULT_MAX_ARGS_BYTES)?;
         let inserted = tx.insert_job(&job).await?;
         enqueued(&job, inserted)
     }
@@ -346,7 +333,7 @@ impl<J: Job> Request<J> {
         let Keys {
             limit: limit_key,
             fair: fair_key,
-        } = Keys::of::<J>(&self.args);
+        } = keys_of::<J>(&self.args);
         if let Some(key) = &key {
             if key.len() > MAX_KEY_BYTES {
                 return Err(Error::KeyTooLong {
@@ -388,7 +375,7 @@ const MAX_RETRY: u32 = 100;
 pub const MAX_KEY_BYTES: usize = 512;
 
 /// What the caller learns of an insert, applying `on_conflict = "reject"`.
-fn enqueued(job: &NewJob, inserted: Inserted) -> Result<Enqueued, Error> {
+pub(crate) fn enqueued(job: &NewJob, inserted: Inserted) -> Result<Enqueued, Error> {
     match inserted {
         Inserted::New(id) => Ok(Enqueued {
             id,
@@ -454,128 +441,14 @@ pub(crate) fn check_queue_name(queue: &str) -> Result<(), Error> {
     })
 }
 
-/// A database transaction a job can be enqueued or completed in: `sqlx::Transaction` or a
-/// connection, of SQLite or PostgreSQL (with the matching cargo feature).
-pub trait Transaction: sealed::Sealed + Send {}
-
-pub(crate) mod sealed {
-    use std::future::Future;
-
-    use crate::error::Error;
-    use crate::job::JobId;
-    use crate::store::{Inserted, NewJob};
-
-    pub trait Sealed {
-        fn insert_job(
-            &mut self,
-            job: &NewJob,
-        ) -> impl Future<Output = Result<Inserted, Error>> + Send;
-
-        /// Inserts jobs that are not unique, in one statement; their ids in order.
-        fn insert_jobs(
-            &mut self,
-            jobs: &[NewJob],
-        ) -> impl Future<Output = Result<Vec<JobId>, Error>> + Send;
-
-        /// Stores a workflow named `name` of kind `kind` (`workflow`, `batch`, `saga`); its id.
-        fn insert_workflow(
-            &mut self,
-            name: &str,
-            kind: &'static str,
-        ) -> impl Future<Output = Result<i64, Error>> + Send;
-
-        /// Whether the job was running under this fence and is now completed.
-        fn complete_job(
-            &mut self,
-            id: JobId,
-            fence: i64,
-        ) -> impl Future<Output = Result<bool, Error>> + Send;
-    }
-}
-
-/// Implements [`Transaction`] for a database's transaction and connection types.
-macro_rules! transaction_impls {
-    ($feature:literal, $module:ident, $db:ty, $conn:ty) => {
-        #[cfg(feature = $feature)]
-        const _: () = {
-            use $crate::error::Error;
-            use $crate::job::JobId;
-            use $crate::store::{$module, Inserted, NewJob};
-
-            #[cfg_attr(docsrs, doc(cfg(feature = $feature)))]
-            impl Transaction for sqlx::Transaction<'_, $db> {}
-            impl sealed::Sealed for sqlx::Transaction<'_, $db> {
-                async fn insert_job(&mut self, job: &NewJob) -> Result<Inserted, Error> {
-                    $module::insert(self, job).await
-                }
-
-                async fn insert_jobs(&mut self, jobs: &[NewJob]) -> Result<Vec<JobId>, Error> {
-                    $module::insert_many(self, jobs).await
-                }
-
-                async fn complete_job(&mut self, id: JobId, fence: i64) -> Result<bool, Error> {
-                    $module::complete(self, id, fence).await
-                }
-
-                async fn insert_workflow(
-                    &mut self,
-                    name: &str,
-                    kind: &'static str,
-                ) -> Result<i64, Error> {
-                    $module::insert_workflow(self, name, kind).await
-                }
-            }
-
-            #[cfg_attr(docsrs, doc(cfg(feature = $feature)))]
-            impl Transaction for $conn {}
-            impl sealed::Sealed for $conn {
-                async fn insert_job(&mut self, job: &NewJob) -> Result<Inserted, Error> {
-                    $module::insert(self, job).await
-                }
-
-                async fn insert_jobs(&mut self, jobs: &[NewJob]) -> Result<Vec<JobId>, Error> {
-                    $module::insert_many(self, jobs).await
-                }
-
-                async fn complete_job(&mut self, id: JobId, fence: i64) -> Result<bool, Error> {
-                    $module::complete(self, id, fence).await
-                }
-
-                async fn insert_workflow(
-                    &mut self,
-                    name: &str,
-                    kind: &'static str,
-                ) -> Result<i64, Error> {
-                    $module::insert_workflow(self, name, kind).await
-                }
-            }
-        };
-    };
-}
-
-transaction_impls!("sqlite", sqlite, sqlx::Sqlite, sqlx::SqliteConnection);
-transaction_impls!("postgres", postgres, sqlx::Postgres, sqlx::PgConnection);
-
-/// The keys a job is stored with for its kind's limits and fairness, as this build's options
-/// say: written at enqueue, and on jobs stored by a build without those options when a worker
-/// of this build adopts them.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct Keys {
-    /// The limit's key: the kind, or `kind:value` of its `concurrency_key`.
-    pub(crate) limit: Option<String>,
-    /// The `fair_by` key.
-    pub(crate) fair: Option<String>,
-}
-
-impl Keys {
-    pub(crate) fn of<J: Job>(args: &J::Args) -> Keys {
-        let kind = J::KIND;
-        Keys {
-            limit: J::OPTIONS.is_limited().then(|| match J::limit_key(args) {
-                Some(key) => format!("{kind}:{key}"),
-                None => kind.to_owned(),
-            }),
-            fair: J::OPTIONS.fair.then(|| J::fair_key(args)).flatten(),
-        }
+/// The keys a job of `J` with `args` is stored with.
+pub(crate) fn keys_of<J: Job>(args: &J::Args) -> Keys {
+    let kind = J::KIND;
+    Keys {
+        limit: J::OPTIONS.is_limited().then(|| match J::limit_key(args) {
+            Some(key) => format!("{kind}:{key}"),
+            None => kind.to_owned(),
+        }),
+        fair: J::OPTIONS.fair.then(|| J::fair_key(args)).flatten(),
     }
 }

@@ -22,12 +22,14 @@ use std::time::SystemTime;
 
 use crate::client::Client;
 use crate::dead::Cancellation;
+use crate::definition::Job;
 use crate::error::Error;
 use crate::info::JobInfo;
-use crate::job::{Job, JobId, JobState, OnDependencyFailure};
-use crate::request::{Request, Transaction};
+use crate::info::WorkflowId;
+use crate::job::{JobId, JobState, OnDependencyFailure};
+use crate::request::Request;
 use crate::store::{NewJob, Release};
-use crate::workflow::WorkflowId;
+use crate::transaction::Transaction;
 
 /// A job that names its compensation: `#[job(compensate = refund)]` on the job implements it,
 /// after checking at compile time that `refund` is a job that takes the same arguments.

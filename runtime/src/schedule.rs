@@ -7,57 +7,13 @@
 //! all, up to a cap) are run, as the schedule's [`CatchUp`] says.
 
 use std::str::FromStr;
-use std::time::{Duration, SystemTime};
 
+use crate::definition::Job;
 use crate::error::Error;
 use crate::info::from_millis;
-use crate::job::{Job, JobId};
+use crate::info::CatchUp;
 use crate::request::Request;
-use crate::store::{NewJob, RunAt};
-
-/// What a schedule does with the slots it missed while no worker ran it (a deploy, an outage).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum CatchUp {
-    /// Missed slots are skipped. A slot runs only if a worker sees it at most
-    /// [`CatchUp::ON_TIME`] late. The default, as in cron.
-    #[default]
-    None,
-    /// Of the slots missed, only the latest runs: a cleanup or a sync that only needs to have
-    /// run once since.
-    Latest,
-    /// Every missed slot runs, in order, but at most the latest `max` of them: a report per
-    /// hour that must exist for every hour.
-    All {
-        /// The most slots run at once after a stop; older ones are skipped.
-        max: u32,
-    },
-}
-
-impl CatchUp {
-    /// How late a slot may be seen and still run under [`CatchUp::None`].
-    pub const ON_TIME: Duration = Duration::from_secs(60);
-
-    /// `CatchUp::All` with the cap `#[job(catch_up = "all")]` sets.
-    pub const ALL: CatchUp = CatchUp::All { max: 24 };
-
-    /// As stored: `none`, `latest`, or `all:<max>`.
-    fn as_stored(self) -> String {
-        match self {
-            CatchUp::None => "none".to_owned(),
-            CatchUp::Latest => "latest".to_owned(),
-            CatchUp::All { max } => format!("all:{max}"),
-        }
-    }
-
-    pub(crate) fn from_stored(stored: &str) -> CatchUp {
-        match stored.split_once(':') {
-            _ if stored == "latest" => CatchUp::Latest,
-            Some(("all", max)) => max.parse().map_or(CatchUp::ALL, |max| CatchUp::All { max }),
-            _ => CatchUp::None,
-        }
-    }
-}
+use crate::store::{NewJob, RunAt, ScheduleRecord, Slot};
 
 /// A periodic job: a cron expression and the request it enqueues at each slot. Add it to a
 /// worker with [`Worker::schedule`](crate::Worker::schedule) (or
@@ -219,18 +175,17 @@ pub(crate) struct Schedule {
     job: NewJob,
 }
 
-/// A slot to deal with: enqueue its job, or (missed) only mark it done.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Slot {
-    /// Its time, in milliseconds since the epoch.
-    pub at: i64,
-    pub run: bool,
-}
-
 impl Schedule {
-    /// The catch-up policy as stored.
-    pub(crate) fn catch_up_stored(&self) -> String {
-        self.catch_up.as_stored()
+    /// What the store records of it.
+    pub(crate) fn record(&self) -> ScheduleRecord<'_> {
+        ScheduleRecord {
+            name: &self.name,
+            cron: &self.cron_text,
+            timezone: &self.tz_name,
+            kind: self.kind(),
+            queue: self.queue(),
+            catch_up: self.catch_up.as_stored(),
+        }
     }
 
     /// The queue its jobs go to.
@@ -321,36 +276,6 @@ impl Schedule {
         job
     }
 }
-
-/// A stored schedule, from [`Client::schedules`](crate::Client::schedules).
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ScheduleInfo {
-    /// Its name (the job's kind, unless [`Periodic::name`] named it).
-    pub name: String,
-    /// Its cron expression.
-    pub cron: String,
-    /// The time zone the expression is read in.
-    pub timezone: String,
-    /// The kind of job it enqueues.
-    pub kind: String,
-    /// The queue it enqueues to.
-    pub queue: String,
-    /// What it does with missed slots.
-    pub catch_up: CatchUp,
-    /// The latest slot it enqueued a job for.
-    pub last_run: Option<SystemTime>,
-    /// The job it enqueued for that slot.
-    pub last_job: Option<JobId>,
-    /// Its next slot, as the last worker that ran it computed.
-    pub next_run: Option<SystemTime>,
-    /// When a worker that runs it last looked at it: a schedule removed from the code is no
-    /// longer seen, and is forgotten a day later.
-    pub last_seen: SystemTime,
-}
-
-/// How long a schedule no worker runs is kept.
-pub(crate) const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 #[cfg(test)]
 mod tests {

@@ -37,9 +37,10 @@ use std::time::{Duration, SystemTime};
 
 use crate::client::{Client, Config};
 use crate::context::Context;
+use crate::definition::Job;
 use crate::error::Error;
 use crate::info::{from_millis, to_millis, JobInfo};
-use crate::job::{Job, JobId, JobState};
+use crate::job::{JobId, JobState};
 use crate::query::{JobFilter, Page};
 use crate::request::Request;
 use crate::store::sqlite::SqliteStore;

@@ -7,44 +7,16 @@
 //! one of them dies or is cancelled.
 
 use std::collections::HashMap;
-use std::time::SystemTime;
-
-use serde::{Deserialize, Serialize};
 
 use crate::client::Client;
+use crate::definition::Job;
 use crate::error::Error;
-use crate::info::JobInfo;
-use crate::job::{Job, JobId, JobState};
-use crate::request::{Request, Transaction};
+use crate::job::JobId;
+use crate::request::Request;
 use crate::store::NewJob;
+use crate::transaction::Transaction;
 
-/// A workflow's id, unique within its store.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct WorkflowId(i64);
-
-impl WorkflowId {
-    /// The id as stored.
-    pub const fn get(self) -> i64 {
-        self.0
-    }
-
-    pub(crate) const fn new(id: i64) -> Self {
-        WorkflowId(id)
-    }
-}
-
-impl From<i64> for WorkflowId {
-    fn from(id: i64) -> WorkflowId {
-        WorkflowId(id)
-    }
-}
-
-impl std::fmt::Display for WorkflowId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
+use crate::info::{WorkflowId, WorkflowInfo};
 
 /// A graph of jobs, each a named step that may wait on others, enqueued together.
 ///
@@ -267,113 +239,6 @@ impl EnqueuedWorkflow {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, id)| *id)
-    }
-}
-
-/// Where a workflow stands, from its steps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum WorkflowState {
-    /// Some step has not finished.
-    Running,
-    /// Every step completed.
-    Completed,
-    /// Every step finished, and one died (the steps that waited on it were cancelled).
-    Failed,
-    /// Every step finished, none died, and one was cancelled.
-    Cancelled,
-}
-
-/// One step of a workflow, from [`Client::workflow`].
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct WorkflowStep {
-    /// The step's name.
-    pub name: String,
-    /// Its job: state, attempts, errors.
-    pub job: JobInfo,
-    /// The steps it waits on, by name.
-    pub after: Vec<String>,
-}
-
-/// A whole workflow, from [`Client::workflow`].
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct WorkflowInfo {
-    /// Its id.
-    pub id: WorkflowId,
-    /// The name it was given.
-    pub name: String,
-    /// When it was enqueued.
-    pub created_at: SystemTime,
-    /// Where it stands.
-    pub state: WorkflowState,
-    /// Its steps, in the order they were stored.
-    pub steps: Vec<WorkflowStep>,
-    /// What it was stored as: `workflow`, `batch` or `saga`.
-    pub(crate) kind: String,
-}
-
-impl WorkflowInfo {
-    /// Step `name`.
-    pub fn step(&self, name: &str) -> Option<&WorkflowStep> {
-        self.steps.iter().find(|s| s.name == name)
-    }
-
-    pub(crate) fn from_parts(
-        id: WorkflowId,
-        (name, kind): (String, String),
-        created_at: SystemTime,
-        jobs: Vec<JobInfo>,
-        edges: &[(JobId, JobId)],
-    ) -> WorkflowInfo {
-        let names: HashMap<JobId, String> = jobs
-            .iter()
-            .map(|j| (j.id, j.step.clone().unwrap_or_else(|| j.id.to_string())))
-            .collect();
-        let mut parents: HashMap<JobId, Vec<JobId>> = HashMap::new();
-        for (parent, child) in edges {
-            parents.entry(*child).or_default().push(*parent);
-        }
-        let steps: Vec<WorkflowStep> = jobs
-            .into_iter()
-            .map(|job| {
-                let after = parents
-                    .get(&job.id)
-                    .into_iter()
-                    .flatten()
-                    .map(|parent| {
-                        names
-                            .get(parent)
-                            .cloned()
-                            .unwrap_or_else(|| format!("job {parent}"))
-                    })
-                    .collect();
-                WorkflowStep {
-                    name: names.get(&job.id).cloned().unwrap_or_default(),
-                    job,
-                    after,
-                }
-            })
-            .collect();
-        let states: Vec<JobState> = steps.iter().map(|s| s.job.state).collect();
-        let state = if !states.iter().all(|s| s.is_final()) {
-            WorkflowState::Running
-        } else if states.contains(&JobState::Dead) {
-            WorkflowState::Failed
-        } else if states.contains(&JobState::Cancelled) {
-            WorkflowState::Cancelled
-        } else {
-            WorkflowState::Completed
-        };
-        WorkflowInfo {
-            id,
-            name,
-            created_at,
-            state,
-            steps,
-            kind,
-        }
     }
 }
 

@@ -5,8 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use errand::{JobInfo, QueueStats, ScheduleInfo, Throughput};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
-
-use crate::routes::JobsQuery;
+use serde::Deserialize;
 
 /// Where the dashboard is mounted (`""`, or `/errand` when nested there).
 pub(crate) struct Base(pub String);
@@ -461,4 +460,31 @@ fn url_encode(value: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// The jobs page's filters and position, as its query string carries them.
+#[derive(Deserialize, Default)]
+pub(crate) struct JobsQuery {
+    pub state: Option<String>,
+    pub kind: Option<String>,
+    pub queue: Option<String>,
+    pub before: Option<i64>,
+}
+
+impl JobsQuery {
+    fn nonempty(value: &Option<String>) -> Option<&str> {
+        value.as_deref().map(str::trim).filter(|v| !v.is_empty())
+    }
+
+    pub(crate) fn state(&self) -> Option<&str> {
+        Self::nonempty(&self.state)
+    }
+
+    pub(crate) fn kind(&self) -> Option<&str> {
+        Self::nonempty(&self.kind)
+    }
+
+    pub(crate) fn queue(&self) -> Option<&str> {
+        Self::nonempty(&self.queue)
+    }
 }

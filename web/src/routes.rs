@@ -16,7 +16,7 @@ use errand::{DeadFilter, JobFilter, JobId, JobState, Page};
 use serde::Deserialize;
 
 use crate::auth::{action_allowed, random_token, require};
-use crate::pages::{self, Base};
+use crate::pages::{self, Base, JobsQuery};
 use crate::Shared;
 
 /// Jobs per page of a listing.
@@ -115,32 +115,6 @@ async fn queues(State(shared): State<Arc<Shared>>, base: Base) -> Result<Respons
     Ok(html(|nonce| {
         pages::queues(&base, &shared.keys.csrf, nonce, &stats, &minutes)
     }))
-}
-
-#[derive(Deserialize, Default)]
-pub(crate) struct JobsQuery {
-    pub state: Option<String>,
-    pub kind: Option<String>,
-    pub queue: Option<String>,
-    pub before: Option<i64>,
-}
-
-impl JobsQuery {
-    fn nonempty(value: &Option<String>) -> Option<&str> {
-        value.as_deref().map(str::trim).filter(|v| !v.is_empty())
-    }
-
-    pub(crate) fn state(&self) -> Option<&str> {
-        Self::nonempty(&self.state)
-    }
-
-    pub(crate) fn kind(&self) -> Option<&str> {
-        Self::nonempty(&self.kind)
-    }
-
-    pub(crate) fn queue(&self) -> Option<&str> {
-        Self::nonempty(&self.queue)
-    }
 }
 
 fn page(before: Option<i64>) -> Page {

@@ -354,7 +354,7 @@ pub(crate) struct Claimed {
     /// Its meta, as a JSON object; `None` when empty.
     pub meta: Option<String>,
     /// The workflow (or saga, or batch) it is a step of, and the step's name.
-    pub workflow: Option<(crate::workflow::WorkflowId, String)>,
+    pub workflow: Option<(crate::info::WorkflowId, String)>,
     /// When it was due (its run time), in milliseconds since the epoch by the store's clock.
     pub run_at: i64,
 }
@@ -731,7 +731,7 @@ where
             .map_err(|e| corrupt(format!("unreadable meta: {e}")))?,
         timeout: opt_int("timeout_ms")?.map(|ms| Duration::from_millis(ms.max(0).unsigned_abs())),
         expires_at: opt_int("expires_at")?.map(from_millis),
-        workflow: opt_int("workflow_id")?.map(crate::workflow::WorkflowId::new),
+        workflow: opt_int("workflow_id")?.map(crate::info::WorkflowId::new),
         step: row
             .try_get::<Option<String>, _>("step")
             .map_err(|e| corrupt(e.to_string()))?,
@@ -1057,7 +1057,7 @@ macro_rules! with_write_transaction {
 }
 pub(crate) use with_write_transaction;
 
-/// Periodic jobs' schedules (see [`crate::schedule`]).
+/// Periodic jobs' schedules (see `crate::schedule`).
 #[cfg_attr(
     not(any(feature = "sqlite", feature = "postgres")),
     allow(unused_variables)
@@ -1065,18 +1065,19 @@ pub(crate) use with_write_transaction;
 impl Backend {
     pub(crate) async fn register_schedule(
         &self,
-        schedule: &crate::schedule::Schedule,
+        schedule: &ScheduleRecord<'_>,
     ) -> Result<(i64, i64), Error> {
         dispatch!(self, s => s.register_schedule(schedule).await)
     }
 
     pub(crate) async fn enqueue_slot(
         &self,
-        schedule: &crate::schedule::Schedule,
-        slot: crate::schedule::Slot,
+        schedule: &str,
+        slot: Slot,
         next: Option<i64>,
+        job: &NewJob,
     ) -> Result<Option<Inserted>, Error> {
-        dispatch!(self, s => s.enqueue_slot(schedule, slot, next).await)
+        dispatch!(self, s => s.enqueue_slot(schedule, slot, next, job).await)
     }
 
     /// Claims available jobs of limited kinds (see `sql/limits.rs`).
@@ -1147,7 +1148,7 @@ impl Backend {
     }
 
     /// Writes the keys waiting jobs lack (see `sql/kinds.rs`).
-    pub(crate) async fn adopt(&self, jobs: &[(JobId, crate::request::Keys)]) -> Result<u64, Error> {
+    pub(crate) async fn adopt(&self, jobs: &[(JobId, Keys)]) -> Result<u64, Error> {
         dispatch!(self, s => s.adopt(jobs).await)
     }
 
@@ -1179,8 +1180,8 @@ impl Backend {
 
     pub(crate) async fn workflow(
         &self,
-        id: crate::workflow::WorkflowId,
-    ) -> Result<Option<crate::workflow::WorkflowInfo>, Error> {
+        id: crate::info::WorkflowId,
+    ) -> Result<Option<crate::info::WorkflowInfo>, Error> {
         dispatch!(self, s => s.workflow(id).await)
     }
 
@@ -1196,7 +1197,7 @@ impl Backend {
     /// has no such step.
     pub(crate) async fn step_scope(
         &self,
-        id: crate::workflow::WorkflowId,
+        id: crate::info::WorkflowId,
         step: &str,
     ) -> Result<Option<String>, Error> {
         dispatch!(self, s => s.step_scope(id, step).await)
@@ -1204,14 +1205,14 @@ impl Backend {
 
     pub(crate) async fn add_to_batch(
         &self,
-        id: crate::workflow::WorkflowId,
+        id: crate::info::WorkflowId,
         job: NewJob,
         callbacks: &[&str],
     ) -> Result<JobId, Error> {
         dispatch!(self, s => s.add_to_batch(id, job, callbacks).await)
     }
 
-    pub(crate) async fn schedules(&self) -> Result<Vec<crate::schedule::ScheduleInfo>, Error> {
+    pub(crate) async fn schedules(&self) -> Result<Vec<crate::info::ScheduleInfo>, Error> {
         dispatch!(self, s => s.schedules().await)
     }
 }
@@ -1274,3 +1275,47 @@ impl Backend {
         }
     }
 }
+
+/// The keys a job is stored with for its kind's limits and fairness, as this build's options
+/// say: written at enqueue, and on jobs stored by a build without those options when a worker
+/// of this build adopts them.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Keys {
+    /// The limit's key: the kind, or `kind:value` of its `concurrency_key`.
+    pub(crate) limit: Option<String>,
+    /// The `fair_by` key.
+    pub(crate) fair: Option<String>,
+}
+
+/// Where the effect ledger records the steps of job `id` of `kind`: per key, `kind:key`, or per
+/// job for a job without one, `kind#id`.
+pub(crate) fn ledger_scope(kind: &str, key: Option<&str>, id: JobId) -> String {
+    match key {
+        Some(key) => format!("{kind}:{key}"),
+        None => format!("{kind}#{id}"),
+    }
+}
+
+/// A slot to deal with: enqueue its job, or (missed) only mark it done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Slot {
+    /// Its time, in milliseconds since the epoch.
+    pub at: i64,
+    /// Whether its job runs; a missed slot is only marked done.
+    pub run: bool,
+}
+
+/// A schedule as the store records it (see `crate::schedule::Schedule`).
+#[derive(Debug)]
+pub(crate) struct ScheduleRecord<'a> {
+    pub name: &'a str,
+    pub cron: &'a str,
+    pub timezone: &'a str,
+    pub kind: &'a str,
+    pub queue: &'a str,
+    /// The catch-up policy as stored.
+    pub catch_up: String,
+}
+
+/// How long a schedule no worker runs is kept.
+pub(crate) const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);

@@ -935,7 +935,7 @@ fn claimed_row(row: &impl SqlRow) -> Result<((i64, i64), Claimed), sqlx::Error> 
         tags: row.opt_text(11)?,
         meta: row.opt_text(12)?,
         workflow: match (row.opt_int(13)?, row.opt_text(14)?) {
-            (Some(id), Some(step)) => Some((crate::workflow::WorkflowId::new(id), step)),
+            (Some(id), Some(step)) => Some((crate::info::WorkflowId::new(id), step)),
             _ => None,
         },
         run_at: row.int(9)?,
@@ -1677,7 +1677,7 @@ impl<D: Dialect> Store for SqlStore<D> {
             let prune = values![keep, count(batch), Value::Now, window];
             deleted += self.execute(sql, prune, named(op)).await?;
         }
-        let unseen_for = crate::schedule::FORGET_AFTER;
+        let unseen_for = crate::store::FORGET_AFTER;
         deleted += self
             .prune_bookkeeping(retention.finished_for, unseen_for, batch)
             .await?;

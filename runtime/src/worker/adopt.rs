@@ -44,7 +44,7 @@ pub(super) async fn adopt(runner: &Runner) -> u64 {
                     // Claimed all the same, the job fails to decode there and dies with that
                     // error, like any job whose arguments this build cannot read.
                     tracing::warn!(worker = %runner.id, job = %id, kind, error = %err, "arguments do not decode; adopting the job under its kind's key");
-                    crate::request::Keys {
+                    crate::store::Keys {
                         limit: registration.options.is_limited().then(|| kind.clone()),
                         fair: registration.options.fair.then(String::new),
                     }

@@ -9,12 +9,13 @@ use tracing::Instrument as _;
 
 use super::runs::{RunGuard, RunId};
 use super::{store_backoff, Runner};
+use crate::classify::Failure;
 use crate::classify::FailureKind;
 use crate::context::Context;
 use crate::context::RunSignal;
 use crate::info::AttemptError;
 use crate::job::{JobId, JobState, Outcome, UniqueStrategy};
-use crate::registry::{CatchPanic, Failure, Registration};
+use crate::registry::{CatchPanic, Registration};
 use crate::retry::{after_failure, AfterFailure, Backoff};
 use crate::store::{Claimed, Finish, Startable, Store};
 

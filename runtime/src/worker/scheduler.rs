@@ -50,11 +50,14 @@ pub(super) async fn tick(runner: &Runner) -> Option<Duration> {
 /// Registers `schedule` as seen and enqueues its due slots, each unless another node did.
 async fn tick_one(runner: &Runner, schedule: &Schedule) -> Result<Option<Duration>, Error> {
     let store = runner.client.store();
-    let (done_until, now) = store.register_schedule(schedule).await?;
+    let (done_until, now) = store.register_schedule(&schedule.record()).await?;
     let next = schedule.next_after(now);
     let due = schedule.due(done_until, now);
     for slot in &due {
-        if let Some(inserted) = store.enqueue_slot(schedule, *slot, next).await? {
+        if let Some(inserted) = store
+            .enqueue_slot(&schedule.name, *slot, next, &schedule.job_for(slot.at))
+            .await?
+        {
             tracing::info!(worker = %runner.id, schedule = %schedule.name, slot = slot.at, outcome = ?inserted, "enqueued a periodic job");
             runner.client.notify_enqueued();
         }

@@ -11,7 +11,7 @@
 use super::{count, named, Both, Dialect, SqlRow, SqlStore, Value};
 use crate::error::Error;
 use crate::job::JobId;
-use crate::request::Keys;
+use crate::store::Keys;
 use crate::store::Presence;
 
 /// `kinds, fair_kinds, limited_kinds, plain_kinds, limit`: up to `limit` waiting jobs of

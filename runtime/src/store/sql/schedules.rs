@@ -4,24 +4,25 @@
 
 use super::{insert, named, op_error, Dialect, SqlRow, SqlStore, Value};
 use crate::error::Error;
-use crate::info::from_millis;
+use crate::info::{from_millis, CatchUp, ScheduleInfo};
 use crate::job::JobId;
-use crate::schedule::{CatchUp, Schedule, ScheduleInfo, Slot};
-use crate::store::Inserted;
+use crate::store::{Inserted, NewJob, ScheduleRecord, Slot};
 
 impl<D: Dialect> SqlStore<D> {
     /// Records that a worker runs `schedule` (a new one is done until now); returns the time
     /// up to which its slots are dealt with, and the store's time now.
-    pub(crate) async fn register_schedule(&self, schedule: &Schedule) -> Result<(i64, i64), Error> {
+    pub(crate) async fn register_schedule(
+        &self,
+        schedule: &ScheduleRecord<'_>,
+    ) -> Result<(i64, i64), Error> {
         let op = || format!("register schedule `{}`", schedule.name);
-        let catch_up = schedule.catch_up_stored();
         let register = values![
-            schedule.name.as_str(),
-            schedule.cron_text.as_str(),
-            schedule.tz_name.as_str(),
-            schedule.kind(),
-            schedule.queue(),
-            catch_up.as_str(),
+            schedule.name,
+            schedule.cron,
+            schedule.timezone,
+            schedule.kind,
+            schedule.queue,
+            schedule.catch_up.as_str(),
             Value::Now,
         ];
         let rows = self.fetch(D::SQL.register_schedule, register, op).await?;
@@ -32,18 +33,19 @@ impl<D: Dialect> SqlStore<D> {
         Ok((read(0)?, read(1)?))
     }
 
-    /// Deals with `slot` of `schedule`, unless another node already did: moves `done_until` to
-    /// it and, if it runs, enqueues its job, in one transaction. Returns what the enqueue did,
+    /// Deals with `slot` of the schedule named `schedule`, unless another node already did:
+    /// moves `done_until` to it and, if it runs, enqueues `job`, in one transaction. Returns what the enqueue did,
     /// or `None` when nothing was enqueued.
     pub(crate) async fn enqueue_slot(
         &self,
-        schedule: &Schedule,
+        schedule: &str,
         slot: Slot,
         next: Option<i64>,
+        job: &NewJob,
     ) -> Result<Option<Inserted>, Error> {
-        let op = || format!("enqueue slot {} of schedule `{}`", slot.at, schedule.name);
+        let op = || format!("enqueue slot {} of schedule `{schedule}`", slot.at);
         let mut tx = self.begin_write().await?;
-        let name = schedule.name.as_str();
+        let name = schedule;
         let advance = values![name, slot.at, slot.run, next, Value::Now];
         let moved = D::execute(&mut tx, D::SQL.advance_schedule, advance, &self.clock)
             .await
@@ -53,8 +55,7 @@ impl<D: Dialect> SqlStore<D> {
             tx.commit().await.map_err(|e| op_error::<D>(op(), e))?;
             return Ok(None);
         }
-        let job = schedule.job_for(slot.at);
-        let inserted = insert::<D>(&mut tx, &job, &self.clock).await?;
+        let inserted = insert::<D>(&mut tx, job, &self.clock).await?;
         let id = inserted.id();
         let ran = values![name, id.get()];
         D::execute(&mut tx, D::SQL.schedule_job, ran, &self.clock)

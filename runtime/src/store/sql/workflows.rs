@@ -3,8 +3,8 @@
 use super::{named, op_error, Dialect, SqlRow, SqlStore, Value};
 use crate::error::Error;
 use crate::info::from_millis;
+use crate::info::{WorkflowId, WorkflowInfo};
 use crate::job::JobId;
-use crate::workflow::{WorkflowId, WorkflowInfo};
 
 impl<D: Dialect> SqlStore<D> {
     /// Workflow `id` with its steps' jobs and their dependencies.
@@ -63,11 +63,7 @@ impl<D: Dialect> SqlStore<D> {
         };
         let (kind, key) = (row.text(0).map_err(err)?, row.opt_text(1).map_err(err)?);
         let job = JobId::new(row.int(2).map_err(err)?);
-        Ok(Some(crate::context::ledger_scope(
-            &kind,
-            key.as_deref(),
-            job,
-        )))
+        Ok(Some(crate::store::ledger_scope(&kind, key.as_deref(), job)))
     }
 
     /// Adds `job` to batch `id` in one transaction, as a job its callbacks (`callbacks`, by
