@@ -455,14 +455,15 @@ async fn every_recorded_time_comes_from_the_database_clock() {
     store.clean_up().await;
 }
 
-/// On a server where autovacuum leaves errand's table alone, the pruner vacuums it once it
-/// holds more dead rows than 10,000 and a fifth of its live ones, and not before: a queue's
-/// table that nothing vacuums grows for ever, and its claims slow down with it.
+/// The pruner vacuums errand's table once it holds more dead rows than 10,000 and a fifth of
+/// its live ones, and not before: a queue's table that autovacuum does not keep up with grows,
+/// and its claims slow down with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_pruner_vacuums_what_autovacuum_leaves_alone() {
+async fn the_pruner_vacuums_a_table_of_dead_rows() {
     errand_tests::common::on_postgres(|store| async move {
         let client = &store.client;
-        // Whatever the server's own setting, autovacuum is off for this table.
+        // Whatever the server's own setting, autovacuum leaves this table alone: only the
+        // pruner's vacuum counts.
         store
             .sql("ALTER TABLE errand_jobs SET (autovacuum_enabled = false)")
             .await;

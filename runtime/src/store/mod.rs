@@ -1245,12 +1245,12 @@ impl Backend {
         }
     }
 
-    /// Vacuums errand's tables where nothing else does (PostgreSQL with autovacuum off; see
-    /// `sql/vacuum.rs`); returns each table vacuumed, with its dead rows before.
-    pub(crate) async fn vacuum_unattended(&self) -> Result<Vec<(&'static str, i64)>, Error> {
+    /// Vacuums errand's tables that hold many dead rows (PostgreSQL; see `sql/vacuum.rs`);
+    /// returns each table vacuumed, with its dead rows before.
+    pub(crate) async fn vacuum_behind(&self) -> Result<Vec<(&'static str, i64)>, Error> {
         match self {
             #[cfg(feature = "postgres")]
-            Backend::Postgres(store) => store.vacuum_unattended().await,
+            Backend::Postgres(store) => store.vacuum_behind().await,
             #[cfg(feature = "sqlite")]
             Backend::Sqlite(_) => Ok(Vec::new()),
             #[cfg(not(any(feature = "sqlite", feature = "postgres")))]

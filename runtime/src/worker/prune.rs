@@ -1,6 +1,6 @@
 //! The pruner: deletes what retention lets go (finished jobs, surplus dead jobs, ledger
 //! entries no job needs), in small batches, one node at a time through a lease row; then, on
-//! a PostgreSQL server whose autovacuum is off, vacuums errand's tables that need it.
+//! PostgreSQL, vacuums errand's tables that hold many dead rows (see `store/sql/vacuum.rs`).
 
 use std::sync::Arc;
 
@@ -46,10 +46,10 @@ pub(super) async fn prune(runner: Arc<Runner>, stop: CancellationToken) -> Resul
         if stop.is_cancelled() {
             continue;
         }
-        match store.vacuum_unattended().await {
+        match store.vacuum_behind().await {
             Ok(vacuumed) => {
                 for (table, dead) in vacuumed {
-                    tracing::info!(worker = %runner.id, table, dead_rows = dead, "vacuumed a table autovacuum leaves alone");
+                    tracing::info!(worker = %runner.id, table, dead_rows = dead, "vacuumed a table holding many dead rows");
                 }
             }
             Err(err) => {
