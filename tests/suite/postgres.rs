@@ -522,7 +522,7 @@ async fn the_pruner_vacuums_a_table_of_dead_rows() {
             .await
             .unwrap();
         assert_eq!(store.scalar(&stats("vacuum_count")).await, 0);
-        // Past it: the next round vacuums the table, which leaves it without dead rows.
+        // Past it: the next round vacuums the table.
         for _ in 0..6 {
             store.sql(update).await;
         }
@@ -537,7 +537,8 @@ async fn the_pruner_vacuums_a_table_of_dead_rows() {
             })
             .await
             .unwrap();
-        assert!(store.scalar(&stats("n_dead_tup")).await < 1_000);
+        // (How many dead rows the vacuum removed is not asserted: another test's transaction
+        // on the same server may still see them, and a vacuum keeps what a snapshot can see.)
     })
     .await;
 }
