@@ -298,6 +298,14 @@ MUTATIONS = [
          "postgres::tests::a_worker_never_buries_a_kind_it_knows"],
     ),
     (
+        "cancel_reads_without_lock",
+        "a run that ends while a cancel looks at its job slips between the cancel's reads",
+        "runtime/src/store/sql/cancels.rs",
+        "WHERE id = $1 FOR UPDATE\"",
+        "WHERE id = $1\"",
+        SUITE + ["a_cancel_racing_a_failing_run_cancels"],
+    ),
+    (
         "vacuum_ignores_dead_rows",
         "errand vacuums its tables at every pruning round, however few dead rows they hold",
         "runtime/src/store/sql/vacuum.rs",

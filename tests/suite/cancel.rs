@@ -66,3 +66,53 @@ async fn a_cancel_reaches_a_running_job_promptly(store: TestStore) {
     handle.shutdown().await.unwrap();
     assert_eq!(job(client, id).await.state, JobState::Cancelled);
 }
+
+/// A cancel that meets a run ending at the same moment still cancels the job: here the run
+/// fails (the job goes from `running` to `retryable`) while the cancel waits for the job's row.
+/// A cancel that first tried the waiting states and then the running one, each in a statement
+/// of its own, found neither and answered `AlreadyFinished(Retryable)`, and the job ran again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_racing_a_failing_run_cancels() {
+    errand_tests::common::on_postgres(|store| async move {
+        let client = &store.client;
+        let id = errand_tests::jobs::succeed::enqueue(client, tag("cancel-race"))
+            .await
+            .unwrap()
+            .id;
+        let pool = store.postgres_pool().await;
+        let running = format!("UPDATE errand_jobs SET state = 'running' WHERE id = {id}");
+        store.sql(&running).await;
+        // The run's failure, held in a transaction that locks the job's row.
+        let mut failing = pool.begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM errand_jobs WHERE id = $1 FOR UPDATE")
+            .bind(id.get())
+            .execute(&mut *failing)
+            .await
+            .unwrap();
+        let cancelling = tokio::spawn({
+            let client = client.clone();
+            async move { client.cancel(id).await }
+        });
+        wait_for("the cancel to wait for the job's row", || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE wait_event_type = 'Lock' AND query LIKE '%errand_jobs%'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            waiting == 1
+        })
+        .await;
+        sqlx::query("UPDATE errand_jobs SET state = 'retryable' WHERE id = $1")
+            .bind(id.get())
+            .execute(&mut *failing)
+            .await
+            .unwrap();
+        failing.commit().await.unwrap();
+        let answer = cancelling.await.unwrap().unwrap();
+        assert_eq!(answer, Cancellation::Cancelled);
+        assert_eq!(job(client, id).await.state, JobState::Cancelled);
+    })
+    .await;
+}

@@ -476,7 +476,7 @@ pub(crate) fn op_error<D: Dialect>(op: impl Into<String>, source: sqlx::Error) -
     }
 }
 
-fn encode_error<D: Dialect>(id: JobId, error: &AttemptError) -> Result<String, Error> {
+pub(crate) fn encode_error<D: Dialect>(id: JobId, error: &AttemptError) -> Result<String, Error> {
     serde_json::to_string(&StoredAttempt::from(error)).map_err(|e| Error::Corrupt {
         store: D::STORE,
         id,
@@ -912,7 +912,7 @@ fn failed<D: Dialect>(version: i64) -> impl Fn(sqlx::Error) -> Error {
     }
 }
 
-fn first<T>(rows: Vec<T>) -> Option<T> {
+pub(crate) fn first<T>(rows: Vec<T>) -> Option<T> {
     rows.into_iter().next()
 }
 
@@ -1586,20 +1586,7 @@ impl<D: Dialect> Store for SqlStore<D> {
     }
 
     async fn cancel(&self, id: JobId, error: &AttemptError) -> Result<Cancellation, Error> {
-        let op = || format!("cancel job {id}");
-        let error = encode_error::<D>(id, error)?;
-        let cancel = values![id.get(), error.as_str(), Value::Now];
-        if self.execute(D::SQL.cancel, cancel, op).await? == 1 {
-            return Ok(Cancellation::Cancelled);
-        }
-        let request = values![id.get()];
-        if self.execute(D::SQL.request_cancel, request, op).await? == 1 {
-            return Ok(Cancellation::Requested);
-        }
-        Ok(match self.job(id).await? {
-            Some(job) => Cancellation::AlreadyFinished(job.state),
-            None => Cancellation::NotFound,
-        })
+        self.cancel_job(id, error).await
     }
 
     async fn claim_deaths(
