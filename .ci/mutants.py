@@ -29,7 +29,7 @@ MUTATIONS = [
     (
         "complete_many_without_fence",
         "a batched completion writes over a run that is no longer the job's",
-        "runtime/src/store/postgres.rs",
+        "runtime/src/store/sql/fragments.rs",
         "WHERE j.id = d.id AND j.fence = d.fence AND j.state = 'running'",
         "WHERE j.id = d.id AND j.state = 'running'",
         CONFORMANCE,
@@ -37,7 +37,7 @@ MUTATIONS = [
     (
         "complete_in_without_fence",
         "a completion in the caller's transaction completes someone else's run",
-        "runtime/src/store/postgres.rs",
+        "runtime/src/store/sql/runs.rs",
         "\" WHERE id = $1 AND fence = $2 AND state = 'running'\"",
         "\" WHERE id = $1 AND $2 = $2 AND state = 'running'\"",
         CONFORMANCE,
@@ -45,7 +45,7 @@ MUTATIONS = [
     (
         "renew_without_fence",
         "a lost run keeps renewing the lease of the job's new run",
-        "runtime/src/store/postgres.rs",
+        "runtime/src/store/sql/runs.rs",
         "AND (e.id, e.fence) IN (SELECT * FROM unnest($3::bigint[], $4::bigint[]))",
         "AND e.id IN (SELECT id FROM unnest($3::bigint[], $4::bigint[]) AS r(id, fence))",
         CONFORMANCE,
@@ -53,7 +53,7 @@ MUTATIONS = [
     (
         "rescue_keeps_running_key",
         "a rescued while_executing job keeps its running key, and no other job of the key runs",
-        "runtime/src/store/postgres.rs",
+        "runtime/src/store/sql/maintenance.rs",
         "            run_at = errand_now_ms(),\n            lease_until = NULL,\n            running_key = NULL,\n",
         "            run_at = errand_now_ms(),\n            lease_until = NULL,\n",
         CONFORMANCE + ["--", "every_unique_strategy_through_rescue"],
@@ -61,7 +61,7 @@ MUTATIONS = [
     (
         "schedule_slot_unguarded",
         "two nodes enqueue the same cron slot: a periodic job runs twice",
-        "runtime/src/store/postgres.rs",
+        "runtime/src/store/sql/schedules.rs",
         "        WHERE name = $1 AND done_until < $2\",",
         "        WHERE name = $1 AND $2 = $2\",",
         CONFORMANCE + ["--", "one_job_per_schedule_slot"],
@@ -77,9 +77,9 @@ MUTATIONS = [
     (
         "completion_ignores_cancel",
         "a job cancelled while it ran ends completed (a cancelled saga ships)",
-        "runtime/src/store/postgres.rs",
-        "cancel_requested THEN 'cancelled' ELSE 'completed' END)",
-        "false THEN 'cancelled' ELSE 'completed' END)",
+        "runtime/src/store/sql/fragments.rs",
+        "$t,\n            \"cancel_requested THEN 'cancelled' ELSE 'completed' END)",
+        "$t,\n            \"false THEN 'cancelled' ELSE 'completed' END)",
         SUITE + ["cancel"],
     ),
     (
@@ -145,7 +145,7 @@ MUTATIONS = [
     (
         "slots_added_unsorted",
         "two claims create the first slots of two keys in opposite orders (a deadlock)",
-        "runtime/src/store/sql/claims.rs",
+        "runtime/src/store/sql/limits.rs",
         "    wanted.sort();\n    wanted\n",
         "    wanted\n",
         ["cargo", "test", "-q", "-p", "errand", "--all-features", "--lib", "--", "slots_are_added"],
@@ -162,7 +162,7 @@ MUTATIONS = [
     (
         "leases_on_the_test_clock",
         "advancing a test client's clock makes a live run look lost, and it runs twice",
-        "runtime/src/store/sqlite.rs",
+        "runtime/src/store/sql/maintenance.rs",
         "WHERE state = 'running' AND lease_until < ?6",
         "WHERE state = 'running' AND lease_until < ?5",
         SUITE + ["moving_the_clock_under_a_live_run"],
@@ -186,7 +186,7 @@ MUTATIONS = [
     (
         "start_ignores_cancel",
         "a job cancelled while it waits in a worker's buffer begins anyway (a cancelled saga ships)",
-        "runtime/src/store/sql/claims.rs",
+        "runtime/src/store/sql/runs.rs",
         "COALESCE(j.expires_at <= errand_now_ms(), false), j.cancel_requested",
         "COALESCE(j.expires_at <= errand_now_ms(), false), false",
         FLOW + ["--", "fixed_paths_on_postgres"],
@@ -194,15 +194,15 @@ MUTATIONS = [
     (
         "release_refunds_cancelled",
         "a run cancelled as it is put back at shutdown is taken as never begun, and not undone",
-        "runtime/src/store/postgres.rs",
-        "attempt = CASE WHEN cancel_requested THEN attempt ELSE attempt - 1 END",
-        "attempt = attempt - 1",
+        "runtime/src/store/sql/runs.rs",
+        "pg_with_cancel_error!(\"\"),\n        \", attempt = CASE WHEN cancel_requested THEN attempt ELSE attempt - 1 END",
+        "pg_with_cancel_error!(\"\"),\n        \", attempt = attempt - 1",
         FLOW + ["--", "fixed_paths_on_postgres"],
     ),
     (
         "overridden_snooze_refunded",
         "a run that snoozes after its cancellation was asked is taken as never begun, and not undone",
-        "runtime/src/store/postgres.rs",
+        "runtime/src/store/sql/runs.rs",
         "attempt = attempt - CASE WHEN cancel_requested AND $3 NOT IN ('dead', 'cancelled') THEN 0 ELSE $5 END",
         "attempt = attempt - $5",
         FLOW + ["--", "fixed_paths_on_postgres"],
@@ -226,7 +226,7 @@ MUTATIONS = [
     (
         "claim_ignores_pause",
         "a paused queue's jobs are claimed",
-        "runtime/src/store/postgres.rs",
+        "runtime/src/store/sql/fragments.rs",
         "                   AND NOT EXISTS (SELECT 1 FROM errand_queues p\n                                   WHERE p.queue = w.queue AND p.paused_at IS NOT NULL)\n",
         "",
         FLOW + ["--", "fixed_paths_on_postgres"],
@@ -234,7 +234,7 @@ MUTATIONS = [
     (
         "plain_claim_reads_keyed",
         "the plain claim reads every available job, limited and fair backlogs row by row",
-        "runtime/src/store/postgres.rs",
+        "runtime/src/store/sql/fragments.rs",
         "                   AND limit_key IS NULL AND fair_key IS NULL\n",
         "",
         ["cargo", "test", "-q", "-p", "errand", "--all-features", "--lib", "--",
@@ -243,7 +243,7 @@ MUTATIONS = [
     (
         "limited_claim_skips_valued_keys",
         "jobs of a limit with a concurrency_key (keys `kind:value`) are never claimed",
-        "runtime/src/store/postgres.rs",
+        "runtime/src/store/sql/limits.rs",
         "              ON k.limit_key = l.kind OR starts_with(k.limit_key, l.kind || ':')\n",
         "              ON k.limit_key = l.kind\n",
         SUITE + ["limits::a_concurrency_key_limits_each_key_apart::postgres"],
@@ -251,7 +251,7 @@ MUTATIONS = [
     (
         "limited_claim_ignores_pause",
         "a paused queue's limited jobs are claimed",
-        "runtime/src/store/postgres.rs",
+        "runtime/src/store/sql/limits.rs",
         "            FROM unnest($1::text[]) AS q(queue)\n            WHERE NOT EXISTS",
         "            FROM unnest($1::text[]) AS q(queue)\n            WHERE true OR NOT EXISTS",
         FLOW + ["--", "fixed_paths_on_postgres"],
@@ -267,7 +267,7 @@ MUTATIONS = [
     (
         "burial_ignores_pause",
         "jobs of an unknown kind in a paused queue are buried",
-        "runtime/src/store/postgres.rs",
+        "runtime/src/store/sql/maintenance.rs",
         "              AND NOT EXISTS (SELECT 1 FROM errand_queues p\n                              WHERE p.queue = q.queue AND p.paused_at IS NOT NULL)\n",
         "",
         SUITE + ["deploys::a_paused_queue_is_never_buried::postgres"],
@@ -275,7 +275,7 @@ MUTATIONS = [
     (
         "burial_ignores_live_workers",
         "jobs of a kind another live worker knows are buried",
-        "runtime/src/store/postgres.rs",
+        "runtime/src/store/sql/maintenance.rs",
         "WHERE w.seen_at > errand_now_ms() - $10 AND k.kind = ANY(w.kinds))",
         "WHERE false AND k.kind = ANY(w.kinds))",
         SUITE + ["deploys::a_kind_a_live_worker_knows_is_never_buried::postgres"],
@@ -283,7 +283,7 @@ MUTATIONS = [
     (
         "burial_ignores_grace",
         "a job of an unknown kind is buried the moment it is due, with no grace for a worker that knows it",
-        "runtime/src/store/postgres.rs",
+        "runtime/src/store/sql/maintenance.rs",
         "                  AND run_at <= errand_now_ms() - $1\n",
         "",
         SUITE + ["deploys", "bad_input"],
@@ -291,7 +291,7 @@ MUTATIONS = [
     (
         "burial_takes_own_kinds",
         "a worker buries jobs of kinds it knows itself",
-        "runtime/src/store/postgres.rs",
+        "runtime/src/store/sql/maintenance.rs",
         "WHERE k.kind IS NOT NULL AND k.kind <> ALL($3)",
         "WHERE k.kind IS NOT NULL",
         ["cargo", "test", "-q", "-p", "errand", "--all-features", "--lib", "--",

@@ -171,8 +171,6 @@ impl crate::Context {
     /// }
     /// ```
     pub async fn add_to_batch<J: Job>(&self, request: Request<J>) -> Result<JobId, Error> {
-        use crate::store::Store;
-
         let store = self.store();
         let batch = store.job(self.id()).await?.and_then(|me| me.workflow);
         let Some(batch) = batch else {

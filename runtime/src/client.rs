@@ -14,7 +14,7 @@ use crate::info::{AttemptError, JobInfo};
 use crate::job::{JobId, JobState};
 use crate::query::{JobFilter, Page, QueueStats};
 use crate::request::{EnqueueOutcome, Enqueued, Request};
-use crate::store::{Backend, BoxFuture, NewJob, Store};
+use crate::store::{Backend, BoxFuture, NewJob};
 use crate::transaction::Transaction;
 
 /// A handle on errand's store. Cheap to clone; clones share one connection pool.

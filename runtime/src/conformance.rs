@@ -8,7 +8,7 @@ use crate::client::{Client, Config};
 use crate::error::Error;
 use crate::info::{to_millis, AttemptError};
 use crate::job::{JobId, OnConflict, Unique, UniqueStrategy};
-use crate::store::{Backend, Finish, Inserted, NewJob, RunAt, RunId, Store};
+use crate::store::{Backend, Finish, Inserted, NewJob, RunAt, RunId};
 use crate::FailureKind;
 
 /// A job's row, as the spec has it.

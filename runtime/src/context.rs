@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::Error;
 use crate::info::WorkflowId;
 use crate::job::JobId;
-use crate::store::{Backend, Claimed, StepOwner, Store};
+use crate::store::{Backend, Claimed, StepOwner};
 use crate::transaction::Transaction;
 
 /// The running job's identity, handed to a `#[job]` function that takes `ctx: &Context` first.

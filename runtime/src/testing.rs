@@ -44,7 +44,7 @@ use crate::job::{JobId, JobState};
 use crate::query::{JobFilter, Page};
 use crate::request::Request;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Backend, Claimed, Clock, Store};
+use crate::store::{Backend, Claimed, Clock};
 use crate::worker::Worker;
 
 /// The most runs [`TestClient::drain`] makes before deciding a job will never settle.

@@ -18,7 +18,7 @@ use super::{store_backoff, Runner, MAX_PREFETCH};
 use crate::context::RunSignal;
 use crate::error::Error;
 use crate::job::JobId;
-use crate::store::{Claimed, Store, Wake};
+use crate::store::{Claimed, Wake};
 
 /// A claimed job that waited this long in the buffer checks, as it starts, that it may still
 /// (one query). Sooner, a pause or a deadline that came meanwhile is no different from one

@@ -21,7 +21,6 @@ use crate::dead::Death;
 use crate::error::Error;
 use crate::info::JobInfo;
 use crate::registry::panic_text;
-use crate::store::Store;
 
 /// Handlers running at once, per worker.
 const DEATH_CONCURRENCY: usize = 8;

@@ -17,7 +17,7 @@ use crate::info::AttemptError;
 use crate::job::{JobId, JobState, Outcome, UniqueStrategy};
 use crate::registry::{CatchPanic, Registration};
 use crate::retry::{after_failure, AfterFailure, Backoff};
-use crate::store::{Claimed, Finish, Startable, Store};
+use crate::store::{Claimed, Finish, Startable};
 
 /// How a job's task ended.
 pub(super) enum TaskEnd {

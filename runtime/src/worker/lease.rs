@@ -12,7 +12,6 @@ use tokio_util::sync::CancellationToken;
 use super::runs::RunId;
 use super::{store_backoff, Runner};
 use crate::error::Error;
-use crate::store::Store;
 
 pub(super) async fn keep(runner: Arc<Runner>, stop: CancellationToken) -> Result<(), Error> {
     let lease = runner.settings.lease;

@@ -401,8 +401,6 @@ impl Worker {
     /// [`TestClient::perform`](crate::testing::TestClient::perform).
     #[cfg(feature = "sqlite")]
     pub(crate) async fn run_one(self) -> Result<Option<crate::job::JobId>, Error> {
-        use crate::store::Store;
-
         let runner = self.into_runner()?;
         let store = runner.client.store();
         // `into_runner` refuses a worker without queues.

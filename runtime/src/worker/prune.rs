@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::Runner;
 use crate::dead::Retention;
 use crate::error::Error;
-use crate::store::Store;
+use crate::store::Backend;
 
 /// The lock that keeps pruning to one node at a time.
 const PRUNE_LOCK: &str = "errand.prune";
@@ -62,14 +62,13 @@ pub(super) async fn prune(runner: Arc<Runner>, stop: CancellationToken) -> Resul
 /// One round of pruning: batches until one comes back short, or `stop` fires, or `renew` (run
 /// every [`BATCHES_PER_RENEWAL`] batches, to keep the lock) says the lock is lost. Returns how
 /// many rows went.
-async fn round<S, R, F>(
-    store: &S,
+async fn round<R, F>(
+    store: &Backend,
     retention: &Retention,
     stop: &CancellationToken,
     mut renew: R,
 ) -> u64
 where
-    S: Store,
     R: FnMut() -> F,
     F: std::future::Future<Output = Result<bool, Error>>,
 {
@@ -130,6 +129,8 @@ mod tests {
         .execute(&store.pool)
         .await
         .expect("fill the table");
+        let pool = store.pool.clone();
+        let store = Backend::Sqlite(store);
         let mut renewals = 0;
         let renew = || {
             renewals += 1;
@@ -139,7 +140,7 @@ mod tests {
         let pruned = round(&store, &retention, &CancellationToken::new(), renew).await;
         assert_eq!(pruned, finished as u64);
         let left: i64 = sqlx::query_scalar("SELECT count(*) FROM errand_jobs")
-            .fetch_one(&store.pool)
+            .fetch_one(&pool)
             .await
             .expect("count the jobs");
         assert_eq!(left, 0);

@@ -11,7 +11,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::Runner;
 use crate::error::Error;
-use crate::store::Store;
 
 /// The lock that keeps rescuing to one node at a time.
 const RESCUE_LOCK: &str = "errand.rescue";

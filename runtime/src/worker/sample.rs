@@ -9,7 +9,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::Runner;
 use crate::error::Error;
-use crate::store::Store;
 
 /// The lock that keeps sampling to one node at a time.
 const SAMPLE_LOCK: &str = "errand.metrics";

@@ -10,7 +10,6 @@ use super::execute::{log_join, write_completions, PendingCompletion, TaskEnd};
 use super::runs::RunId;
 use super::{store_backoff, Runner};
 use crate::job::JobId;
-use crate::store::Store;
 
 pub(super) async fn shut_down(
     runner: &Runner,

@@ -9,6 +9,33 @@ use crate::error::Error;
 use crate::info::AttemptError;
 use crate::job::{JobId, JobState};
 
+/// `id, error, now`: cancels a job that has not started.
+pub(super) const CANCEL: Both = Both {
+    postgres: "UPDATE errand_jobs
+        SET state = 'cancelled', finished_at = errand_now_ms(), lease_until = NULL,
+            unique_key = errand_key_after(unique_strategy, 'cancelled', unique_key),
+            errors = errors || jsonb_build_array(jsonb_set(jsonb_set($2::jsonb, '{attempt}',
+                to_jsonb(attempt)), '{at}', to_jsonb(errand_now_ms())))
+        WHERE id = $1 AND state IN ('scheduled', 'available', 'retryable', 'pending')",
+    sqlite: concat!(
+        "UPDATE errand_jobs
+        SET state = 'cancelled', finished_at = ?3, lease_until = NULL,
+            unique_key = ",
+        lite_key_after!("'cancelled'"),
+        ",
+            errors = json_insert(errors, '$[#]', json_set(json(?2), '$.attempt', attempt, '$.at', ?3))
+        WHERE id = ?1 AND state IN ('scheduled', 'available', 'retryable', 'pending')"
+    ),
+};
+
+/// `id`: asks a running job to stop.
+pub(super) const REQUEST_CANCEL: Both = Both {
+    // Tells the job's worker at once: `!id` on the schema's channel (see `Wake::Cancel`).
+    postgres: "UPDATE errand_jobs SET cancel_requested = true WHERE id = $1 AND state = 'running'
+        RETURNING pg_notify('errand_' || current_schema(), '!' || id)",
+    sqlite: "UPDATE errand_jobs SET cancel_requested = 1 WHERE id = ?1 AND state = 'running'",
+};
+
 /// `id`: the job's state, its row locked until the cancel commits, so that the state the
 /// cancel acts on is the state it read (SQLite's write transaction locks the whole file).
 const LOCK: Both = Both {
@@ -28,7 +55,7 @@ impl<D: Dialect> SqlStore<D> {
     /// Cancels job `id` (recording `error` as its last attempt's) if it waits, asks its worker
     /// to stop it if it runs, in one transaction: a run that ends meanwhile waits for the
     /// cancel, and the cancel then meets the state it left, never a state between two reads.
-    pub(crate) async fn cancel_job(
+    pub(crate) async fn cancel(
         &self,
         id: JobId,
         error: &AttemptError,
@@ -48,7 +75,7 @@ impl<D: Dialect> SqlStore<D> {
         })?;
         let (sql, values, answer) = match state {
             JobState::Running => (
-                D::SQL.request_cancel,
+                REQUEST_CANCEL.of::<D>(),
                 values![id.get()],
                 Cancellation::Requested,
             ),
@@ -57,7 +84,7 @@ impl<D: Dialect> SqlStore<D> {
             }
             JobState::Scheduled | JobState::Available | JobState::Retryable | JobState::Pending => {
                 (
-                    D::SQL.cancel,
+                    CANCEL.of::<D>(),
                     values![id.get(), error.as_str(), Value::Now],
                     Cancellation::Cancelled,
                 )

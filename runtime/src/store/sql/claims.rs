@@ -1,314 +1,126 @@
-//! The claims beside the plain one: of jobs under limits across the cluster (`#[job(concurrency
-//! = .., rate = ..)]`) and of jobs that take turns by key (`#[job(fair_by = ..)]`); and the
-//! aging of waiting jobs' priorities, which changes the order claims take them in.
-//!
-//! A limited job starts only by taking free slots of its limit's key, in the transaction that
-//! claims it: a `running` slot for a concurrency limit (free while no running job holds it; a
-//! trigger frees it when its job stops running, however it stops), and a `start` slot for a
-//! rate limit (free again a window after it was taken). There are at most `concurrency` running
-//! slots and `max` start slots per key, and a slot is taken under a row lock (PostgreSQL) or
-//! the database's single writer (SQLite), so no two nodes take one slot: at most `concurrency`
-//! jobs of a key run at once, and at most `max` start in any window.
+//! Claims: the plain claim of an exchange (with the completions it carries), the claim of
+//! chosen jobs that the limited claim uses, and the aging of waiting jobs' priorities, which
+//! changes the order claims take them in. Limited jobs are claimed in `limits`, fair ones in
+//! `fairness`.
+use super::{Conn, Op};
+use crate::job::JobId;
+use crate::store::{BoxFuture, Clock, Exchange};
+use std::time::Duration;
 
-use std::collections::HashMap;
-
-use super::{claimed_row, count, duration_millis, in_start_order, op_error, Dialect, SqlRow};
+use super::runs::{completed_ids, completion_values};
+use super::{count, duration_millis, op_error, Dialect, SqlRow};
 use super::{Both, SqlStore, Value};
 use crate::error::Error;
-use crate::store::{Claimed, KindLimit};
+use crate::store::Claimed;
 
-/// `id, fence, now`: marks the start slot job `id` reserved as taken now, as its run begins
-/// under `fence`: the slot is free again a window after this.
-const MARK_STARTED: Both = Both {
-    postgres: "UPDATE errand_limit_slots s SET taken_at = errand_now_ms()
-        FROM errand_jobs j
-        WHERE j.id = $1 AND j.fence = $2 AND j.state = 'running'
-          AND s.limit_key = j.limit_key AND s.purpose = 'start' AND s.job_id = j.id
-          AND s.taken_at IS NULL",
-    sqlite: "UPDATE errand_limit_slots SET taken_at = ?3
-        WHERE purpose = 'start' AND job_id = ?1 AND taken_at IS NULL
-          AND limit_key = (SELECT limit_key FROM errand_jobs
-                           WHERE id = ?1 AND fence = ?2 AND state = 'running')",
+/// `queues, limits, lease, worker, kinds, now`: claims, returning `id, kind, queue, args,
+/// attempt, max_attempts, idempotency_key, fence, priority, run_at`.
+pub(super) const CLAIM: Both = Both {
+    postgres: PG_CLAIM,
+    // One queue a statement: `?1` and `?2` hold one element each.
+    sqlite: concat!(
+        "UPDATE errand_jobs ",
+        lite_claim_set!("?6", "?3", "?4"),
+        "
+        WHERE id IN (
+            -- Pinned: with an index of available jobs by kind beside it (migration 19),
+            -- SQLite's planner chose to read the whole queue through `errand_jobs_queue_state`
+            -- and sort it.
+            SELECT id FROM errand_jobs INDEXED BY errand_jobs_plain
+            WHERE queue = (?1 ->> 0) AND state = 'available' AND kind IN (SELECT value FROM json_each(?5))
+              AND limit_key IS NULL AND fair_key IS NULL
+              AND (expires_at IS NULL OR expires_at > ?6)
+              AND NOT EXISTS (SELECT 1 FROM errand_queues p
+                              WHERE p.queue = (?1 ->> 0) AND p.paused_at IS NOT NULL)
+            ORDER BY priority, run_at, id
+            LIMIT (?2 ->> 0)) ",
+        lite_claim_returning!()
+    ),
 };
 
-/// `id, fence, now`: whether the running job `id` (under `fence`) may start now: its queue's
-/// pause, whether its deadline has passed, and whether its cancellation was asked. No row: the
-/// run lost its job.
-const STARTABLE: Both = Both {
-    postgres: "SELECT EXISTS (SELECT 1 FROM errand_queues q
-                              WHERE q.queue = j.queue AND q.paused_at IS NOT NULL),
-                      COALESCE(j.expires_at <= errand_now_ms(), false), j.cancel_requested
-        FROM errand_jobs j WHERE j.id = $1 AND j.fence = $2 AND j.state = 'running'",
-    sqlite: "SELECT EXISTS (SELECT 1 FROM errand_queues q
-                            WHERE q.queue = j.queue AND q.paused_at IS NOT NULL),
-                    COALESCE(j.expires_at <= ?3, 0), j.cancel_requested
-        FROM errand_jobs j WHERE j.id = ?1 AND j.fence = ?2 AND j.state = 'running'",
+/// `ids, lease, worker, now`: claims these available jobs, returning what
+/// `CLAIM` returns.
+pub(super) const CLAIM_IDS: Both = Both {
+    postgres: concat!(
+        "UPDATE errand_jobs ",
+        // The statement's time: the transaction began before it read which slots were free,
+        // and a run that freed one since may have ended after that beginning.
+        pg_claim_set!(
+            "$2",
+            "$3",
+            "(extract(epoch FROM statement_timestamp()) * 1000)::bigint"
+        ),
+        "
+        WHERE id = ANY($1) AND state = 'available' ",
+        pg_claim_returning!()
+    ),
+    sqlite: concat!(
+        "UPDATE errand_jobs ",
+        lite_claim_set!("?4", "?2", "?3"),
+        "
+        WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'available' ",
+        lite_claim_returning!()
+    ),
 };
 
-/// How many candidate jobs a limited claim looks at per place it fills: past those whose key
-/// has no slot left.
-const SCAN_PER_PLACE: usize = 4;
+/// [`Self::claim`]'s parameters, then [`Self::complete_many`]'s `ids, fences`: both in one
+/// statement, returning the claim's columns and an eleventh, `true` on a row that only
+/// names a completed job (in its `id`). `None`: the two run in one transaction.
+pub(super) const COMPLETE_AND_CLAIM: Both<Option<&'static str>> = Both {
+    postgres: Some(PG_COMPLETE_AND_CLAIM),
+    // SQLite has no data-modifying subqueries: the two run in one transaction.
+    sqlite: None,
+};
 
-const RUNNING: &str = "running";
-const START: &str = "start";
+/// The claim statement; see [`pg_claim!`].
+pub(crate) const PG_CLAIM: &str = concat!("WITH ", pg_claim!());
 
-/// One slot of one limit key.
-type SlotId = (String, &'static str, i64);
+/// The claim (`$1` to `$5`; `$6`, the time, unused) and the completion of the runs `$7` (ids)
+/// and `$8` (fences), in
+/// one statement: one round trip and one commit per batch of a worker's claim loop. Rows with
+/// `done` true only name a completed job. The two parts touch different rows (running ones,
+/// available ones), so neither needs to see the other's changes.
+pub(crate) const PG_COMPLETE_AND_CLAIM: &str = concat!(
+    "WITH done AS (",
+    pg_complete_many!("$7", "$8"),
+    "), claimed AS (WITH ",
+    pg_claim!(),
+    ")
+     SELECT *, false AS done FROM claimed
+     UNION ALL
+     SELECT id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, true
+     FROM done"
+);
 
-impl<D: Dialect> SqlStore<D> {
-    /// Claims up to `room` available jobs of the limited kinds `limits` from `queues`, each only
-    /// with the slots its limits need, for `worker`.
-    pub(crate) async fn claim_limited(
-        &self,
-        queues: &[&str],
-        limits: &[KindLimit],
-        room: usize,
-        worker: &str,
-        lease: std::time::Duration,
-    ) -> Result<Vec<Claimed>, Error> {
-        let op = || format!("claim limited jobs from {queues:?}");
-        let err = |e| op_error::<D>(op(), e);
-        if limits.is_empty() || room == 0 {
-            return Ok(Vec::new());
-        }
-        let by_kind: HashMap<&str, &KindLimit> = limits.iter().map(|l| (l.kind, l)).collect();
-        // One time for the whole claim where the store reads it from this process (SQLite), so
-        // that a start slot's time and its job's start are the same, read once the transaction
-        // holds the database's write lock: slots freed before are freed before this time, so
-        // the claim is recorded after the end of the run that held its slot. PostgreSQL reads
-        // its own (see `claim_ids`).
-        let mut tx = self.begin_write().await?;
-        let now = self.clock.now_ms();
-        let candidates = values![
-            Value::Texts(queues.to_vec()),
-            Value::Texts(limits.iter().map(|l| l.kind).collect()),
-            Value::OptInts(
-                limits
-                    .iter()
-                    .map(|l| l.max_running.map(i64::from))
-                    .collect()
-            ),
-            Value::OptInts(
-                limits
-                    .iter()
-                    .map(|l| l.rate.map(|r| i64::from(r.max)))
-                    .collect()
-            ),
-            Value::OptInts(
-                limits
-                    .iter()
-                    .map(|l| l.rate.map(|r| duration_millis(r.per)))
-                    .collect()
-            ),
-            count(room * SCAN_PER_PLACE),
-            Value::from(now),
-        ];
-        let rows = D::fetch(&mut tx, D::SQL.limit_candidates, candidates, &self.clock)
-            .await
-            .map_err(err)?;
-        let mut jobs: Vec<(i64, String)> = Vec::with_capacity(rows.len());
-        // Each key's limits: those of its jobs' kind.
-        let mut keys: Vec<(String, &KindLimit)> = Vec::new();
-        for row in &rows {
-            let (id, key, kind) = (row.int(0), row.text(1), row.text(2));
-            let (id, key, kind) = (id.map_err(err)?, key.map_err(err)?, kind.map_err(err)?);
-            let Some(limit) = by_kind.get(kind.as_str()) else {
-                continue;
-            };
-            if !keys.iter().any(|(k, _)| *k == key) {
-                keys.push((key.clone(), limit));
-            }
-            jobs.push((id, key));
-        }
-        if jobs.is_empty() {
-            tx.commit().await.map_err(err)?;
-            return Ok(Vec::new());
-        }
-        let key_names: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
-        let windows = keys
-            .iter()
-            .map(|(_, l)| l.rate.map(|r| duration_millis(r.per)))
-            .collect();
-        let free = values![
-            Value::Texts(key_names.clone()),
-            Value::OptInts(windows),
-            Value::from(now)
-        ];
-        let rows = D::fetch(&mut tx, D::SQL.limit_free_slots, free, &self.clock)
-            .await
-            .map_err(err)?;
-        let mut free: Vec<SlotId> = slots(&rows).map_err(err)?;
-        free.sort();
-        // Slots a key lacks are added up to its limit; a slot this transaction adds is its own
-        // until it commits.
-        let counts = values![Value::Texts(key_names)];
-        let rows = D::fetch(&mut tx, D::SQL.limit_slot_counts, counts, &self.clock)
-            .await
-            .map_err(err)?;
-        let existing = slots(&rows).map_err(err)?;
-        let wanted = slots_to_add(&keys, &jobs, &existing, &free);
-        if !wanted.is_empty() {
-            let add = values![
-                Value::Texts(wanted.iter().map(|(k, _, _)| k.as_str()).collect()),
-                Value::Texts(wanted.iter().map(|(_, p, _)| *p).collect()),
-                Value::Ints(wanted.iter().map(|(_, _, n)| *n).collect()),
-            ];
-            let rows = D::fetch(&mut tx, D::SQL.limit_add_slots, add, &self.clock)
-                .await
-                .map_err(err)?;
-            free.extend(slots(&rows).map_err(err)?);
-            free.sort();
-        }
-        // Jobs take slots in their order, each both of its key's slots or none.
-        let mut taken: Vec<(SlotId, i64)> = Vec::new();
-        let mut ids = Vec::new();
-        for (id, key) in &jobs {
-            if ids.len() == room {
-                break;
-            }
-            let Some((_, limit)) = keys.iter().find(|(k, _)| k == key) else {
-                continue;
-            };
-            let mut take = |purpose: &'static str, max: Option<u32>| -> Option<Option<SlotId>> {
-                let Some(max) = max.map(i64::from) else {
-                    return Some(None);
-                };
-                let at = free
-                    .iter()
-                    .position(|(k, p, n)| k == key && *p == purpose && *n <= max)?;
-                Some(Some(free.remove(at)))
-            };
-            let Some(running) = take(RUNNING, limit.max_running) else {
-                continue;
-            };
-            let Some(start) = take(START, limit.rate.map(|r| r.max)) else {
-                // Its running slot goes back: another job of the key cannot start either.
-                free.extend(running);
-                continue;
-            };
-            taken.extend(running.into_iter().chain(start).map(|slot| (slot, *id)));
-            ids.push(*id);
-        }
-        if ids.is_empty() {
-            tx.commit().await.map_err(err)?;
-            return Ok(Vec::new());
-        }
-        let take = values![
-            Value::Texts(taken.iter().map(|((k, _, _), _)| k.as_str()).collect()),
-            Value::Texts(taken.iter().map(|((_, p, _), _)| *p).collect()),
-            Value::Ints(taken.iter().map(|((_, _, n), _)| *n).collect()),
-            Value::Ints(taken.iter().map(|(_, job)| *job).collect()),
-            Value::from(now),
-        ];
-        D::execute(&mut tx, D::SQL.limit_take_slots, take, &self.clock)
-            .await
-            .map_err(err)?;
-        let claim = values![
-            Value::Ints(ids),
-            Value::Lease(lease),
-            worker,
-            Value::from(now),
-        ];
-        let rows = D::fetch(&mut tx, D::SQL.claim_ids, claim, &self.clock)
-            .await
-            .map_err(err)?;
-        let mut claimed = Vec::with_capacity(rows.len());
-        for row in &rows {
-            claimed.push(claimed_row(row).map_err(err)?);
-        }
-        tx.commit().await.map_err(err)?;
-        Ok(in_start_order(claimed))
-    }
-}
-
-impl<D: Dialect> SqlStore<D> {
-    /// Whether a claimed job that waited in its worker's buffer may start now.
-    pub(crate) async fn startable(
-        &self,
-        id: crate::job::JobId,
-        fence: i64,
-    ) -> Result<crate::store::Startable, Error> {
-        use crate::store::Startable;
-        let op = || format!("check that job {id} may start");
-        let rows = self
-            .fetch(
-                STARTABLE.of::<D>(),
-                values![id.get(), fence, Value::Now],
-                op,
-            )
-            .await?;
-        let Some(row) = rows.first() else {
-            return Ok(Startable::Lost);
-        };
-        let err = |e| op_error::<D>(op(), e);
-        Ok(if row.flag(0).map_err(err)? {
-            Startable::Paused
-        } else if row.flag(1).map_err(err)? {
-            Startable::Expired
-        } else if row.flag(2).map_err(err)? {
-            Startable::Cancelled
-        } else {
-            Startable::Yes
-        })
-    }
-
-    /// Marks the start of job `id`'s run under `fence`, whose claim reserved a start slot of
-    /// its rate limit: the limit counts starts, not claims.
-    pub(crate) async fn mark_started(
-        &self,
-        id: crate::job::JobId,
-        fence: i64,
-    ) -> Result<(), Error> {
-        let op = || format!("mark the start of job {id} against its rate limit");
-        let mark = values![id.get(), fence, Value::Now];
-        self.execute(MARK_STARTED.of::<D>(), mark, op)
-            .await
-            .map(drop)
-    }
-}
-
-impl<D: Dialect> SqlStore<D> {
-    /// Claims up to `room` available jobs of the fair `kinds` from `queue`, each key's in turn.
-    pub(crate) async fn claim_fair(
-        &self,
-        queue: &str,
-        room: usize,
-        kinds: &[&str],
-        worker: &str,
-        lease: std::time::Duration,
-    ) -> Result<Vec<Claimed>, Error> {
-        let op = || format!("claim fair jobs from `{queue}`");
-        let claim = values![
-            queue,
-            count(room),
-            Value::Texts(kinds.to_vec()),
-            Value::Lease(lease),
-            worker,
-            Value::Now,
-        ];
-        let err = |e| op_error::<D>(op(), e);
-        let mut tx = self.begin_write().await?;
-        let rows = D::fetch(&mut tx, D::SQL.claim_fair, claim, &self.clock)
-            .await
-            .map_err(err)?;
-        let mut claimed = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let (order, job) = claimed_row(row).map_err(err)?;
-            claimed.push((row.text(15).map_err(err)?, order, job));
-        }
-        let mut keys: Vec<&str> = claimed.iter().map(|(key, _, _)| key.as_str()).collect();
-        keys.sort_unstable();
-        keys.dedup();
-        if !keys.is_empty() {
-            let served = values![queue, Value::Texts(keys), Value::Now];
-            D::execute(&mut tx, D::SQL.fair_served, served, &self.clock)
-                .await
-                .map_err(err)?;
-        }
-        tx.commit().await.map_err(err)?;
-        Ok(in_turns(claimed))
-    }
-}
+/// `queues, step, limit, now`: moves up to `limit` available jobs of each priority level of
+/// `queues` up one level for each `step` they have waited since their run time (never below
+/// 0); returns how many it moved.
+pub(super) const AGE: Both = Both {
+    // Reads each level of each queue from `errand_jobs_available`, oldest first.
+    postgres: "UPDATE errand_jobs j
+        SET base_priority = COALESCE(j.base_priority, j.priority),
+            priority = GREATEST(0, COALESCE(j.base_priority, j.priority) - (errand_now_ms() - j.run_at) / $2)
+        FROM (
+            SELECT a.id FROM unnest($1::text[]) AS q(queue)
+            CROSS JOIN generate_series(1, 9) AS p(priority)
+            CROSS JOIN LATERAL (
+                SELECT id FROM errand_jobs
+                WHERE queue = q.queue AND state = 'available' AND priority = p.priority
+                  AND run_at <= errand_now_ms() - $2
+                  AND COALESCE(base_priority, priority) - (errand_now_ms() - run_at) / $2 < priority
+                ORDER BY run_at LIMIT $3
+                FOR UPDATE SKIP LOCKED) a
+        ) aged
+        WHERE j.id = aged.id",
+    sqlite: "UPDATE errand_jobs
+        SET base_priority = COALESCE(base_priority, priority),
+            priority = max(0, COALESCE(base_priority, priority) - (?4 - run_at) / ?2)
+        WHERE id IN (SELECT id FROM errand_jobs
+                     WHERE queue IN (SELECT value FROM json_each(?1)) AND state = 'available'
+                       AND priority > 0 AND run_at <= ?4 - ?2
+                       AND COALESCE(base_priority, priority) - (?4 - run_at) / ?2 < priority
+                     LIMIT ?3)",
+};
 
 impl<D: Dialect> SqlStore<D> {
     /// Ages the available jobs of `queues`: one priority level up per `step` waited.
@@ -326,134 +138,164 @@ impl<D: Dialect> SqlStore<D> {
             count(limit),
             Value::Now
         ];
-        self.execute(D::SQL.age, age, op).await
+        self.execute(AGE.of::<D>(), age, op).await
     }
 }
 
-/// Fair claims in the order they start: each key's first, then each key's second, and so on,
-/// each key's jobs (and each turn's) by priority, run time and id.
-fn in_turns(mut claimed: Vec<(String, (i64, i64), Claimed)>) -> Vec<Claimed> {
-    claimed.sort_by(|(k1, o1, j1), (k2, o2, j2)| (k1, o1, j1.id).cmp(&(k2, o2, j2.id)));
-    let mut turns: Vec<(usize, (i64, i64), Claimed)> = Vec::with_capacity(claimed.len());
-    let mut turn = 0;
-    let mut last: Option<String> = None;
-    for (key, order, job) in claimed {
-        turn = if last.as_deref() == Some(key.as_str()) {
-            turn + 1
-        } else {
-            0
+impl<D: Dialect> SqlStore<D> {
+    pub(crate) async fn claim(
+        &self,
+        wanted: &[(&str, usize)],
+        kinds: &[&str],
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Vec<Claimed>, Error> {
+        let mut conn = self.hot_conn(claim_op(wanted)).await?;
+        claim::<D>(&mut conn, wanted, kinds, worker, lease, &self.clock).await
+    }
+
+    pub(crate) async fn complete_and_claim(
+        &self,
+        done: &[(JobId, i64)],
+        wanted: &[(&str, usize)],
+        kinds: &[&str],
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Exchange, Error> {
+        let op = || {
+            format!(
+                "mark {} jobs completed and {}",
+                done.len(),
+                claim_op(wanted)()
+            )
         };
-        last = Some(key);
-        turns.push((turn, order, job));
+        if done.is_empty() {
+            let claimed = self.claim(wanted, kinds, worker, lease).await?;
+            return Ok(Exchange {
+                completed: Vec::new(),
+                claimed,
+            });
+        }
+        if let (Some(sql), true) = (COMPLETE_AND_CLAIM.of::<D>(), D::CLAIMS_ALL_QUEUES) {
+            let mut values = claim_values(wanted, kinds, worker, lease);
+            values.extend(completion_values(done));
+            let rows = self.fetch_hot(sql, values, op).await?;
+            let mut exchange = Exchange::default();
+            let mut claimed = Vec::new();
+            for row in &rows {
+                if row.flag(15).map_err(|e| op_error::<D>(op(), e))? {
+                    let id = row.int(0).map_err(|e| op_error::<D>(op(), e))?;
+                    exchange.completed.push(JobId::new(id));
+                } else {
+                    claimed.push(claimed_row(row).map_err(|e| op_error::<D>(op(), e))?);
+                }
+            }
+            exchange.claimed = in_start_order(claimed);
+            return Ok(exchange);
+        }
+        let mut tx = self.hot.begin().await.map_err(|e| op_error::<D>(op(), e))?;
+        let rows = D::fetch(
+            &mut tx,
+            super::runs::COMPLETE_MANY.of::<D>(),
+            completion_values(done),
+            &self.clock,
+        );
+        let rows = rows.await.map_err(|e| op_error::<D>(op(), e))?;
+        let completed = completed_ids(&rows).map_err(|e| op_error::<D>(op(), e))?;
+        let claimed = claim::<D>(&mut tx, wanted, kinds, worker, lease, &self.clock).await?;
+        tx.commit().await.map_err(|e| op_error::<D>(op(), e))?;
+        Ok(Exchange { completed, claimed })
     }
-    turns.sort_by(|(t1, o1, j1), (t2, o2, j2)| (t1, o1, j1.id).cmp(&(t2, o2, j2.id)));
-    turns.into_iter().map(|(_, _, job)| job).collect()
 }
 
-/// Rows of `limit_key, purpose, n`.
-fn slots<R: SqlRow>(rows: &[R]) -> Result<Vec<SlotId>, sqlx::Error> {
-    rows.iter()
-        .map(|row| {
-            let purpose = if row.text(1)? == RUNNING {
-                RUNNING
-            } else {
-                START
-            };
-            Ok((row.text(0)?, purpose, row.int(2)?))
-        })
-        .collect()
+/// A claimed row: `id, kind, queue, args, attempt, max_attempts, idempotency_key, fence,
+/// priority, run_at, timeout_ms, tags, meta` (these two NULL when empty), `workflow_id, step`,
+/// with the order it should start in.
+pub(crate) fn claimed_row(row: &impl SqlRow) -> Result<((i64, i64), Claimed), sqlx::Error> {
+    let job = Claimed {
+        id: JobId::new(row.int(0)?),
+        kind: row.text(1)?,
+        queue: row.text(2)?,
+        args: row.text(3)?,
+        attempt: u32::try_from(row.int(4)?).unwrap_or(u32::MAX),
+        max_attempts: u32::try_from(row.int(5)?).unwrap_or(u32::MAX),
+        key: row.opt_text(6)?,
+        fence: row.int(7)?,
+        timeout: row
+            .opt_int(10)?
+            .map(|ms| Duration::from_millis(ms.max(0).unsigned_abs())),
+        tags: row.opt_text(11)?,
+        meta: row.opt_text(12)?,
+        workflow: match (row.opt_int(13)?, row.opt_text(14)?) {
+            (Some(id), Some(step)) => Some((crate::info::WorkflowId::new(id), step)),
+            _ => None,
+        },
+        run_at: row.int(9)?,
+    };
+    Ok(((row.int(8)?, job.run_at), job))
 }
 
-/// The slots a limited claim adds before it takes them: each key's, up to its limit, as many as
-/// its candidate jobs need beyond the free ones. Sorted: inserted in one order on every node,
-/// so that two claims creating the first slots of two keys never wait on each other's in
-/// opposite order (a deadlock on PostgreSQL), whatever order each read its candidates in.
-fn slots_to_add(
-    keys: &[(String, &KindLimit)],
-    jobs: &[(i64, String)],
-    existing: &[SlotId],
-    free: &[SlotId],
-) -> Vec<SlotId> {
-    let mut wanted: Vec<SlotId> = Vec::new();
-    for (key, limit) in keys {
-        let needed = jobs.iter().filter(|(_, k)| k == key).count();
-        for (purpose, max) in [
-            (RUNNING, limit.max_running),
-            (START, limit.rate.map(|r| r.max)),
-        ] {
-            let Some(max) = max.map(i64::from) else {
-                continue;
-            };
-            let have = existing
-                .iter()
-                .find(|(k, p, _)| k == key && *p == purpose)
-                .map_or(0, |(_, _, n)| *n);
-            let free_now = free
-                .iter()
-                .filter(|(k, p, n)| k == key && *p == purpose && *n <= max)
-                .count();
-            let short = i64::try_from(needed.saturating_sub(free_now)).unwrap_or(i64::MAX);
-            for n in (have + 1)..=(have.saturating_add(short)).min(max) {
-                wanted.push((key.clone(), purpose, n));
+/// Claimed rows in the order their jobs should start: RETURNING gives them in none.
+pub(crate) fn in_start_order(mut claimed: Vec<((i64, i64), Claimed)>) -> Vec<Claimed> {
+    claimed.sort_by_key(|(order, job)| (*order, job.id));
+    claimed.into_iter().map(|(_, job)| job).collect()
+}
+
+/// The name of a claim from `wanted`, for its error.
+pub(crate) fn claim_op<'a>(wanted: &'a [(&'a str, usize)]) -> impl Op + 'a {
+    move || {
+        let queues: Vec<&str> = wanted.iter().map(|(queue, _)| *queue).collect();
+        format!("claim jobs from {queues:?}")
+    }
+}
+
+/// `CLAIM`'s parameters.
+pub(crate) fn claim_values<'a>(
+    wanted: &[(&'a str, usize)],
+    kinds: &[&'a str],
+    worker: &'a str,
+    lease: Duration,
+) -> Vec<Value<'a>> {
+    vec![
+        Value::Texts(wanted.iter().map(|(queue, _)| *queue).collect()),
+        Value::Ints(wanted.iter().map(|(_, n)| count(*n)).collect()),
+        Value::Lease(lease),
+        worker.into(),
+        Value::Texts(kinds.to_vec()),
+        Value::Now,
+    ]
+}
+
+/// Claims on `conn` (the pool's, or a transaction's), the most urgent first; per queue where
+/// the dialect cannot claim from every queue at once.
+pub(crate) fn claim<'c, D: Dialect>(
+    conn: &'c mut Conn<D>,
+    wanted: &'c [(&'c str, usize)],
+    kinds: &'c [&'c str],
+    worker: &'c str,
+    lease: Duration,
+    clock: &'c Clock,
+) -> BoxFuture<'c, Result<Vec<Claimed>, Error>> {
+    Box::pin(async move {
+        let groups: Vec<&[(&str, usize)]> = if D::CLAIMS_ALL_QUEUES {
+            vec![wanted]
+        } else {
+            wanted.chunks(1).collect()
+        };
+        let mut claimed = Vec::new();
+        for group in groups {
+            let op = claim_op(group);
+            let rows = D::fetch(
+                conn,
+                CLAIM.of::<D>(),
+                claim_values(group, kinds, worker, lease),
+                clock,
+            );
+            let rows = rows.await.map_err(|e| op_error::<D>(op(), e))?;
+            for row in &rows {
+                claimed.push(claimed_row(row).map_err(|e| op_error::<D>(op(), e))?);
             }
         }
-    }
-    wanted.sort();
-    wanted
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Two claims that read the same keys' candidates in opposite orders add their first slots
-    /// in one order: neither can hold one key's new slot while waiting on the other's.
-    #[test]
-    fn slots_are_added_in_one_order_whatever_the_candidates_order() {
-        let limit = KindLimit {
-            kind: "mail",
-            max_running: Some(2),
-            rate: None,
-        };
-        let jobs = |keys: &[&str]| -> Vec<(i64, String)> {
-            keys.iter()
-                .enumerate()
-                .map(|(i, k)| (i as i64, (*k).to_owned()))
-                .collect()
-        };
-        let keys = |keys: &[&str]| -> Vec<(String, &KindLimit)> {
-            keys.iter().map(|k| ((*k).to_owned(), &limit)).collect()
-        };
-        let ab = slots_to_add(
-            &keys(&["mail:a", "mail:b"]),
-            &jobs(&["mail:a", "mail:b", "mail:b"]),
-            &[],
-            &[],
-        );
-        let ba = slots_to_add(
-            &keys(&["mail:b", "mail:a"]),
-            &jobs(&["mail:b", "mail:a", "mail:b"]),
-            &[],
-            &[],
-        );
-        assert_eq!(ab, ba);
-        assert_eq!(
-            ab,
-            [
-                ("mail:a".to_owned(), RUNNING, 1),
-                ("mail:b".to_owned(), RUNNING, 1),
-                ("mail:b".to_owned(), RUNNING, 2),
-            ]
-        );
-        // Free slots count, and a key never gets more than its limit.
-        let free = [("mail:a".to_owned(), RUNNING, 1)];
-        let existing = [("mail:a".to_owned(), RUNNING, 1)];
-        let more = slots_to_add(
-            &keys(&["mail:a"]),
-            &jobs(&["mail:a", "mail:a", "mail:a"]),
-            &existing,
-            &free,
-        );
-        assert_eq!(more, [("mail:a".to_owned(), RUNNING, 2)]);
-    }
+        Ok(in_start_order(claimed))
+    })
 }

@@ -124,3 +124,9 @@ impl<D: Dialect> SqlStore<D> {
         })
     }
 }
+
+impl<D: Dialect> SqlStore<D> {
+    pub(crate) async fn promote(&self, limit: usize) -> Result<Promoted, Error> {
+        self.promote_due(limit).await
+    }
+}

@@ -1,24 +1,92 @@
 //! Workflows in the SQL stores: their rows, their steps' jobs and the dependencies among them.
 
+use super::Both;
+use super::{first, Conn};
 use super::{named, op_error, Dialect, SqlRow, SqlStore, Value};
 use crate::error::Error;
 use crate::info::from_millis;
 use crate::info::{WorkflowId, WorkflowInfo};
 use crate::job::JobId;
+use crate::store::{BoxFuture, Clock};
+
+/// `id`: the columns [`SqlRow::job`] reads of a workflow's jobs, by id.
+pub(super) const WORKFLOW_JOBS: Both = Both {
+    postgres: concat!(pg_select_job!(), " WHERE workflow_id = $1 ORDER BY id"),
+    sqlite: concat!(lite_select_job!(), " WHERE workflow_id = ?1 ORDER BY id"),
+};
+
+/// `name, kind, now`: a new workflow; returns its id.
+pub(super) const INSERT_WORKFLOW: Both = Both {
+    postgres: "INSERT INTO errand_workflows (name, kind, created_at)
+        VALUES ($1, $2, errand_now_ms()) RETURNING id",
+    sqlite: "INSERT INTO errand_workflows (name, kind, created_at) VALUES (?1, ?2, ?3)
+        RETURNING id",
+};
+
+/// `id`: `name, created_at, kind` of a workflow.
+pub(super) const WORKFLOW: Both = Both {
+    postgres: "SELECT name, created_at, kind FROM errand_workflows WHERE id = $1",
+    sqlite: "SELECT name, created_at, kind FROM errand_workflows WHERE id = ?1",
+};
+
+/// `workflow, steps`: counts one more job for each of the workflow's steps named in `steps`
+/// that still waits; returns `id, step` of each.
+pub(super) const WAIT_FOR_ONE_MORE: Both = Both {
+    postgres: "UPDATE errand_jobs SET waiting_on = waiting_on + 1
+        WHERE workflow_id = $1 AND step = ANY($2) AND state = 'pending'
+        RETURNING id, step",
+    sqlite: "UPDATE errand_jobs SET waiting_on = waiting_on + 1
+        WHERE workflow_id = ?1 AND step IN (SELECT value FROM json_each(?2)) AND state = 'pending'
+        RETURNING id, step",
+};
+
+/// `workflow, steps`: how many of the workflow's steps are named in `steps`.
+pub(super) const COUNT_STEPS: Both = Both {
+    postgres: "SELECT count(*) FROM errand_jobs WHERE workflow_id = $1 AND step = ANY($2)",
+    sqlite: "SELECT count(*) FROM errand_jobs
+        WHERE workflow_id = ?1 AND step IN (SELECT value FROM json_each(?2))",
+};
+
+/// `parent, jobs, on_failures` (the last two parallel): records that each of `jobs` waits
+/// on `parent`.
+pub(super) const ADD_DEPENDENTS: Both = Both {
+    postgres: "INSERT INTO errand_job_deps (depends_on, job_id, on_failure)
+        SELECT $1, t.job, t.on_failure FROM unnest($2::bigint[], $3::text[]) AS t(job, on_failure)",
+    sqlite: "INSERT INTO errand_job_deps (depends_on, job_id, on_failure)
+        SELECT ?1, j.value, f.value FROM json_each(?2) j JOIN json_each(?3) f ON f.key = j.key",
+};
+
+/// `id`: `depends_on, job_id` of every dependency among a workflow's jobs.
+pub(super) const WORKFLOW_DEPS: Both = Both {
+    postgres: "SELECT d.depends_on, d.job_id FROM errand_job_deps d
+        JOIN errand_jobs j ON j.id = d.job_id WHERE j.workflow_id = $1",
+    sqlite: "SELECT d.depends_on, d.job_id FROM errand_job_deps d
+        JOIN errand_jobs j ON j.id = d.job_id WHERE j.workflow_id = ?1",
+};
+
+/// `workflow, step`: the `kind, idempotency_key, id` of the workflow's job of that step.
+pub(super) const STEP_SCOPE: Both = Both {
+    postgres: "SELECT kind, idempotency_key, id FROM errand_jobs
+        WHERE workflow_id = $1 AND step = $2 ORDER BY id LIMIT 1",
+    sqlite: "SELECT kind, idempotency_key, id FROM errand_jobs
+        WHERE workflow_id = ?1 AND step = ?2 ORDER BY id LIMIT 1",
+};
 
 impl<D: Dialect> SqlStore<D> {
     /// Workflow `id` with its steps' jobs and their dependencies.
     pub(crate) async fn workflow(&self, id: WorkflowId) -> Result<Option<WorkflowInfo>, Error> {
         let op = || format!("read workflow {id}");
         let err = |e| op_error::<D>(op(), e);
-        let rows = self.fetch(D::SQL.workflow, values![id.get()], op).await?;
+        let rows = self
+            .fetch(WORKFLOW.of::<D>(), values![id.get()], op)
+            .await?;
         let Some(row) = rows.first() else {
             return Ok(None);
         };
         let (name, created_at) = (row.text(0).map_err(err)?, row.int(1).map_err(err)?);
         let kind = row.text(2).map_err(err)?;
         let rows = self
-            .fetch(D::SQL.workflow_jobs, values![id.get()], op)
+            .fetch(WORKFLOW_JOBS.of::<D>(), values![id.get()], op)
             .await?;
         let jobs = rows
             .iter()
@@ -26,7 +94,7 @@ impl<D: Dialect> SqlStore<D> {
             .collect::<Result<Vec<_>, _>>()?;
         let rows = self
             .fetch(
-                D::SQL.workflow_deps,
+                WORKFLOW_DEPS.of::<D>(),
                 values![id.get()],
                 named("read a workflow's dependencies"),
             )
@@ -56,7 +124,7 @@ impl<D: Dialect> SqlStore<D> {
         let op = || format!("find step `{step}` of workflow {id}");
         let err = |e| op_error::<D>(op(), e);
         let rows = self
-            .fetch(D::SQL.step_scope, values![id.get(), step], op)
+            .fetch(STEP_SCOPE.of::<D>(), values![id.get(), step], op)
             .await?;
         let Some(row) = rows.first() else {
             return Ok(None);
@@ -80,7 +148,7 @@ impl<D: Dialect> SqlStore<D> {
         let names = Value::Texts(callbacks.to_vec());
         let rows = D::fetch(
             &mut tx,
-            D::SQL.wait_for_one_more,
+            WAIT_FOR_ONE_MORE.of::<D>(),
             values![id.get(), names.clone()],
             &self.clock,
         )
@@ -93,7 +161,7 @@ impl<D: Dialect> SqlStore<D> {
         if waiting.is_empty() {
             let rows = D::fetch(
                 &mut tx,
-                D::SQL.count_steps,
+                COUNT_STEPS.of::<D>(),
                 values![id.get(), names],
                 &self.clock,
             )
@@ -103,7 +171,7 @@ impl<D: Dialect> SqlStore<D> {
                 Some(row) => row.int(0).map_err(err)?,
                 None => 0,
             };
-            let exists = D::fetch(&mut tx, D::SQL.workflow, values![id.get()], &self.clock)
+            let exists = D::fetch(&mut tx, WORKFLOW.of::<D>(), values![id.get()], &self.clock)
                 .await
                 .map_err(err)?;
             if callbacks > 0 || exists.is_empty() {
@@ -111,7 +179,9 @@ impl<D: Dialect> SqlStore<D> {
             }
         }
         job.workflow = Some((id.get(), "added".to_owned()));
-        let added = super::insert::<D>(&mut tx, &job, &self.clock).await?.id();
+        let added = super::enqueue::insert::<D>(&mut tx, &job, &self.clock)
+            .await?
+            .id();
         if !waiting.is_empty() {
             let on_failure = waiting
                 .iter()
@@ -125,15 +195,38 @@ impl<D: Dialect> SqlStore<D> {
                 .collect();
             let jobs = waiting.iter().map(|(callback, _)| *callback).collect();
             let add = values![added.get(), Value::Ints(jobs), Value::Texts(on_failure)];
-            D::execute(&mut tx, D::SQL.add_dependents, add, &self.clock)
+            D::execute(&mut tx, ADD_DEPENDENTS.of::<D>(), add, &self.clock)
                 .await
                 .map_err(err)?;
-            let mark = values![Value::Ints(vec![added.get()])];
-            D::fetch(&mut tx, D::SQL.lock_parents, mark, &self.clock)
+            let mark = params![ids: Value::Ints(vec![added.get()])];
+            let (sql, mark) = super::enqueue::LOCK_PARENTS.bind::<D>(mark).map_err(err)?;
+            D::fetch(&mut tx, sql, mark, &self.clock)
                 .await
                 .map_err(err)?;
         }
         tx.commit().await.map_err(err)?;
         Ok(added)
     }
+}
+
+/// Stores a workflow named `name` of kind `kind` on `conn`; its id.
+pub(crate) fn insert_workflow<'a, D: Dialect>(
+    conn: &'a mut Conn<D>,
+    name: &'a str,
+    kind: &'static str,
+    clock: &'a Clock,
+) -> BoxFuture<'a, Result<i64, Error>> {
+    Box::pin(async move {
+        let op = |e| op_error::<D>(format!("store workflow `{name}`"), e);
+        let rows = D::fetch(
+            conn,
+            INSERT_WORKFLOW.of::<D>(),
+            values![name, kind, Value::Now],
+            clock,
+        )
+        .await
+        .map_err(op)?;
+        let row = first(rows).ok_or_else(|| op(sqlx::Error::RowNotFound))?;
+        row.int(0).map_err(op)
+    })
 }
