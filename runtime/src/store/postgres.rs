@@ -327,32 +327,60 @@ mod tests {
         // them: one generic plan each, the combined statement also completing three runs.
         let mut plans = Vec::new();
         let mut conn = store.pool.acquire().await.expect("a connection");
-        let explain = format!(
-            "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {}",
-            sql::claims::PG_CLAIM
-        );
-        let custom = sqlx::query_scalar(&explain)
-            .bind(vec!["q"])
-            .bind(vec![100i64])
-            .bind(30_000i64)
-            .bind("plan-test")
-            .bind(vec!["k"]);
+        let lease = std::time::Duration::from_secs(30);
+        let claim = || {
+            sql::params![
+                queues: Value::Texts(vec!["q"]),
+                limits: Value::Ints(vec![100]),
+                lease: Value::Lease(lease),
+                worker: "plan-test",
+                kinds: Value::Texts(vec!["k"]),
+                now: Value::Now,
+            ]
+        };
+        let (claim_sql, values) = sql::claims::CLAIM.bind::<Postgres>(claim()).expect("bind");
+        let explain = format!("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {claim_sql}");
+        let custom = query(&explain, values, &SYSTEM_CLOCK);
         plans.push(("custom", in_rollback(&mut conn, custom).await));
+        // The hot pool's generic plans: each statement prepared with its parameters' types
+        // and run with literal arguments, in the order the statement numbers them.
         let mut hot = store.hot.acquire().await.expect("a hot connection");
-        let types = "text[], bigint[], bigint, text, text[], bigint, bigint[], bigint[]";
-        for (name, sql) in [
-            ("claim", sql::claims::PG_CLAIM),
-            ("complete_and_claim", sql::claims::PG_COMPLETE_AND_CLAIM),
+        let argument = |name: &str| match name {
+            "queues" => ("text[]", "ARRAY['q']"),
+            "limits" => ("bigint[]", "ARRAY[100]"),
+            "kinds" => ("text[]", "ARRAY['k']"),
+            "lease" => ("bigint", "30000"),
+            "worker" => ("text", "'plan-test'"),
+            "ids" => ("bigint[]", "ARRAY[1, 2, 3]"),
+            "fences" => ("bigint[]", "ARRAY[1, 1, 1]"),
+            other => panic!("no argument for `${other}`"),
+        };
+        let mut exchange = claim();
+        exchange.extend(sql::params![
+            ids: Value::Ints(vec![1, 2, 3]),
+            fences: Value::Ints(vec![1, 1, 1]),
+        ]);
+        for (name, statement, values) in [
+            ("claim", &sql::claims::CLAIM, claim()),
+            (
+                "complete_and_claim",
+                &sql::claims::COMPLETE_AND_CLAIM,
+                exchange,
+            ),
         ] {
-            sqlx::raw_sql(&format!("PREPARE {name}({types}) AS {sql}"))
+            let (text, _) = statement.bind::<Postgres>(values).expect("bind");
+            let names = statement.names::<Postgres>();
+            let types: Vec<&str> = names.iter().map(|n| argument(n).0).collect();
+            let arguments: Vec<&str> = names.iter().map(|n| argument(n).1).collect();
+            sqlx::raw_sql(&format!("PREPARE {name}({}) AS {text}", types.join(", ")))
                 .execute(&mut *hot)
                 .await
                 .expect("prepare");
             let explain = format!(
-                "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) EXECUTE {name}(ARRAY['q'], ARRAY[100],
-                 30000, 'plan-test', ARRAY['k'], NULL, ARRAY[1, 2, 3], ARRAY[1, 1, 1])"
+                "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) EXECUTE {name}({})",
+                arguments.join(", ")
             );
-            let generic = sqlx::query_scalar(&explain);
+            let generic = sqlx::query(&explain);
             plans.push((name, in_rollback(&mut hot, generic).await));
         }
         drop((conn, hot));
@@ -404,12 +432,13 @@ mod tests {
         let cases = sql::held_back_cases::claims::<Postgres>().into_iter();
         for sql::held_back_cases::Case {
             name,
-            sql,
+            statement,
             values,
             rows,
             index,
         } in cases
         {
+            let (sql, values) = statement.bind::<Postgres>(values).expect("bind");
             let mut conn = store.pool.acquire().await.expect("a connection");
             sqlx::raw_sql("BEGIN")
                 .execute(&mut *conn)
@@ -564,15 +593,13 @@ mod tests {
     }
 
     /// Runs an EXPLAIN ANALYZE of a claim in a transaction it rolls back; returns the plan.
-    async fn in_rollback<'q>(
-        conn: &mut PgConnection,
-        explain: sqlx::query::QueryScalar<'q, sqlx::Postgres, String, sqlx::postgres::PgArguments>,
-    ) -> String {
+    async fn in_rollback(conn: &mut PgConnection, explain: PgQuery<'_>) -> String {
         sqlx::raw_sql("BEGIN")
             .execute(&mut *conn)
             .await
             .expect("begin");
-        let plan = explain.fetch_all(&mut *conn).await.expect("explain");
+        let rows = explain.fetch_all(&mut *conn).await.expect("explain");
+        let plan: Vec<String> = rows.iter().map(|row| sqlx::Row::get(row, 0)).collect();
         sqlx::raw_sql("ROLLBACK")
             .execute(&mut *conn)
             .await

@@ -27,11 +27,12 @@
 //!
 //! This file holds what they share: how a [`Value`] is bound and a row read, the [`Dialect`]
 //! (what truly differs between databases: binding, a claim across queues, a bulk insert's
-//! parameters), and the [`SqlStore`] with its connections. Each statement's doc names its
-//! parameters in order; every time in them is in milliseconds since the epoch, every duration
-//! in milliseconds. [`Value::Now`] is the current time for a dialect that reads it in Rust:
-//! SQLite, whose database runs in this process, binds this process's clock; PostgreSQL's
-//! statements call `errand_now_ms()` and leave it unused.
+//! parameters), and the [`SqlStore`] with its connections. A statement names its parameters
+//! (`$id`, `$lease`) and is bound by name ([`Named`], [`params!`]), in either dialect; every
+//! time among them is in milliseconds since the epoch, every duration in milliseconds.
+//! `$now` ([`Value::Now`]) is the current time for a dialect that reads it in Rust: SQLite,
+//! whose database runs in this process, binds this process's clock; PostgreSQL's statements
+//! call `errand_now_ms()` instead and leave it unbound.
 
 use std::time::Duration;
 
@@ -107,18 +108,20 @@ impl<'a> From<Option<&'a str>> for Value<'a> {
     }
 }
 
-/// The parameters of a statement, in order.
-macro_rules! values {
-    ($($value:expr),* $(,)?) => {
-        vec![$(Value::from($value)),*]
-    };
-}
-
 /// The parameters of a [`Named`] statement, by name: `params![id: id.get(), now: Value::Now]`
-/// binds `$id` and `$now`.
+/// binds `$id` and `$now`; `params![queue]` binds `$queue` to the variable `queue`.
 macro_rules! params {
-    ($($name:ident : $value:expr),* $(,)?) => {
-        vec![$((stringify!($name), $crate::store::sql::Value::from($value))),*]
+    (@value $name:ident) => {
+        $name
+    };
+    (@value $name:ident $value:expr) => {
+        $value
+    };
+    ($($name:ident $(: $value:expr)?),* $(,)?) => {
+        vec![$((
+            stringify!($name),
+            $crate::store::sql::Value::from($crate::store::sql::params!(@value $name $($value)?)),
+        )),*]
     };
 }
 pub(crate) use params;
@@ -313,6 +316,20 @@ impl Named {
         }
     }
 
+    /// A statement that only one dialect runs, where the other does the same work its own way
+    /// (see `due`).
+    pub(crate) const fn only(sql: &'static str) -> Named {
+        Named::same(sql)
+    }
+
+    /// A statement whose text is the same in both dialects.
+    pub(crate) const fn same(sql: &'static str) -> Named {
+        Named::new(Both {
+            postgres: sql,
+            sqlite: sql,
+        })
+    }
+
     /// `D`'s text of the statement, and `values` in the order it binds them (those it does not
     /// name left out).
     pub(crate) fn bind<'s, 'v, D: Dialect>(
@@ -332,6 +349,40 @@ impl Named {
             bound.push(values.swap_remove(at).1);
         }
         Ok((&compiled.sql, bound))
+    }
+
+    /// The statement's names in the order of `D`'s positions.
+    #[cfg(test)]
+    pub(crate) fn names<D: Dialect>(&self) -> Vec<&'static str> {
+        let which = usize::from(D::STORE != "postgres");
+        let compiled = self.compiled[which].get_or_init(|| positional::<D>(self.both.of::<D>()));
+        compiled.names.clone()
+    }
+
+    /// Runs the statement on `conn` with `values`; returns how many rows it changed.
+    pub(crate) fn execute<'c, D: Dialect>(
+        &'static self,
+        conn: &'c mut Conn<D>,
+        values: Vec<(&'static str, Value<'c>)>,
+        clock: &Clock,
+    ) -> BoxFuture<'c, Result<u64, sqlx::Error>> {
+        match self.bind::<D>(values) {
+            Ok((sql, values)) => D::execute(conn, sql, values, clock),
+            Err(err) => Box::pin(std::future::ready(Err(err))),
+        }
+    }
+
+    /// Runs the statement on `conn` with `values`; returns its rows.
+    pub(crate) fn fetch<'c, D: Dialect>(
+        &'static self,
+        conn: &'c mut Conn<D>,
+        values: Vec<(&'static str, Value<'c>)>,
+        clock: &Clock,
+    ) -> BoxFuture<'c, Result<Vec<D::Row>, sqlx::Error>> {
+        match self.bind::<D>(values) {
+            Ok((sql, values)) => D::fetch(conn, sql, values, clock),
+            Err(err) => Box::pin(std::future::ready(Err(err))),
+        }
     }
 }
 
@@ -428,6 +479,20 @@ async fn acquire<D: Dialect>(
     pool.acquire().await.map_err(|e| op_error::<D>(op(), e))
 }
 
+/// Runs the named statement `stmt` on a connection of `pool`; returns its rows.
+async fn rows_on<D: Dialect>(
+    pool: &sqlx::Pool<D::Db>,
+    stmt: &'static Named,
+    values: Vec<(&'static str, Value<'_>)>,
+    clock: &Clock,
+    op: impl Op,
+) -> Result<Vec<D::Row>, Error> {
+    let mut conn = acquire::<D>(pool, &op).await?;
+    stmt.fetch::<D>(&mut conn, values, clock)
+        .await
+        .map_err(|e| op_error::<D>(op(), e))
+}
+
 async fn fetch_on<D: Dialect>(
     mut conn: sqlx::pool::PoolConnection<D::Db>,
     sql: &str,
@@ -463,14 +528,6 @@ impl<D: Dialect> SqlStore<D> {
         acquire::<D>(&self.hot, op).await
     }
 
-    /// Runs one statement on a pooled connection; returns how many rows it changed.
-    async fn execute(&self, sql: &str, values: Vec<Value<'_>>, op: impl Op) -> Result<u64, Error> {
-        let mut conn = self.conn(&op).await?;
-        D::execute(&mut conn, sql, values, &self.clock)
-            .await
-            .map_err(|e| op_error::<D>(op(), e))
-    }
-
     /// Runs one statement on a pooled connection; returns its rows.
     async fn fetch(
         &self,
@@ -482,15 +539,38 @@ impl<D: Dialect> SqlStore<D> {
         fetch_on::<D>(conn, sql, values, &self.clock, op).await
     }
 
-    /// Runs one statement of the hot path on its pool; returns its rows.
-    async fn fetch_hot(
+    /// Runs the named statement `stmt` on a pooled connection; returns how many rows it
+    /// changed.
+    async fn run(
         &self,
-        sql: &str,
-        values: Vec<Value<'_>>,
+        stmt: &'static Named,
+        values: Vec<(&'static str, Value<'_>)>,
+        op: impl Op,
+    ) -> Result<u64, Error> {
+        let mut conn = self.conn(&op).await?;
+        stmt.execute::<D>(&mut conn, values, &self.clock)
+            .await
+            .map_err(|e| op_error::<D>(op(), e))
+    }
+
+    /// Runs the named statement `stmt` on a pooled connection; returns its rows.
+    async fn rows(
+        &self,
+        stmt: &'static Named,
+        values: Vec<(&'static str, Value<'_>)>,
         op: impl Op,
     ) -> Result<Vec<D::Row>, Error> {
-        let conn = self.hot_conn(&op).await?;
-        fetch_on::<D>(conn, sql, values, &self.clock, op).await
+        rows_on::<D>(&self.pool, stmt, values, &self.clock, op).await
+    }
+
+    /// Runs the named statement `stmt` of the hot path on its pool; returns its rows.
+    async fn rows_hot(
+        &self,
+        stmt: &'static Named,
+        values: Vec<(&'static str, Value<'_>)>,
+        op: impl Op,
+    ) -> Result<Vec<D::Row>, Error> {
+        rows_on::<D>(&self.hot, stmt, values, &self.clock, op).await
     }
 }
 

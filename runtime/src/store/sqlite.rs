@@ -446,12 +446,13 @@ mod tests {
         let cases = sql::held_back_cases::claims::<Sqlite>().into_iter();
         for sql::held_back_cases::Case {
             name,
-            sql,
+            statement,
             values,
             index,
             ..
         } in cases
         {
+            let (sql, values) = statement.bind::<Sqlite>(values).expect("bind");
             let steps = plan_steps(&store, sql, values).await;
             let plan = steps
                 .iter()

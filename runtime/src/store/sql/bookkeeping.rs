@@ -7,38 +7,38 @@
 
 use std::time::Duration;
 
-use super::{count, duration_millis, named, Both, Dialect, SqlStore, Value};
+use super::{count, duration_millis, named, Both, Dialect, Named, SqlStore, Value};
 use crate::error::Error;
 
 /// `idle, batch, now`: workflows created before the window whose jobs are all gone.
-const WORKFLOWS: Both = Both {
+static WORKFLOWS: Named = Named::new(Both {
     postgres: "DELETE FROM errand_workflows WHERE id IN (
         SELECT w.id FROM errand_workflows w
-        WHERE w.created_at < errand_now_ms() - $1
+        WHERE w.created_at < errand_now_ms() - $idle
           AND NOT EXISTS (SELECT 1 FROM errand_jobs j WHERE j.workflow_id = w.id)
-        ORDER BY w.id LIMIT $2)",
+        ORDER BY w.id LIMIT $batch)",
     sqlite: "DELETE FROM errand_workflows WHERE id IN (
         SELECT w.id FROM errand_workflows w
-        WHERE w.created_at < ?3 - ?1
+        WHERE w.created_at < $now - $idle
           AND NOT EXISTS (SELECT 1 FROM errand_jobs j WHERE j.workflow_id = w.id)
-        ORDER BY w.id LIMIT ?2)",
-};
+        ORDER BY w.id LIMIT $batch)",
+});
 
 /// `idle, batch, now`: turns of fair keys served before the window with no available job.
-const TURNS: Both = Both {
+static TURNS: Named = Named::new(Both {
     postgres: "DELETE FROM errand_fair_turns WHERE (queue, fair_key) IN (
         SELECT t.queue, t.fair_key FROM errand_fair_turns t
-        WHERE t.served_at < errand_now_ms() - $1
+        WHERE t.served_at < errand_now_ms() - $idle
           AND NOT EXISTS (SELECT 1 FROM errand_jobs j
                           WHERE j.queue = t.queue AND j.fair_key = t.fair_key AND j.state = 'available')
-        LIMIT $2)",
+        LIMIT $batch)",
     sqlite: "DELETE FROM errand_fair_turns WHERE (queue, fair_key) IN (
         SELECT t.queue, t.fair_key FROM errand_fair_turns t
-        WHERE t.served_at < ?3 - ?1
+        WHERE t.served_at < $now - $idle
           AND NOT EXISTS (SELECT 1 FROM errand_jobs j
                           WHERE j.queue = t.queue AND j.fair_key = t.fair_key AND j.state = 'available')
-        LIMIT ?2)",
-};
+        LIMIT $batch)",
+});
 
 /// Whether a slot is idle, the window `$idle` before `$now`: a running slot no job holds, or
 /// a start slot never reserved or marked before the window. A key's slots go only when all of
@@ -77,18 +77,18 @@ macro_rules! idle_keys_slots {
 }
 
 /// `idle, batch, now`: the slots of limit keys whose slots are all idle.
-const SLOTS: Both = Both {
-    postgres: idle_keys_slots!("errand_now_ms()", "$1", "$2"),
-    sqlite: idle_keys_slots!("?3", "?1", "?2"),
-};
+static SLOTS: Named = Named::new(Both {
+    postgres: idle_keys_slots!("errand_now_ms()", "$idle", "$batch"),
+    sqlite: idle_keys_slots!("$now", "$idle", "$batch"),
+});
 
 /// `unseen_for, batch, now`: schedules no worker has run for the window.
-const SCHEDULES: Both = Both {
+static SCHEDULES: Named = Named::new(Both {
     postgres: "DELETE FROM errand_schedules WHERE name IN (
-        SELECT name FROM errand_schedules WHERE seen_at < errand_now_ms() - $1 LIMIT $2)",
+        SELECT name FROM errand_schedules WHERE seen_at < errand_now_ms() - $idle LIMIT $batch)",
     sqlite: "DELETE FROM errand_schedules WHERE name IN (
-        SELECT name FROM errand_schedules WHERE seen_at < ?3 - ?1 LIMIT ?2)",
-};
+        SELECT name FROM errand_schedules WHERE seen_at < $now - $idle LIMIT $batch)",
+});
 
 impl<D: Dialect> SqlStore<D> {
     /// Deletes up to `batch` rows of each kind of bookkeeping that nothing refers to: idle for
@@ -106,8 +106,12 @@ impl<D: Dialect> SqlStore<D> {
             (&SLOTS, idle, "prune the slots of idle limit keys"),
             (&SCHEDULES, unseen_for, "prune schedules no worker runs"),
         ] {
-            let prune = values![duration_millis(window), count(batch), Value::Now];
-            deleted += self.execute(statement.of::<D>(), prune, named(op)).await?;
+            let prune = params![
+                idle: duration_millis(window),
+                batch: count(batch),
+                now: Value::Now,
+            ];
+            deleted += self.run(statement, prune, named(op)).await?;
         }
         Ok(deleted)
     }

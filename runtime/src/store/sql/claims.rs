@@ -9,80 +9,77 @@ use std::time::Duration;
 
 use super::runs::{completed_ids, completion_values};
 use super::{count, duration_millis, op_error, Dialect, SqlRow};
-use super::{Both, SqlStore, Value};
+use super::{Both, Named, SqlStore, Value};
 use crate::error::Error;
 use crate::store::Claimed;
 
 /// `queues, limits, lease, worker, kinds, now`: claims, returning `id, kind, queue, args,
 /// attempt, max_attempts, idempotency_key, fence, priority, run_at`.
-pub(super) const CLAIM: Both = Both {
+pub(crate) static CLAIM: Named = Named::new(Both {
     postgres: PG_CLAIM,
-    // One queue a statement: `?1` and `?2` hold one element each.
+    // One queue a statement: `$queues` and `$limits` hold one element each.
     sqlite: concat!(
         "UPDATE errand_jobs ",
-        lite_claim_set!("?6", "?3", "?4"),
-        "
+        lite_claim_set!("$now", "$lease", "$worker"),
+        concat!(concat!("
         WHERE id IN (
             -- Pinned: with an index of available jobs by kind beside it (migration 19),
             -- SQLite's planner chose to read the whole queue through `errand_jobs_queue_state`
             -- and sort it.
             SELECT id FROM errand_jobs INDEXED BY errand_jobs_plain
-            WHERE queue = (?1 ->> 0) AND state = 'available' AND kind IN (SELECT value FROM json_each(?5))
+            WHERE queue = ($queues ->> 0) AND state = 'available' AND kind IN (SELECT value FROM json_each($kinds))
               AND limit_key IS NULL AND fair_key IS NULL
-              AND (expires_at IS NULL OR expires_at > ?6)
-              AND NOT EXISTS (SELECT 1 FROM errand_queues p
-                              WHERE p.queue = (?1 ->> 0) AND p.paused_at IS NOT NULL)
+              AND ", unexpired!("$now"), "
+              AND NOT "), paused!("($queues ->> 0)"), "
             ORDER BY priority, run_at, id
-            LIMIT (?2 ->> 0)) ",
+            LIMIT ($limits ->> 0)) "),
         lite_claim_returning!()
     ),
-};
+});
 
 /// `ids, lease, worker, now`: claims these available jobs, returning what
 /// `CLAIM` returns.
-pub(super) const CLAIM_IDS: Both = Both {
+pub(super) static CLAIM_IDS: Named = Named::new(Both {
     postgres: concat!(
         "UPDATE errand_jobs ",
         // The statement's time: the transaction began before it read which slots were free,
         // and a run that freed one since may have ended after that beginning.
         pg_claim_set!(
-            "$2",
-            "$3",
+            "$lease",
+            "$worker",
             "(extract(epoch FROM statement_timestamp()) * 1000)::bigint"
         ),
         "
-        WHERE id = ANY($1) AND state = 'available' ",
+        WHERE id = ANY($ids) AND state = 'available' ",
         pg_claim_returning!()
     ),
     sqlite: concat!(
         "UPDATE errand_jobs ",
-        lite_claim_set!("?4", "?2", "?3"),
+        lite_claim_set!("$now", "$lease", "$worker"),
         "
-        WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'available' ",
+        WHERE id IN (SELECT value FROM json_each($ids)) AND state = 'available' ",
         lite_claim_returning!()
     ),
-};
+});
 
-/// [`Self::claim`]'s parameters, then [`Self::complete_many`]'s `ids, fences`: both in one
-/// statement, returning the claim's columns and an eleventh, `true` on a row that only
-/// names a completed job (in its `id`). `None`: the two run in one transaction.
-pub(super) const COMPLETE_AND_CLAIM: Both<Option<&'static str>> = Both {
-    postgres: Some(PG_COMPLETE_AND_CLAIM),
-    // SQLite has no data-modifying subqueries: the two run in one transaction.
-    sqlite: None,
-};
+/// The claim's parameters (`CLAIM`), and `ids, fences` of the runs to complete
+/// (`COMPLETE_MANY`), in one statement, returning the claim's columns and one more, `true` on
+/// a row that only names a completed job (in its `id`). PostgreSQL only: SQLite has no
+/// data-modifying subqueries, and runs the two in one transaction.
+pub(crate) static COMPLETE_AND_CLAIM: Named = Named::new(Both {
+    postgres: PG_COMPLETE_AND_CLAIM,
+    sqlite: "",
+});
 
 /// The claim statement; see [`pg_claim!`].
-pub(crate) const PG_CLAIM: &str = concat!("WITH ", pg_claim!());
+const PG_CLAIM: &str = concat!("WITH ", pg_claim!());
 
-/// The claim (`$1` to `$5`; `$6`, the time, unused) and the completion of the runs `$7` (ids)
-/// and `$8` (fences), in
-/// one statement: one round trip and one commit per batch of a worker's claim loop. Rows with
+/// The claim and the completion of the runs `$ids` (with their `$fences`), in one statement: one round trip and one commit per batch of a worker's claim loop. Rows with
 /// `done` true only name a completed job. The two parts touch different rows (running ones,
 /// available ones), so neither needs to see the other's changes.
-pub(crate) const PG_COMPLETE_AND_CLAIM: &str = concat!(
+const PG_COMPLETE_AND_CLAIM: &str = concat!(
     "WITH done AS (",
-    pg_complete_many!("$7", "$8"),
+    pg_complete_many!("$ids", "$fences"),
     "), claimed AS (WITH ",
     pg_claim!(),
     ")
@@ -95,32 +92,32 @@ pub(crate) const PG_COMPLETE_AND_CLAIM: &str = concat!(
 /// `queues, step, limit, now`: moves up to `limit` available jobs of each priority level of
 /// `queues` up one level for each `step` they have waited since their run time (never below
 /// 0); returns how many it moved.
-pub(super) const AGE: Both = Both {
+pub(super) static AGE: Named = Named::new(Both {
     // Reads each level of each queue from `errand_jobs_available`, oldest first.
     postgres: "UPDATE errand_jobs j
         SET base_priority = COALESCE(j.base_priority, j.priority),
-            priority = GREATEST(0, COALESCE(j.base_priority, j.priority) - (errand_now_ms() - j.run_at) / $2)
+            priority = GREATEST(0, COALESCE(j.base_priority, j.priority) - (errand_now_ms() - j.run_at) / $step)
         FROM (
-            SELECT a.id FROM unnest($1::text[]) AS q(queue)
+            SELECT a.id FROM unnest($queues::text[]) AS q(queue)
             CROSS JOIN generate_series(1, 9) AS p(priority)
             CROSS JOIN LATERAL (
                 SELECT id FROM errand_jobs
                 WHERE queue = q.queue AND state = 'available' AND priority = p.priority
-                  AND run_at <= errand_now_ms() - $2
-                  AND COALESCE(base_priority, priority) - (errand_now_ms() - run_at) / $2 < priority
-                ORDER BY run_at LIMIT $3
+                  AND run_at <= errand_now_ms() - $step
+                  AND COALESCE(base_priority, priority) - (errand_now_ms() - run_at) / $step < priority
+                ORDER BY run_at LIMIT $limit
                 FOR UPDATE SKIP LOCKED) a
         ) aged
         WHERE j.id = aged.id",
     sqlite: "UPDATE errand_jobs
         SET base_priority = COALESCE(base_priority, priority),
-            priority = max(0, COALESCE(base_priority, priority) - (?4 - run_at) / ?2)
+            priority = max(0, COALESCE(base_priority, priority) - ($now - run_at) / $step)
         WHERE id IN (SELECT id FROM errand_jobs
-                     WHERE queue IN (SELECT value FROM json_each(?1)) AND state = 'available'
-                       AND priority > 0 AND run_at <= ?4 - ?2
-                       AND COALESCE(base_priority, priority) - (?4 - run_at) / ?2 < priority
-                     LIMIT ?3)",
-};
+                     WHERE queue IN (SELECT value FROM json_each($queues)) AND state = 'available'
+                       AND priority > 0 AND run_at <= $now - $step
+                       AND COALESCE(base_priority, priority) - ($now - run_at) / $step < priority
+                     LIMIT $limit)",
+});
 
 impl<D: Dialect> SqlStore<D> {
     /// Ages the available jobs of `queues`: one priority level up per `step` waited.
@@ -132,13 +129,8 @@ impl<D: Dialect> SqlStore<D> {
     ) -> Result<u64, Error> {
         let op = || format!("age the priorities of {queues:?}");
         let step = duration_millis(step).max(1);
-        let age = values![
-            Value::Texts(queues.to_vec()),
-            step,
-            count(limit),
-            Value::Now
-        ];
-        self.execute(AGE.of::<D>(), age, op).await
+        let age = params![queues: Value::Texts(queues.to_vec()), step, limit: count(limit), now: Value::Now];
+        self.run(&AGE, age, op).await
     }
 }
 
@@ -176,10 +168,10 @@ impl<D: Dialect> SqlStore<D> {
                 claimed,
             });
         }
-        if let (Some(sql), true) = (COMPLETE_AND_CLAIM.of::<D>(), D::CLAIMS_ALL_QUEUES) {
+        if D::CLAIMS_ALL_QUEUES {
             let mut values = claim_values(wanted, kinds, worker, lease);
             values.extend(completion_values(done));
-            let rows = self.fetch_hot(sql, values, op).await?;
+            let rows = self.rows_hot(&COMPLETE_AND_CLAIM, values, op).await?;
             let mut exchange = Exchange::default();
             let mut claimed = Vec::new();
             for row in &rows {
@@ -194,12 +186,8 @@ impl<D: Dialect> SqlStore<D> {
             return Ok(exchange);
         }
         let mut tx = self.hot.begin().await.map_err(|e| op_error::<D>(op(), e))?;
-        let rows = D::fetch(
-            &mut tx,
-            super::runs::COMPLETE_MANY.of::<D>(),
-            completion_values(done),
-            &self.clock,
-        );
+        let rows =
+            super::runs::COMPLETE_MANY.fetch::<D>(&mut tx, completion_values(done), &self.clock);
         let rows = rows.await.map_err(|e| op_error::<D>(op(), e))?;
         let completed = completed_ids(&rows).map_err(|e| op_error::<D>(op(), e))?;
         let claimed = claim::<D>(&mut tx, wanted, kinds, worker, lease, &self.clock).await?;
@@ -255,14 +243,14 @@ pub(crate) fn claim_values<'a>(
     kinds: &[&'a str],
     worker: &'a str,
     lease: Duration,
-) -> Vec<Value<'a>> {
-    vec![
-        Value::Texts(wanted.iter().map(|(queue, _)| *queue).collect()),
-        Value::Ints(wanted.iter().map(|(_, n)| count(*n)).collect()),
-        Value::Lease(lease),
-        worker.into(),
-        Value::Texts(kinds.to_vec()),
-        Value::Now,
+) -> Vec<(&'static str, Value<'a>)> {
+    params![
+        queues: Value::Texts(wanted.iter().map(|(queue, _)| *queue).collect()),
+        limits: Value::Ints(wanted.iter().map(|(_, n)| count(*n)).collect()),
+        lease: Value::Lease(lease),
+        worker,
+        kinds: Value::Texts(kinds.to_vec()),
+        now: Value::Now,
     ]
 }
 
@@ -285,12 +273,7 @@ pub(crate) fn claim<'c, D: Dialect>(
         let mut claimed = Vec::new();
         for group in groups {
             let op = claim_op(group);
-            let rows = D::fetch(
-                conn,
-                CLAIM.of::<D>(),
-                claim_values(group, kinds, worker, lease),
-                clock,
-            );
+            let rows = CLAIM.fetch::<D>(conn, claim_values(group, kinds, worker, lease), clock);
             let rows = rows.await.map_err(|e| op_error::<D>(op(), e))?;
             for row in &rows {
                 claimed.push(claimed_row(row).map_err(|e| op_error::<D>(op(), e))?);

@@ -2,8 +2,8 @@
 //! `DeadQuery`; and the delivery of each death to the death handlers, claimed for a window so
 //! that a handler whose worker crashed is called again.
 
-use super::Both;
 use super::{count, named, op_error, Dialect, SqlRow, SqlStore, Value};
+use super::{Both, Named};
 use crate::error::Error;
 use crate::info::{duration_millis, JobInfo};
 use crate::job::JobId;
@@ -12,7 +12,7 @@ use std::time::Duration;
 
 /// The filter's five, then `now`: retries the dead jobs it picks, but those whose death
 /// was acted on (`death_settled!`).
-pub(super) const RETRY_DEAD: Both = Both {
+pub(super) static RETRY_DEAD: Named = Named::new(Both {
     // A job unique until executed takes its key back, and is retried only while no other job
     // holds that key (otherwise it would run beside its duplicate); of several dead jobs with
     // one key, a bulk retry takes the oldest.
@@ -29,7 +29,7 @@ pub(super) const RETRY_DEAD: Both = Both {
           AND NOT (COALESCE(unique_strategy, '') IN ('until_executing', 'until_executed') AND (
               EXISTS (SELECT 1 FROM errand_jobs held
                       WHERE held.kind = errand_jobs.kind AND held.unique_key = errand_jobs.idempotency_key)
-              OR ($1::bigint IS NULL AND EXISTS (
+              OR ($id::bigint IS NULL AND EXISTS (
                   SELECT 1 FROM errand_jobs twin
                   WHERE twin.kind = errand_jobs.kind AND twin.idempotency_key = errand_jobs.idempotency_key
                     AND twin.state = 'dead' AND twin.id < errand_jobs.id))))
@@ -40,7 +40,7 @@ pub(super) const RETRY_DEAD: Both = Both {
     // As PostgreSQL's: the key comes back only while no other job holds it.
     sqlite: concat!(
         "UPDATE errand_jobs
-        SET state = 'available', attempt = 0, run_at = ?6, finished_at = NULL, lease_until = NULL,
+        SET state = 'available', attempt = 0, run_at = $now, finished_at = NULL, lease_until = NULL,
             death_pending = 0, death_until = NULL, death_deliveries = 0, cancel_requested = 0,
             unique_key = CASE WHEN unique_strategy IN ('until_executing', 'until_executed')
                               THEN idempotency_key ELSE unique_key END
@@ -50,7 +50,7 @@ pub(super) const RETRY_DEAD: Both = Both {
           AND NOT (COALESCE(unique_strategy, '') IN ('until_executing', 'until_executed') AND (
               EXISTS (SELECT 1 FROM errand_jobs held
                       WHERE held.kind = errand_jobs.kind AND held.unique_key = errand_jobs.idempotency_key)
-              OR (?1 IS NULL AND EXISTS (
+              OR ($id IS NULL AND EXISTS (
                   SELECT 1 FROM errand_jobs twin
                   WHERE twin.kind = errand_jobs.kind AND twin.idempotency_key = errand_jobs.idempotency_key
                     AND twin.state = 'dead' AND twin.id < errand_jobs.id))))
@@ -58,11 +58,11 @@ pub(super) const RETRY_DEAD: Both = Both {
         death_settled!(),
         ")"
     ),
-};
+});
 
 /// The filter's five: how many of the dead jobs it picks a retry refuses, their death
 /// having been acted on.
-pub(super) const REFUSED_DEAD: Both = Both {
+pub(super) static REFUSED_DEAD: Named = Named::new(Both {
     postgres: concat!(
         "SELECT count(*) FROM errand_jobs WHERE ",
         pg_dead_filter!(),
@@ -75,34 +75,34 @@ pub(super) const REFUSED_DEAD: Both = Both {
         " AND ",
         death_settled!()
     ),
-};
+});
 
 /// The filter's five.
-pub(super) const DELETE_DEAD: Both = Both {
+pub(super) static DELETE_DEAD: Named = Named::new(Both {
     postgres: concat!("DELETE FROM errand_jobs WHERE ", pg_dead_filter!()),
     sqlite: concat!("DELETE FROM errand_jobs WHERE ", lite_dead_filter!()),
-};
+});
 
 /// `limit, lease, now`: leases pending deaths; returns `id, deliveries`.
-pub(super) const CLAIM_DEATHS: Both = Both {
+pub(super) static CLAIM_DEATHS: Named = Named::new(Both {
     postgres: "UPDATE errand_jobs
-        SET death_until = errand_now_ms() + $2, death_deliveries = death_deliveries + 1
+        SET death_until = errand_now_ms() + $window, death_deliveries = death_deliveries + 1
         WHERE id IN (SELECT id FROM errand_jobs
                      WHERE death_pending AND (death_until IS NULL OR death_until < errand_now_ms())
-                     ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+                     ORDER BY id LIMIT $limit FOR UPDATE SKIP LOCKED)
         RETURNING id, death_deliveries::bigint",
-    sqlite: "UPDATE errand_jobs SET death_until = ?3 + ?2, death_deliveries = death_deliveries + 1
+    sqlite: "UPDATE errand_jobs SET death_until = $now + $window, death_deliveries = death_deliveries + 1
         WHERE id IN (SELECT id FROM errand_jobs
-                     WHERE death_pending = 1 AND (death_until IS NULL OR death_until < ?3)
-                     ORDER BY id LIMIT ?1)
+                     WHERE death_pending = 1 AND (death_until IS NULL OR death_until < $now)
+                     ORDER BY id LIMIT $limit)
         RETURNING id, death_deliveries",
-};
+});
 
 /// `id`.
-pub(super) const DEATH_DELIVERED: Both = Both {
-    postgres: "UPDATE errand_jobs SET death_pending = false, death_until = NULL WHERE id = $1",
-    sqlite: "UPDATE errand_jobs SET death_pending = 0, death_until = NULL WHERE id = ?1",
-};
+pub(super) static DEATH_DELIVERED: Named = Named::new(Both {
+    postgres: "UPDATE errand_jobs SET death_pending = false, death_until = NULL WHERE id = $id",
+    sqlite: "UPDATE errand_jobs SET death_pending = 0, death_until = NULL WHERE id = $id",
+});
 
 impl<D: Dialect> SqlStore<D> {
     pub(crate) async fn claim_deaths(
@@ -111,8 +111,8 @@ impl<D: Dialect> SqlStore<D> {
         lease: Duration,
     ) -> Result<Vec<(JobInfo, u32)>, Error> {
         let op = named("claim deaths for their handlers");
-        let claim = values![count(limit), duration_millis(lease), Value::Wall];
-        let rows = self.fetch(CLAIM_DEATHS.of::<D>(), claim, op).await?;
+        let claim = params![limit: count(limit), window: duration_millis(lease), now: Value::Wall];
+        let rows = self.rows(&CLAIM_DEATHS, claim, op).await?;
         let mut deaths = Vec::with_capacity(rows.len());
         for row in rows {
             let (id, deliveries) = {
@@ -128,23 +128,20 @@ impl<D: Dialect> SqlStore<D> {
 
     pub(crate) async fn death_delivered(&self, id: JobId) -> Result<(), Error> {
         let op = || format!("mark the death of job {id} delivered");
-        self.execute(DEATH_DELIVERED.of::<D>(), values![id.get()], op)
+        self.run(&DEATH_DELIVERED, params![id: id.get()], op)
             .await?;
         Ok(())
     }
 
     pub(crate) async fn retry_dead(&self, filter: &DeadQuery) -> Result<u64, Error> {
         let mut retry = dead_values(filter);
-        retry.push(Value::Now);
-        self.execute(RETRY_DEAD.of::<D>(), retry, named("retry dead jobs"))
-            .await
+        retry.push(("now", Value::Now));
+        self.run(&RETRY_DEAD, retry, named("retry dead jobs")).await
     }
 
     pub(crate) async fn refused_dead(&self, filter: &DeadQuery) -> Result<u64, Error> {
         let op = named("count the dead jobs a retry refuses");
-        let rows = self
-            .fetch(REFUSED_DEAD.of::<D>(), dead_values(filter), op)
-            .await?;
+        let rows = self.rows(&REFUSED_DEAD, dead_values(filter), op).await?;
         let count = match rows.first() {
             Some(row) => row.int(0).map_err(|e| op_error::<D>(op(), e))?,
             None => 0,
@@ -154,18 +151,18 @@ impl<D: Dialect> SqlStore<D> {
 
     pub(crate) async fn delete_dead(&self, filter: &DeadQuery) -> Result<u64, Error> {
         let delete = dead_values(filter);
-        self.execute(DELETE_DEAD.of::<D>(), delete, named("delete dead jobs"))
+        self.run(&DELETE_DEAD, delete, named("delete dead jobs"))
             .await
     }
 }
 
 /// The dead-set filter's five parameters.
-pub(crate) fn dead_values(filter: &DeadQuery) -> Vec<Value<'_>> {
-    values![
-        filter.id.map(JobId::get),
-        filter.kind.as_deref(),
-        filter.queue.as_deref(),
-        filter.after_ms,
-        filter.before_ms,
+pub(crate) fn dead_values(filter: &DeadQuery) -> Vec<(&'static str, Value<'_>)> {
+    params![
+        id: filter.id.map(JobId::get),
+        kind: filter.kind.as_deref(),
+        queue: filter.queue.as_deref(),
+        after: filter.after_ms,
+        before: filter.before_ms,
     ]
 }

@@ -229,8 +229,9 @@ pub(crate) fn insert<'a, D: Dialect>(
                 worker: String::new(),
             };
             let error = encode_error::<D>(id, &error)?;
-            let cancel = values![id.get(), error.as_str(), Value::Now];
-            D::execute(conn, super::cancels::CANCEL.of::<D>(), cancel, clock)
+            let cancel = params![id: id.get(), error: error.as_str(), now: Value::Now];
+            super::cancels::CANCEL
+                .execute::<D>(conn, cancel, clock)
                 .await
                 .map_err(op)?;
         }

@@ -2,7 +2,7 @@
 //! most urgent before any key's second, the key served longest ago first.
 
 use super::claims::claimed_row;
-use super::{count, op_error, Both, Dialect, SqlRow, SqlStore, Value};
+use super::{count, op_error, Both, Dialect, Named, SqlRow, SqlStore, Value};
 use crate::error::Error;
 use crate::store::Claimed;
 
@@ -10,17 +10,17 @@ use crate::store::Claimed;
 /// fair `kinds` from `queue`, taking each `fair_key`'s jobs in turn (every key's most urgent
 /// before any key's second; among keys, the one served longest ago first), returning what
 /// `CLAIM` returns and the job's `fair_key`.
-pub(super) const CLAIM_FAIR: Both = Both {
+pub(super) static CLAIM_FAIR: Named = Named::new(Both {
     // The distinct keys are read by skipping through `errand_jobs_fair` (a recursive CTE:
     // one index probe per key), then each key's first jobs from the same index.
     postgres: concat!(
-        "WITH RECURSIVE keys AS (
+        concat!(concat!("WITH RECURSIVE keys AS (
             (SELECT fair_key FROM errand_jobs
-             WHERE queue = $1 AND state = 'available' AND fair_key IS NOT NULL
+             WHERE queue = $queue AND state = 'available' AND fair_key IS NOT NULL
              ORDER BY fair_key LIMIT 1)
             UNION ALL
             SELECT (SELECT j.fair_key FROM errand_jobs j
-                    WHERE j.queue = $1 AND j.state = 'available' AND j.fair_key IS NOT NULL
+                    WHERE j.queue = $queue AND j.state = 'available' AND j.fair_key IS NOT NULL
                       AND j.fair_key > k.fair_key
                     ORDER BY j.fair_key LIMIT 1)
             FROM keys k WHERE k.fair_key IS NOT NULL
@@ -29,38 +29,37 @@ pub(super) const CLAIM_FAIR: Both = Both {
                    row_number() OVER (PARTITION BY h.fair_key ORDER BY h.priority, h.run_at, h.id) AS turn
             FROM keys k CROSS JOIN LATERAL (
                 SELECT id, fair_key, priority, run_at FROM errand_jobs
-                WHERE queue = $1 AND state = 'available' AND fair_key = k.fair_key AND kind = ANY($3)
-                  AND (expires_at IS NULL OR expires_at > errand_now_ms())
-                ORDER BY priority, run_at, id LIMIT $2) h
-            LEFT JOIN errand_fair_turns t ON t.queue = $1 AND t.fair_key = h.fair_key
+                WHERE queue = $queue AND state = 'available' AND fair_key = k.fair_key AND kind = ANY($kinds)
+                  AND ", unexpired!("errand_now_ms()"), "
+                ORDER BY priority, run_at, id LIMIT $limit) h
+            LEFT JOIN errand_fair_turns t ON t.queue = $queue AND t.fair_key = h.fair_key
             WHERE k.fair_key IS NOT NULL
         ), picked AS (
             SELECT id FROM errand_jobs
             WHERE id IN (SELECT id FROM heads
-                         ORDER BY turn, served_at NULLS FIRST, priority, run_at, id LIMIT $2)
+                         ORDER BY turn, served_at NULLS FIRST, priority, run_at, id LIMIT $limit)
               AND state = 'available'
-              AND NOT EXISTS (SELECT 1 FROM errand_queues p
-                              WHERE p.queue = $1 AND p.paused_at IS NOT NULL)
+              AND NOT "), paused!("$queue"), "
             FOR UPDATE SKIP LOCKED
         )
-        UPDATE errand_jobs ",
-        pg_claim_set!("$4", "$5"),
+        UPDATE errand_jobs "),
+        pg_claim_set!("$lease", "$worker"),
         " WHERE id IN (SELECT id FROM picked) ",
         pg_claim_returning!(),
         ", fair_key"
     ),
     sqlite: concat!(
         "UPDATE errand_jobs ",
-        lite_claim_set!("?6", "?4", "?5"),
-        "
+        lite_claim_set!("$now", "$lease", "$worker"),
+        concat!(concat!("
         WHERE id IN (
             WITH RECURSIVE keys(fair_key) AS (
                 SELECT (SELECT fair_key FROM errand_jobs
-                        WHERE queue = ?1 AND state = 'available' AND fair_key IS NOT NULL
+                        WHERE queue = $queue AND state = 'available' AND fair_key IS NOT NULL
                         ORDER BY fair_key LIMIT 1)
                 UNION ALL
                 SELECT (SELECT j.fair_key FROM errand_jobs j
-                        WHERE j.queue = ?1 AND j.state = 'available' AND j.fair_key IS NOT NULL
+                        WHERE j.queue = $queue AND j.state = 'available' AND j.fair_key IS NOT NULL
                           AND j.fair_key > k.fair_key
                         ORDER BY j.fair_key LIMIT 1)
                 FROM keys k WHERE k.fair_key IS NOT NULL
@@ -69,33 +68,32 @@ pub(super) const CLAIM_FAIR: Both = Both {
                        row_number() OVER (PARTITION BY j.fair_key ORDER BY j.priority, j.run_at, j.id) AS turn
                 FROM keys k JOIN errand_jobs j ON j.id IN (
                     SELECT id FROM errand_jobs
-                    WHERE queue = ?1 AND state = 'available' AND fair_key = k.fair_key
-                      AND kind IN (SELECT value FROM json_each(?3))
-                      AND (expires_at IS NULL OR expires_at > ?6)
+                    WHERE queue = $queue AND state = 'available' AND fair_key = k.fair_key
+                      AND kind IN (SELECT value FROM json_each($kinds))
+                      AND ", unexpired!("$now"), "
                     ORDER BY priority, run_at, id
-                    LIMIT ?2)
+                    LIMIT $limit)
                 WHERE k.fair_key IS NOT NULL
-                  AND NOT EXISTS (SELECT 1 FROM errand_queues p
-                                  WHERE p.queue = ?1 AND p.paused_at IS NOT NULL)
+                  AND NOT "), paused!("$queue"), "
             )
             SELECT h.id FROM heads h
-            LEFT JOIN errand_fair_turns t ON t.queue = ?1 AND t.fair_key = h.fair_key
+            LEFT JOIN errand_fair_turns t ON t.queue = $queue AND t.fair_key = h.fair_key
             ORDER BY h.turn, t.served_at NULLS FIRST, h.priority, h.run_at, h.id
-            LIMIT ?2) ",
+            LIMIT $limit) "),
         lite_claim_returning!(),
         ", fair_key"
     ),
-};
+});
 
 /// `queue, keys, now`: records that these keys were served now.
-pub(super) const FAIR_SERVED: Both = Both {
+pub(super) static FAIR_SERVED: Named = Named::new(Both {
     postgres: "INSERT INTO errand_fair_turns (queue, fair_key, served_at)
-        SELECT $1, k, errand_now_ms() FROM unnest($2::text[]) AS k
+        SELECT $queue, k, errand_now_ms() FROM unnest($keys::text[]) AS k
         ON CONFLICT (queue, fair_key) DO UPDATE SET served_at = EXCLUDED.served_at",
     sqlite: "INSERT INTO errand_fair_turns (queue, fair_key, served_at)
-        SELECT ?1, value, ?3 FROM json_each(?2) WHERE true
+        SELECT $queue, value, $now FROM json_each($keys) WHERE true
         ON CONFLICT (queue, fair_key) DO UPDATE SET served_at = excluded.served_at",
-};
+});
 
 impl<D: Dialect> SqlStore<D> {
     /// Claims up to `room` available jobs of the fair `kinds` from `queue`, each key's in turn.
@@ -108,17 +106,11 @@ impl<D: Dialect> SqlStore<D> {
         lease: std::time::Duration,
     ) -> Result<Vec<Claimed>, Error> {
         let op = || format!("claim fair jobs from `{queue}`");
-        let claim = values![
-            queue,
-            count(room),
-            Value::Texts(kinds.to_vec()),
-            Value::Lease(lease),
-            worker,
-            Value::Now,
-        ];
+        let claim = params![queue, limit: count(room), kinds: Value::Texts(kinds.to_vec()), lease: Value::Lease(lease), worker, now: Value::Now];
         let err = |e| op_error::<D>(op(), e);
         let mut tx = self.begin_write().await?;
-        let rows = D::fetch(&mut tx, CLAIM_FAIR.of::<D>(), claim, &self.clock)
+        let rows = CLAIM_FAIR
+            .fetch::<D>(&mut tx, claim, &self.clock)
             .await
             .map_err(err)?;
         let mut claimed = Vec::with_capacity(rows.len());
@@ -130,8 +122,9 @@ impl<D: Dialect> SqlStore<D> {
         keys.sort_unstable();
         keys.dedup();
         if !keys.is_empty() {
-            let served = values![queue, Value::Texts(keys), Value::Now];
-            D::execute(&mut tx, FAIR_SERVED.of::<D>(), served, &self.clock)
+            let served = params![queue, keys: Value::Texts(keys), now: Value::Now];
+            FAIR_SERVED
+                .execute::<D>(&mut tx, served, &self.clock)
                 .await
                 .map_err(err)?;
         }

@@ -3,31 +3,38 @@
 //! side; a piece without a prefix is the same text on both. Declared first in `sql`, so that
 //! every statement file after it can use them.
 
-/// Claims, for each queue `$1[i]`, up to `$2[i]` available jobs of the kinds `$5`, most urgent
-/// first, for worker `$4` with a lease of `$3` ms: a `picked` CTE, then the update. It reads
-/// only the `errand_jobs_plain` index: jobs waiting for their time are not in it (see
-/// `due`), nor jobs with a limit or fair key, which other claims take. A
-/// paused queue gives nothing; a job past its deadline is left for `due`.
+/// Claims, for each queue `$queues[i]`, up to `$limits[i]` available jobs of the kinds
+/// `$kinds`, most urgent first, for worker `$worker` with a lease of `$lease` ms: a `picked`
+/// CTE, then the update. It reads only the `errand_jobs_plain` index: jobs waiting for their
+/// time are not in it (see `due`), nor jobs with a limit or fair key, which other claims take.
+/// A paused queue gives nothing; a job past its deadline is left for `due`.
 macro_rules! pg_claim {
     () => {
         concat!(
-            "picked AS (
+            concat!(
+                concat!(
+                    "picked AS (
              SELECT j.id
-             FROM unnest($1::text[], $2::bigint[]) AS w(queue, n)
+             FROM unnest($queues::text[], $limits::bigint[]) AS w(queue, n)
              CROSS JOIN LATERAL (
                  SELECT id FROM errand_jobs
-                 WHERE queue = w.queue AND state = 'available' AND kind = ANY($5)
+                 WHERE queue = w.queue AND state = 'available' AND kind = ANY($kinds)
                    AND limit_key IS NULL AND fair_key IS NULL
-                   AND (expires_at IS NULL OR expires_at > errand_now_ms())
-                   AND NOT EXISTS (SELECT 1 FROM errand_queues p
-                                   WHERE p.queue = w.queue AND p.paused_at IS NOT NULL)
+                   AND ",
+                    unexpired!("errand_now_ms()"),
+                    "
+                   AND NOT "
+                ),
+                paused!("w.queue"),
+                "
                  ORDER BY priority, run_at, id
                  LIMIT w.n
                  FOR UPDATE SKIP LOCKED
              ) j
          )
-         UPDATE errand_jobs ",
-            pg_claim_set!("$3", "$4"),
+         UPDATE errand_jobs "
+            ),
+            pg_claim_set!("$lease", "$worker"),
             " WHERE id IN (SELECT id FROM picked) ",
             pg_claim_returning!()
         )
@@ -248,23 +255,23 @@ macro_rules! lite_append_error {
     };
 }
 
-/// The dead jobs a [`DeadQuery`](crate::store::DeadQuery) picks, binding `$1` id, `$2` kind,
-/// `$3` queue, `$4` died at or after, `$5` died before: a condition whose value is NULL holds.
+/// The dead jobs a [`DeadQuery`](crate::store::DeadQuery) picks: `$id`, `$kind`, `$queue`,
+/// died at or after `$after`, before `$before`; a condition whose value is NULL holds.
 macro_rules! pg_dead_filter {
     () => {
-        "state = 'dead' AND ($1::bigint IS NULL OR id = $1) AND ($2::text IS NULL OR kind = $2)
-         AND ($3::text IS NULL OR queue = $3) AND ($4::bigint IS NULL OR finished_at >= $4)
-         AND ($5::bigint IS NULL OR finished_at < $5)"
+        "state = 'dead' AND ($id::bigint IS NULL OR id = $id)
+         AND ($kind::text IS NULL OR kind = $kind) AND ($queue::text IS NULL OR queue = $queue)
+         AND ($after::bigint IS NULL OR finished_at >= $after)
+         AND ($before::bigint IS NULL OR finished_at < $before)"
     };
 }
 
-/// The dead jobs a [`DeadQuery`](crate::store::DeadQuery) picks, binding `?1` id, `?2` kind,
-/// `?3` queue, `?4` died at or after, `?5` died before: a condition whose value is NULL holds.
+/// The dead jobs a [`DeadQuery`](crate::store::DeadQuery) picks, as [`pg_dead_filter!`].
 macro_rules! lite_dead_filter {
     () => {
-        "state = 'dead' AND (?1 IS NULL OR id = ?1) AND (?2 IS NULL OR kind = ?2)
-         AND (?3 IS NULL OR queue = ?3) AND (?4 IS NULL OR finished_at >= ?4)
-         AND (?5 IS NULL OR finished_at < ?5)"
+        "state = 'dead' AND ($id IS NULL OR id = $id) AND ($kind IS NULL OR kind = $kind)
+         AND ($queue IS NULL OR queue = $queue) AND ($after IS NULL OR finished_at >= $after)
+         AND ($before IS NULL OR finished_at < $before)"
     };
 }
 
@@ -298,5 +305,26 @@ macro_rules! lite_select_job {
         "SELECT id, kind, queue, args, state, priority, attempt, max_attempts, idempotency_key,
          run_at, created_at, attempted_at, finished_at, errors, tags, meta, timeout_ms, expires_at,
          workflow_id, step FROM errand_jobs"
+    };
+}
+
+/// The rule of paused queues: holds when the queue `$queue` (SQL naming it) is paused, so
+/// that no job of it is claimed, buried or started. `NOT paused!(..)` in a claim's search.
+macro_rules! paused {
+    ($queue:literal) => {
+        concat!(
+            "EXISTS (SELECT 1 FROM errand_queues p WHERE p.queue = ",
+            $queue,
+            " AND p.paused_at IS NOT NULL)"
+        )
+    };
+}
+
+/// The rule of deadlines: holds when a job has none or it has not passed at `$now` (SQL for
+/// the time), so that a job past its deadline is never claimed (the expiry sweep in `due`
+/// cancels it instead).
+macro_rules! unexpired {
+    ($now:literal) => {
+        concat!("(expires_at IS NULL OR expires_at > ", $now, ")")
     };
 }

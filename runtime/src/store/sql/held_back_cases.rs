@@ -75,8 +75,8 @@ pub(crate) const PAUSE: &str =
 /// the index it must read.
 pub(crate) struct Case {
     pub(crate) name: &'static str,
-    pub(crate) sql: &'static str,
-    pub(crate) values: Vec<super::Value<'static>>,
+    pub(crate) statement: &'static super::Named,
+    pub(crate) values: Vec<(&'static str, super::Value<'static>)>,
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) rows: u64,
     pub(crate) index: &'static str,
@@ -92,44 +92,22 @@ pub(crate) fn claims<D: super::Dialect>() -> Vec<Case> {
     let mut cases = vec![
         Case {
             name: "plain claim",
-            sql: super::claims::CLAIM.of::<D>(),
-            values: vec![
-                queues(),
-                Value::Ints(vec![100, 100]),
-                lease(),
-                Value::from("plan-test"),
-                Value::Texts(vec!["plain"]),
-                Value::Now,
-            ],
+            statement: &super::claims::CLAIM,
+            values: super::params![queues: queues(), limits: Value::Ints(vec![100, 100]), lease: lease(), worker: Value::from("plan-test"), kinds: Value::Texts(vec!["plain"]), now: Value::Now],
             rows: 10,
             index: "errand_jobs_plain",
         },
         Case {
             name: "limited claim's search",
-            sql: super::limits::LIMIT_CANDIDATES.of::<D>(),
-            values: vec![
-                queues(),
-                Value::Texts(vec!["limited"]),
-                Value::OptInts(vec![Some(1)]),
-                Value::OptInts(vec![None]),
-                Value::OptInts(vec![None]),
-                Value::from(400),
-                Value::Now,
-            ],
+            statement: &super::limits::LIMIT_CANDIDATES,
+            values: super::params![queues: queues(), kinds: Value::Texts(vec!["limited"]), max_running: Value::OptInts(vec![Some(1)]), max_starts: Value::OptInts(vec![None]), windows: Value::OptInts(vec![None]), scan: Value::from(400), now: Value::Now],
             rows: 0,
             index: "errand_jobs_limited",
         },
         Case {
             name: "fair claim",
-            sql: super::fairness::CLAIM_FAIR.of::<D>(),
-            values: vec![
-                Value::from("q"),
-                Value::from(10),
-                Value::Texts(vec!["fair"]),
-                lease(),
-                Value::from("plan-test"),
-                Value::Now,
-            ],
+            statement: &super::fairness::CLAIM_FAIR,
+            values: super::params![queue: Value::from("q"), limit: Value::from(10), kinds: Value::Texts(vec!["fair"]), lease: lease(), worker: Value::from("plan-test"), now: Value::Now],
             // The tenant's first jobs, one a turn.
             rows: 10,
             index: "errand_jobs_fair",
@@ -137,14 +115,8 @@ pub(crate) fn claims<D: super::Dialect>() -> Vec<Case> {
         Case {
             // Every 30 s on every worker: the jobs of plain kinds that carry keys.
             name: "adoption's search of plain kinds",
-            sql: super::kinds::UNKEYED.of::<D>(),
-            values: vec![
-                Value::Texts(Vec::new()),
-                Value::Texts(Vec::new()),
-                Value::Texts(Vec::new()),
-                Value::Texts(vec!["plain"]),
-                Value::from(500),
-            ],
+            statement: &super::kinds::UNKEYED,
+            values: super::params![kinds: Value::Texts(Vec::new()), fair_kinds: Value::Texts(Vec::new()), limited_kinds: Value::Texts(Vec::new()), plain_kinds: Value::Texts(vec!["plain"]), limit: Value::from(500)],
             rows: 0,
             index: "errand_jobs_keyed",
         },
@@ -153,20 +125,8 @@ pub(crate) fn claims<D: super::Dialect>() -> Vec<Case> {
             // (here every kind is known but `plain`'s; its jobs are due for a second, the
             // grace a minute).
             name: "burial of unknown kinds",
-            sql: super::maintenance::BURY_UNKNOWN.of::<D>(),
-            values: vec![
-                Value::from(60_000),
-                queues(),
-                Value::Texts(vec!["limited", "fair"]),
-                Value::from("no worker knows `"),
-                Value::from("`"),
-                Value::from(25),
-                Value::from(5),
-                Value::from("plan-test"),
-                Value::Now,
-                Value::from(60_000),
-                Value::from(1000),
-            ],
+            statement: &super::maintenance::BURY_UNKNOWN,
+            values: super::params![grace: Value::from(60_000), queues: queues(), kinds: Value::Texts(vec!["limited", "fair"]), message_before: Value::from("no worker knows `"), message_after: Value::from("`"), max_errors: Value::from(25), keep_first: Value::from(5), worker: Value::from("plan-test"), now: Value::Now, live: Value::from(60_000), limit: Value::from(1000)],
             rows: 0,
             index: "errand_jobs_available_kinds",
         },
@@ -175,8 +135,8 @@ pub(crate) fn claims<D: super::Dialect>() -> Vec<Case> {
     if D::STORE == "postgres" {
         cases.push(Case {
             name: "promotion (with the expiry sweep and the next due)",
-            sql: super::due::PROMOTE_POSTGRES,
-            values: vec![Value::from(1000), error()],
+            statement: &super::due::PROMOTE_POSTGRES,
+            values: super::params![limit: Value::from(1000), error: error()],
             rows: 1,
             index: "errand_jobs_due",
         });
@@ -184,22 +144,22 @@ pub(crate) fn claims<D: super::Dialect>() -> Vec<Case> {
         cases.extend([
             Case {
                 name: "promotion",
-                sql: super::due::PROMOTE_SQLITE,
-                values: vec![Value::from(1000), Value::Now],
+                statement: &super::due::PROMOTE_SQLITE,
+                values: super::params![limit: Value::from(1000), now: Value::Now],
                 rows: 0,
                 index: "errand_jobs_due",
             },
             Case {
                 name: "expiry sweep",
-                sql: super::due::EXPIRE_SQLITE,
-                values: vec![Value::from(1000), error(), Value::Now],
+                statement: &super::due::EXPIRE_SQLITE,
+                values: super::params![limit: Value::from(1000), error: error(), now: Value::Now],
                 rows: 0,
                 index: "errand_jobs_expiring",
             },
             Case {
                 name: "next due",
-                sql: super::due::NEXT_DUE_SQLITE,
-                values: vec![Value::Now],
+                statement: &super::due::NEXT_DUE_SQLITE,
+                values: super::params![now: Value::Now],
                 rows: 1,
                 index: "errand_jobs_due",
             },

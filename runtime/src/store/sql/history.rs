@@ -1,32 +1,32 @@
 //! What finished when: the jobs that completed, died or were cancelled, per minute.
 
-use super::Both;
-use super::{named, op_error, Dialect, SqlRow, SqlStore, Value};
+use super::{named, op_error, Dialect, SqlRow, SqlStore};
+use super::{Both, Named};
 use crate::error::Error;
 use crate::query::Throughput;
 
 /// `since`: `state, minute, count` of the jobs that finished (completed, died, were
 /// cancelled) at or after `since` (ms), per minute (its start, in ms).
-pub(super) const FINISHED_PER_MINUTE: Both = Both {
+pub(super) static FINISHED_PER_MINUTE: Named = Named::new(Both {
     // One aggregate per state, each over its range of the finished index (state,
     // finished_at): hashed, not one sort of every job finished in the window.
     postgres: "SELECT 'completed', (finished_at / 60000) * 60000 AS minute, count(*) FROM errand_jobs
-        WHERE state = 'completed' AND finished_at >= $1 GROUP BY minute
+        WHERE state = 'completed' AND finished_at >= $since GROUP BY minute
         UNION ALL SELECT 'dead', (finished_at / 60000) * 60000 AS minute, count(*) FROM errand_jobs
-        WHERE state = 'dead' AND finished_at >= $1 GROUP BY minute
+        WHERE state = 'dead' AND finished_at >= $since GROUP BY minute
         UNION ALL SELECT 'cancelled', (finished_at / 60000) * 60000 AS minute, count(*) FROM errand_jobs
-        WHERE state = 'cancelled' AND finished_at >= $1 GROUP BY minute
+        WHERE state = 'cancelled' AND finished_at >= $since GROUP BY minute
         ORDER BY minute",
     // One aggregate per state, each over its range of the finished index (state,
     // finished_at): hashed, not one sort of every job finished in the window.
     sqlite: "SELECT 'completed', (finished_at / 60000) * 60000 AS minute, count(*) FROM errand_jobs
-        WHERE state = 'completed' AND finished_at >= ?1 GROUP BY minute
+        WHERE state = 'completed' AND finished_at >= $since GROUP BY minute
         UNION ALL SELECT 'dead', (finished_at / 60000) * 60000 AS minute, count(*) FROM errand_jobs
-        WHERE state = 'dead' AND finished_at >= ?1 GROUP BY minute
+        WHERE state = 'dead' AND finished_at >= $since GROUP BY minute
         UNION ALL SELECT 'cancelled', (finished_at / 60000) * 60000 AS minute, count(*) FROM errand_jobs
-        WHERE state = 'cancelled' AND finished_at >= ?1 GROUP BY minute
+        WHERE state = 'cancelled' AND finished_at >= $since GROUP BY minute
         ORDER BY minute",
-};
+});
 
 impl<D: Dialect> SqlStore<D> {
     /// The jobs that finished since `since_ms`, per minute, oldest minute first; minutes in
@@ -34,7 +34,7 @@ impl<D: Dialect> SqlStore<D> {
     pub(crate) async fn throughput(&self, since_ms: i64) -> Result<Vec<Throughput>, Error> {
         let op = named("count the jobs finished per minute");
         let rows = self
-            .fetch(FINISHED_PER_MINUTE.of::<D>(), values![since_ms], op)
+            .rows(&FINISHED_PER_MINUTE, params![since: since_ms], op)
             .await?;
         let mut minutes: Vec<Throughput> = Vec::new();
         for row in &rows {

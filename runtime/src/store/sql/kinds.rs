@@ -8,7 +8,7 @@
 //! their arguments, as its own enqueue would, and writes them (none, for a kind without
 //! options), so that the job runs under the options of the build that claims it.
 
-use super::{count, named, Both, Dialect, SqlRow, SqlStore, Value};
+use super::{count, named, Both, Dialect, Named, SqlRow, SqlStore, Value};
 use crate::error::Error;
 use crate::job::JobId;
 use crate::store::Keys;
@@ -21,50 +21,50 @@ use crate::store::Presence;
 /// part reads the waiting jobs of the fair and limited kinds, through `errand_jobs_kind`.)
 /// SQLite's parts read their index in its order and stop at `limit`: with an `ORDER BY id`,
 /// each would sort every match of its kinds first.
-pub(super) const UNKEYED: Both = Both {
+pub(super) static UNKEYED: Named = Named::new(Both {
     postgres: "(SELECT id, kind, args::text FROM errand_jobs
-         WHERE kind = ANY($1) AND state IN ('available', 'scheduled', 'retryable', 'pending')
-           AND ((fair_key IS NULL AND kind = ANY($2)) OR (limit_key IS NULL AND kind = ANY($3)))
-         ORDER BY id LIMIT $5)
+         WHERE kind = ANY($kinds) AND state IN ('available', 'scheduled', 'retryable', 'pending')
+           AND ((fair_key IS NULL AND kind = ANY($fair_kinds)) OR (limit_key IS NULL AND kind = ANY($limited_kinds)))
+         ORDER BY id LIMIT $limit)
         UNION ALL
-        (SELECT j.id, j.kind, j.args::text FROM unnest($4::text[]) AS k(kind)
+        (SELECT j.id, j.kind, j.args::text FROM unnest($plain_kinds::text[]) AS k(kind)
          CROSS JOIN LATERAL (
              SELECT id, kind, args FROM errand_jobs
              WHERE kind = k.kind AND state IN ('available', 'scheduled', 'retryable', 'pending')
                AND (limit_key IS NOT NULL OR fair_key IS NOT NULL)
-             ORDER BY id LIMIT $5) j
-         ORDER BY j.id LIMIT $5)
-        ORDER BY id LIMIT $5",
+             ORDER BY id LIMIT $limit) j
+         ORDER BY j.id LIMIT $limit)
+        ORDER BY id LIMIT $limit",
     sqlite: "SELECT * FROM (SELECT id, kind, args FROM errand_jobs INDEXED BY errand_jobs_kind
-             WHERE kind IN (SELECT value FROM json_each(?1))
+             WHERE kind IN (SELECT value FROM json_each($kinds))
                AND state IN ('available', 'scheduled', 'retryable', 'pending')
-               AND ((fair_key IS NULL AND kind IN (SELECT value FROM json_each(?2)))
-                    OR (limit_key IS NULL AND kind IN (SELECT value FROM json_each(?3))))
-             LIMIT ?5)
+               AND ((fair_key IS NULL AND kind IN (SELECT value FROM json_each($fair_kinds)))
+                    OR (limit_key IS NULL AND kind IN (SELECT value FROM json_each($limited_kinds))))
+             LIMIT $limit)
         UNION ALL
         SELECT * FROM (SELECT id, kind, args FROM errand_jobs INDEXED BY errand_jobs_keyed
-             WHERE kind IN (SELECT value FROM json_each(?4))
+             WHERE kind IN (SELECT value FROM json_each($plain_kinds))
                AND state IN ('available', 'scheduled', 'retryable', 'pending')
                AND (limit_key IS NOT NULL OR fair_key IS NOT NULL)
-             LIMIT ?5)
-        ORDER BY id LIMIT ?5",
-};
+             LIMIT $limit)
+        ORDER BY id LIMIT $limit",
+});
 
 /// `ids, limit_keys, fair_keys` (parallel): gives each waiting job the keys its kind has
 /// now, and only those.
-const ADOPT: Both = Both {
+static ADOPT: Named = Named::new(Both {
     postgres: "UPDATE errand_jobs j
         SET limit_key = t.limit_key, fair_key = t.fair_key
-        FROM unnest($1::bigint[], $2::text[], $3::text[]) AS t(id, limit_key, fair_key)
+        FROM unnest($ids::bigint[], $limit_keys::text[], $fair_keys::text[]) AS t(id, limit_key, fair_key)
         WHERE j.id = t.id AND j.state IN ('available', 'scheduled', 'retryable', 'pending')",
     sqlite: "UPDATE errand_jobs
         SET limit_key = t.limit_key, fair_key = t.fair_key
         FROM (SELECT i.value AS id, l.value AS limit_key, f.value AS fair_key
-              FROM json_each(?1) i JOIN json_each(?2) l ON l.key = i.key
-              JOIN json_each(?3) f ON f.key = i.key) t
+              FROM json_each($ids) i JOIN json_each($limit_keys) l ON l.key = i.key
+              JOIN json_each($fair_keys) f ON f.key = i.key) t
         WHERE errand_jobs.id = t.id
           AND errand_jobs.state IN ('available', 'scheduled', 'retryable', 'pending')",
-};
+});
 
 impl<D: Dialect> SqlStore<D> {
     /// Up to `limit` waiting jobs of `fair` kinds without a fair key, of `limited` kinds
@@ -79,14 +79,8 @@ impl<D: Dialect> SqlStore<D> {
     ) -> Result<Vec<(JobId, String, String)>, Error> {
         let op = named("find jobs stored without the keys of their kind's options");
         let kinds: Vec<&str> = fair.iter().chain(limited).copied().collect();
-        let find = values![
-            Value::Texts(kinds),
-            Value::Texts(fair.to_vec()),
-            Value::Texts(limited.to_vec()),
-            Value::Texts(plain.to_vec()),
-            count(limit),
-        ];
-        let rows = self.fetch(UNKEYED.of::<D>(), find, op).await?;
+        let find = params![kinds: Value::Texts(kinds), fair_kinds: Value::Texts(fair.to_vec()), limited_kinds: Value::Texts(limited.to_vec()), plain_kinds: Value::Texts(plain.to_vec()), limit: count(limit)];
+        let rows = self.rows(&UNKEYED, find, op).await?;
         let err = |e| super::op_error::<D>(op(), e);
         rows.iter()
             .map(|row| {
@@ -103,71 +97,53 @@ impl<D: Dialect> SqlStore<D> {
     /// changed.
     pub(crate) async fn adopt(&self, jobs: &[(JobId, Keys)]) -> Result<u64, Error> {
         let op = named("write the keys of jobs stored without them");
-        let adopt = values![
-            Value::Ints(jobs.iter().map(|(id, _)| id.get()).collect()),
-            Value::OptTexts(jobs.iter().map(|(_, k)| k.limit.as_deref()).collect()),
-            Value::OptTexts(jobs.iter().map(|(_, k)| k.fair.as_deref()).collect()),
-        ];
-        self.execute(ADOPT.of::<D>(), adopt, op).await
+        let adopt = params![ids: Value::Ints(jobs.iter().map(|(id, _)| id.get()).collect()), limit_keys: Value::OptTexts(jobs.iter().map(|(_, k)| k.limit.as_deref()).collect()), fair_keys: Value::OptTexts(jobs.iter().map(|(_, k)| k.fair.as_deref()).collect())];
+        self.run(&ADOPT, adopt, op).await
     }
 }
 
 /// `id, host, pid, queues, kinds, concurrency, now`: writes the worker's row, or renews it.
-const HEARTBEAT: Both = Both {
+static HEARTBEAT: Named = Named::new(Both {
     postgres:
         "INSERT INTO errand_workers (id, host, pid, queues, kinds, concurrency, started_at, seen_at)
-        VALUES ($1, $2, $3, $4, $5, $6, errand_now_ms(), errand_now_ms())
+        VALUES ($id, $host, $pid, $queues, $kinds, $concurrency, errand_now_ms(), errand_now_ms())
         ON CONFLICT (id) DO UPDATE SET seen_at = errand_now_ms(), queues = EXCLUDED.queues,
             kinds = EXCLUDED.kinds, concurrency = EXCLUDED.concurrency",
     sqlite:
         "INSERT INTO errand_workers (id, host, pid, queues, kinds, concurrency, started_at, seen_at)
-        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
-        ON CONFLICT (id) DO UPDATE SET seen_at = ?7, queues = excluded.queues,
+        VALUES ($id, $host, $pid, $queues, $kinds, $concurrency, $now, $now)
+        ON CONFLICT (id) DO UPDATE SET seen_at = $now, queues = excluded.queues,
             kinds = excluded.kinds, concurrency = excluded.concurrency",
-};
+});
 
 /// `id`: removes a worker that stops.
-const LEAVE: Both = Both {
-    postgres: "DELETE FROM errand_workers WHERE id = $1",
-    sqlite: "DELETE FROM errand_workers WHERE id = ?1",
-};
+static LEAVE: Named = Named::same("DELETE FROM errand_workers WHERE id = $id");
 
 /// `id`: gives up the locks a worker that stops holds (rescue, pruning, sampling), so that
 /// another node takes them at once rather than when they run out (two thirds of the stopped
 /// worker's lease: 20 s by default).
-const RELEASE_LOCKS: Both = Both {
-    postgres: "DELETE FROM errand_locks WHERE holder = $1",
-    sqlite: "DELETE FROM errand_locks WHERE holder = ?1",
-};
+static RELEASE_LOCKS: Named = Named::same("DELETE FROM errand_locks WHERE holder = $id");
 
 /// `stale_ms, now`: removes the rows of workers not seen for `stale_ms` (killed).
-const FORGET: Both = Both {
-    postgres: "DELETE FROM errand_workers WHERE seen_at < errand_now_ms() - $1",
-    sqlite: "DELETE FROM errand_workers WHERE seen_at < ?2 - ?1",
-};
+static FORGET: Named = Named::new(Both {
+    postgres: "DELETE FROM errand_workers WHERE seen_at < errand_now_ms() - $stale",
+    sqlite: "DELETE FROM errand_workers WHERE seen_at < $now - $stale",
+});
 
 impl<D: Dialect> SqlStore<D> {
     /// Writes (or renews) `worker`'s row among the live workers.
     pub(crate) async fn heartbeat(&self, worker: &Presence<'_>) -> Result<(), Error> {
         let op = || format!("record worker `{}` as live", worker.id);
-        let row = values![
-            worker.id,
-            worker.host,
-            i64::from(worker.pid),
-            Value::Texts(worker.queues.clone()),
-            Value::Texts(worker.kinds.to_vec()),
-            count(worker.concurrency),
-            Value::Now,
-        ];
-        self.execute(HEARTBEAT.of::<D>(), row, op).await.map(drop)
+        let row = params![id: worker.id, host: worker.host, pid: i64::from(worker.pid), queues: Value::Texts(worker.queues.clone()), kinds: Value::Texts(worker.kinds.to_vec()), concurrency: count(worker.concurrency), now: Value::Now];
+        self.run(&HEARTBEAT, row, op).await.map(drop)
     }
 
     /// Removes `worker`'s row and gives up its locks, as it stops.
     pub(crate) async fn leave(&self, worker: &str) -> Result<(), Error> {
         let op = || format!("remove worker `{worker}` from the live workers");
-        self.execute(LEAVE.of::<D>(), values![worker], op).await?;
+        self.run(&LEAVE, params![id: worker], op).await?;
         let op = || format!("give up the locks of worker `{worker}`");
-        self.execute(RELEASE_LOCKS.of::<D>(), values![worker], op)
+        self.run(&RELEASE_LOCKS, params![id: worker], op)
             .await
             .map(drop)
     }
@@ -175,7 +151,7 @@ impl<D: Dialect> SqlStore<D> {
     /// Removes the rows of workers not seen for `stale`; returns how many.
     pub(crate) async fn forget_workers(&self, stale: std::time::Duration) -> Result<u64, Error> {
         let op = named("forget workers that stopped without saying so");
-        let forget = values![super::duration_millis(stale), Value::Now];
-        self.execute(FORGET.of::<D>(), forget, op).await
+        let forget = params![stale: super::duration_millis(stale), now: Value::Now];
+        self.run(&FORGET, forget, op).await
     }
 }

@@ -1,25 +1,23 @@
 //! The effect ledger: a step's result, read before the step runs and recorded once after it.
 
-use super::Both;
 use super::{op_error, Dialect, SqlRow, SqlStore, Value};
+use super::{Both, Named};
 use crate::error::Error;
 use crate::store::StepOwner;
 
 /// `scope, name`: a step's result.
-pub(super) const STEP_RESULT: Both = Both {
-    postgres: "SELECT result FROM errand_steps WHERE scope = $1 AND name = $2",
-    sqlite: "SELECT result FROM errand_steps WHERE scope = ?1 AND name = ?2",
-};
+pub(super) static STEP_RESULT: Named =
+    Named::same("SELECT result FROM errand_steps WHERE scope = $scope AND name = $name");
 
 /// `scope, name, result, kind, job_key, job_id, now`.
-pub(super) const RECORD_STEP: Both = Both {
+pub(super) static RECORD_STEP: Named = Named::new(Both {
     postgres: "INSERT INTO errand_steps (scope, name, result, created_at, kind, job_key, job_id)
-        VALUES ($1, $2, $3, errand_now_ms(), $4, $5, $6)
+        VALUES ($scope, $name, $result, errand_now_ms(), $kind, $job_key, $job_id)
         ON CONFLICT DO NOTHING",
     sqlite: "INSERT INTO errand_steps (scope, name, result, created_at, kind, job_key, job_id)
-        VALUES (?1, ?2, ?3, ?7, ?4, ?5, ?6)
+        VALUES ($scope, $name, $result, $now, $kind, $job_key, $job_id)
         ON CONFLICT DO NOTHING",
-};
+});
 
 impl<D: Dialect> SqlStore<D> {
     pub(crate) async fn step_result(
@@ -28,9 +26,7 @@ impl<D: Dialect> SqlStore<D> {
         name: &str,
     ) -> Result<Option<String>, Error> {
         let op = || format!("read step `{name}` of `{scope}`");
-        let rows = self
-            .fetch(STEP_RESULT.of::<D>(), values![scope, name], op)
-            .await?;
+        let rows = self.rows(&STEP_RESULT, params![scope, name], op).await?;
         rows.first()
             .map(|row| row.text(0))
             .transpose()
@@ -44,17 +40,9 @@ impl<D: Dialect> SqlStore<D> {
         result: &str,
     ) -> Result<(), Error> {
         let scope = owner.scope;
-        let record = values![
-            scope,
-            name,
-            result,
-            owner.kind,
-            owner.key,
-            owner.job.get(),
-            Value::Now
-        ];
+        let record = params![scope, name, result, kind: owner.kind, job_key: owner.key, job_id: owner.job.get(), now: Value::Now];
         let op = || format!("record step `{name}` of `{scope}`");
-        self.execute(RECORD_STEP.of::<D>(), record, op).await?;
+        self.run(&RECORD_STEP, record, op).await?;
         Ok(())
     }
 }

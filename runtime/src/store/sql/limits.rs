@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 
 use super::claims::{claimed_row, in_start_order, CLAIM_IDS};
-use super::{count, op_error, Both, Dialect, SqlRow, SqlStore, Value};
+use super::{count, op_error, Both, Dialect, Named, SqlRow, SqlStore, Value};
 use crate::error::Error;
 use crate::info::duration_millis;
 use crate::store::{Claimed, KindLimit};
@@ -21,19 +21,18 @@ use crate::store::{Claimed, KindLimit};
 /// parallel to `kinds`, NULL where a kind has no such limit): returns `id, limit_key` of up
 /// to `scan` available jobs of those kinds whose limit is not full, most urgent first,
 /// locked for the transaction where the store locks rows.
-pub(super) const LIMIT_CANDIDATES: Both = Both {
+pub(super) static LIMIT_CANDIDATES: Named = Named::new(Both {
     // The keys of each queue's available limited jobs are read by skipping through
     // `errand_jobs_limited` (a recursive CTE: one index probe per key); each key's slots are
     // counted once, and only a key with a free slot has its first jobs read, at most as many
     // as it has free slots: a full key's backlog is never read.
-    postgres: "WITH RECURSIVE keys(queue, limit_key) AS (
+    postgres: concat!("WITH RECURSIVE keys(queue, limit_key) AS (
             SELECT q.queue, (SELECT j.limit_key FROM errand_jobs j
                              WHERE j.queue = q.queue AND j.state = 'available'
                                AND j.limit_key IS NOT NULL
                              ORDER BY j.limit_key LIMIT 1)
-            FROM unnest($1::text[]) AS q(queue)
-            WHERE NOT EXISTS (SELECT 1 FROM errand_queues p
-                              WHERE p.queue = q.queue AND p.paused_at IS NOT NULL)
+            FROM unnest($queues::text[]) AS q(queue)
+            WHERE NOT ", paused!("q.queue"), concat!("
             UNION ALL
             SELECT k.queue, (SELECT j.limit_key FROM errand_jobs j
                              WHERE j.queue = k.queue AND j.state = 'available'
@@ -42,9 +41,9 @@ pub(super) const LIMIT_CANDIDATES: Both = Both {
             FROM keys k WHERE k.limit_key IS NOT NULL
         ), room AS (
             SELECT k.queue, k.limit_key, l.kind,
-                   LEAST(COALESCE(l.max_running - c.running, $6), COALESCE(l.max_starts - c.starts, $6), $6) AS free
+                   LEAST(COALESCE(l.max_running - c.running, $scan), COALESCE(l.max_starts - c.starts, $scan), $scan) AS free
             FROM keys k
-            JOIN unnest($2::text[], $3::bigint[], $4::bigint[], $5::bigint[])
+            JOIN unnest($kinds::text[], $max_running::bigint[], $max_starts::bigint[], $windows::bigint[])
                  AS l(kind, max_running, max_starts, window_ms)
               ON k.limit_key = l.kind OR starts_with(k.limit_key, l.kind || ':')
             CROSS JOIN LATERAL (
@@ -58,30 +57,29 @@ pub(super) const LIMIT_CANDIDATES: Both = Both {
         CROSS JOIN LATERAL (
             SELECT id, limit_key, kind, priority, run_at FROM errand_jobs
             WHERE queue = r.queue AND state = 'available' AND limit_key = r.limit_key
-              AND kind = r.kind AND (expires_at IS NULL OR expires_at > errand_now_ms())
+              AND kind = r.kind AND ", unexpired!("errand_now_ms()"), "
             ORDER BY priority, run_at, id
             LIMIT r.free
             FOR UPDATE SKIP LOCKED) j
         WHERE r.free > 0
         ORDER BY j.priority, j.run_at, j.id
-        LIMIT $6",
+        LIMIT $scan")),
     // As PostgreSQL's: one probe of `errand_jobs_limited` per key, and the first jobs only of
-    // keys with a free slot (up to `?6` each: SQLite's LIMIT cannot read a row; the claim takes
+    // keys with a free slot (up to `$scan` each: SQLite's LIMIT cannot read a row; the claim takes
     // no more than the free slots).
-    sqlite: "WITH RECURSIVE l AS (
+    sqlite: concat!("WITH RECURSIVE l AS (
             SELECT k.value AS kind, r.value AS max_running, s.value AS max_starts, w.value AS window_ms
-            FROM json_each(?2) k
-            JOIN json_each(?3) r ON r.key = k.key
-            JOIN json_each(?4) s ON s.key = k.key
-            JOIN json_each(?5) w ON w.key = k.key
+            FROM json_each($kinds) k
+            JOIN json_each($max_running) r ON r.key = k.key
+            JOIN json_each($max_starts) s ON s.key = k.key
+            JOIN json_each($windows) w ON w.key = k.key
         ), keys(queue, limit_key) AS (
             SELECT q.value, (SELECT j.limit_key FROM errand_jobs j
                              WHERE j.queue = q.value AND j.state = 'available'
                                AND j.limit_key IS NOT NULL
                              ORDER BY j.limit_key LIMIT 1)
-            FROM json_each(?1) q
-            WHERE NOT EXISTS (SELECT 1 FROM errand_queues p
-                              WHERE p.queue = q.value AND p.paused_at IS NOT NULL)
+            FROM json_each($queues) q
+            WHERE NOT ", paused!("q.value"), concat!("
             UNION ALL
             SELECT k.queue, (SELECT j.limit_key FROM errand_jobs j
                              WHERE j.queue = k.queue AND j.state = 'available'
@@ -99,90 +97,90 @@ pub(super) const LIMIT_CANDIDATES: Both = Both {
                       SELECT count(*) FROM errand_limit_slots s
                       WHERE s.limit_key = k.limit_key AND s.purpose = 'start'
                         AND ((s.taken_at IS NULL AND s.job_id IS NOT NULL)
-                             OR s.taken_at > ?7 - l.window_ms)))
+                             OR s.taken_at > $now - l.window_ms)))
         )
         SELECT j.id, j.limit_key, j.kind FROM room r
         JOIN errand_jobs j ON j.id IN (
             SELECT id FROM errand_jobs
             WHERE queue = r.queue AND state = 'available' AND limit_key = r.limit_key
-              AND kind = r.kind AND (expires_at IS NULL OR expires_at > ?7)
+              AND kind = r.kind AND ", unexpired!("$now"), "
             ORDER BY priority, run_at, id
-            LIMIT ?6)
+            LIMIT $scan)
         ORDER BY j.priority, j.run_at, j.id
-        LIMIT ?6",
-};
+        LIMIT $scan")),
+});
 
 /// `keys, windows, now`: returns `limit_key, purpose, n` of the free slots of those limit
 /// keys (`windows` parallel to `keys`: each key's rate window, NULL without one), locked.
-pub(super) const LIMIT_FREE_SLOTS: Both = Both {
+pub(super) static LIMIT_FREE_SLOTS: Named = Named::new(Both {
     postgres: "SELECT s.limit_key, s.purpose, s.n::bigint FROM errand_limit_slots s
-        JOIN unnest($1::text[], $2::bigint[]) AS k(limit_key, window_ms) ON k.limit_key = s.limit_key
+        JOIN unnest($keys::text[], $windows::bigint[]) AS k(limit_key, window_ms) ON k.limit_key = s.limit_key
         WHERE (s.purpose = 'running' AND s.job_id IS NULL)
            OR (s.purpose = 'start' AND (s.job_id IS NULL OR s.taken_at <= errand_now_ms() - k.window_ms))
         FOR UPDATE OF s SKIP LOCKED",
     sqlite: "SELECT s.limit_key, s.purpose, s.n FROM errand_limit_slots s
         JOIN (SELECT k.value AS limit_key, w.value AS window_ms
-              FROM json_each(?1) k JOIN json_each(?2) w ON w.key = k.key) k
+              FROM json_each($keys) k JOIN json_each($windows) w ON w.key = k.key) k
           ON k.limit_key = s.limit_key
         WHERE (s.purpose = 'running' AND s.job_id IS NULL)
-           OR (s.purpose = 'start' AND (s.job_id IS NULL OR s.taken_at <= ?3 - k.window_ms))",
-};
+           OR (s.purpose = 'start' AND (s.job_id IS NULL OR s.taken_at <= $now - k.window_ms))",
+});
 
 /// `keys`: returns `limit_key, purpose, max(n)` of the slots those keys have.
-pub(super) const LIMIT_SLOT_COUNTS: Both = Both {
+pub(super) static LIMIT_SLOT_COUNTS: Named = Named::new(Both {
     postgres: "SELECT limit_key, purpose, max(n)::bigint FROM errand_limit_slots
-        WHERE limit_key = ANY($1) GROUP BY limit_key, purpose",
+        WHERE limit_key = ANY($keys) GROUP BY limit_key, purpose",
     sqlite: "SELECT limit_key, purpose, max(n) FROM errand_limit_slots
-        WHERE limit_key IN (SELECT value FROM json_each(?1)) GROUP BY limit_key, purpose",
-};
+        WHERE limit_key IN (SELECT value FROM json_each($keys)) GROUP BY limit_key, purpose",
+});
 
 /// `keys, purposes, ns` (parallel): adds slots; returns `limit_key, purpose, n` of those it
 /// added.
-pub(super) const LIMIT_ADD_SLOTS: Both = Both {
+pub(super) static LIMIT_ADD_SLOTS: Named = Named::new(Both {
     postgres: "INSERT INTO errand_limit_slots (limit_key, purpose, n)
-        SELECT * FROM unnest($1::text[], $2::text[], $3::int[])
+        SELECT * FROM unnest($keys::text[], $purposes::text[], $ns::int[])
         ON CONFLICT DO NOTHING
         RETURNING limit_key, purpose, n::bigint",
     sqlite: "INSERT INTO errand_limit_slots (limit_key, purpose, n)
         SELECT k.value, p.value, n.value
-        FROM json_each(?1) k JOIN json_each(?2) p ON p.key = k.key JOIN json_each(?3) n ON n.key = k.key
+        FROM json_each($keys) k JOIN json_each($purposes) p ON p.key = k.key JOIN json_each($ns) n ON n.key = k.key
         WHERE true
         ON CONFLICT DO NOTHING
         RETURNING limit_key, purpose, n",
-};
+});
 
 /// `keys, purposes, ns, jobs, now` (parallel): takes slots for jobs.
-pub(super) const LIMIT_TAKE_SLOTS: Both = Both {
+pub(super) static LIMIT_TAKE_SLOTS: Named = Named::new(Both {
     postgres: "UPDATE errand_limit_slots s
         SET job_id = t.job,
             -- A start slot is reserved, and marked when its job begins (`mark_started`).
             taken_at = CASE WHEN s.purpose = 'start' THEN NULL ELSE s.taken_at END
-        FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[]) AS t(limit_key, purpose, n, job)
+        FROM unnest($keys::text[], $purposes::text[], $ns::int[], $jobs::bigint[]) AS t(limit_key, purpose, n, job)
         WHERE s.limit_key = t.limit_key AND s.purpose = t.purpose AND s.n = t.n",
     sqlite: "UPDATE errand_limit_slots
         SET job_id = t.job,
             -- A start slot is reserved, and marked when its job begins (`mark_started`).
             taken_at = CASE WHEN errand_limit_slots.purpose = 'start' THEN NULL ELSE taken_at END
         FROM (SELECT k.value AS limit_key, p.value AS purpose, n.value AS n, j.value AS job
-              FROM json_each(?1) k JOIN json_each(?2) p ON p.key = k.key
-              JOIN json_each(?3) n ON n.key = k.key JOIN json_each(?4) j ON j.key = k.key) t
+              FROM json_each($keys) k JOIN json_each($purposes) p ON p.key = k.key
+              JOIN json_each($ns) n ON n.key = k.key JOIN json_each($jobs) j ON j.key = k.key) t
         WHERE errand_limit_slots.limit_key = t.limit_key AND errand_limit_slots.purpose = t.purpose
           AND errand_limit_slots.n = t.n",
-};
+});
 
 /// `id, fence, now`: marks the start slot job `id` reserved as taken now, as its run begins
 /// under `fence`: the slot is free again a window after this.
-const MARK_STARTED: Both = Both {
+static MARK_STARTED: Named = Named::new(Both {
     postgres: "UPDATE errand_limit_slots s SET taken_at = errand_now_ms()
         FROM errand_jobs j
-        WHERE j.id = $1 AND j.fence = $2 AND j.state = 'running'
+        WHERE j.id = $id AND j.fence = $fence AND j.state = 'running'
           AND s.limit_key = j.limit_key AND s.purpose = 'start' AND s.job_id = j.id
           AND s.taken_at IS NULL",
-    sqlite: "UPDATE errand_limit_slots SET taken_at = ?3
-        WHERE purpose = 'start' AND job_id = ?1 AND taken_at IS NULL
+    sqlite: "UPDATE errand_limit_slots SET taken_at = $now
+        WHERE purpose = 'start' AND job_id = $id AND taken_at IS NULL
           AND limit_key = (SELECT limit_key FROM errand_jobs
-                           WHERE id = ?1 AND fence = ?2 AND state = 'running')",
-};
+                           WHERE id = $id AND fence = $fence AND state = 'running')",
+});
 
 /// How many candidate jobs a limited claim looks at per place it fills: past those whose key
 /// has no slot left.
@@ -219,38 +217,26 @@ impl<D: Dialect> SqlStore<D> {
         // its own (see `claim_ids`).
         let mut tx = self.begin_write().await?;
         let now = self.clock.now_ms();
-        let candidates = values![
-            Value::Texts(queues.to_vec()),
-            Value::Texts(limits.iter().map(|l| l.kind).collect()),
-            Value::OptInts(
+        let candidates = params![queues: Value::Texts(queues.to_vec()), kinds: Value::Texts(limits.iter().map(|l| l.kind).collect()), max_running: Value::OptInts(
                 limits
                     .iter()
                     .map(|l| l.max_running.map(i64::from))
                     .collect()
-            ),
-            Value::OptInts(
+            ), max_starts: Value::OptInts(
                 limits
                     .iter()
                     .map(|l| l.rate.map(|r| i64::from(r.max)))
                     .collect()
-            ),
-            Value::OptInts(
+            ), windows: Value::OptInts(
                 limits
                     .iter()
                     .map(|l| l.rate.map(|r| duration_millis(r.per)))
                     .collect()
-            ),
-            count(room * SCAN_PER_PLACE),
-            Value::from(now),
-        ];
-        let rows = D::fetch(
-            &mut tx,
-            super::limits::LIMIT_CANDIDATES.of::<D>(),
-            candidates,
-            &self.clock,
-        )
-        .await
-        .map_err(err)?;
+            ), scan: count(room * SCAN_PER_PLACE), now: Value::from(now)];
+        let rows = super::limits::LIMIT_CANDIDATES
+            .fetch::<D>(&mut tx, candidates, &self.clock)
+            .await
+            .map_err(err)?;
         let mut jobs: Vec<(i64, String)> = Vec::with_capacity(rows.len());
         // Each key's limits: those of its jobs' kind.
         let mut keys: Vec<(String, &KindLimit)> = Vec::new();
@@ -274,48 +260,28 @@ impl<D: Dialect> SqlStore<D> {
             .iter()
             .map(|(_, l)| l.rate.map(|r| duration_millis(r.per)))
             .collect();
-        let free = values![
-            Value::Texts(key_names.clone()),
-            Value::OptInts(windows),
-            Value::from(now)
-        ];
-        let rows = D::fetch(
-            &mut tx,
-            super::limits::LIMIT_FREE_SLOTS.of::<D>(),
-            free,
-            &self.clock,
-        )
-        .await
-        .map_err(err)?;
+        let free = params![keys: Value::Texts(key_names.clone()), windows: Value::OptInts(windows), now: Value::from(now)];
+        let rows = super::limits::LIMIT_FREE_SLOTS
+            .fetch::<D>(&mut tx, free, &self.clock)
+            .await
+            .map_err(err)?;
         let mut free: Vec<SlotId> = slots(&rows).map_err(err)?;
         free.sort();
         // Slots a key lacks are added up to its limit; a slot this transaction adds is its own
         // until it commits.
-        let counts = values![Value::Texts(key_names)];
-        let rows = D::fetch(
-            &mut tx,
-            super::limits::LIMIT_SLOT_COUNTS.of::<D>(),
-            counts,
-            &self.clock,
-        )
-        .await
-        .map_err(err)?;
+        let counts = params![keys: Value::Texts(key_names)];
+        let rows = super::limits::LIMIT_SLOT_COUNTS
+            .fetch::<D>(&mut tx, counts, &self.clock)
+            .await
+            .map_err(err)?;
         let existing = slots(&rows).map_err(err)?;
         let wanted = slots_to_add(&keys, &jobs, &existing, &free);
         if !wanted.is_empty() {
-            let add = values![
-                Value::Texts(wanted.iter().map(|(k, _, _)| k.as_str()).collect()),
-                Value::Texts(wanted.iter().map(|(_, p, _)| *p).collect()),
-                Value::Ints(wanted.iter().map(|(_, _, n)| *n).collect()),
-            ];
-            let rows = D::fetch(
-                &mut tx,
-                super::limits::LIMIT_ADD_SLOTS.of::<D>(),
-                add,
-                &self.clock,
-            )
-            .await
-            .map_err(err)?;
+            let add = params![keys: Value::Texts(wanted.iter().map(|(k, _, _)| k.as_str()).collect()), purposes: Value::Texts(wanted.iter().map(|(_, p, _)| *p).collect()), ns: Value::Ints(wanted.iter().map(|(_, _, n)| *n).collect())];
+            let rows = super::limits::LIMIT_ADD_SLOTS
+                .fetch::<D>(&mut tx, add, &self.clock)
+                .await
+                .map_err(err)?;
             free.extend(slots(&rows).map_err(err)?);
             free.sort();
         }
@@ -353,28 +319,14 @@ impl<D: Dialect> SqlStore<D> {
             tx.commit().await.map_err(err)?;
             return Ok(Vec::new());
         }
-        let take = values![
-            Value::Texts(taken.iter().map(|((k, _, _), _)| k.as_str()).collect()),
-            Value::Texts(taken.iter().map(|((_, p, _), _)| *p).collect()),
-            Value::Ints(taken.iter().map(|((_, _, n), _)| *n).collect()),
-            Value::Ints(taken.iter().map(|(_, job)| *job).collect()),
-            Value::from(now),
-        ];
-        D::execute(
-            &mut tx,
-            super::limits::LIMIT_TAKE_SLOTS.of::<D>(),
-            take,
-            &self.clock,
-        )
-        .await
-        .map_err(err)?;
-        let claim = values![
-            Value::Ints(ids),
-            Value::Lease(lease),
-            worker,
-            Value::from(now),
-        ];
-        let rows = D::fetch(&mut tx, CLAIM_IDS.of::<D>(), claim, &self.clock)
+        let take = params![keys: Value::Texts(taken.iter().map(|((k, _, _), _)| k.as_str()).collect()), purposes: Value::Texts(taken.iter().map(|((_, p, _), _)| *p).collect()), ns: Value::Ints(taken.iter().map(|((_, _, n), _)| *n).collect()), jobs: Value::Ints(taken.iter().map(|(_, job)| *job).collect()), now: Value::from(now)];
+        super::limits::LIMIT_TAKE_SLOTS
+            .execute::<D>(&mut tx, take, &self.clock)
+            .await
+            .map_err(err)?;
+        let claim = params![ids: Value::Ints(ids), lease: Value::Lease(lease), worker, now: Value::from(now)];
+        let rows = CLAIM_IDS
+            .fetch::<D>(&mut tx, claim, &self.clock)
             .await
             .map_err(err)?;
         let mut claimed = Vec::with_capacity(rows.len());
@@ -395,10 +347,8 @@ impl<D: Dialect> SqlStore<D> {
         fence: i64,
     ) -> Result<(), Error> {
         let op = || format!("mark the start of job {id} against its rate limit");
-        let mark = values![id.get(), fence, Value::Now];
-        self.execute(MARK_STARTED.of::<D>(), mark, op)
-            .await
-            .map(drop)
+        let mark = params![id: id.get(), fence, now: Value::Now];
+        self.run(&MARK_STARTED, mark, op).await.map(drop)
     }
 }
 

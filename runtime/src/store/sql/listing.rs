@@ -1,7 +1,7 @@
 //! Reading jobs: one by id, and the listings and counts of the query API, whose conditions
 //! are written for the filter at hand so that the database plans each for its indexes.
 
-use super::{count, Both, Dialect, Value};
+use super::{count, Both, Dialect, Named, Value};
 use super::{first, named, op_error, SqlRow, SqlStore};
 use crate::error::Error;
 use crate::info::JobInfo;
@@ -9,10 +9,10 @@ use crate::job::{JobId, JobState};
 use crate::query::{JobFilter, Page};
 
 /// `id`: the columns [`SqlRow::job`] reads.
-pub(super) const JOB: Both = Both {
-    postgres: concat!(pg_select_job!(), " WHERE id = $1"),
-    sqlite: concat!(lite_select_job!(), " WHERE id = ?1"),
-};
+pub(super) static JOB: Named = Named::new(Both {
+    postgres: concat!(pg_select_job!(), " WHERE id = $id"),
+    sqlite: concat!(lite_select_job!(), " WHERE id = $id"),
+});
 
 /// The columns [`SqlRow::job`] reads, `FROM errand_jobs`: listings add their conditions
 /// ([`job_conditions`]).
@@ -147,7 +147,7 @@ pub(crate) fn counting<D: Dialect>(filter: &JobFilter) -> (String, Vec<Value<'_>
 impl<D: Dialect> SqlStore<D> {
     pub(crate) async fn job(&self, id: JobId) -> Result<Option<JobInfo>, Error> {
         let op = || format!("read job {id}");
-        let rows = self.fetch(JOB.of::<D>(), values![id.get()], op).await?;
+        let rows = self.rows(&JOB, params![id: id.get()], op).await?;
         rows.first().map(|row| row.job(D::STORE)).transpose()
     }
 

@@ -2,8 +2,8 @@
 //! lapsed, burying jobs that no live worker knows, pruning what retention lets go, and the
 //! named locks that keep one node at a task.
 
-use super::Both;
 use super::{count, named, op_error, Dialect, SqlRow, SqlStore, Value};
+use super::{Both, Named};
 use crate::dead::Retention;
 use crate::error::Error;
 use crate::info::duration_millis;
@@ -17,20 +17,20 @@ use std::time::Duration;
 /// `grace, queues, kinds, message_before, message_after, max_errors, keep_first, worker,
 /// now, live, limit`: kills up to `limit` available jobs of unpaused queues due for
 /// `grace` whose kind is none of `kinds` and none of a worker seen within `live` ms.
-pub(super) const BURY_UNKNOWN: Both = Both {
+pub(super) static BURY_UNKNOWN: Named = Named::new(Both {
     postgres: concat!(
         "UPDATE errand_jobs
         SET state = 'dead', finished_at = errand_now_ms(), lease_until = NULL, death_pending = true,
             unique_key = errand_key_after(unique_strategy, 'dead', unique_key),
             errors = ",
         pg_append_error!(
-            "$6",
-            "$7",
+            "$max_errors",
+            "$keep_first",
             "jsonb_build_object('attempt', attempt, 'kind', 'unknown_kind',
-                'message', $4 || kind || $5, 'at', errand_now_ms(), 'duration_ms', 0,
-                'worker', $8::text)"
+                'message', $message_before || kind || $message_after, 'at', errand_now_ms(), 'duration_ms', 0,
+                'worker', $worker::text)"
         ),
-        "
+        concat!("
         WHERE state = 'available' AND id IN (
             -- Each kind of available jobs, one probe of `errand_jobs_available_kinds` a kind,
             -- then the jobs of the kinds no live worker knows, queue by unpaused queue.
@@ -42,33 +42,32 @@ pub(super) const BURY_UNKNOWN: Both = Both {
                 FROM kinds k WHERE k.kind IS NOT NULL
             )
             SELECT j.id FROM kinds k
-            CROSS JOIN unnest($2::text[]) AS q(queue)
+            CROSS JOIN unnest($queues::text[]) AS q(queue)
             CROSS JOIN LATERAL (
                 SELECT id FROM errand_jobs
                 WHERE kind = k.kind AND queue = q.queue AND state = 'available'
-                  AND run_at <= errand_now_ms() - $1
-                LIMIT $11 FOR UPDATE SKIP LOCKED) j
-            WHERE k.kind IS NOT NULL AND k.kind <> ALL($3)
+                  AND run_at <= errand_now_ms() - $grace
+                LIMIT $limit FOR UPDATE SKIP LOCKED) j
+            WHERE k.kind IS NOT NULL AND k.kind <> ALL($kinds)
               AND NOT EXISTS (SELECT 1 FROM errand_workers w
-                              WHERE w.seen_at > errand_now_ms() - $10 AND k.kind = ANY(w.kinds))
-              AND NOT EXISTS (SELECT 1 FROM errand_queues p
-                              WHERE p.queue = q.queue AND p.paused_at IS NOT NULL)
-            LIMIT $11)"
+                              WHERE w.seen_at > errand_now_ms() - $live AND k.kind = ANY(w.kinds))
+              AND NOT ", paused!("q.queue"), "
+            LIMIT $limit)")
     ),
     sqlite: concat!(
         "UPDATE errand_jobs
-        SET state = 'dead', finished_at = ?9, lease_until = NULL, death_pending = 1,
+        SET state = 'dead', finished_at = $now, lease_until = NULL, death_pending = 1,
             unique_key = ",
         lite_key_after!("'dead'"),
         ",
             errors = ",
         lite_append_error!(
-            "?6",
-            "?7",
-            "json_object('attempt', attempt, 'kind', 'unknown_kind', 'message', ?4 || kind || ?5,
-                'at', ?9, 'duration_ms', 0, 'worker', ?8)"
+            "$max_errors",
+            "$keep_first",
+            "json_object('attempt', attempt, 'kind', 'unknown_kind', 'message', $message_before || kind || $message_after,
+                'at', $now, 'duration_ms', 0, 'worker', $worker)"
         ),
-        "
+        concat!("
         WHERE id IN (
             -- Each kind of available jobs, one probe of `errand_jobs_available_kinds` a kind,
             -- then the jobs of the kinds no live worker knows, queue by unpaused queue.
@@ -82,22 +81,21 @@ pub(super) const BURY_UNKNOWN: Both = Both {
                 FROM kinds k WHERE k.kind IS NOT NULL
             )
             SELECT j.id FROM kinds k
-            CROSS JOIN json_each(?2) q
+            CROSS JOIN json_each($queues) q
             CROSS JOIN errand_jobs j INDEXED BY errand_jobs_available_kinds
               ON j.kind = k.kind AND j.queue = q.value AND j.state = 'available'
-                 AND j.run_at <= ?9 - ?1
-            WHERE k.kind IS NOT NULL AND k.kind NOT IN (SELECT value FROM json_each(?3))
+                 AND j.run_at <= $now - $grace
+            WHERE k.kind IS NOT NULL AND k.kind NOT IN (SELECT value FROM json_each($kinds))
               AND NOT EXISTS (SELECT 1 FROM errand_workers w, json_each(w.kinds) wk
-                              WHERE w.seen_at > ?9 - ?10 AND wk.value = k.kind)
-              AND NOT EXISTS (SELECT 1 FROM errand_queues p
-                              WHERE p.queue = q.value AND p.paused_at IS NOT NULL)
-            LIMIT ?11)"
+                              WHERE w.seen_at > $now - $live AND wk.value = k.kind)
+              AND NOT ", paused!("q.value"), "
+            LIMIT $limit)")
     ),
-};
+});
 
 /// `message_before, message_after, max_errors, keep_first, now, wall` (leases end in wall
 /// time): returns the ids rescued.
-pub(super) const RESCUE: Both = Both {
+pub(super) static RESCUE: Named = Named::new(Both {
     postgres: concat!(
         "UPDATE errand_jobs
         -- A job whose cancellation was asked before its worker stopped ends cancelled.
@@ -114,10 +112,10 @@ pub(super) const RESCUE: Both = Both {
             cancel_requested = false,
             errors = ",
         pg_append_error!(
-            "$3",
-            "$4",
+            "$max_errors",
+            "$keep_first",
             "jsonb_build_object('attempt', attempt, 'kind', 'lease_lost',
-                'message', $1 || COALESCE(worker, '?') || $2, 'at', errand_now_ms(),
+                'message', $message_before || COALESCE(worker, '?') || $message_after, 'at', errand_now_ms(),
                 'duration_ms', errand_now_ms() - COALESCE(attempted_at, errand_now_ms()),
                 'worker', COALESCE(worker, '?'))"
         ),
@@ -134,8 +132,8 @@ pub(super) const RESCUE: Both = Both {
         -- A job whose cancellation was asked before its worker stopped ends cancelled.
         SET state = CASE WHEN cancel_requested THEN 'cancelled'
                          WHEN attempt >= max_attempts THEN 'dead' ELSE 'retryable' END,
-            finished_at = CASE WHEN cancel_requested OR attempt >= max_attempts THEN ?5 END,
-            run_at = ?5,
+            finished_at = CASE WHEN cancel_requested OR attempt >= max_attempts THEN $now END,
+            run_at = $now,
             lease_until = NULL,
             running_key = NULL,
             unique_key = ",
@@ -146,113 +144,106 @@ pub(super) const RESCUE: Both = Both {
             cancel_requested = 0,
             errors = ",
         lite_append_error!(
-            "?3",
-            "?4",
+            "$max_errors",
+            "$keep_first",
             "json_object('attempt', attempt, 'kind', 'lease_lost',
-                'message', ?1 || COALESCE(worker, '?') || ?2, 'at', ?5,
-                'duration_ms', ?5 - COALESCE(attempted_at, ?5), 'worker', COALESCE(worker, '?'))"
+                'message', $message_before || COALESCE(worker, '?') || $message_after, 'at', $now,
+                'duration_ms', $now - COALESCE(attempted_at, $now), 'worker', COALESCE(worker, '?'))"
         ),
         "
-        WHERE state = 'running' AND lease_until < ?6
+        WHERE state = 'running' AND lease_until < $wall
         RETURNING id"
     ),
-};
+});
 
-/// Each `keep, batch, now, delivery_window` (keep: a duration, or for surplus dead jobs a
-/// count), with what it does.
-pub(super) const PRUNE: Both<[(&'static str, &'static str); 4]> = Both {
-    // With 1,000,000 jobs and 200,000 ledger records of which 1% are due, `EXPLAIN` shows: a
-    // `Bitmap Index Scan on errand_jobs_finished` under the `LIMIT` of the first two; an `Index
-    // Only Scan Backward using errand_jobs_finished` for the surplus of dead jobs; and for the
-    // ledger, an `Index Scan using errand_steps_created` whose two `NOT EXISTS` are index
-    // look-ups (`errand_jobs_key`, `errand_jobs_pkey`), deleted by a `Tid Scan`. (The single
-    // statement these replaced, `id IN (..) OR id IN (..)`, could use no index.) Where most
-    // rows are due, the planner rightly prefers a sequential scan that stops at the limit.
-    postgres: [
-        (
-            "DELETE FROM errand_jobs WHERE id IN (
+/// The statements of a pruning round, with what each does: each takes `keep` (a duration, or
+/// for surplus dead jobs a count), `batch`, `now` and the delivery `window`.
+/// On PostgreSQL, with 1,000,000 jobs and 200,000 ledger records of which 1% are due, `EXPLAIN` shows: a
+/// `Bitmap Index Scan on errand_jobs_finished` under the `LIMIT` of the first two; an `Index
+/// Only Scan Backward using errand_jobs_finished` for the surplus of dead jobs; and for the
+/// ledger, an `Index Scan using errand_steps_created` whose two `NOT EXISTS` are index
+/// look-ups (`errand_jobs_key`, `errand_jobs_pkey`), deleted by a `Tid Scan`. (The single
+/// statement these replaced, `id IN (..) OR id IN (..)`, could use no index.) Where most
+/// rows are due, the planner rightly prefers a sequential scan that stops at the limit.
+pub(super) static PRUNE: [(&Named, &str); 4] = [
+    (&PRUNE_FINISHED, "prune finished jobs"),
+    (&PRUNE_OLD_DEAD, "prune old dead jobs"),
+    (&PRUNE_SURPLUS_DEAD, "prune surplus dead jobs"),
+    (&PRUNE_LEDGER, "prune the effect ledger"),
+];
+
+/// Deletes up to `batch` completed and cancelled jobs finished more than `keep` ms ago.
+static PRUNE_FINISHED: Named = Named::new(Both {
+    postgres: "DELETE FROM errand_jobs WHERE id IN (
                 SELECT id FROM errand_jobs
-                WHERE state IN ('completed', 'cancelled') AND finished_at < errand_now_ms() - $1
-                LIMIT $2)",
-            "prune finished jobs",
-        ),
-        (
-            "DELETE FROM errand_jobs WHERE id IN (
+                WHERE state IN ('completed', 'cancelled') AND finished_at < errand_now_ms() - $keep
+                LIMIT $batch)",
+    sqlite: "DELETE FROM errand_jobs WHERE id IN (
                 SELECT id FROM errand_jobs
-                WHERE state = 'dead' AND finished_at < errand_now_ms() - $1
-                LIMIT $2)",
-            "prune old dead jobs",
-        ),
-        (
-            "DELETE FROM errand_jobs WHERE id IN (
+                WHERE state IN ('completed', 'cancelled') AND finished_at < $now - $keep LIMIT $batch)",
+});
+
+/// Deletes up to `batch` dead jobs that died more than `keep` ms ago.
+static PRUNE_OLD_DEAD: Named = Named::new(Both {
+    postgres: "DELETE FROM errand_jobs WHERE id IN (
+                SELECT id FROM errand_jobs
+                WHERE state = 'dead' AND finished_at < errand_now_ms() - $keep
+                LIMIT $batch)",
+    sqlite: "DELETE FROM errand_jobs WHERE id IN (
+                SELECT id FROM errand_jobs
+                WHERE state = 'dead' AND finished_at < $now - $keep LIMIT $batch)",
+});
+
+/// Deletes up to `batch` dead jobs beyond the newest `keep`, but a death its handlers have
+/// not had the delivery `window` to take.
+static PRUNE_SURPLUS_DEAD: Named = Named::new(Both {
+    postgres: "DELETE FROM errand_jobs WHERE id IN (
                 SELECT id FROM errand_jobs WHERE state = 'dead'
-                ORDER BY finished_at DESC, id DESC OFFSET $1 LIMIT $2)
+                ORDER BY finished_at DESC, id DESC OFFSET $keep LIMIT $batch)
             -- A death its handlers have not had the delivery window to take is kept until then.
-            AND NOT (death_pending AND finished_at > errand_now_ms() - $4)",
-            "prune surplus dead jobs",
-        ),
-        (
-            "DELETE FROM errand_steps WHERE ctid = ANY (ARRAY(
+            AND NOT (death_pending AND finished_at > errand_now_ms() - $window)",
+    sqlite: "DELETE FROM errand_jobs WHERE id IN (
+                SELECT id FROM errand_jobs WHERE state = 'dead'
+                ORDER BY finished_at DESC, id DESC LIMIT $batch OFFSET $keep)
+            -- A death its handlers have not had the delivery window to take is kept until then.
+            AND NOT (death_pending = 1 AND finished_at > $now - $window)",
+});
+
+/// Deletes up to `batch` ledger records older than `keep` ms whose job has finished.
+static PRUNE_LEDGER: Named = Named::new(Both {
+    postgres: "DELETE FROM errand_steps WHERE ctid = ANY (ARRAY(
                 SELECT ctid FROM errand_steps s
-                WHERE s.created_at < errand_now_ms() - $1
+                WHERE s.created_at < errand_now_ms() - $keep
                   AND NOT EXISTS (SELECT 1 FROM errand_jobs j
                                   WHERE j.kind = s.kind AND j.idempotency_key = s.job_key
                                     AND j.state NOT IN ('completed', 'cancelled', 'dead'))
                   AND NOT EXISTS (SELECT 1 FROM errand_jobs j
                                   WHERE s.job_key IS NULL AND j.id = s.job_id
                                     AND j.state NOT IN ('completed', 'cancelled', 'dead'))
-                LIMIT $2))",
-            "prune the effect ledger",
-        ),
-    ],
-    sqlite: [
-        (
-            "DELETE FROM errand_jobs WHERE id IN (
-                SELECT id FROM errand_jobs
-                WHERE state IN ('completed', 'cancelled') AND finished_at < ?3 - ?1 LIMIT ?2)",
-            "prune finished jobs",
-        ),
-        (
-            "DELETE FROM errand_jobs WHERE id IN (
-                SELECT id FROM errand_jobs
-                WHERE state = 'dead' AND finished_at < ?3 - ?1 LIMIT ?2)",
-            "prune old dead jobs",
-        ),
-        (
-            "DELETE FROM errand_jobs WHERE id IN (
-                SELECT id FROM errand_jobs WHERE state = 'dead'
-                ORDER BY finished_at DESC, id DESC LIMIT ?2 OFFSET ?1)
-            -- A death its handlers have not had the delivery window to take is kept until then.
-            AND NOT (death_pending = 1 AND finished_at > ?3 - ?4)",
-            "prune surplus dead jobs",
-        ),
-        (
-            "DELETE FROM errand_steps WHERE (scope, name) IN (
+                LIMIT $batch))",
+    sqlite: "DELETE FROM errand_steps WHERE (scope, name) IN (
                 SELECT scope, name FROM errand_steps s
-                WHERE s.created_at < ?3 - ?1
+                WHERE s.created_at < $now - $keep
                   AND NOT EXISTS (SELECT 1 FROM errand_jobs j
                                   WHERE j.kind = s.kind AND j.idempotency_key = s.job_key
                                     AND j.state NOT IN ('completed', 'cancelled', 'dead'))
                   AND NOT EXISTS (SELECT 1 FROM errand_jobs j
                                   WHERE s.job_key IS NULL AND j.id = s.job_id
                                     AND j.state NOT IN ('completed', 'cancelled', 'dead'))
-                LIMIT ?2)",
-            "prune the effect ledger",
-        ),
-    ],
-};
+                LIMIT $batch)",
+});
 
 /// `name, holder, ttl, now`: returns a row when the lock is held by `holder`.
-pub(super) const TRY_LOCK: Both = Both {
-    postgres: "INSERT INTO errand_locks (name, holder, until) VALUES ($1, $2, errand_now_ms() + $3)
+pub(super) static TRY_LOCK: Named = Named::new(Both {
+    postgres: "INSERT INTO errand_locks (name, holder, until) VALUES ($name, $holder, errand_now_ms() + $ttl)
         ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until
         WHERE errand_locks.until < errand_now_ms() OR errand_locks.holder = excluded.holder
         RETURNING holder",
-    sqlite: "INSERT INTO errand_locks (name, holder, until) VALUES (?1, ?2, ?4 + ?3)
+    sqlite: "INSERT INTO errand_locks (name, holder, until) VALUES ($name, $holder, $now + $ttl)
         ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until
-        WHERE errand_locks.until < ?4 OR errand_locks.holder = excluded.holder
+        WHERE errand_locks.until < $now OR errand_locks.holder = excluded.holder
         RETURNING holder",
-};
+});
 
 impl<D: Dialect> SqlStore<D> {
     pub(crate) async fn bury_unknown(
@@ -263,34 +254,15 @@ impl<D: Dialect> SqlStore<D> {
         worker: &str,
         limit: usize,
     ) -> Result<u64, Error> {
-        let bury = vec![
-            duration_millis(grace).into(),
-            Value::Texts(queues.to_vec()),
-            Value::Texts(kinds.to_vec()),
-            UNKNOWN_KIND_BEFORE.into(),
-            UNKNOWN_KIND_AFTER.into(),
-            count(MAX_ERRORS).into(),
-            count(KEEP_FIRST_ERRORS).into(),
-            worker.into(),
-            Value::Now,
-            duration_millis(crate::store::WORKER_STALE).into(),
-            count(limit).into(),
-        ];
+        let bury = params![grace: duration_millis(grace), queues: Value::Texts(queues.to_vec()), kinds: Value::Texts(kinds.to_vec()), message_before: UNKNOWN_KIND_BEFORE, message_after: UNKNOWN_KIND_AFTER, max_errors: count(MAX_ERRORS), keep_first: count(KEEP_FIRST_ERRORS), worker, now: Value::Now, live: duration_millis(crate::store::WORKER_STALE), limit: count(limit)];
         let op = named("bury jobs of kinds no worker knows");
-        self.execute(BURY_UNKNOWN.of::<D>(), bury, op).await
+        self.run(&BURY_UNKNOWN, bury, op).await
     }
 
     pub(crate) async fn rescue(&self) -> Result<Vec<JobId>, Error> {
-        let rescue = values![
-            LEASE_LOST_BEFORE,
-            LEASE_LOST_AFTER,
-            count(MAX_ERRORS),
-            count(KEEP_FIRST_ERRORS),
-            Value::Now,
-            Value::Wall,
-        ];
+        let rescue = params![message_before: LEASE_LOST_BEFORE, message_after: LEASE_LOST_AFTER, max_errors: count(MAX_ERRORS), keep_first: count(KEEP_FIRST_ERRORS), now: Value::Now, wall: Value::Wall];
         let op = named("rescue jobs whose lease ran out");
-        let rows = self.fetch(RESCUE.of::<D>(), rescue, op).await?;
+        let rows = self.rows(&RESCUE, rescue, op).await?;
         let ids: Result<Vec<JobId>, _> =
             rows.iter().map(|row| row.int(0).map(JobId::new)).collect();
         ids.map_err(|e| op_error::<D>(op(), e))
@@ -302,9 +274,9 @@ impl<D: Dialect> SqlStore<D> {
         holder: &str,
         ttl: Duration,
     ) -> Result<bool, Error> {
-        let lock = values![name, holder, duration_millis(ttl), Value::Now];
+        let lock = params![name, holder, ttl: duration_millis(ttl), now: Value::Now];
         let op = || format!("take the lock `{name}`");
-        Ok(!self.fetch(TRY_LOCK.of::<D>(), lock, op).await?.is_empty())
+        Ok(!self.rows(&TRY_LOCK, lock, op).await?.is_empty())
     }
 
     pub(crate) async fn prune(&self, retention: &Retention, batch: usize) -> Result<u64, Error> {
@@ -318,10 +290,14 @@ impl<D: Dialect> SqlStore<D> {
             duration_millis(retention.steps_for),
         ];
         let mut deleted = 0;
-        for ((sql, op), keep) in PRUNE.of::<D>().iter().zip(keep) {
-            let window = duration_millis(DEATH_DELIVERY_WINDOW);
-            let prune = values![keep, count(batch), Value::Now, window];
-            deleted += self.execute(sql, prune, named(op)).await?;
+        for ((statement, op), keep) in PRUNE.iter().zip(keep) {
+            let prune = params![
+                keep,
+                batch: count(batch),
+                now: Value::Now,
+                window: duration_millis(DEATH_DELIVERY_WINDOW),
+            ];
+            deleted += self.run(statement, prune, named(op)).await?;
         }
         let unseen_for = crate::store::FORGET_AFTER;
         deleted += self
@@ -337,14 +313,16 @@ impl<D: Dialect> SqlStore<D> {
 /// less is not yet.
 #[cfg(test)]
 pub(crate) async fn check_burial_spares_known_kinds<D: Dialect>(store: &SqlStore<D>) {
-    let fill = "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts,
-                                        run_at, created_at)
-                VALUES ('known', 'q', '{}', 'available', 5, 25, 0, 0),
-                       ('unknown', 'q', '{}', 'available', 5, 25, 0, 0),
-                       ('unknown', 'q', '{}', 'available', 5, 25, 9000000000000, 0)";
+    static FILL: Named = Named::same(
+        "INSERT INTO errand_jobs (kind, queue, args, state, priority, max_attempts,
+                                 run_at, created_at)
+         VALUES ('known', 'q', '{}', 'available', 5, 25, 0, 0),
+                ('unknown', 'q', '{}', 'available', 5, 25, 0, 0),
+                ('unknown', 'q', '{}', 'available', 5, 25, 9000000000000, 0)",
+    );
     let op = named("set up the burial test");
     store
-        .execute(fill, Vec::new(), op)
+        .run(&FILL, Vec::new(), op)
         .await
         .expect("fill the table");
     let grace = Duration::from_secs(60);

@@ -2,8 +2,8 @@
 //! against the one this build ships; and the check that the database is not ahead of the
 //! build.
 
-use super::Both;
 use super::{first, named, op_error, Conn, Dialect, SqlRow, SqlStore, Value};
+use super::{Both, Named};
 use crate::error::Error;
 use crate::store::{BoxFuture, Clock};
 
@@ -41,17 +41,15 @@ pub(super) const APPLIED: Both = Both {
 };
 
 /// `version, checksum, now`.
-pub(super) const RECORD_MIGRATION: Both = Both {
-    postgres: "INSERT INTO errand_migrations (version, checksum) VALUES ($1, $2)",
-    sqlite: "INSERT INTO errand_migrations (version, checksum, applied_at) VALUES (?1, ?2, ?3)",
-};
+pub(super) static RECORD_MIGRATION: Named = Named::new(Both {
+    postgres: "INSERT INTO errand_migrations (version, checksum) VALUES ($version, $checksum)",
+    sqlite: "INSERT INTO errand_migrations (version, checksum, applied_at) VALUES ($version, $checksum, $now)",
+});
 
 /// `version, checksum`: records the checksum of a migration applied before errand kept
 /// them.
-pub(super) const SET_CHECKSUM: Both = Both {
-    postgres: "UPDATE errand_migrations SET checksum = $2 WHERE version = $1",
-    sqlite: "UPDATE errand_migrations SET checksum = ?2 WHERE version = ?1",
-};
+pub(super) static SET_CHECKSUM: Named =
+    Named::same("UPDATE errand_migrations SET checksum = $checksum WHERE version = $version");
 
 impl<D: Dialect> SqlStore<D> {
     /// Applies the migrations the database lacks, each once, in one transaction.
@@ -201,8 +199,9 @@ pub(crate) fn apply_migrations<D: Dialect>(conn: &mut Conn<D>) -> BoxFuture<'_, 
             }
             if let Some(migration) = D::MIGRATIONS.iter().find(|m| m.version == *version) {
                 let checksum = migration.checksum();
-                let record = values![*version, checksum.as_str()];
-                D::execute(conn, SET_CHECKSUM.of::<D>(), record, &Clock::default())
+                let record = params![version: *version, checksum: checksum.as_str()];
+                SET_CHECKSUM
+                    .execute::<D>(conn, record, &Clock::default())
                     .await
                     .map_err(failed::<D>(*version))?;
             }
@@ -213,8 +212,9 @@ pub(crate) fn apply_migrations<D: Dialect>(conn: &mut Conn<D>) -> BoxFuture<'_, 
                 .await
                 .map_err(failed::<D>(version))?;
             let checksum = migration.checksum();
-            let record = values![version, checksum.as_str(), Value::Now];
-            D::execute(conn, RECORD_MIGRATION.of::<D>(), record, &Clock::default())
+            let record = params![version, checksum: checksum.as_str(), now: Value::Now];
+            RECORD_MIGRATION
+                .execute::<D>(conn, record, &Clock::default())
                 .await
                 .map_err(failed::<D>(version))?;
         }

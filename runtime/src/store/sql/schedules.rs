@@ -3,8 +3,8 @@
 //! exactly one enqueues it.
 
 use super::enqueue::insert;
-use super::Both;
 use super::{named, op_error, Dialect, SqlRow, SqlStore, Value};
+use super::{Both, Named};
 use crate::error::Error;
 use crate::info::{from_millis, CatchUp, ScheduleInfo};
 use crate::job::JobId;
@@ -12,58 +12,51 @@ use crate::store::{Inserted, NewJob, ScheduleRecord, Slot};
 
 /// `name, cron, timezone, kind, queue, catch_up, now`: records a schedule a worker runs (a
 /// new one done until now) and that it was seen; returns `done_until, now`.
-pub(super) const REGISTER_SCHEDULE: Both = Both {
+pub(super) static REGISTER_SCHEDULE: Named = Named::new(Both {
     postgres: "INSERT INTO errand_schedules
             (name, cron, timezone, kind, queue, catch_up, done_until, seen_at, created_at)
-        VALUES ($1, $2, $3, $4, $5, $6, errand_now_ms(), errand_now_ms(), errand_now_ms())
+        VALUES ($name, $cron, $timezone, $kind, $queue, $catch_up, errand_now_ms(), errand_now_ms(), errand_now_ms())
         ON CONFLICT (name) DO UPDATE SET cron = EXCLUDED.cron, timezone = EXCLUDED.timezone,
             kind = EXCLUDED.kind, queue = EXCLUDED.queue, catch_up = EXCLUDED.catch_up,
             seen_at = EXCLUDED.seen_at
         RETURNING done_until, errand_now_ms()",
     sqlite: "INSERT INTO errand_schedules
             (name, cron, timezone, kind, queue, catch_up, done_until, seen_at, created_at)
-        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?7)
+        VALUES ($name, $cron, $timezone, $kind, $queue, $catch_up, $now, $now, $now)
         ON CONFLICT (name) DO UPDATE SET cron = excluded.cron, timezone = excluded.timezone,
             kind = excluded.kind, queue = excluded.queue, catch_up = excluded.catch_up,
             seen_at = excluded.seen_at
-        RETURNING done_until, ?7",
-};
+        RETURNING done_until, $now",
+});
 
 /// `name, slot, run, next, now`: moves a schedule's `done_until` to `slot` if it is before
 /// (setting `last_run` to `slot` if `run`); changes a row when it did.
-pub(super) const ADVANCE_SCHEDULE: Both = Both {
-    postgres: "UPDATE errand_schedules
-        SET done_until = $2, last_run = CASE WHEN $3 THEN $2 ELSE last_run END, next_run = $4
-        WHERE name = $1 AND done_until < $2",
-    sqlite: "UPDATE errand_schedules
-        SET done_until = ?2, last_run = CASE WHEN ?3 THEN ?2 ELSE last_run END, next_run = ?4
-        WHERE name = ?1 AND done_until < ?2",
-};
+pub(super) static ADVANCE_SCHEDULE: Named = Named::same("UPDATE errand_schedules
+        SET done_until = $slot, last_run = CASE WHEN $run THEN $slot ELSE last_run END, next_run = $next
+        WHERE name = $name AND done_until < $slot");
 
 /// `name, job`: the job enqueued for the schedule's last run.
-pub(super) const SCHEDULE_JOB: Both = Both {
-    postgres: "UPDATE errand_schedules SET last_job = $2 WHERE name = $1",
-    sqlite: "UPDATE errand_schedules SET last_job = ?2 WHERE name = ?1",
-};
+pub(super) static SCHEDULE_JOB: Named =
+    Named::same("UPDATE errand_schedules SET last_job = $job WHERE name = $name");
 
 /// `name, next`: the schedule's next slot.
-pub(super) const SCHEDULE_NEXT: Both = Both {
-    postgres: "UPDATE errand_schedules SET next_run = $2
-        WHERE name = $1 AND next_run IS DISTINCT FROM $2",
-    sqlite: "UPDATE errand_schedules SET next_run = ?2
-        WHERE name = ?1 AND next_run IS NOT ?2",
-};
+pub(super) static SCHEDULE_NEXT: Named = Named::new(Both {
+    postgres: "UPDATE errand_schedules SET next_run = $next
+        WHERE name = $name AND next_run IS DISTINCT FROM $next",
+    sqlite: "UPDATE errand_schedules SET next_run = $next
+        WHERE name = $name AND next_run IS NOT $next",
+});
 
 /// No parameters: `name, cron, timezone, kind, queue, catch_up, last_run, last_job,
 /// next_run, seen_at` of every schedule, by name.
-pub(super) const SCHEDULES: Both = Both {
+pub(super) static SCHEDULES: Named = Named::new(Both {
     postgres:
         "SELECT name, cron, timezone, kind, queue, catch_up, last_run, last_job, next_run, seen_at
         FROM errand_schedules ORDER BY name",
     sqlite:
         "SELECT name, cron, timezone, kind, queue, catch_up, last_run, last_job, next_run, seen_at
         FROM errand_schedules ORDER BY name",
-};
+});
 
 impl<D: Dialect> SqlStore<D> {
     /// Records that a worker runs `schedule` (a new one is done until now); returns the time
@@ -73,18 +66,8 @@ impl<D: Dialect> SqlStore<D> {
         schedule: &ScheduleRecord<'_>,
     ) -> Result<(i64, i64), Error> {
         let op = || format!("register schedule `{}`", schedule.name);
-        let register = values![
-            schedule.name,
-            schedule.cron,
-            schedule.timezone,
-            schedule.kind,
-            schedule.queue,
-            schedule.catch_up.as_str(),
-            Value::Now,
-        ];
-        let rows = self
-            .fetch(REGISTER_SCHEDULE.of::<D>(), register, op)
-            .await?;
+        let register = params![name: schedule.name, cron: schedule.cron, timezone: schedule.timezone, kind: schedule.kind, queue: schedule.queue, catch_up: schedule.catch_up.as_str(), now: Value::Now];
+        let rows = self.rows(&REGISTER_SCHEDULE, register, op).await?;
         let row = rows
             .first()
             .ok_or_else(|| op_error::<D>(op(), sqlx::Error::RowNotFound))?;
@@ -105,8 +88,9 @@ impl<D: Dialect> SqlStore<D> {
         let op = || format!("enqueue slot {} of schedule `{schedule}`", slot.at);
         let mut tx = self.begin_write().await?;
         let name = schedule;
-        let advance = values![name, slot.at, slot.run, next, Value::Now];
-        let moved = D::execute(&mut tx, ADVANCE_SCHEDULE.of::<D>(), advance, &self.clock)
+        let advance = params![name, slot: slot.at, run: slot.run, next, now: Value::Now];
+        let moved = ADVANCE_SCHEDULE
+            .execute::<D>(&mut tx, advance, &self.clock)
             .await
             .map_err(|e| op_error::<D>(op(), e))?;
         // Another node dealt with this slot (or a later one): dropping `tx` rolls back.
@@ -116,8 +100,9 @@ impl<D: Dialect> SqlStore<D> {
         }
         let inserted = insert::<D>(&mut tx, job, &self.clock).await?;
         let id = inserted.id();
-        let ran = values![name, id.get()];
-        D::execute(&mut tx, SCHEDULE_JOB.of::<D>(), ran, &self.clock)
+        let ran = params![name, job: id.get()];
+        SCHEDULE_JOB
+            .execute::<D>(&mut tx, ran, &self.clock)
             .await
             .map_err(|e| op_error::<D>(op(), e))?;
         tx.commit().await.map_err(|e| op_error::<D>(op(), e))?;
@@ -127,7 +112,7 @@ impl<D: Dialect> SqlStore<D> {
     /// Records the next slot of schedule `name`, for listings.
     pub(crate) async fn set_next_run(&self, name: &str, next: Option<i64>) -> Result<(), Error> {
         let op = || format!("record the next run of schedule `{name}`");
-        self.execute(SCHEDULE_NEXT.of::<D>(), values![name, next], op)
+        self.run(&SCHEDULE_NEXT, params![name, next], op)
             .await
             .map(|_| ())
     }
@@ -135,7 +120,7 @@ impl<D: Dialect> SqlStore<D> {
     /// Every stored schedule, by name.
     pub(crate) async fn schedules(&self) -> Result<Vec<ScheduleInfo>, Error> {
         let op = named("list the schedules");
-        let rows = self.fetch(SCHEDULES.of::<D>(), vec![], op).await?;
+        let rows = self.rows(&SCHEDULES, vec![], op).await?;
         rows.iter()
             .map(|row| {
                 Ok(ScheduleInfo {

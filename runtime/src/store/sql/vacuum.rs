@@ -14,7 +14,7 @@
 //! the threshold is never reached and errand does nothing. SQLite reuses a deleted row's space
 //! itself: nothing to do there.
 
-use super::{named, op_error, SqlRow, SqlStore, Value};
+use super::{named, op_error, Named, SqlRow, SqlStore, Value};
 use crate::error::Error;
 use crate::store::postgres::Postgres;
 
@@ -38,14 +38,16 @@ const TABLES: [&str; 11] = [
 /// live rows).
 const DEAD_ROWS: i64 = 10_000;
 
-/// `tables, dead rows`: those of `tables` in the store's schema that hold more dead rows than
-/// the threshold and that no vacuum is at work on, with how many.
-const BEHIND: &str = "SELECT s.relname::text, s.n_dead_tup
+/// Those of `tables` in the store's schema that hold more than `dead_rows` dead rows (and a
+/// fifth of their live ones) and that no vacuum is at work on, with how many.
+static BEHIND: Named = Named::only(
+    "SELECT s.relname::text, s.n_dead_tup
     FROM pg_stat_user_tables s
-    WHERE s.schemaname = current_schema() AND s.relname = ANY($1)
-      AND s.n_dead_tup > $2 + s.n_live_tup / 5
+    WHERE s.schemaname = current_schema() AND s.relname = ANY($tables)
+      AND s.n_dead_tup > $dead_rows + s.n_live_tup / 5
       AND NOT EXISTS (SELECT 1 FROM pg_stat_progress_vacuum p WHERE p.relid = s.relid)
-    ORDER BY s.relname";
+    ORDER BY s.relname",
+);
 
 impl SqlStore<Postgres> {
     /// Vacuums and analyzes those of errand's tables that hold many dead rows and that no
@@ -54,9 +56,9 @@ impl SqlStore<Postgres> {
     pub(crate) async fn vacuum_behind(&self) -> Result<Vec<(&'static str, i64)>, Error> {
         let op = named("find errand's tables that hold many dead rows");
         let rows = self
-            .fetch(
-                BEHIND,
-                values![Value::Texts(TABLES.to_vec()), DEAD_ROWS],
+            .rows(
+                &BEHIND,
+                params![tables: Value::Texts(TABLES.to_vec()), dead_rows: DEAD_ROWS],
                 op,
             )
             .await?;
