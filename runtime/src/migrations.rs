@@ -103,6 +103,7 @@ migrations!(
     17 "0017_saga_stops",
     18 "0018_claimable_indexes",
     19 "0019_unknown_kinds_index",
+    20 "0020_aging_index",
 );
 
 /// The table in which errand records which migrations a PostgreSQL schema has.

@@ -352,7 +352,7 @@ impl Named {
     }
 
     /// The statement's names in the order of `D`'s positions.
-    #[cfg(test)]
+    #[cfg(all(test, feature = "postgres"))]
     pub(crate) fn names<D: Dialect>(&self) -> Vec<&'static str> {
         let which = usize::from(D::STORE != "postgres");
         let compiled = self.compiled[which].get_or_init(|| positional::<D>(self.both.of::<D>()));

@@ -409,7 +409,7 @@ mod tests {
     /// match.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn claims_walk_no_held_back_jobs() {
-        use sql::held_back_cases::{FILL, HOLD_SLOT, PAUSE};
+        use sql::held_back_cases::{AGED, FILL, HOLD_SLOT, PAUSE};
         // A file: the backlogs outgrow an in-memory database's cap.
         let path = std::env::temp_dir().join(format!("errand-held-back-{}.db", std::process::id()));
         let _ = std::fs::remove_file(&path);
@@ -437,7 +437,7 @@ mod tests {
                 .await
                 .expect("fill the table");
         }
-        for setup in [HOLD_SLOT, PAUSE, "ANALYZE"] {
+        for setup in [HOLD_SLOT, PAUSE, AGED, "ANALYZE"] {
             sqlx::query(setup)
                 .execute(&store.pool)
                 .await

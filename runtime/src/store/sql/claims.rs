@@ -89,34 +89,42 @@ const PG_COMPLETE_AND_CLAIM: &str = concat!(
      FROM done"
 );
 
-/// `queues, step, limit, now`: moves up to `limit` available jobs of each priority level of
-/// `queues` up one level for each `step` they have waited since their run time (never below
-/// 0); returns how many it moved.
+/// Ages up to `limit` available jobs of `queues` whose next step is due: one priority level up
+/// (towards 0) per `step` ms waited since their run time, the priority they were given kept
+/// in `base_priority`. A job aged k steps is due for the next once it has waited k + 1 steps:
+/// each (queue, level, k) is one range of `errand_jobs_aging`, so a backlog aged recently
+/// (not due again for a step) is not read.
 pub(super) static AGE: Named = Named::new(Both {
-    // Reads each level of each queue from `errand_jobs_available`, oldest first.
     postgres: "UPDATE errand_jobs j
         SET base_priority = COALESCE(j.base_priority, j.priority),
             priority = GREATEST(0, COALESCE(j.base_priority, j.priority) - (errand_now_ms() - j.run_at) / $step)
         FROM (
             SELECT a.id FROM unnest($queues::text[]) AS q(queue)
             CROSS JOIN generate_series(1, 9) AS p(priority)
+            CROSS JOIN generate_series(0, 9 - p.priority) AS k(aged)
             CROSS JOIN LATERAL (
                 SELECT id FROM errand_jobs
                 WHERE queue = q.queue AND state = 'available' AND priority = p.priority
-                  AND run_at <= errand_now_ms() - $step
-                  AND COALESCE(base_priority, priority) - (errand_now_ms() - run_at) / $step < priority
+                  AND COALESCE(base_priority, priority) - priority = k.aged
+                  AND run_at <= errand_now_ms() - (k.aged + 1) * $step
                 ORDER BY run_at LIMIT $limit
                 FOR UPDATE SKIP LOCKED) a
+            LIMIT $limit
         ) aged
         WHERE j.id = aged.id",
     sqlite: "UPDATE errand_jobs
         SET base_priority = COALESCE(base_priority, priority),
             priority = max(0, COALESCE(base_priority, priority) - ($now - run_at) / $step)
-        WHERE id IN (SELECT id FROM errand_jobs
-                     WHERE queue IN (SELECT value FROM json_each($queues)) AND state = 'available'
-                       AND priority > 0 AND run_at <= $now - $step
-                       AND COALESCE(base_priority, priority) - ($now - run_at) / $step < priority
-                     LIMIT $limit)",
+        WHERE id IN (
+            -- Each k the outer loop (CROSS JOIN), the index pinned: left to itself, SQLite's
+            -- planner read the table and joined k to each row.
+            WITH RECURSIVE k(aged) AS (SELECT 0 UNION ALL SELECT aged + 1 FROM k WHERE aged < 8)
+            SELECT j.id FROM k CROSS JOIN errand_jobs AS j INDEXED BY errand_jobs_aging
+            WHERE j.queue IN (SELECT value FROM json_each($queues)) AND j.state = 'available'
+              AND j.priority IN (1, 2, 3, 4, 5, 6, 7, 8, 9)
+              AND COALESCE(j.base_priority, j.priority) - j.priority = k.aged
+              AND j.run_at <= $now - (k.aged + 1) * $step
+            LIMIT $limit)",
 });
 
 impl<D: Dialect> SqlStore<D> {

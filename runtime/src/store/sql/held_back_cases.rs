@@ -67,6 +67,12 @@ pub(crate) const FILL: [(&str, &str, &str, i64, Option<&str>, Option<&str>, i64,
 pub(crate) const HOLD_SLOT: &str = "INSERT INTO errand_limit_slots (limit_key, purpose, n, job_id)
     SELECT 'limited', 'running', 1, id FROM errand_jobs WHERE state = 'running'";
 
+/// The fair backlog aged two levels, two and a half steps (of ten minutes) after its run
+/// time: not due for a third step for another half. (Also a backlog of a known kind older
+/// than burial's grace.)
+pub(crate) const AGED: &str = "UPDATE errand_jobs SET base_priority = priority + 2,
+    run_at = run_at - 1500000 WHERE kind = 'fair'";
+
 /// The paused queue.
 pub(crate) const PAUSE: &str =
     "INSERT INTO errand_queues (queue, paused_at, updated_at) VALUES ('paused', 1, 1)";
@@ -80,6 +86,9 @@ pub(crate) struct Case {
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) rows: u64,
     pub(crate) index: &'static str,
+    /// The most pages (PostgreSQL) finding its rows may read.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) pages: u64,
 }
 
 /// Each claim of dialect `D` (the plain one asking 100 of each queue, the limited one's
@@ -96,6 +105,7 @@ pub(crate) fn claims<D: super::Dialect>() -> Vec<Case> {
             values: super::params![queues: queues(), limits: Value::Ints(vec![100, 100]), lease: lease(), worker: Value::from("plan-test"), kinds: Value::Texts(vec!["plain"]), now: Value::Now],
             rows: 10,
             index: "errand_jobs_plain",
+            pages: 100,
         },
         Case {
             name: "limited claim's search",
@@ -103,6 +113,7 @@ pub(crate) fn claims<D: super::Dialect>() -> Vec<Case> {
             values: super::params![queues: queues(), kinds: Value::Texts(vec!["limited"]), max_running: Value::OptInts(vec![Some(1)]), max_starts: Value::OptInts(vec![None]), windows: Value::OptInts(vec![None]), scan: Value::from(400), now: Value::Now],
             rows: 0,
             index: "errand_jobs_limited",
+            pages: 100,
         },
         Case {
             name: "fair claim",
@@ -111,6 +122,7 @@ pub(crate) fn claims<D: super::Dialect>() -> Vec<Case> {
             // The tenant's first jobs, one a turn.
             rows: 10,
             index: "errand_jobs_fair",
+            pages: 100,
         },
         Case {
             // Every 30 s on every worker: the jobs of plain kinds that carry keys.
@@ -119,6 +131,7 @@ pub(crate) fn claims<D: super::Dialect>() -> Vec<Case> {
             values: super::params![kinds: Value::Texts(Vec::new()), fair_kinds: Value::Texts(Vec::new()), limited_kinds: Value::Texts(Vec::new()), plain_kinds: Value::Texts(vec!["plain"]), limit: Value::from(500)],
             rows: 0,
             index: "errand_jobs_keyed",
+            pages: 100,
         },
         Case {
             // Every 30 s on every worker: its queues' jobs of kinds no live worker knows
@@ -129,8 +142,26 @@ pub(crate) fn claims<D: super::Dialect>() -> Vec<Case> {
             values: super::params![grace: Value::from(60_000), queues: queues(), kinds: Value::Texts(vec!["limited", "fair"]), message_before: Value::from("no worker knows `"), message_after: Value::from("`"), max_errors: Value::from(25), keep_first: Value::from(5), worker: Value::from("plan-test"), now: Value::Now, live: Value::from(60_000), limit: Value::from(1000)],
             rows: 0,
             index: "errand_jobs_available_kinds",
+            pages: 100,
         },
     ];
+    cases.push(Case {
+        // Every poll of a worker with `priority_aging`, here a level every ten minutes: no
+        // job is due for a step, the fair backlog aged two and not due for a third.
+        name: "aging",
+        statement: &super::claims::AGE,
+        values: super::params![
+            queues: queues(),
+            step: Value::from(600_000),
+            limit: Value::from(1000),
+            now: Value::Now,
+        ],
+        rows: 0,
+        index: "errand_jobs_aging",
+        // One probe of the index for each queue, level and count of steps aged (90 here),
+        // whatever the backlog.
+        pages: 300,
+    });
     let error = || Value::from(r#"{"kind": "expired", "message": "plan"}"#);
     if D::STORE == "postgres" {
         cases.push(Case {
@@ -139,6 +170,7 @@ pub(crate) fn claims<D: super::Dialect>() -> Vec<Case> {
             values: super::params![limit: Value::from(1000), error: error()],
             rows: 1,
             index: "errand_jobs_due",
+            pages: 100,
         });
     } else {
         cases.extend([
@@ -148,6 +180,7 @@ pub(crate) fn claims<D: super::Dialect>() -> Vec<Case> {
                 values: super::params![limit: Value::from(1000), now: Value::Now],
                 rows: 0,
                 index: "errand_jobs_due",
+                pages: 100,
             },
             Case {
                 name: "expiry sweep",
@@ -155,6 +188,7 @@ pub(crate) fn claims<D: super::Dialect>() -> Vec<Case> {
                 values: super::params![limit: Value::from(1000), error: error(), now: Value::Now],
                 rows: 0,
                 index: "errand_jobs_expiring",
+                pages: 100,
             },
             Case {
                 name: "next due",
@@ -162,6 +196,7 @@ pub(crate) fn claims<D: super::Dialect>() -> Vec<Case> {
                 values: super::params![now: Value::Now],
                 rows: 1,
                 index: "errand_jobs_due",
+                pages: 100,
             },
         ]);
     }

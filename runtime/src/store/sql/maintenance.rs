@@ -47,7 +47,9 @@ pub(super) static BURY_UNKNOWN: Named = Named::new(Both {
                 SELECT id FROM errand_jobs
                 WHERE kind = k.kind AND queue = q.queue AND state = 'available'
                   AND run_at <= errand_now_ms() - $grace
-                LIMIT $limit FOR UPDATE SKIP LOCKED) j
+                -- In the index's order: without it, a backlog of known kinds older than the
+                -- grace made the planner expect matches anywhere and read the table.
+                ORDER BY run_at LIMIT $limit FOR UPDATE SKIP LOCKED) j
             WHERE k.kind IS NOT NULL AND k.kind <> ALL($kinds)
               AND NOT EXISTS (SELECT 1 FROM errand_workers w
                               WHERE w.seen_at > errand_now_ms() - $live AND k.kind = ANY(w.kinds))
