@@ -252,8 +252,8 @@ MUTATIONS = [
         "limited_claim_ignores_pause",
         "a paused queue's limited jobs are claimed",
         "runtime/src/store/sql/limits.rs",
-        "WHERE NOT \", paused!(\"q.queue\")",
-        "WHERE NOT \", paused!(\"NULL\")",
+        "paused!(\"q.queue\"),",
+        "paused!(\"NULL\"),",
         FLOW + ["--", "fixed_paths_on_postgres"],
     ),
     (
@@ -268,8 +268,8 @@ MUTATIONS = [
         "burial_ignores_pause",
         "jobs of an unknown kind in a paused queue are buried",
         "runtime/src/store/sql/maintenance.rs",
-        "AND NOT \", paused!(\"q.queue\")",
-        "AND NOT \", paused!(\"NULL\")",
+        "paused!(\"q.queue\"),",
+        "paused!(\"NULL\"),",
         SUITE + ["deploys::a_paused_queue_is_never_buried::postgres"],
     ),
     (

@@ -273,14 +273,14 @@ impl<F: Fn() -> String + Send + Sync> Op for F {}
 /// A fixed operation name.
 /// One statement written for each dialect, side by side in the file that runs it, so that a
 /// difference between the two is seen rather than hunted.
-pub(crate) struct Both<T = &'static str> {
-    pub(crate) postgres: T,
-    pub(crate) sqlite: T,
+pub(crate) struct Both {
+    pub(crate) postgres: &'static str,
+    pub(crate) sqlite: &'static str,
 }
 
-impl<T: Copy> Both<T> {
+impl Both {
     /// The statement in `D`'s dialect.
-    pub(crate) fn of<D: Dialect>(&self) -> T {
+    pub(crate) fn of<D: Dialect>(&self) -> &'static str {
         if D::STORE == "postgres" {
             self.postgres
         } else {

@@ -21,7 +21,7 @@ pub(crate) static CLAIM: Named = Named::new(Both {
     sqlite: concat!(
         "UPDATE errand_jobs ",
         lite_claim_set!("$now", "$lease", "$worker"),
-        concat!(concat!("
+        "
         WHERE id IN (
             -- Pinned: with an index of available jobs by kind beside it (migration 19),
             -- SQLite's planner chose to read the whole queue through `errand_jobs_queue_state`
@@ -29,11 +29,15 @@ pub(crate) static CLAIM: Named = Named::new(Both {
             SELECT id FROM errand_jobs INDEXED BY errand_jobs_plain
             WHERE queue = ($queues ->> 0) AND state = 'available' AND kind IN (SELECT value FROM json_each($kinds))
               AND limit_key IS NULL AND fair_key IS NULL
-              AND ", unexpired!("$now"), "
-              AND NOT "), paused!("($queues ->> 0)"), "
+              AND ",
+        unexpired!("$now"),
+        "
+              AND NOT ",
+        paused!("($queues ->> 0)"),
+        "
             ORDER BY priority, run_at, id
-            LIMIT ($limits ->> 0)) "),
-        lite_claim_returning!()
+            LIMIT ($limits ->> 0)) ",
+        lite_claim_returning!(),
     ),
 });
 

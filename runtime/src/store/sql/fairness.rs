@@ -14,7 +14,7 @@ pub(super) static CLAIM_FAIR: Named = Named::new(Both {
     // The distinct keys are read by skipping through `errand_jobs_fair` (a recursive CTE:
     // one index probe per key), then each key's first jobs from the same index.
     postgres: concat!(
-        concat!(concat!("WITH RECURSIVE keys AS (
+        "WITH RECURSIVE keys AS (
             (SELECT fair_key FROM errand_jobs
              WHERE queue = $queue AND state = 'available' AND fair_key IS NOT NULL
              ORDER BY fair_key LIMIT 1)
@@ -30,7 +30,9 @@ pub(super) static CLAIM_FAIR: Named = Named::new(Both {
             FROM keys k CROSS JOIN LATERAL (
                 SELECT id, fair_key, priority, run_at FROM errand_jobs
                 WHERE queue = $queue AND state = 'available' AND fair_key = k.fair_key AND kind = ANY($kinds)
-                  AND ", unexpired!("errand_now_ms()"), "
+                  AND ",
+        unexpired!("errand_now_ms()"),
+        "
                 ORDER BY priority, run_at, id LIMIT $limit) h
             LEFT JOIN errand_fair_turns t ON t.queue = $queue AND t.fair_key = h.fair_key
             WHERE k.fair_key IS NOT NULL
@@ -39,19 +41,21 @@ pub(super) static CLAIM_FAIR: Named = Named::new(Both {
             WHERE id IN (SELECT id FROM heads
                          ORDER BY turn, served_at NULLS FIRST, priority, run_at, id LIMIT $limit)
               AND state = 'available'
-              AND NOT "), paused!("$queue"), "
+              AND NOT ",
+        paused!("$queue"),
+        "
             FOR UPDATE SKIP LOCKED
         )
-        UPDATE errand_jobs "),
+        UPDATE errand_jobs ",
         pg_claim_set!("$lease", "$worker"),
         " WHERE id IN (SELECT id FROM picked) ",
         pg_claim_returning!(),
-        ", fair_key"
+        ", fair_key",
     ),
     sqlite: concat!(
         "UPDATE errand_jobs ",
         lite_claim_set!("$now", "$lease", "$worker"),
-        concat!(concat!("
+        "
         WHERE id IN (
             WITH RECURSIVE keys(fair_key) AS (
                 SELECT (SELECT fair_key FROM errand_jobs
@@ -70,18 +74,22 @@ pub(super) static CLAIM_FAIR: Named = Named::new(Both {
                     SELECT id FROM errand_jobs
                     WHERE queue = $queue AND state = 'available' AND fair_key = k.fair_key
                       AND kind IN (SELECT value FROM json_each($kinds))
-                      AND ", unexpired!("$now"), "
+                      AND ",
+        unexpired!("$now"),
+        "
                     ORDER BY priority, run_at, id
                     LIMIT $limit)
                 WHERE k.fair_key IS NOT NULL
-                  AND NOT "), paused!("$queue"), "
+                  AND NOT ",
+        paused!("$queue"),
+        "
             )
             SELECT h.id FROM heads h
             LEFT JOIN errand_fair_turns t ON t.queue = $queue AND t.fair_key = h.fair_key
             ORDER BY h.turn, t.served_at NULLS FIRST, h.priority, h.run_at, h.id
-            LIMIT $limit) "),
+            LIMIT $limit) ",
         lite_claim_returning!(),
-        ", fair_key"
+        ", fair_key",
     ),
 });
 

@@ -26,13 +26,16 @@ pub(super) static LIMIT_CANDIDATES: Named = Named::new(Both {
     // `errand_jobs_limited` (a recursive CTE: one index probe per key); each key's slots are
     // counted once, and only a key with a free slot has its first jobs read, at most as many
     // as it has free slots: a full key's backlog is never read.
-    postgres: concat!("WITH RECURSIVE keys(queue, limit_key) AS (
+    postgres: concat!(
+        "WITH RECURSIVE keys(queue, limit_key) AS (
             SELECT q.queue, (SELECT j.limit_key FROM errand_jobs j
                              WHERE j.queue = q.queue AND j.state = 'available'
                                AND j.limit_key IS NOT NULL
                              ORDER BY j.limit_key LIMIT 1)
             FROM unnest($queues::text[]) AS q(queue)
-            WHERE NOT ", paused!("q.queue"), concat!("
+            WHERE NOT ",
+        paused!("q.queue"),
+        "
             UNION ALL
             SELECT k.queue, (SELECT j.limit_key FROM errand_jobs j
                              WHERE j.queue = k.queue AND j.state = 'available'
@@ -57,17 +60,21 @@ pub(super) static LIMIT_CANDIDATES: Named = Named::new(Both {
         CROSS JOIN LATERAL (
             SELECT id, limit_key, kind, priority, run_at FROM errand_jobs
             WHERE queue = r.queue AND state = 'available' AND limit_key = r.limit_key
-              AND kind = r.kind AND ", unexpired!("errand_now_ms()"), "
+              AND kind = r.kind AND ",
+        unexpired!("errand_now_ms()"),
+        "
             ORDER BY priority, run_at, id
             LIMIT r.free
             FOR UPDATE SKIP LOCKED) j
         WHERE r.free > 0
         ORDER BY j.priority, j.run_at, j.id
-        LIMIT $scan")),
+        LIMIT $scan",
+    ),
     // As PostgreSQL's: one probe of `errand_jobs_limited` per key, and the first jobs only of
     // keys with a free slot (up to `$scan` each: SQLite's LIMIT cannot read a row; the claim takes
     // no more than the free slots).
-    sqlite: concat!("WITH RECURSIVE l AS (
+    sqlite: concat!(
+        "WITH RECURSIVE l AS (
             SELECT k.value AS kind, r.value AS max_running, s.value AS max_starts, w.value AS window_ms
             FROM json_each($kinds) k
             JOIN json_each($max_running) r ON r.key = k.key
@@ -79,7 +86,9 @@ pub(super) static LIMIT_CANDIDATES: Named = Named::new(Both {
                                AND j.limit_key IS NOT NULL
                              ORDER BY j.limit_key LIMIT 1)
             FROM json_each($queues) q
-            WHERE NOT ", paused!("q.value"), concat!("
+            WHERE NOT ",
+        paused!("q.value"),
+        "
             UNION ALL
             SELECT k.queue, (SELECT j.limit_key FROM errand_jobs j
                              WHERE j.queue = k.queue AND j.state = 'available'
@@ -103,11 +112,14 @@ pub(super) static LIMIT_CANDIDATES: Named = Named::new(Both {
         JOIN errand_jobs j ON j.id IN (
             SELECT id FROM errand_jobs
             WHERE queue = r.queue AND state = 'available' AND limit_key = r.limit_key
-              AND kind = r.kind AND ", unexpired!("$now"), "
+              AND kind = r.kind AND ",
+        unexpired!("$now"),
+        "
             ORDER BY priority, run_at, id
             LIMIT $scan)
         ORDER BY j.priority, j.run_at, j.id
-        LIMIT $scan")),
+        LIMIT $scan",
+    ),
 });
 
 /// `keys, windows, now`: returns `limit_key, purpose, n` of the free slots of those limit

@@ -30,7 +30,7 @@ pub(super) static BURY_UNKNOWN: Named = Named::new(Both {
                 'message', $message_before || kind || $message_after, 'at', errand_now_ms(), 'duration_ms', 0,
                 'worker', $worker::text)"
         ),
-        concat!("
+        "
         WHERE state = 'available' AND id IN (
             -- Each kind of available jobs, one probe of `errand_jobs_available_kinds` a kind,
             -- then the jobs of the kinds no live worker knows, queue by unpaused queue.
@@ -53,8 +53,10 @@ pub(super) static BURY_UNKNOWN: Named = Named::new(Both {
             WHERE k.kind IS NOT NULL AND k.kind <> ALL($kinds)
               AND NOT EXISTS (SELECT 1 FROM errand_workers w
                               WHERE w.seen_at > errand_now_ms() - $live AND k.kind = ANY(w.kinds))
-              AND NOT ", paused!("q.queue"), "
-            LIMIT $limit)")
+              AND NOT ",
+        paused!("q.queue"),
+        "
+            LIMIT $limit)",
     ),
     sqlite: concat!(
         "UPDATE errand_jobs
@@ -69,7 +71,7 @@ pub(super) static BURY_UNKNOWN: Named = Named::new(Both {
             "json_object('attempt', attempt, 'kind', 'unknown_kind', 'message', $message_before || kind || $message_after,
                 'at', $now, 'duration_ms', 0, 'worker', $worker)"
         ),
-        concat!("
+        "
         WHERE id IN (
             -- Each kind of available jobs, one probe of `errand_jobs_available_kinds` a kind,
             -- then the jobs of the kinds no live worker knows, queue by unpaused queue.
@@ -90,8 +92,10 @@ pub(super) static BURY_UNKNOWN: Named = Named::new(Both {
             WHERE k.kind IS NOT NULL AND k.kind NOT IN (SELECT value FROM json_each($kinds))
               AND NOT EXISTS (SELECT 1 FROM errand_workers w, json_each(w.kinds) wk
                               WHERE w.seen_at > $now - $live AND wk.value = k.kind)
-              AND NOT ", paused!("q.value"), "
-            LIMIT $limit)")
+              AND NOT ",
+        paused!("q.value"),
+        "
+            LIMIT $limit)",
     ),
 });
 
